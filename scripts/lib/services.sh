@@ -1,0 +1,104 @@
+# Throwaway local services shared by scripts/test.sh and the local API: a PostgreSQL
+# cluster and the AWS emulator (moto in server mode). Sourced, not run.
+# Everything lives under $STATE_DIR and is stopped by stop_services.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV="$ROOT/.venv"
+PY_REQUIREMENTS="$ROOT/scripts/requirements-dev.txt"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() { # port seconds what
+  local port=$1 secs=$2 what=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$what did not start listening on port $port within ${secs}s"
+  return 1
+}
+
+apt_install() { # packages...
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  log "installing Debian packages: $*"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_bindir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_postgres_installed() {
+  if [ -z "$(pg_bindir)" ] || [ ! -x "$(pg_bindir)/initdb" ]; then
+    apt_install postgresql
+  fi
+}
+
+ensure_venv() {
+  local stamp="$VENV/.requirements.sha"
+  local want
+  want=$(sha256sum "$PY_REQUIREMENTS" | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
+  log "creating the Python venv ($VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$PY_REQUIREMENTS"
+  echo "$want" >"$stamp"
+}
+
+# start_postgres: a fresh cluster under $STATE_DIR/pg; sets PG_PORT, PG_PASSWORD, PG_ADMIN_URL.
+start_postgres() {
+  local bindir data owner=""
+  bindir=$(pg_bindir)
+  data="$STATE_DIR/pg"
+  mkdir -p "$data"
+  PG_PASSWORD="local-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+  echo "$PG_PASSWORD" >"$STATE_DIR/pgpass"
+  if [ "$(id -u)" -eq 0 ]; then
+    # initdb refuses to run as root: the cluster belongs to the postgres user.
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+    chown -R postgres "$STATE_DIR"
+    chmod 755 "$STATE_DIR"
+    owner="runuser -u postgres --"
+  fi
+  $owner "$bindir/initdb" -D "$data" -U postgres --pwfile="$STATE_DIR/pgpass" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$STATE_DIR/initdb.log" 2>&1 \
+    || { cat "$STATE_DIR/initdb.log" >&2; return 1; }
+  PG_PORT=$(free_port)
+  # Durability off: a throwaway cluster; many connections: parallel tests each own a few.
+  $owner "$bindir/pg_ctl" -D "$data" -l "$STATE_DIR/postgres.log" -w -t 60 start -o \
+    "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$data -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null \
+    || { cat "$STATE_DIR/postgres.log" >&2; return 1; }
+  PG_ADMIN_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+  STARTED_PG="$owner $bindir/pg_ctl -D $data -m immediate stop"
+  log "PostgreSQL on 127.0.0.1:$PG_PORT"
+}
+
+# start_moto: the AWS emulator on a free port; sets MOTO_PORT.
+start_moto() {
+  MOTO_PORT=$(free_port)
+  "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$MOTO_PORT" >"$STATE_DIR/moto.log" 2>&1 &
+  MOTO_PID=$!
+  wait_for_port "$MOTO_PORT" 60 "moto" || { cat "$STATE_DIR/moto.log" >&2; return 1; }
+  log "AWS emulator (moto) on 127.0.0.1:$MOTO_PORT"
+}
+
+stop_services() {
+  if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
+  if [ -n "${STARTED_PG:-}" ]; then $STARTED_PG >/dev/null 2>&1 || true; fi
+  if [ -n "${STATE_DIR:-}" ] && [ -d "$STATE_DIR" ] && [ -z "${KEEP_STATE:-}" ]; then rm -rf "$STATE_DIR"; fi
+}
+
+# The environment that points the AWS SDK at the emulator (never at real AWS).
+export_emulator_env() {
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT"
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+  export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+}

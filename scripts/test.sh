@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, with all its set-up, on a fresh Debian machine with Rust:
+# installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
+# PostgreSQL cluster and the AWS emulator, runs every test, stops what it started.
+#   scripts/test.sh [extra args for cargo nextest run / cargo test]
+set -euo pipefail
+source "$(dirname "$0")/lib/services.sh"
+cd "$ROOT"
+
+STATE_DIR=$(mktemp -d /tmp/telephony-test.XXXXXX)
+trap stop_services EXIT
+trap 'exit 130' INT TERM
+
+ensure_postgres_installed
+ensure_venv
+start_postgres
+start_moto
+export_emulator_env
+export TEST_DATABASE_URL="$PG_ADMIN_URL"
+
+started=$(date +%s)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
+log "tests took $(($(date +%s) - started))s"

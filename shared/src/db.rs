@@ -1,0 +1,335 @@
+//! Postgres through RDS Proxy.
+//!
+//! A Lambda instance serves one request at a time, so its pool holds one connection
+//! (`DB_POOL_SIZE`, default 1), reused across invocations. Nothing here creates
+//! session state the proxy would pin a connection for: queries go through
+//! `query_typed` (one round trip, unnamed statement), there is no statement cache, no
+//! `SET`, no advisory lock. Recycling sends nothing (`RecyclingMethod::Fast`), and a
+//! connection older than `DB_MAX_LIFETIME_SECS` (below the proxy's idle timeout) is
+//! replaced instead of reused.
+//!
+//! A connection the proxy dropped while the instance was frozen fails on first use.
+//! [`Db::read`] and [`Db::transaction`] retry exactly that once: a read is
+//! idempotent, and a transaction whose `BEGIN` failed has done nothing.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::error::SqlState;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// rustls, certificate and host name verified against Mozilla's roots (which
+    /// include Amazon's, under which RDS Proxy presents its ACM certificate) plus
+    /// `DB_CA_FILE` if set.
+    VerifyFull,
+    /// Plain TCP. Only accepted for loopback hosts.
+    Disable,
+}
+
+#[derive(Clone)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: SecretString,
+    pub dbname: String,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub pool_size: usize,
+    pub max_lifetime: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 5432,
+            user: "postgres".into(),
+            password: SecretString::from(String::new()),
+            dbname: "postgres".into(),
+            tls: TlsMode::VerifyFull,
+            ca_file: None,
+            pool_size: 1,
+            // RDS Proxy's default idle client timeout is 30 minutes.
+            max_lifetime: Duration::from_secs(20 * 60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"[REDACTED]")
+            .field("dbname", &self.dbname)
+            .field("tls", &self.tls)
+            .field("pool_size", &self.pool_size)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish()
+    }
+}
+
+impl DbConfig {
+    /// From a `postgres://user:pass@host:port/db?sslmode=disable` URL. `sslmode=disable`
+    /// selects plain TCP; anything else means verified TLS.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::Invalid {
+            name: "DATABASE_URL",
+            why: why.to_owned(),
+        };
+        // tokio-postgres' own parser; its errors do not echo the URL (and its password).
+        let pg: tokio_postgres::Config = url.parse().map_err(|_| bad("not a postgres URL"))?;
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => return Err(bad("needs a TCP host")),
+        };
+        let password = pg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            host,
+            port: pg.get_ports().first().copied().unwrap_or(5432),
+            user: pg.get_user().unwrap_or("postgres").to_owned(),
+            password: SecretString::from(password),
+            dbname: pg.get_dbname().unwrap_or("postgres").to_owned(),
+            tls: if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+                TlsMode::Disable
+            } else {
+                TlsMode::VerifyFull
+            },
+            ..Self::default()
+        })
+    }
+
+    /// Plain TCP leaves the machine only over loopback.
+    pub fn check_tls(&self) -> Result<(), ConfigError> {
+        let loopback = self.host == "localhost"
+            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if self.tls == TlsMode::Disable && !loopback {
+            return Err(ConfigError::Invalid {
+                name: "DB_TLS",
+                why: format!(
+                    "TLS may only be disabled for a loopback host, not {}",
+                    self.host
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn pg_config(&self) -> tokio_postgres::Config {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(self.password.expose_secret())
+            .dbname(&self.dbname)
+            .application_name("telephony")
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        pg
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+impl DbError {
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Query(e) => e.code(),
+            DbError::Pool(PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// The constraint a violation names, for mapping to a 4xx.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
+            _ => None,
+        }
+    }
+}
+
+/// A database handle: the pool plus the retry rules above. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}
+
+fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &cfg.ca_file {
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| DbError::Tls(e.to_string()))? {
+            let cert = cert.map_err(|e| DbError::Tls(e.to_string()))?;
+            roots.add(cert).map_err(|e| DbError::Tls(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl Db {
+    /// Builds the pool; connects lazily on first use (cold start does no I/O here).
+    pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match cfg.tls {
+            TlsMode::Disable => {
+                Manager::from_config(cfg.pg_config(), tokio_postgres::NoTls, manager_config)
+            }
+            TlsMode::VerifyFull => {
+                Manager::from_config(cfg.pg_config(), tls_connector(cfg)?, manager_config)
+            }
+        };
+        let max_lifetime = cfg.max_lifetime;
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(cfg.connect_timeout))
+            .pre_recycle(Hook::sync_fn(move |_, metrics| {
+                if metrics.age() > max_lifetime {
+                    Err(HookError::message("connection reached its max lifetime"))
+                } else {
+                    Ok(())
+                }
+            }))
+            .build()
+            .map_err(|e| DbError::Tls(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn connection(&self) -> Result<Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Run an idempotent read; retried once on a fresh connection if the pooled one
+    /// turns out to be dead.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: AsyncFn(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    {
+        let client = self.connection().await?;
+        match f(&client).await {
+            Err(e) if e.is_closed() => {
+                tracing::warn!("pooled database connection was dead; reconnecting once");
+                drop(Object::take(client));
+                let client = self.connection().await?;
+                Ok(f(&client).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Run `f` in a transaction and commit if it returns `Ok`. A dead pooled
+    /// connection shows at `BEGIN`, before anything was done, so only that is retried.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let mut client = self.connection().await?;
+        match tokio_postgres::Client::transaction(&mut client).await {
+            Ok(tx) => return commit_after(tx, f).await,
+            Err(e) if e.is_closed() => {
+                tracing::warn!("pooled database connection was dead at BEGIN; reconnecting once");
+            }
+            Err(e) => return Err(DbError::from(e).into()),
+        }
+        drop(Object::take(client));
+        let mut client = self.connection().await?;
+        let tx = tokio_postgres::Client::transaction(&mut client)
+            .await
+            .map_err(DbError::from)?;
+        commit_after(tx, f).await
+    }
+
+    /// A pooled connection for work that needs the client itself (migrations).
+    pub async fn dedicated_connection(&self) -> Result<Object, DbError> {
+        self.connection().await
+    }
+
+    /// The pool's state (size, idle), for tests and diagnostics.
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+}
+
+async fn commit_after<T, E, F>(tx: tokio_postgres::Transaction<'_>, f: F) -> Result<T, E>
+where
+    F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let out = f(&tx).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tcp_only_on_loopback() {
+        let mut cfg =
+            DbConfig::from_url("postgres://u:p@127.0.0.1:5432/db?sslmode=disable").unwrap();
+        assert_eq!(cfg.tls, TlsMode::Disable);
+        assert!(cfg.check_tls().is_ok());
+        cfg.host = "proxy.example.internal".into();
+        assert!(cfg.check_tls().is_err());
+        let cfg = DbConfig::from_url("postgres://u:p@proxy.example.internal/db").unwrap();
+        assert_eq!(cfg.tls, TlsMode::VerifyFull);
+    }
+
+    #[test]
+    fn debug_hides_password() {
+        let cfg = DbConfig::from_url("postgres://u:hunter2pass@127.0.0.1/db").unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2pass"));
+        let err = DbConfig::from_url("postgres://u:hunter2pass@[bad")
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("hunter2pass"));
+    }
+}

@@ -1,0 +1,141 @@
+//! The one error type every route answers with: an HTTP status and a stable
+//! `{"error":{"code","message","requestId"}}` body. Internal causes are logged with
+//! the request id and never echoed.
+
+use lambda_http::http::StatusCode;
+use serde_json::json;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (body, path or query).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401: no usable identity in the authorizer's claims.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: identified, but lacking the scope this route needs.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: nothing of the caller's org by that name.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 409: conflicts with the current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 422: well-formed but refused (e.g. Twilio rejected the credentials).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// 503: a dependency is down; worth retrying later.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// 500: a bug or an unexpected failure. The cause is logged, not shown.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable code the frontend can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body. `Internal` says only that something went wrong and which
+    /// request id to quote.
+    pub fn body(&self, request_id: &str) -> serde_json::Value {
+        let message = match self {
+            Self::Internal(_) => {
+                "Something went wrong on our side. Quote the request id when reporting it."
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        json!({"error": {"code": self.code(), "message": message, "requestId": request_id}})
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::Pool(_) => Self::Unavailable {
+                code: "database_unavailable",
+                message: "The database is unavailable; try again shortly.".into(),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_cause_is_never_in_the_body() {
+        let e = ApiError::internal("connection string postgres://u:secret@h");
+        let body = e.body("req-1").to_string();
+        assert!(!body.contains("secret"));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.contains("req-1"));
+    }
+
+    #[test]
+    fn body_shape() {
+        let e = ApiError::bad_request("invalid_phone_number", "phone number must be E.164");
+        assert_eq!(
+            e.body("r"),
+            json!({"error": {"code": "invalid_phone_number", "message": "phone number must be E.164", "requestId": "r"}})
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Who is calling: the org and subject from the claims API Gateway's JWT authorizer
+//! verified (`requestContext.authorizer.jwt`). Never from the body or the path.
+
+use std::collections::HashMap;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+
+use crate::config::IdentityConfig;
+use crate::error::ApiError;
+use crate::ids::OrgId;
+
+/// The verified caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub org_id: OrgId,
+    /// The JWT `sub`: who acted, for the audit log.
+    pub subject: String,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// From the authorizer context of `req`. Also records the org id on the current
+    /// request span, so every later log line of the request carries it.
+    pub fn from_request(req: &Request, cfg: &IdentityConfig) -> Result<Self, ApiError> {
+        let jwt = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                ctx.authorizer.as_ref().and_then(|a| a.jwt.as_ref())
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        let Some(jwt) = jwt else {
+            return Err(ApiError::Unauthenticated(
+                "no verified token: the request carries no JWT authorizer claims".into(),
+            ));
+        };
+        let caller = Self::from_claims(&jwt.claims, jwt.scopes.as_deref(), cfg)?;
+        tracing::Span::current().record("org_id", tracing::field::display(caller.org_id));
+        Ok(caller)
+    }
+
+    /// From the claims map (API Gateway hands every claim over as a string).
+    pub fn from_claims(
+        claims: &HashMap<String, String>,
+        scopes: Option<&[String]>,
+        cfg: &IdentityConfig,
+    ) -> Result<Self, ApiError> {
+        let org = claims
+            .get(&cfg.org_claim)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(format!("the token carries no {} claim", cfg.org_claim))
+            })?;
+        let org_id = org.parse().map_err(|_| {
+            ApiError::Unauthenticated(format!("the token's {} claim is not a UUID", cfg.org_claim))
+        })?;
+        let subject = claims
+            .get("sub")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Unauthenticated("the token carries no sub claim".into()))?
+            .to_owned();
+        // Scopes arrive in the authorizer's `scopes` list and/or in the `scope` (OAuth)
+        // or `scp` claim, space separated; array claims arrive as "[a b]".
+        let mut all: Vec<String> = scopes.unwrap_or_default().to_vec();
+        for name in ["scope", "scp"] {
+            if let Some(v) = claims.get(name) {
+                let v = v.trim().trim_start_matches('[').trim_end_matches(']');
+                all.extend(
+                    v.split([' ', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Ok(Self {
+            org_id,
+            subject,
+            scopes: all,
+        })
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// 403 unless the token carries `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this action needs the {scope} scope, which the token does not carry"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORG: &str = "7b0c2e1a-3f4d-4c5b-9a8e-1f2d3c4b5a69";
+
+    fn claims(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn org_and_subject_from_claims() {
+        let cfg = IdentityConfig::default();
+        let c = Caller::from_claims(&claims(&[("org_id", ORG), ("sub", "user-1")]), None, &cfg)
+            .unwrap();
+        assert_eq!(c.org_id.to_string(), ORG);
+        assert_eq!(c.subject, "user-1");
+    }
+
+    #[test]
+    fn missing_empty_or_malformed_org_is_401() {
+        let cfg = IdentityConfig::default();
+        for bad in [
+            claims(&[("sub", "u")]),
+            claims(&[("org_id", ""), ("sub", "u")]),
+            claims(&[("org_id", "acme"), ("sub", "u")]),
+            claims(&[("org_id", ORG)]),
+        ] {
+            let e = Caller::from_claims(&bad, None, &cfg).unwrap_err();
+            assert_eq!(e.status(), 401, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn claim_name_is_configurable() {
+        let cfg = IdentityConfig {
+            org_claim: "custom:org".into(),
+            write_scope: "w".into(),
+        };
+        let c = Caller::from_claims(&claims(&[("custom:org", ORG), ("sub", "u")]), None, &cfg);
+        assert!(c.is_ok());
+        let c = Caller::from_claims(&claims(&[("org_id", ORG), ("sub", "u")]), None, &cfg);
+        assert_eq!(c.unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn scopes_from_list_or_claim() {
+        let cfg = IdentityConfig::default();
+        let base = [("org_id", ORG), ("sub", "u")];
+        let c = Caller::from_claims(&claims(&base), Some(&["telephony:write".to_string()]), &cfg)
+            .unwrap();
+        assert!(c.require_scope("telephony:write").is_ok());
+        let mut with_claim = base.to_vec();
+        with_claim.push(("scope", "openid telephony:write"));
+        let c = Caller::from_claims(&claims(&with_claim), None, &cfg).unwrap();
+        assert!(c.has_scope("telephony:write"));
+        let c = Caller::from_claims(&claims(&base), None, &cfg).unwrap();
+        assert_eq!(
+            c.require_scope("telephony:write").unwrap_err().status(),
+            403
+        );
+        let mut look_alike = base.to_vec();
+        look_alike.push(("scope", "telephony:write-not"));
+        let c = Caller::from_claims(&claims(&look_alike), None, &cfg).unwrap();
+        assert!(!c.has_scope("telephony:write"));
+    }
+}

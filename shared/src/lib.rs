@@ -1,0 +1,16 @@
+//! Everything the telephony functions share: domain types, configuration, the
+//! database, envelope encryption, caller identity, the audit log, the HTTP adapter.
+//! Routes live in `functions/<name>`; they stay thin over this crate.
+
+pub mod audit;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod ids;
+pub mod migrate;
+pub mod telemetry;
+
+pub use error::ApiError;

@@ -1,0 +1,59 @@
+//! JSON log lines for CloudWatch Logs Insights: every line carries the fields of the
+//! request span (request id, route, org id). Library logs are capped at `info` so a
+//! `RUST_LOG=debug` never prints SDK or HTTP internals (headers, signed requests).
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+const LIBRARY_CAPS: &[&str] = &[
+    "aws_smithy_runtime=info",
+    "aws_smithy_runtime_api=info",
+    "aws_smithy_http=info",
+    "aws_smithy_types=info",
+    "aws_config=info",
+    "aws_sdk_kms=info",
+    "aws_sdk_secretsmanager=info",
+    "hyper=info",
+    "hyper_util=info",
+    "reqwest=info",
+    "h2=info",
+    "rustls=info",
+    "tokio_postgres=info",
+    "lambda_runtime=info",
+    "lambda_http=info",
+];
+
+fn filter(directives: &str) -> EnvFilter {
+    let mut f = EnvFilter::new(directives);
+    for cap in LIBRARY_CAPS {
+        if let Ok(d) = cap.parse() {
+            f = f.add_directive(d);
+        }
+    }
+    f
+}
+
+/// The subscriber, writing JSON lines to `writer`. Used by [`init`] and by tests
+/// that capture logs.
+pub fn subscriber<W>(directives: &str, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    Registry::default().with(filter(directives)).with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .flatten_event(true),
+    )
+}
+
+/// Install the global subscriber (stdout; `RUST_LOG`, default `info`). Once per
+/// process, at cold start.
+pub fn init() {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing::subscriber::set_global_default(subscriber(&directives, std::io::stdout));
+}

@@ -1,0 +1,395 @@
+//! The schema's constraints, migrations, and connection behaviour behind a proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shared::db::{Db, DbError};
+use testkit::TestDb;
+use testkit::relay::TcpRelay;
+use tokio_postgres::types::Type;
+
+const PN1: &str = "PN0123456789abcdef0123456789abcdef";
+const PN2: &str = "PN1123456789abcdef0123456789abcdef";
+const SUB: &str = "AC0123456789abcdef0123456789abcdef";
+
+async fn insert_number(
+    c: &tokio_postgres::Client,
+    org: uuid::Uuid,
+    number: &str,
+    pn: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO managed_phone_numbers (org_id, phone_number, twilio_phone_sid, twilio_subaccount_sid, vapi_phone_id)
+         VALUES ($1, $2, $3, $4, 'vapi-phone-1')",
+        &[&org, &number, &pn, &SUB],
+    )
+    .await
+}
+
+fn constraint_of(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .and_then(|d| d.constraint())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let t = TestDb::new().await;
+    let again = shared::migrate::run(&t.db).await.unwrap();
+    assert!(again.is_empty(), "nothing left to apply: {again:?}");
+}
+
+#[tokio::test]
+async fn a_number_has_one_owner_until_released() {
+    let t = TestDb::new().await;
+    let (a, b) = (t.org().await.as_uuid(), t.org().await.as_uuid());
+    let c = t.client().await;
+    insert_number(&c, a, "+14155550100", PN1).await.unwrap();
+    let e = insert_number(&c, b, "+14155550100", PN2).await.unwrap_err();
+    assert_eq!(constraint_of(&e), "managed_phone_numbers_one_owner");
+
+    // Pending release: still owned, still exclusive.
+    c.execute(
+        "UPDATE managed_phone_numbers SET status = 'release_pending'",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(insert_number(&c, b, "+14155550100", PN2).await.is_err());
+
+    // Released (both steps done): the number may be bought again by another org.
+    c.execute(
+        "UPDATE managed_phone_numbers SET status = 'released', released_at = now(),
+                twilio_released_at = now(), vapi_released_at = now()",
+        &[],
+    )
+    .await
+    .unwrap();
+    insert_number(&c, b, "+14155550100", PN2).await.unwrap();
+}
+
+#[tokio::test]
+async fn released_requires_both_provider_steps() {
+    let t = TestDb::new().await;
+    let org = t.org().await.as_uuid();
+    let c = t.client().await;
+    insert_number(&c, org, "+14155550101", PN1).await.unwrap();
+    let e = c
+        .execute(
+            "UPDATE managed_phone_numbers SET status = 'released', released_at = now(), vapi_released_at = now()",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(constraint_of(&e), "released_only_when_both_steps_done");
+    let e = c
+        .execute("UPDATE managed_phone_numbers SET status = 'released'", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint_of(&e), "released_iff_released_at");
+    let e = c
+        .execute("UPDATE managed_phone_numbers SET status = 'releasing'", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(constraint_of(&e), "releasing_has_claim");
+}
+
+#[tokio::test]
+async fn formats_and_enums_are_checked() {
+    let t = TestDb::new().await;
+    let org = t.org().await.as_uuid();
+    let c = t.client().await;
+    assert!(insert_number(&c, org, "14155550100", PN1).await.is_err());
+    assert!(
+        insert_number(&c, org, "+14155550100", "PNxyz")
+            .await
+            .is_err()
+    );
+    let bad_status = c
+        .execute(
+            "INSERT INTO managed_phone_numbers (org_id, phone_number, twilio_phone_sid, twilio_subaccount_sid, status)
+             VALUES ($1, '+14155550102', $2, $3, 'gone')",
+            &[&org, &PN1, &SUB],
+        )
+        .await;
+    assert!(bad_status.is_err());
+    let bad_source = c
+        .execute(
+            "INSERT INTO org_credentials (org_id, provider, source, encrypted_config)
+             VALUES ($1, 'twilio', 'borrowed', '{\"v\":1,\"kid\":\"k\",\"edk\":\"\",\"iv\":\"\",\"ct\":\"\"}')",
+            &[&org],
+        )
+        .await;
+    assert!(bad_source.is_err());
+}
+
+#[tokio::test]
+async fn one_credential_slot_per_org_and_no_token_in_metadata() {
+    let t = TestDb::new().await;
+    let org = t.org().await.as_uuid();
+    let c = t.client().await;
+    let insert = "INSERT INTO org_credentials (org_id, provider, source, encrypted_config, metadata)
+                  VALUES ($1, 'twilio', 'byoc', '{\"v\":1,\"kid\":\"k\",\"edk\":\"\",\"iv\":\"\",\"ct\":\"\"}', $2)";
+    let meta = serde_json::json!({"accountSid": SUB, "phoneNumber": "+14155550100"});
+    c.execute(insert, &[&org, &meta]).await.unwrap();
+    let e = c.execute(insert, &[&org, &meta]).await.unwrap_err();
+    assert_eq!(constraint_of(&e), "org_credentials_one_slot");
+    let other = t.org().await.as_uuid();
+    let leaky = serde_json::json!({"accountSid": SUB, "authToken": "x"});
+    assert!(c.execute(insert, &[&other, &leaky]).await.is_err());
+}
+
+#[tokio::test]
+async fn a_number_routes_to_one_org() {
+    let t = TestDb::new().await;
+    let (a, b) = (t.org().await.as_uuid(), t.org().await.as_uuid());
+    let c = t.client().await;
+    let insert = "INSERT INTO phone_number_mapping (org_id, inbound_phone_number) VALUES ($1, '+14155550100')";
+    c.execute(insert, &[&a]).await.unwrap();
+    let e = c.execute(insert, &[&b]).await.unwrap_err();
+    assert_eq!(constraint_of(&e), "phone_number_mapping_one_route");
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only() {
+    let t = TestDb::new().await;
+    let org = t.org().await;
+    let caller = shared::identity::Caller::from_claims(
+        &[
+            ("org_id".to_string(), org.to_string()),
+            ("sub".to_string(), "user-1".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    t.db.transaction(async |tx| {
+        shared::audit::record(
+            tx,
+            &shared::audit::AuditEntry {
+                caller: &caller,
+                action: "credential.save",
+                target: SUB,
+                request_id: "req-1",
+                outcome: "saved",
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .map_err(DbError::from)
+    })
+    .await
+    .unwrap();
+    let c = t.client().await;
+    let row = c
+        .query_one(
+            "SELECT actor, action, target, request_id FROM audit_log",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "user-1");
+    assert_eq!(row.get::<_, String>(2), SUB);
+    assert!(
+        c.execute("UPDATE audit_log SET outcome = 'x'", &[])
+            .await
+            .is_err()
+    );
+    assert!(c.execute("DELETE FROM audit_log", &[]).await.is_err());
+    assert!(c.execute("TRUNCATE audit_log", &[]).await.is_err());
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_nothing() {
+    let t = TestDb::new().await;
+    let org = t.org().await.as_uuid();
+    let r: Result<(), DbError> = t
+        .db
+        .transaction(async |tx| {
+            tx.query_typed(
+                "INSERT INTO phone_number_mapping (org_id, inbound_phone_number) VALUES ($1, '+14155550100')",
+                &[(&org, Type::UUID)],
+            )
+            .await?;
+            tx.query_typed("SELECT 1/0", &[]).await?;
+            Ok(())
+        })
+        .await;
+    assert!(r.is_err());
+    let n: i64 = t
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM phone_number_mapping", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+async fn backend_pid(db: &Db) -> i32 {
+    db.read(async |c| {
+        c.query_typed_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map(|r| r.get(0))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_connection_reused_across_requests() {
+    let t = TestDb::new().await;
+    let first = backend_pid(&t.db).await;
+    for _ in 0..5 {
+        assert_eq!(backend_pid(&t.db).await, first);
+    }
+    assert_eq!(t.db.status().size, 1);
+}
+
+#[tokio::test]
+async fn reconnects_after_pg_terminate_backend() {
+    let t = TestDb::new().await;
+    let first = backend_pid(&t.db).await;
+    t.client()
+        .await
+        .execute("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap();
+    // Either recycling notices the closed client or the first use fails and is retried.
+    let second = backend_pid(&t.db).await;
+    assert_ne!(first, second);
+    let tx_pid: i32 =
+        t.db.transaction(async |tx| {
+            Ok::<_, DbError>(
+                tx.query_typed_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(tx_pid, second);
+}
+
+async fn db_via_relay(t: &TestDb) -> (TcpRelay, Db) {
+    let target: SocketAddr = format!("{}:{}", t.config.host, t.config.port)
+        .parse()
+        .unwrap();
+    let relay = TcpRelay::start(target).await;
+    let db = Db::new(&t.config_via(relay.port)).unwrap();
+    (relay, db)
+}
+
+#[tokio::test]
+async fn a_silently_dropped_connection_is_retried_once_for_a_read() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    let first = backend_pid(&db).await;
+    // The proxy dropped the connection while the instance was frozen: it still looks
+    // open, and the next query is answered with a reset.
+    relay.cut_silently();
+    let second = backend_pid(&db).await;
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn a_silently_dropped_connection_is_retried_at_begin() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    let first = backend_pid(&db).await;
+    relay.cut_silently();
+    let org = t.org().await.as_uuid();
+    let pid: i32 = db
+        .transaction(async |tx| {
+            tx.query_typed(
+                "INSERT INTO phone_number_mapping (org_id, inbound_phone_number) VALUES ($1, '+14155550199')",
+                &[(&org, Type::UUID)],
+            )
+            .await?;
+            Ok::<_, DbError>(tx.query_typed_one("SELECT pg_backend_pid()", &[]).await?.get(0))
+        })
+        .await
+        .unwrap();
+    assert_ne!(pid, first);
+    let n: i64 = t
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM phone_number_mapping", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the retried transaction ran exactly once");
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_replaced() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    let first = backend_pid(&db).await;
+    relay.cut_now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = backend_pid(&db).await;
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn only_one_retry() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    backend_pid(&db).await;
+    // Every connection (the retry's too) dies on first use: the error surfaces.
+    relay.cut_silently();
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let r = db
+        .read(async |c| {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            relay.cut_silently();
+            c.query_typed("SELECT 1", &[]).await.map(|_| ())
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connections_older_than_max_lifetime_are_replaced() {
+    let t = TestDb::new().await;
+    let mut cfg = t.config.clone();
+    cfg.max_lifetime = Duration::from_millis(200);
+    let db = Db::new(&cfg).unwrap();
+    let first = backend_pid(&db).await;
+    assert_eq!(backend_pid(&db).await, first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_ne!(backend_pid(&db).await, first);
+}
+
+#[tokio::test]
+async fn no_session_state_is_left_behind() {
+    // query_typed uses unnamed statements: nothing prepared survives a request,
+    // so RDS Proxy never has to pin the connection.
+    let t = TestDb::new().await;
+    let org = t.org().await.as_uuid();
+    for _ in 0..3 {
+        t.db.read(async |c| {
+            c.query_typed(
+                "SELECT count(*) FROM organizations WHERE id = $1",
+                &[(&org, Type::UUID)],
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    }
+    let prepared: i64 =
+        t.db.read(async |c| {
+            c.query_typed_one("SELECT count(*) FROM pg_prepared_statements", &[])
+                .await
+                .map(|r| r.get(0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(prepared, 0);
+}

@@ -1,0 +1,129 @@
+//! The test harness every test uses.
+//!
+//! `scripts/test.sh` starts the shared, throwaway services once per run and exports
+//! where they are: a PostgreSQL cluster (`TEST_DATABASE_URL`, an admin URL) and the
+//! AWS emulator, moto in server mode (`AWS_ENDPOINT_URL`). Each test then gets its own
+//! database with the migrations applied ([`TestDb`]), its own wiremock fakes of Vapi
+//! and Twilio ([`fakes`]), and can cut connections with a [`relay::TcpRelay`] and read
+//! the log lines it caused ([`logs`]).
+
+pub mod event;
+pub mod fakes;
+pub mod logs;
+pub mod relay;
+
+use shared::db::{Db, DbConfig};
+
+/// Where the script's services are, or a clear instruction if they are not.
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts PostgreSQL and the AWS emulator")
+    })
+}
+
+/// A fresh database in the throwaway cluster, named per test, with the migrations
+/// applied. The cluster is deleted with everything in it when the run ends.
+pub struct TestDb {
+    pub name: String,
+    pub config: DbConfig,
+    /// The pool the code under test uses.
+    pub db: Db,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin_url = required_env("TEST_DATABASE_URL");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test cluster");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let mut config = DbConfig::from_url(&admin_url).expect("TEST_DATABASE_URL parses");
+        config.dbname = name.clone();
+        let db = Db::new(&config).expect("pool");
+        shared::migrate::run(&db).await.expect("migrations apply");
+        Self { name, config, db }
+    }
+
+    /// Another, independent pool on the same database: a second Lambda instance.
+    pub fn second_instance(&self) -> Db {
+        Db::new(&self.config).expect("pool")
+    }
+
+    /// A `DbConfig` reaching this database through `port` on loopback (a relay).
+    pub fn config_via(&self, port: u16) -> DbConfig {
+        let mut c = self.config.clone();
+        c.host = "127.0.0.1".into();
+        c.port = port;
+        c
+    }
+
+    /// A direct connection for assertions, outside the pool under test.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&self.config.host)
+            .port(self.config.port)
+            .user(&self.config.user)
+            .password(secrecy::ExposeSecret::expose_secret(&self.config.password))
+            .dbname(&self.name);
+        let (client, conn) = pg.connect(tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Insert an organisation row and return its id.
+    pub async fn org(&self) -> shared::ids::OrgId {
+        let id = uuid::Uuid::new_v4();
+        self.client()
+            .await
+            .execute(
+                "INSERT INTO organizations (id, name) VALUES ($1, 'Test org')",
+                &[&id],
+            )
+            .await
+            .expect("insert org");
+        shared::ids::OrgId::new(id)
+    }
+}
+
+/// The AWS SDK configuration, loaded exactly as the functions load it, but only when
+/// it points at the local emulator: a test never reaches real AWS.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let endpoint = required_env("AWS_ENDPOINT_URL");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must be the local emulator, not {endpoint}"
+    );
+    shared::config::aws_sdk_config().await
+}
+
+/// A fresh symmetric KMS key in the emulator.
+pub async fn kms_key(aws: &aws_config::SdkConfig) -> String {
+    let kms = aws_sdk_kms::Client::new(aws);
+    let out = kms
+        .create_key()
+        .send()
+        .await
+        .expect("emulator creates a KMS key");
+    out.key_metadata
+        .expect("key metadata")
+        .arn
+        .expect("key arn")
+}
+
+/// Store `value` as a new secret in the emulator's Secrets Manager; returns its ARN.
+pub async fn put_secret(aws: &aws_config::SdkConfig, value: &serde_json::Value) -> String {
+    let sm = aws_sdk_secretsmanager::Client::new(aws);
+    let out = sm
+        .create_secret()
+        .name(format!("test/{}", uuid::Uuid::new_v4()))
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .expect("emulator stores a secret");
+    out.arn.expect("secret arn")
+}
