@@ -4,11 +4,11 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
+use shared::ApiError;
 use shared::config::IdentityConfig;
 use shared::http::{BODY_LIMIT, Reply, json_body, path_param, reject_unknown_query, respond};
 use shared::identity::Caller;
 use shared::ids::E164;
-use shared::ApiError;
 use testkit::event::{ApiEvent, read_response};
 
 const ORG: &str = "7b0c2e1a-3f4d-4c5b-9a8e-1f2d3c4b5a69";
@@ -55,16 +55,28 @@ async fn success_carries_request_id_and_logs_are_json_with_request_and_org() {
     let req = ev.request();
     let resp = example_route(req).await;
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(request_id.starts_with("apigw-"), "falls back to API Gateway's id: {request_id}");
+    assert!(
+        request_id.starts_with("apigw-"),
+        "falls back to API Gateway's id: {request_id}"
+    );
     assert_eq!(resp.headers()["content-type"], "application/json");
     let (status, body) = read_response(&resp);
     assert_eq!(status, 201);
-    assert_eq!(body, json!({"org": ORG, "body": "+14155550100", "path": "+14155550100"}));
+    assert_eq!(
+        body,
+        json!({"org": ORG, "body": "+14155550100", "path": "+14155550100"})
+    );
     let lines = logs.lines();
-    let ran = lines.iter().find(|l| l["message"] == "route ran").expect("route's line");
+    let ran = lines
+        .iter()
+        .find(|l| l["message"] == "route ran")
+        .expect("route's line");
     assert_eq!(ran["span"]["request_id"], request_id.as_str());
     assert_eq!(ran["span"]["org_id"], ORG);
-    let done = lines.iter().find(|l| l["message"] == "request done").expect("summary line");
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "request done")
+        .expect("summary line");
     assert_eq!(done["status"], 201);
     assert_eq!(done["span"]["org_id"], ORG);
 }
@@ -80,7 +92,12 @@ async fn the_lambda_request_id_wins_when_present() {
 
 #[tokio::test]
 async fn percent_encoded_path_parameters_are_decoded_once() {
-    for (raw, expect) in [("+14155550100", 201), ("%2B14155550100", 201), ("%252B14155550100", 400), ("14155550100", 400)] {
+    for (raw, expect) in [
+        ("+14155550100", 201),
+        ("%2B14155550100", 201),
+        ("%252B14155550100", 400),
+        ("14155550100", 400),
+    ] {
         let resp = example_route(event().path_parameter("phoneNumber", raw).request()).await;
         assert_eq!(read_response(&resp).0, expect, "{raw}");
     }
@@ -98,18 +115,45 @@ async fn every_refusal_has_the_error_shape() {
         (event().claim("org_id", "acme"), 401, "unauthenticated"),
         (event().scopes(&["telephony:read"]), 403, "forbidden"),
         (event().query("debug=1"), 400, "unknown_query_parameter"),
-        (event().header("content-type", "text/plain"), 415, "unsupported_media_type"),
+        (
+            event().header("content-type", "text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
         (event().body("{\"phoneNumber\": "), 400, "malformed_json"),
         (event().body(""), 400, "invalid_body"),
-        (event().body("{\"phoneNumber\": 14155550100}"), 400, "invalid_body"),
-        (event().body("{\"phoneNumber\": \"+14155550100\", \"orgId\": \"x\"}"), 400, "invalid_body"),
+        (
+            event().body("{\"phoneNumber\": 14155550100}"),
+            400,
+            "invalid_body",
+        ),
+        (
+            event().body("{\"phoneNumber\": \"+14155550100\", \"orgId\": \"x\"}"),
+            400,
+            "invalid_body",
+        ),
         (event().body("{}"), 400, "invalid_body"),
-        (event().body(format!("{{\"phoneNumber\": \"+1{}\"}}", "0".repeat(BODY_LIMIT))), 413, "payload_too_large"),
+        (
+            event().body(format!(
+                "{{\"phoneNumber\": \"+1{}\"}}",
+                "0".repeat(BODY_LIMIT)
+            )),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (ev, status, code) in cases {
         let (s, body) = refused(ev).await;
-        assert_eq!((s, body["error"]["code"].as_str().unwrap()), (status, code), "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            (s, body["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
         assert!(body["error"]["requestId"].as_str().is_some());
     }
 }
@@ -117,7 +161,10 @@ async fn every_refusal_has_the_error_shape() {
 #[tokio::test]
 async fn an_event_without_an_authorizer_is_401() {
     let mut ev = event().to_json();
-    ev["requestContext"].as_object_mut().unwrap().remove("authorizer");
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
     let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
     let (status, body) = read_response(&example_route(req).await);
     assert_eq!(status, 401);
@@ -134,5 +181,8 @@ async fn internal_errors_are_logged_not_echoed() {
     let (status, body) = read_response(&resp);
     assert_eq!(status, 500);
     assert!(!body.to_string().contains("db.internal"));
-    assert!(logs.text().contains("pool exploded"), "the cause is logged for operators");
+    assert!(
+        logs.text().contains("pool exploded"),
+        "the cause is logged for operators"
+    );
 }
