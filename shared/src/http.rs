@@ -40,9 +40,16 @@ impl Reply {
     }
 }
 
+/// The request id [`respond`] chose, kept on the request for the handler.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
 /// The id a caller quotes when something went wrong: the Lambda request id (what
 /// CloudWatch Logs Insights filters on), else API Gateway's, else a fresh one.
 pub fn request_id(req: &Request) -> String {
+    if let Some(RequestId(id)) = req.extensions().get::<RequestId>() {
+        return id.clone();
+    }
     if let Some(ctx) = req.lambda_context_ref()
         && !ctx.request_id.is_empty()
     {
@@ -75,12 +82,13 @@ fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str)
 /// Run `route` for `req` inside the request span and turn its result into the HTTP
 /// response. Errors are logged here once: 5xx with their cause at `error`, 4xx at
 /// `info` with their code.
-pub async fn respond<F, Fut>(req: Request, route: &'static str, handler: F) -> Response<Body>
+pub async fn respond<F, Fut>(mut req: Request, route: &'static str, handler: F) -> Response<Body>
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
     let request_id = request_id(&req);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,

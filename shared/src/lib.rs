@@ -14,3 +14,7 @@ pub mod migrate;
 pub mod telemetry;
 
 pub use error::ApiError;
+pub mod credential;
+pub mod providers;
+pub mod twilio;
+pub mod vapi;

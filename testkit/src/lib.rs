@@ -49,6 +49,42 @@ impl TestDb {
         Self { name, config, db }
     }
 
+    /// `DATABASE_URL` for this database (loopback, plain TCP).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{}?sslmode=disable",
+            self.config.user,
+            secrecy::ExposeSecret::expose_secret(&self.config.password),
+            self.config.host,
+            self.config.port,
+            self.name
+        )
+    }
+
+    /// Every row of every application table as text: for asserting a secret is
+    /// stored nowhere in the clear.
+    pub async fn dump(&self) -> String {
+        let c = self.client().await;
+        let mut out = String::new();
+        for table in [
+            "organizations",
+            "org_credentials",
+            "managed_phone_numbers",
+            "phone_number_mapping",
+            "audit_log",
+        ] {
+            for row in c
+                .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+                .await
+                .expect("dump")
+            {
+                out.push_str(row.get::<_, &str>(0));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Another, independent pool on the same database: a second Lambda instance.
     pub fn second_instance(&self) -> Db {
         Db::new(&self.config).expect("pool")

@@ -1,0 +1,85 @@
+//! `save-credential` — `PUT /api/telephony/credentials/twilio`.
+//!
+//! Body `{accountSid, authToken, phoneNumber}`; the org comes from the caller's
+//! verified claims and the `WRITE_SCOPE` scope is required. Verifies the credentials
+//! with Twilio, seals them with KMS, upserts the org's single Twilio slot
+//! (`source: byoc`) and mirrors them to Vapi. Answers `200 {accountSid, phoneNumber,
+//! source, vapiCredentialId, updatedAt, vapi: {synced, code?}}` — a failed Vapi sync
+//! still saves (`synced: false`), and the next save repairs it.
+
+use lambda_http::{Body, Request, Response};
+use shared::config::{Env, IdentityConfig, KeyringConfig, ProviderUrls, SecretLoader};
+use shared::credential::{CredentialStore, TwilioCredential};
+use shared::db::Db;
+use shared::envelope::Keyring;
+use shared::http::{BODY_LIMIT, Reply, json_body, reject_unknown_query, request_id, respond};
+use shared::identity::Caller;
+use shared::ids::CredentialSource;
+use shared::providers::{CallPolicy, http_client};
+use shared::twilio::TwilioClient;
+use shared::vapi::VapiClient;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything the handler needs, built once per instance at cold start.
+pub struct State {
+    pub db: Db,
+    pub keyring: Keyring,
+    pub vapi: VapiClient,
+    pub twilio: TwilioClient,
+    pub identity: IdentityConfig,
+}
+
+impl State {
+    /// Loads this function's secrets (database, Vapi key) concurrently.
+    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let secrets = SecretLoader::new(env, aws);
+        let (db, vapi_key) = tokio::try_join!(secrets.db(), secrets.vapi())?;
+        let urls = ProviderUrls::from_env(env);
+        let policy = CallPolicy::from_env(env)?;
+        let http = http_client()?;
+        Ok(Self {
+            db: Db::new(&db)?,
+            keyring: KeyringConfig::from_env(env)?.build(aws)?,
+            vapi: VapiClient::new(
+                http.clone(),
+                urls.vapi,
+                vapi_key,
+                Some(secrets),
+                policy.clone(),
+            ),
+            twilio: TwilioClient::new(http, urls.twilio, policy),
+            identity: IdentityConfig::from_env(env),
+        })
+    }
+
+    pub fn store(&self) -> CredentialStore<'_> {
+        CredentialStore {
+            db: &self.db,
+            keyring: &self.keyring,
+            vapi: &self.vapi,
+            twilio: &self.twilio,
+        }
+    }
+}
+
+/// The Lambda handler.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    respond(req, "save-credential", async |req: Request| {
+        let caller = Caller::from_request(&req, &state.identity)?;
+        caller.require_scope(&state.identity.write_scope)?;
+        reject_unknown_query(&req, &[])?;
+        let credential: TwilioCredential = json_body(&req, BODY_LIMIT)?;
+        let saved = state
+            .store()
+            .save(
+                &caller,
+                &request_id(&req),
+                &credential,
+                CredentialSource::Byoc,
+            )
+            .await?;
+        Reply::ok(saved)
+    })
+    .await
+}

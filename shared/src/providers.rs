@@ -1,0 +1,258 @@
+//! What Vapi and Twilio calls share: one HTTP client built at cold start, one log line
+//! per call (provider, method, path template, status, duration; never a body or a
+//! header), errors classified for retrying, and bounded exponential backoff (backon)
+//! for the calls that are safe to repeat.
+
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+
+/// Limits for provider calls.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// Per attempt, connect included.
+    pub attempt_timeout: Duration,
+    /// Attempts after the first, for retryable failures of idempotent calls.
+    pub retries: usize,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        // Worst case per call: 3 × 5 s + 0.2 + 0.4 s of backoff, inside API Gateway's 30 s.
+        Self {
+            attempt_timeout: Duration::from_secs(5),
+            retries: 2,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl CallPolicy {
+    /// `PROVIDER_TIMEOUT_MS`, `PROVIDER_RETRIES`, `PROVIDER_MIN_BACKOFF_MS`,
+    /// `PROVIDER_MAX_BACKOFF_MS`; defaults above.
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let d = Self::default();
+        let ms = |name, default: Duration| {
+            env.parse_or(name, default.as_millis() as u64)
+                .map(Duration::from_millis)
+        };
+        Ok(Self {
+            attempt_timeout: ms("PROVIDER_TIMEOUT_MS", d.attempt_timeout)?,
+            retries: env.parse_or("PROVIDER_RETRIES", d.retries)?,
+            min_backoff: ms("PROVIDER_MIN_BACKOFF_MS", d.min_backoff)?,
+            max_backoff: ms("PROVIDER_MAX_BACKOFF_MS", d.max_backoff)?,
+        })
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_max_times(self.retries)
+            .with_jitter()
+    }
+}
+
+/// The one HTTP client of a function instance (connection pool, TLS, timeouts).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .user_agent(concat!("telephony-backend/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A failed provider call, classified. Carries the provider's error code and
+/// message for logs and the pending-release record; never shown to API callers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider} did not answer within the deadline")]
+    Timeout { provider: &'static str },
+    #[error("{provider} could not be reached")]
+    Unreachable { provider: &'static str },
+    #[error("{provider} answered {status}")]
+    Status {
+        provider: &'static str,
+        status: u16,
+        /// Twilio's numeric `code`, when given.
+        code: Option<i64>,
+        /// The provider's `message`, shortened.
+        message: Option<String>,
+    },
+    #[error("{provider} answered with an unexpected body")]
+    UnexpectedBody { provider: &'static str, status: u16 },
+}
+
+impl ProviderError {
+    /// 408, 429, 5xx, timeouts and connection failures may succeed when repeated.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            Self::UnexpectedBody { .. } => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } | Self::UnexpectedBody { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn provider_code(&self) -> Option<i64> {
+        match self {
+            Self::Status { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// A stable code for API responses and the database: `<provider>_<kind>`.
+    pub fn stable_code(&self) -> &'static str {
+        let provider = match self {
+            Self::Timeout { provider }
+            | Self::Unreachable { provider }
+            | Self::Status { provider, .. }
+            | Self::UnexpectedBody { provider, .. } => *provider,
+        };
+        let kind = match self {
+            Self::Timeout { .. } => "timeout",
+            Self::Status {
+                status: 401 | 403, ..
+            } => "unauthorized",
+            Self::Status { status: 429, .. } => "rate_limited",
+            Self::Status { status, .. } if *status >= 500 => "unavailable",
+            Self::Unreachable { .. } => "unavailable",
+            Self::Status { .. } => "rejected",
+            Self::UnexpectedBody { .. } => "bad_response",
+        };
+        match (provider, kind) {
+            ("vapi", "timeout") => "vapi_timeout",
+            ("vapi", "unauthorized") => "vapi_unauthorized",
+            ("vapi", "rate_limited") => "vapi_rate_limited",
+            ("vapi", "unavailable") => "vapi_unavailable",
+            ("vapi", "rejected") => "vapi_rejected",
+            ("vapi", _) => "vapi_bad_response",
+            (_, "timeout") => "twilio_timeout",
+            (_, "unauthorized") => "twilio_unauthorized",
+            (_, "rate_limited") => "twilio_rate_limited",
+            (_, "unavailable") => "twilio_unavailable",
+            (_, "rejected") => "twilio_rejected",
+            _ => "twilio_bad_response",
+        }
+    }
+}
+
+/// The error fields both providers use (`message`; Twilio adds a numeric `code`).
+/// Vapi validation errors may send `message` as an array of strings.
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<i64>,
+    message: Option<serde_json::Value>,
+}
+
+fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> ProviderError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let message = parsed.as_ref().and_then(|b| b.message.as_ref()).map(|m| {
+        let text = match m {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        text.chars().take(200).collect()
+    });
+    ProviderError::Status {
+        provider,
+        status: status.as_u16(),
+        code: parsed.and_then(|b| b.code),
+        message,
+    }
+}
+
+/// A successful answer: status and raw body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    pub fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        provider: &'static str,
+    ) -> Result<T, ProviderError> {
+        serde_json::from_slice(&self.body).map_err(|_| ProviderError::UnexpectedBody {
+            provider,
+            status: self.status.as_u16(),
+        })
+    }
+}
+
+/// One call, one attempt, one log line. `path` is the template (`/credential/{id}`),
+/// so log lines group by endpoint and carry no identifiers.
+pub async fn call_once(
+    provider: &'static str,
+    method: Method,
+    path: &'static str,
+    request: RequestBuilder,
+    policy: &CallPolicy,
+) -> Result<Answer, ProviderError> {
+    let started = Instant::now();
+    let result = async {
+        let resp = request.send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let outcome = tokio::time::timeout(policy.attempt_timeout, result).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let answer = match outcome {
+        Err(_) => Err(ProviderError::Timeout { provider }),
+        Ok(Err(e)) if e.is_timeout() => Err(ProviderError::Timeout { provider }),
+        Ok(Err(_)) => Err(ProviderError::Unreachable { provider }),
+        Ok(Ok((status, body))) if status.is_success() => Ok(Answer { status, body }),
+        Ok(Ok((status, body))) => Err(error_from(provider, status, &body)),
+    };
+    let status = match &answer {
+        Ok(a) => Some(a.status.as_u16()),
+        Err(e) => e.status(),
+    };
+    tracing::info!(
+        provider,
+        method = %method,
+        path,
+        status,
+        error = answer.as_ref().err().map(ProviderError::stable_code),
+        duration_ms,
+        "provider call"
+    );
+    answer
+}
+
+/// [`call_once`] with backoff for retryable failures. Only for idempotent calls
+/// (GET, PATCH, DELETE); `build` makes a fresh request per attempt.
+pub async fn call_idempotent<F>(
+    provider: &'static str,
+    method: Method,
+    path: &'static str,
+    build: F,
+    policy: &CallPolicy,
+) -> Result<Answer, ProviderError>
+where
+    F: Fn() -> RequestBuilder,
+{
+    (|| call_once(provider, method.clone(), path, build(), policy))
+        .retry(policy.backoff())
+        .sleep(tokio::time::sleep)
+        .when(ProviderError::is_retryable)
+        .await
+}

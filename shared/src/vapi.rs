@@ -1,0 +1,192 @@
+//! Vapi, the voice-AI platform that answers the calls: the Twilio credential mirror
+//! (`/credential`) and phone numbers (`/phone-number`).
+//!
+//! `Authorization: Bearer <private key>`. The key comes from Secrets Manager at cold
+//! start; when Vapi answers 401 the key is fetched again once (it may have been
+//! rotated under a warm instance) and the call repeated if the key changed.
+
+use std::sync::RwLock;
+
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{SecretLoader, VapiKey};
+use crate::ids::{AccountSid, AuthToken, OrgId};
+use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
+
+const PROVIDER: &str = "vapi";
+
+/// A Vapi credential id (a UUID at Vapi; kept opaque here).
+pub type CredentialId = String;
+
+pub struct VapiClient {
+    http: reqwest::Client,
+    base: String,
+    key: RwLock<VapiKey>,
+    /// Where to re-read the key after a 401. `None` in tests that pin a key.
+    secrets: Option<SecretLoader>,
+    policy: CallPolicy,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+/// The deterministic name of an org's credential at Vapi (`org-<uuid>`, 40 chars,
+/// Vapi's limit): a credential whose `POST` outcome was unknown can be found by it.
+pub fn credential_name(org: OrgId) -> String {
+    format!("org-{org}")
+}
+
+impl VapiClient {
+    pub fn new(
+        http: reqwest::Client,
+        base: impl Into<String>,
+        key: VapiKey,
+        secrets: Option<SecretLoader>,
+        policy: CallPolicy,
+    ) -> Self {
+        Self {
+            http,
+            base: base.into(),
+            key: RwLock::new(key),
+            secrets,
+            policy,
+        }
+    }
+
+    fn bearer(&self) -> String {
+        let key = self.key.read().unwrap_or_else(|p| p.into_inner());
+        key.0.expose_secret().to_owned()
+    }
+
+    /// After a 401: re-read the key; `true` if it changed (worth one more try).
+    async fn refresh_key(&self) -> bool {
+        let Some(secrets) = &self.secrets else {
+            return false;
+        };
+        match secrets.vapi().await {
+            Ok(fresh) => {
+                let changed = fresh.0.expose_secret() != self.bearer();
+                if changed {
+                    tracing::warn!("Vapi key was rotated; using the new one");
+                    *self.key.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not re-read the Vapi key");
+                false
+            }
+        }
+    }
+
+    /// Run `attempt`, and once more with a re-read key if Vapi said 401 and the key
+    /// had changed.
+    async fn with_fresh_key<F, Fut>(&self, attempt: F) -> Result<Answer, ProviderError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Answer, ProviderError>>,
+    {
+        match attempt().await {
+            Err(ProviderError::Status { status: 401, .. }) if self.refresh_key().await => {
+                attempt().await
+            }
+            other => other,
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(self.bearer())
+    }
+
+    /// `POST /credential`. Never retried: a request that timed out may have created
+    /// the credential, and a blind retry would create a second one.
+    pub async fn create_credential(
+        &self,
+        org: OrgId,
+        account_sid: &AccountSid,
+        auth_token: &AuthToken,
+    ) -> Result<CredentialId, ProviderError> {
+        let body = json!({
+            "provider": "twilio",
+            "name": credential_name(org),
+            "accountSid": account_sid.as_str(),
+            "authToken": auth_token.expose(),
+        });
+        let answer = self
+            .with_fresh_key(|| {
+                call_once(
+                    PROVIDER,
+                    Method::POST,
+                    "/credential",
+                    self.request(Method::POST, "/credential").json(&body),
+                    &self.policy,
+                )
+            })
+            .await?;
+        Ok(answer.json::<Created>(PROVIDER)?.id)
+    }
+
+    /// `PATCH /credential/{id}`: idempotent, retried with backoff. 404 means the
+    /// credential is gone at Vapi (the caller then creates a new one).
+    pub async fn update_credential(
+        &self,
+        id: &str,
+        org: OrgId,
+        account_sid: &AccountSid,
+        auth_token: &AuthToken,
+    ) -> Result<(), ProviderError> {
+        let body = json!({
+            "name": credential_name(org),
+            "accountSid": account_sid.as_str(),
+            "authToken": auth_token.expose(),
+        });
+        let path = format!("/credential/{}", urlencode(id));
+        self.with_fresh_key(|| {
+            call_idempotent(
+                PROVIDER,
+                Method::PATCH,
+                "/credential/{id}",
+                || self.request(Method::PATCH, &path).json(&body),
+                &self.policy,
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `DELETE /phone-number/{id}`: idempotent, retried with backoff. A 404 is
+    /// returned as an error; the release treats it as already done.
+    pub async fn delete_phone_number(&self, id: &str) -> Result<(), ProviderError> {
+        let path = format!("/phone-number/{}", urlencode(id));
+        self.with_fresh_key(|| {
+            call_idempotent(
+                PROVIDER,
+                Method::DELETE,
+                "/phone-number/{id}",
+                || self.request(Method::DELETE, &path),
+                &self.policy,
+            )
+        })
+        .await
+        .map(drop)
+    }
+}
+
+/// RFC 3986 unreserved characters stay; everything else in an id is encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Ids go into a path segment: encode everything but unreserved characters.
+pub(crate) fn urlencode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string()
+}
