@@ -253,7 +253,7 @@ impl Db {
     {
         let client = self.connection().await?;
         match f(&client).await {
-            Err(e) if e.is_closed() => {
+            Err(e) if connection_lost(&e) => {
                 tracing::warn!("pooled database connection was dead; reconnecting once");
                 drop(Object::take(client));
                 let client = self.connection().await?;
@@ -273,7 +273,7 @@ impl Db {
         let mut client = self.connection().await?;
         match tokio_postgres::Client::transaction(&mut client).await {
             Ok(tx) => return commit_after(tx, f).await,
-            Err(e) if e.is_closed() => {
+            Err(e) if connection_lost(&e) => {
                 tracing::warn!("pooled database connection was dead at BEGIN; reconnecting once");
             }
             Err(e) => return Err(DbError::from(e).into()),
@@ -295,6 +295,19 @@ impl Db {
     pub fn status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }
+}
+
+/// The connection, not the statement, failed: closed under us, reset, or the server
+/// said it is terminating the session (`pg_terminate_backend`, a restart, a failover).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    let shutdown = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
+    e.is_closed()
+        || e.code().is_some_and(|c| shutdown.contains(c))
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 async fn commit_after<T, E, F>(tx: tokio_postgres::Transaction<'_>, f: F) -> Result<T, E>
