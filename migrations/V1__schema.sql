@@ -51,7 +51,9 @@ CREATE TABLE managed_phone_numbers (
     status                 text NOT NULL DEFAULT 'active'
                            CHECK (status IN ('active', 'releasing', 'release_pending', 'released')),
     -- Set while a release holds the number; an expired claim may be taken over.
+    -- The token names the holder, so only it writes the outcome.
     claimed_until          timestamptz,
+    claim_token            uuid,
     -- Per-step completion, so a resumed release redoes only what is unfinished.
     vapi_released_at       timestamptz,
     twilio_released_at     timestamptz,
@@ -69,7 +71,7 @@ CREATE TABLE managed_phone_numbers (
                OR (twilio_released_at IS NOT NULL
                    AND (vapi_phone_id IS NULL OR vapi_released_at IS NOT NULL))),
     CONSTRAINT releasing_has_claim
-        CHECK (status <> 'releasing' OR claimed_until IS NOT NULL)
+        CHECK (status <> 'releasing' OR (claimed_until IS NOT NULL AND claim_token IS NOT NULL))
 );
 
 -- A number belongs to at most one org in every state but 'released' (a number whose

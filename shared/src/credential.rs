@@ -295,14 +295,3 @@ async fn lock_org(
         .await?;
     Ok(row.get(0))
 }
-
-/// The org's credential summary (never the token), for the status route.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CredentialSummary {
-    pub account_sid: Option<String>,
-    pub phone_number: Option<String>,
-    pub source: String,
-    pub vapi_credential_id: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}

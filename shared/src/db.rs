@@ -9,8 +9,8 @@
 //! replaced instead of reused.
 //!
 //! A connection the proxy dropped while the instance was frozen fails on first use.
-//! [`Db::read`] and [`Db::transaction`] retry exactly that once: a read is
-//! idempotent, and a transaction whose `BEGIN` failed has done nothing.
+//! [`Db::query`] and [`Db::transaction`] retry exactly that once: a single statement
+//! that is safe to repeat, and a transaction whose `BEGIN` failed has done nothing.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -24,7 +24,9 @@ use deadpool_postgres::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::ConfigError;
 
@@ -157,6 +159,9 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// A row that does not have the shape the code expects (a bug or a bad migration).
+    #[error("unexpected row: {0}")]
+    Shape(String),
 }
 
 impl DbError {
@@ -245,22 +250,52 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
-    /// Run an idempotent read; retried once on a fresh connection if the pooled one
-    /// turns out to be dead.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        F: AsyncFn(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
-    {
+    /// Run one statement outside a transaction (`query_typed`: one round trip, an
+    /// unnamed statement). If the pooled connection turns out to be dead it is retried
+    /// once on a fresh one, so use this only for statements that are safe to repeat:
+    /// reads, and conditional updates whose repeat cannot do the work twice.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, DbError> {
         let client = self.connection().await?;
-        match f(&client).await {
+        match client.query_typed(sql, params).await {
             Err(e) if connection_lost(&e) => {
                 tracing::warn!("pooled database connection was dead; reconnecting once");
                 drop(Object::take(client));
                 let client = self.connection().await?;
-                Ok(f(&client).await?)
+                Ok(client.query_typed(sql, params).await?)
             }
             other => Ok(other?),
         }
+    }
+
+    /// [`Db::query`] expecting at most one row.
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<Row>, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        if rows.len() > 1 {
+            return Err(DbError::Shape(format!(
+                "expected at most one row, got {}",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop())
+    }
+
+    /// [`Db::query`] expecting exactly one row.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Row, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Shape("expected one row, got none".into()))
     }
 
     /// Run `f` in a transaction and commit if it returns `Ok`. A dead pooled

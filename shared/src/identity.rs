@@ -82,6 +82,15 @@ impl Caller {
         })
     }
 
+    /// The platform acting on its own (a scheduled job), for the audit log.
+    pub fn system(org_id: OrgId, subject: &str) -> Self {
+        Self {
+            org_id,
+            subject: subject.to_owned(),
+            scopes: Vec::new(),
+        }
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }

@@ -15,6 +15,8 @@ pub mod telemetry;
 
 pub use error::ApiError;
 pub mod credential;
+pub mod numbers;
 pub mod providers;
+pub mod release;
 pub mod twilio;
 pub mod vapi;

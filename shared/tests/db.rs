@@ -230,13 +230,10 @@ async fn a_failed_transaction_leaves_nothing() {
 }
 
 async fn backend_pid(db: &Db) -> i32 {
-    db.read(async |c| {
-        c.query_typed_one("SELECT pg_backend_pid()", &[])
-            .await
-            .map(|r| r.get(0))
-    })
-    .await
-    .unwrap()
+    db.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
@@ -348,18 +345,16 @@ async fn only_one_retry() {
     let t = TestDb::new().await;
     let (relay, db) = db_via_relay(&t).await;
     backend_pid(&db).await;
-    // Every connection (the retry's too) dies on first use: the error surfaces.
+    assert_eq!(relay.accepted(), 1);
+    // The pooled connection is dead and so is every new one: the error surfaces after
+    // exactly one reconnect.
     relay.cut_silently();
-    let attempts = std::sync::atomic::AtomicU32::new(0);
-    let r = db
-        .read(async |c| {
-            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            relay.cut_silently();
-            c.query_typed("SELECT 1", &[]).await.map(|_| ())
-        })
-        .await;
+    relay.refuse_new(true);
+    let r = db.query("SELECT 1", &[]).await;
     assert!(r.is_err());
-    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(relay.accepted(), 2, "one reconnect, not more");
+    relay.refuse_new(false);
+    backend_pid(&db).await;
 }
 
 #[tokio::test]
@@ -381,23 +376,17 @@ async fn no_session_state_is_left_behind() {
     let t = TestDb::new().await;
     let org = t.org().await.as_uuid();
     for _ in 0..3 {
-        t.db.read(async |c| {
-            c.query_typed(
-                "SELECT count(*) FROM organizations WHERE id = $1",
-                &[(&org, Type::UUID)],
-            )
-            .await
-        })
+        t.db.query(
+            "SELECT count(*) FROM organizations WHERE id = $1",
+            &[(&org, Type::UUID)],
+        )
         .await
         .unwrap();
     }
     let prepared: i64 =
-        t.db.read(async |c| {
-            c.query_typed_one("SELECT count(*) FROM pg_prepared_statements", &[])
-                .await
-                .map(|r| r.get(0))
-        })
-        .await
-        .unwrap();
+        t.db.query_one("SELECT count(*) FROM pg_prepared_statements", &[])
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(prepared, 0);
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +15,8 @@ pub struct TcpRelay {
     /// Incremented by every cut; connections remember the value they started with.
     generation: Arc<AtomicU64>,
     cut_now: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
+    refuse: Arc<AtomicBool>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,8 +38,16 @@ impl TcpRelay {
         let generation = Arc::new(AtomicU64::new(0));
         let (cut_now, cut_rx) = watch::channel(0u64);
         let gen2 = generation.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (accepted2, refuse2) = (accepted.clone(), refuse.clone());
         let accept_task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                accepted2.fetch_add(1, Ordering::SeqCst);
+                if refuse2.load(Ordering::SeqCst) {
+                    reset(&client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(target).await else {
                     reset(&client);
                     continue;
@@ -50,8 +60,20 @@ impl TcpRelay {
             port,
             generation,
             cut_now,
+            accepted,
+            refuse,
             accept_task,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Reset new connections as soon as they arrive (a proxy that is down).
+    pub fn refuse_new(&self, refuse: bool) {
+        self.refuse.store(refuse, Ordering::SeqCst);
     }
 
     /// Reset every live connection now (both sides get RST).

@@ -1,0 +1,57 @@
+//! `list-numbers` — `GET /api/managed-telephony/status`.
+//!
+//! The caller's org only: `{credential: {accountSid, phoneNumber, source,
+//! vapiCredentialId, updatedAt, vapi} | null, numbers: [...]}`, newest first. By
+//! default the numbers that are active or still being released; `?include=released`
+//! adds the released history. Any other query parameter or value is a 400. One
+//! database round trip; needs only the database.
+
+use lambda_http::{Body, Request, RequestExt, Response};
+use shared::ApiError;
+use shared::config::{Env, IdentityConfig, SecretLoader};
+use shared::db::Db;
+use shared::http::{Reply, reject_unknown_query, respond};
+use shared::identity::Caller;
+use shared::numbers::{self, Listing};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct State {
+    pub db: Db,
+    pub identity: IdentityConfig,
+}
+
+impl State {
+    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let db = SecretLoader::new(env, aws).db().await?;
+        Ok(Self {
+            db: Db::new(&db)?,
+            identity: IdentityConfig::from_env(env),
+        })
+    }
+}
+
+fn listing(req: &Request) -> Result<Listing, ApiError> {
+    reject_unknown_query(req, &["include"])?;
+    let values = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.all("include"))
+        .unwrap_or_default();
+    match values.as_slice() {
+        [] => Ok(Listing::Current),
+        ["released"] => Ok(Listing::WithReleased),
+        _ => Err(ApiError::bad_request(
+            "invalid_query_parameter",
+            "include accepts only the value \"released\" (once)",
+        )),
+    }
+}
+
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    respond(req, "list-numbers", async |req: Request| {
+        let caller = Caller::from_request(&req, &state.identity)?;
+        let status = numbers::status(&state.db, caller.org_id, listing(&req)?).await?;
+        Reply::ok(status)
+    })
+    .await
+}
