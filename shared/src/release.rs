@@ -454,7 +454,7 @@ impl Releaser<'_> {
             }
         }
         let (vapi_done, twilio_done) = (vapi.done(), twilio.done());
-        let last_error = (!errors.is_empty()).then(|| Value::Object(errors));
+        let last_error = (!errors.is_empty()).then_some(Value::Object(errors));
         let phone_number = claim.phone_number.clone();
         self.db
             .transaction(async |tx| {
