@@ -111,6 +111,38 @@ impl TestDb {
         client
     }
 
+    /// A managed number of `org`, active and routed (a `phone_number_mapping` row),
+    /// with Twilio SIDs derived from the number so each seeded number is distinct.
+    pub async fn managed_number(
+        &self,
+        org: shared::ids::OrgId,
+        number: &str,
+        vapi_phone_id: Option<&str>,
+    ) -> SeededNumber {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let seeded = SeededNumber {
+            number: number.to_owned(),
+            number_sid: format!("PN{digits:0>32}"),
+            subaccount_sid: format!("AC{digits:f>32}"),
+            vapi_phone_id: vapi_phone_id.map(str::to_owned),
+        };
+        let c = self.client().await;
+        c.execute(
+            "INSERT INTO managed_phone_numbers (org_id, phone_number, twilio_phone_sid, twilio_subaccount_sid, vapi_phone_id)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&org.as_uuid(), &seeded.number, &seeded.number_sid, &seeded.subaccount_sid, &seeded.vapi_phone_id],
+        )
+        .await
+        .expect("insert managed number");
+        c.execute(
+            "INSERT INTO phone_number_mapping (org_id, inbound_phone_number, vapi_phone_id) VALUES ($1, $2, $3)",
+            &[&org.as_uuid(), &seeded.number, &seeded.vapi_phone_id],
+        )
+        .await
+        .expect("insert mapping");
+        seeded
+    }
+
     /// Insert an organisation row and return its id.
     pub async fn org(&self) -> shared::ids::OrgId {
         let id = uuid::Uuid::new_v4();
@@ -124,6 +156,15 @@ impl TestDb {
             .expect("insert org");
         shared::ids::OrgId::new(id)
     }
+}
+
+/// A managed number [`TestDb::managed_number`] inserted.
+#[derive(Debug, Clone)]
+pub struct SeededNumber {
+    pub number: String,
+    pub number_sid: String,
+    pub subaccount_sid: String,
+    pub vapi_phone_id: Option<String>,
 }
 
 /// The AWS SDK configuration, loaded exactly as the functions load it, but only when
