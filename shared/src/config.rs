@@ -56,6 +56,11 @@ impl Env {
         )
     }
 
+    /// Set (or override) a variable in this snapshot.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.0.insert(name.to_owned(), value.into());
+    }
+
     /// A set, non-empty variable.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

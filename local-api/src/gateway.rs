@@ -1,0 +1,253 @@
+//! API Gateway's part, locally: route matching, the JWT authorizer (with the
+//! template's scope rule on state-changing routes), the HTTP API 2.0 event, and a
+//! call to the same handler Lambda calls.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, RequestExt};
+use serde_json::{Map, Value, json};
+use shared::config::Env;
+use testkit::event::ApiEvent;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub const SAVE_ROUTE: &str = "PUT /api/telephony/credentials/twilio";
+pub const STATUS_ROUTE: &str = "GET /api/managed-telephony/status";
+pub const RELEASE_ROUTE: &str = "DELETE /api/managed-telephony/numbers/{phoneNumber}";
+
+/// The three route functions, built exactly as their Lambda `main`s build them.
+pub struct Functions {
+    pub save: save_credential::State,
+    pub list: list_numbers::State,
+    pub release: release_number::State,
+}
+
+impl Functions {
+    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, BoxError> {
+        Ok(Self {
+            save: save_credential::State::from_env(env, aws).await?,
+            list: list_numbers::State::from_env(env, aws).await?,
+            release: release_number::State::from_env(env, aws).await?,
+        })
+    }
+
+    /// Call the handler of the event's route, as API Gateway's integration does.
+    pub async fn dispatch(&self, req: lambda_http::Request) -> lambda_http::Response<Body> {
+        let route = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
+            #[allow(unreachable_patterns)]
+            _ => String::new(),
+        };
+        match route.as_str() {
+            SAVE_ROUTE => save_credential::handle(&self.save, req).await,
+            STATUS_ROUTE => list_numbers::handle(&self.list, req).await,
+            RELEASE_ROUTE => release_number::handle(&self.release, req).await,
+            _ => {
+                let mut resp = lambda_http::Response::new(Body::Text(
+                    json!({"message": "Not Found"}).to_string(),
+                ));
+                *resp.status_mut() = StatusCode::NOT_FOUND;
+                resp
+            }
+        }
+    }
+}
+
+/// The local stand-in for the HTTP API's JWT authorizer: HS256 with a shared
+/// secret (API Gateway itself verifies asymmetric keys from the issuer's JWKS).
+/// Checks signature, `exp`, `nbf`, `iss` and `aud`, like API Gateway.
+pub struct LocalAuthorizer {
+    secret: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// Documented default; override with `LOCAL_JWT_SECRET`. Local use only.
+pub const DEFAULT_LOCAL_JWT_SECRET: &str = "local-dev-only-jwt-secret";
+
+impl LocalAuthorizer {
+    pub fn from_env(env: &Env) -> Self {
+        Self {
+            secret: env
+                .get("LOCAL_JWT_SECRET")
+                .unwrap_or(DEFAULT_LOCAL_JWT_SECRET)
+                .as_bytes()
+                .to_vec(),
+            issuer: env
+                .get("LOCAL_JWT_ISSUER")
+                .unwrap_or("http://localhost/local-issuer")
+                .to_owned(),
+            audience: env
+                .get("LOCAL_JWT_AUDIENCE")
+                .unwrap_or("telephony-local")
+                .to_owned(),
+        }
+    }
+
+    /// A token for `org` acting as `sub` with `scopes`, valid for `ttl`.
+    pub fn mint(
+        &self,
+        org: &str,
+        sub: &str,
+        scopes: &[&str],
+        ttl: Duration,
+    ) -> Result<String, BoxError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let claims = json!({
+            "iss": self.issuer, "aud": self.audience, "sub": sub, "org_id": org,
+            "scope": scopes.join(" "), "iat": now, "nbf": now, "exp": now + ttl.as_secs(),
+        });
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.secret),
+        )?)
+    }
+
+    /// The verified claims as API Gateway hands them to Lambda (every value a
+    /// string; arrays as `[a b]`), and the token's scopes.
+    pub fn verify(&self, headers: &HeaderMap) -> Option<(Map<String, Value>, Vec<String>)> {
+        let token = headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            &DecodingKey::from_secret(&self.secret),
+            &validation,
+        )
+        .ok()?;
+        let mut claims = Map::new();
+        for (k, v) in data.claims {
+            let s = match v {
+                Value::String(s) => s,
+                Value::Array(items) => format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|i| i
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                other => other.to_string(),
+            };
+            claims.insert(k, Value::String(s));
+        }
+        let scopes = claims
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((claims, scopes))
+    }
+}
+
+/// Everything the local API server holds.
+pub struct Gateway {
+    pub functions: Functions,
+    pub authorizer: LocalAuthorizer,
+    /// Scopes the template's `AuthorizationScopes` require on state-changing routes.
+    pub write_scope: String,
+}
+
+fn gateway_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "message": message }))).into_response()
+}
+
+/// The route key and path parameter for a request, as the template declares them.
+/// The phone number segment is passed on as the client sent it (`%2B…` from a
+/// browser), so the handler's decode-once rule is exercised.
+pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> {
+    match (method.as_str(), path) {
+        ("PUT", "/api/telephony/credentials/twilio") => Some((SAVE_ROUTE, None)),
+        ("GET", "/api/managed-telephony/status") => Some((STATUS_ROUTE, None)),
+        ("DELETE", p) => {
+            let number = p.strip_prefix("/api/managed-telephony/numbers/")?;
+            (!number.is_empty() && !number.contains('/'))
+                .then(|| (RELEASE_ROUTE, Some(number.to_owned())))
+        }
+        _ => None,
+    }
+}
+
+/// The axum handler for every API path.
+pub async fn serve(
+    State(gw): State<Arc<Gateway>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some((route, number)) = match_route(&method, uri.path()) else {
+        return gateway_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let Some((claims, scopes)) = gw.authorizer.verify(&headers) else {
+        return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let writes = route != STATUS_ROUTE;
+    if writes && !scopes.iter().any(|s| s == &gw.write_scope) {
+        return gateway_error(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    let route_path = route.split_once(' ').map(|(_, p)| p).unwrap_or(route);
+    let mut ev = ApiEvent::new(method.as_str(), route_path, uri.path())
+        .scopes(&scopes.iter().map(String::as_str).collect::<Vec<_>>());
+    for (k, v) in &claims {
+        ev = ev.claim(k, v.as_str().unwrap_or_default());
+    }
+    let mut seen = HashSet::new();
+    for (name, value) in &headers {
+        if seen.insert(name.as_str()) {
+            let joined: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            ev = ev.header(name.as_str(), &joined.join(","));
+        }
+        let _ = value;
+    }
+    if let Some(q) = uri.query() {
+        ev = ev.query(q);
+    }
+    if let Some(n) = number {
+        ev = ev.path_parameter("phoneNumber", &n);
+    }
+    if !body.is_empty() {
+        ev = ev.body(String::from_utf8_lossy(&body).into_owned());
+    }
+    let req = match lambda_http::request::from_str(&ev.to_json().to_string()) {
+        Ok(r) => r,
+        Err(_) => return gateway_error(StatusCode::BAD_REQUEST, "Bad Request"),
+    };
+    let resp = gw.functions.dispatch(req).await;
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(t) => t.into_bytes(),
+        Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}

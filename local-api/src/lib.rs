@@ -1,0 +1,13 @@
+//! The whole API on localhost, for people and for the browser and contract tests:
+//!
+//! - [`gateway`]: what API Gateway does in front of the functions — verifies a bearer
+//!   JWT (HS256 with `LOCAL_JWT_SECRET`, checking `exp`, `nbf`, `iss`, `aud`), builds
+//!   the same HTTP API 2.0 event Lambda receives, with the claims under
+//!   `requestContext.authorizer.jwt`, and calls the functions' own handlers.
+//! - [`standins`]: stateful Vapi and Twilio stand-ins that speak their APIs, check
+//!   auth and bodies, answer the providers' error JSON, and can be told to fail.
+//! - [`demo`]: a demo org with a credential and managed numbers.
+
+pub mod demo;
+pub mod gateway;
+pub mod standins;
