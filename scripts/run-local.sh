@@ -29,7 +29,7 @@ trap 'exit 130' INT TERM
 if [ -z "${DATABASE_URL:-}" ]; then
   ensure_postgres_installed
   start_postgres
-  export DATABASE_URL="${PG_ADMIN_URL/\/postgres?/\/telephony?}"
+  export DATABASE_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/telephony?sslmode=disable"
   psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE telephony' >/dev/null
 fi
 

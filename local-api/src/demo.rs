@@ -25,7 +25,7 @@ pub fn vapi_phone_id(e164: &str) -> String {
     format!("vapi-phone-{}", &e164[1..])
 }
 
-pub async fn seed(functions: &Functions, standins: Option<&Standins>) -> Result<(), BoxError> {
+pub async fn seed(functions: &Functions, standins: &Standins) -> Result<(), BoxError> {
     let db = &functions.list.db;
     for (org, name) in [(DEMO_ORG, "Demo org"), (OTHER_ORG, "Another org")] {
         let id: uuid::Uuid = org.parse()?;
@@ -70,20 +70,22 @@ pub async fn seed(functions: &Functions, standins: Option<&Standins>) -> Result<
         )
         .await?;
     }
-    // The stand-ins start empty: they hold every number the database still holds.
-    if let Some(s) = standins {
-        let held = db
-            .query(
-                "SELECT phone_number, twilio_subaccount_sid, twilio_phone_sid, vapi_phone_id, vapi_released_at IS NULL
-                   FROM managed_phone_numbers WHERE status <> 'released' AND twilio_released_at IS NULL",
-                &[],
-            )
-            .await?;
-        for row in held {
-            s.add_twilio_number(row.get(1), row.get(2), row.get(0));
-            if let (Some(id), true) = (row.get::<_, Option<&str>>(3), row.get::<_, bool>(4)) {
-                s.add_vapi_phone_number(id);
-            }
+    // The stand-ins start empty: they hold whatever the database says is still held
+    // at each provider (a restart against the same database keeps them in step).
+    let held = db
+        .query(
+            "SELECT phone_number, twilio_subaccount_sid, twilio_phone_sid, vapi_phone_id,
+                    twilio_released_at IS NULL, vapi_released_at IS NULL
+               FROM managed_phone_numbers WHERE status <> 'released'",
+            &[],
+        )
+        .await?;
+    for row in held {
+        if row.get::<_, bool>(4) {
+            standins.add_twilio_number(row.get(1), row.get(2), row.get(0));
+        }
+        if let (Some(id), true) = (row.get::<_, Option<&str>>(3), row.get::<_, bool>(5)) {
+            standins.add_vapi_phone_number(id);
         }
     }
     // The managed credential, through the same code the platform's provisioning uses.

@@ -7,7 +7,9 @@
 //! - [`standins`]: stateful Vapi and Twilio stand-ins that speak their APIs, check
 //!   auth and bodies, answer the providers' error JSON, and can be told to fail.
 //! - [`demo`]: a demo org with a credential and managed numbers.
+//! - [`server`]: starts all of it (and the telephony page on its own origin).
 
 pub mod demo;
 pub mod gateway;
+pub mod server;
 pub mod standins;

@@ -1,0 +1,158 @@
+//! Starting the whole local API: the stand-ins, the functions (built as their Lambda
+//! `main`s build them), the migrations and demo data, the API behind the local
+//! authorizer, and the telephony page on its own origin. `main` and the tests both
+//! start it through [`start`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use shared::config::{Env, IdentityConfig};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::demo::{self, DEMO_ORG};
+use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
+use crate::standins::{LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins};
+
+/// Where everything listens once started.
+pub struct Running {
+    pub api: SocketAddr,
+    pub standins: SocketAddr,
+    pub web: SocketAddr,
+    /// A demo-org token with the write scope, valid 12 hours.
+    pub token: String,
+    /// The stand-ins' state, for tests that look inside or inject failures.
+    pub standins_state: Standins,
+    pub gateway: Arc<Gateway>,
+    /// `true` for each provider served by a stand-in (its base URL was not set).
+    pub fake_vapi: bool,
+    pub fake_twilio: bool,
+}
+
+async fn bind(env: &Env, var: &'static str, default: u16) -> Result<TcpListener, BoxError> {
+    let port: u16 = env.parse_or(var, default)?;
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port} ({var}): {e}").into())
+}
+
+/// CORS as the template configures it: the configured origins (by default the
+/// page's own origin), the three routes' methods, `authorization` and
+/// `content-type`, `x-request-id` exposed.
+pub fn cors(origins: &str) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .split(',')
+        .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("authorization"),
+            HeaderName::from_static("content-type"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The page's origin: the built page (`WEB_DIR`, default `web/dist`) and
+/// `/config.json` telling it where the API is and which token to use (local only:
+/// a deployed dashboard gets its token from its own sign-in).
+fn web_app(dir: PathBuf, api_base: String, token: String) -> Router {
+    let config = json!({ "apiBase": api_base, "token": token });
+    Router::new()
+        .route("/config.json", get(move || async move { Json(config) }))
+        .fallback_service(ServeDir::new(dir))
+}
+
+/// Start everything on the ports `PORT` (default 8080), `STANDINS_PORT` (8090) and
+/// `WEB_PORT` (8081); 0 picks a free port. Providers whose `VAPI_BASE_URL` /
+/// `TWILIO_BASE_URL` is unset are served by the stand-ins.
+pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running, BoxError> {
+    let api_listener = bind(&env, "PORT", 8080).await?;
+    let standins_listener = bind(&env, "STANDINS_PORT", 8090).await?;
+    let web_listener = bind(&env, "WEB_PORT", 8081).await?;
+    let (api, standins, web) = (
+        api_listener.local_addr()?,
+        standins_listener.local_addr()?,
+        web_listener.local_addr()?,
+    );
+
+    let standins_state = Standins::default();
+    let standins_url = format!("http://{standins}");
+    let fake_vapi = env.get("VAPI_BASE_URL").is_none();
+    let fake_twilio = env.get("TWILIO_BASE_URL").is_none();
+    if fake_vapi {
+        env.set("VAPI_BASE_URL", format!("{standins_url}/vapi"));
+        env.set("VAPI_PRIVATE_KEY", LOCAL_VAPI_KEY);
+    }
+    if fake_twilio {
+        env.set(
+            "TWILIO_BASE_URL",
+            format!("{standins_url}/twilio/2010-04-01"),
+        );
+        env.set("TWILIO_MAIN_ACCOUNT_SID", LOCAL_TWILIO_MAIN_SID);
+        env.set("TWILIO_MAIN_AUTH_TOKEN", LOCAL_TWILIO_MAIN_TOKEN);
+    }
+    let app = standins_state.router();
+    tokio::spawn(async move { axum::serve(standins_listener, app).await });
+
+    let functions = Functions::from_env(&env, aws).await?;
+    let applied = shared::migrate::run(&functions.list.db).await?;
+    tracing::info!(?applied, "migrations applied");
+    // Demo data only against the stand-ins: never a demo credential at a real Vapi.
+    if fake_vapi && fake_twilio {
+        demo::seed(&functions, &standins_state).await?;
+    } else {
+        tracing::warn!("real providers configured: no demo data seeded");
+    }
+
+    let authorizer = LocalAuthorizer::from_env(&env);
+    let write_scope = IdentityConfig::from_env(&env).write_scope;
+    let token = authorizer.mint(
+        DEMO_ORG,
+        "demo-user",
+        &[&write_scope],
+        Duration::from_secs(12 * 3600),
+    )?;
+    let default_origins = format!("http://127.0.0.1:{0},http://localhost:{0}", web.port());
+    let origins = env
+        .get("CORS_ALLOW_ORIGINS")
+        .unwrap_or(&default_origins)
+        .to_owned();
+    let gateway = Arc::new(Gateway {
+        functions,
+        authorizer,
+        write_scope,
+    });
+    let app = Router::new()
+        .fallback(serve)
+        .with_state(gateway.clone())
+        .layer(cors(&origins));
+    tokio::spawn(async move { axum::serve(api_listener, app).await });
+
+    let web_dir = PathBuf::from(env.get("WEB_DIR").unwrap_or("web/dist"));
+    if !web_dir.join("index.html").exists() {
+        tracing::warn!(dir = %web_dir.display(), "no built telephony page (scripts/build-web.sh builds it)");
+    }
+    let app = web_app(web_dir, format!("http://{api}"), token.clone());
+    tokio::spawn(async move { axum::serve(web_listener, app).await });
+
+    Ok(Running {
+        api,
+        standins,
+        web,
+        token,
+        standins_state,
+        gateway,
+        fake_vapi,
+        fake_twilio,
+    })
+}
