@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with all its set-up, on a fresh Debian machine with Rust:
 # installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
-# PostgreSQL cluster and the AWS emulator, runs every test, stops what it started.
+# PostgreSQL cluster and the AWS emulator, runs every test (cargo tests, then the
+# contract test of the running local API), stops what it started.
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
@@ -24,4 +25,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
-log "tests took $(($(date +%s) - started))s"
+log "cargo tests took $(($(date +%s) - started))s"
+
+# The running local API against openapi.yaml, on a fresh database in the same cluster.
+psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE contract' >/dev/null
+DATABASE_URL="${PG_ADMIN_URL/\/postgres\?//contract?}" bash scripts/contract-test.sh
+log "all tests took $(($(date +%s) - started))s"

@@ -89,7 +89,38 @@ start_moto() {
   log "AWS emulator (moto) on 127.0.0.1:$MOTO_PORT"
 }
 
+# start_local_api: scripts/run-local.sh in the background on free ports (with
+# DATABASE_URL when set, else its own cluster); waits until it serves and sets
+# LOCAL_API_PID, API_URL, WEB_URL, STANDINS_URL and API_TOKEN.
+start_local_api() {
+  local ready="$STATE_DIR/local-api.ready" i
+  rm -f "$ready"
+  PORT=$(free_port) STANDINS_PORT=$(free_port) WEB_PORT=$(free_port) READY_FILE="$ready" \
+    bash "$ROOT/scripts/run-local.sh" >"$STATE_DIR/local-api.log" 2>&1 &
+  LOCAL_API_PID=$!
+  # The first run compiles local-api: be patient, but not past a dead process.
+  for ((i = 0; i < 9000; i++)); do
+    [ -s "$ready" ] && break
+    kill -0 "$LOCAL_API_PID" 2>/dev/null || { cat "$STATE_DIR/local-api.log" >&2; log "the local API exited"; return 1; }
+    sleep 0.1
+  done
+  [ -s "$ready" ] || { cat "$STATE_DIR/local-api.log" >&2; log "the local API did not start"; return 1; }
+  local field
+  field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$ready" "$1"; }
+  API_URL=$(field api) WEB_URL=$(field web) STANDINS_URL=$(field standins) API_TOKEN=$(field token)
+  log "local API on $API_URL (page $WEB_URL)"
+}
+
+stop_local_api() {
+  if [ -n "${LOCAL_API_PID:-}" ]; then
+    kill -TERM "$LOCAL_API_PID" 2>/dev/null || true
+    wait "$LOCAL_API_PID" 2>/dev/null || true
+    LOCAL_API_PID=""
+  fi
+}
+
 stop_services() {
+  stop_local_api
   if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
   if [ -n "${STARTED_PG:-}" ]; then $STARTED_PG >/dev/null 2>&1 || true; fi
   if [ -n "${STATE_DIR:-}" ] && [ -d "$STATE_DIR" ] && [ -z "${KEEP_STATE:-}" ]; then rm -rf "$STATE_DIR"; fi
