@@ -2,7 +2,8 @@
 # The whole test suite, with all its set-up, on a fresh Debian machine with Rust:
 # installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
 # PostgreSQL cluster and the AWS emulator, runs every test (cargo tests, then the
-# contract test of the running local API), stops what it started.
+# contract test of the running local API, the browser test of the telephony page),
+# stops what it started.
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
@@ -30,4 +31,6 @@ log "cargo tests took $(($(date +%s) - started))s"
 # The running local API against openapi.yaml, on a fresh database in the same cluster.
 psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE contract' >/dev/null
 DATABASE_URL="${PG_ADMIN_URL/\/postgres\?//contract?}" bash scripts/contract-test.sh
+# The telephony page in headless Chromium against the local API (fresh database).
+bash scripts/browser-test.sh
 log "all tests took $(($(date +%s) - started))s"
