@@ -1,7 +1,8 @@
 //! The demo data the local API starts with: one org with a managed credential and
 //! three managed numbers, and a second org with one number (to show that another
-//! org's number is a 404). Idempotent: re-running against the same database keeps
-//! what is there.
+//! org's number is a 404). Re-running against the same database keeps what is there
+//! and adds a fresh active row for each demo number that was released meanwhile, so
+//! a demo can be repeated (the released rows stay as history).
 
 use shared::credential::TwilioCredential;
 use shared::identity::Caller;
