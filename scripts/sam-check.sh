@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Checks the deploy path without touching AWS: `sam validate --lint` (must be clean),
+# then `sam build` (cargo-lambda, arm64 release binaries), then prints each function's
+# bootstrap size.
+#
+#   bash scripts/sam-check.sh
+#
+# Installs what is missing: the rustup target aarch64-unknown-linux-gnu, and a Python
+# venv .venv-sam/ with scripts/requirements-sam.txt (aws-sam-cli, cfn-lint,
+# cargo-lambda, zig). It is its own venv because aws-sam-cli's pins conflict with moto
+# in .venv. Non-interactive (no stdin needed), no AWS credentials, no Docker.
+#
+# With CI=true the release profile is built without LTO, at opt-level 1, with 256
+# codegen units (CARGO_PROFILE_RELEASE_*): CI checks that the build works, fast; the
+# sizes printed then are not the deployed ones: run it without CI=true for those.
+# The build uses the workspace's own target/ (SAM points CARGO_TARGET_DIR at it), so a
+# concurrent cargo build makes it wait on cargo's file lock.
+set -euo pipefail
+
+# shellcheck source=lib/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh" # ROOT, log, apt_install
+cd "$ROOT"
+
+SAM_VENV="$ROOT/.venv-sam"
+SAM_REQUIREMENTS="$ROOT/scripts/requirements-sam.txt"
+RUST_TARGET=aarch64-unknown-linux-gnu
+AWS_REGION_FOR_CHECKS=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
+
+# Same pattern as ensure_venv: (re)install only when the requirements file changed.
+ensure_sam_venv() {
+  local stamp="$SAM_VENV/.requirements.sha" want
+  want=$(sha256sum "$SAM_REQUIREMENTS" | cut -d' ' -f1)
+  if [ -x "$SAM_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
+  log "creating the SAM venv ($SAM_VENV)"
+  rm -rf "$SAM_VENV"
+  python3 -m venv "$SAM_VENV"
+  "$SAM_VENV/bin/pip" install -q --disable-pip-version-check -r "$SAM_REQUIREMENTS"
+  echo "$want" >"$stamp"
+}
+
+# cargo-lambda cross-compiles with zig as the linker, but rustc still needs the
+# target's standard library.
+ensure_rust_target() {
+  if ! command -v rustup >/dev/null; then
+    log "rustup not found: install the $RUST_TARGET standard library for your toolchain by hand"
+    return 1
+  fi
+  if ! rustup target list --installed | grep -qx "$RUST_TARGET"; then
+    log "adding the rustup target $RUST_TARGET"
+    rustup target add "$RUST_TARGET"
+  fi
+}
+
+ensure_sam_venv
+ensure_rust_target
+export PATH="$SAM_VENV/bin:$PATH"
+
+# cargo-zigbuild (inside cargo-lambda) finds zig through `python3 -m ziglang` when no
+# `zig` is on PATH: the venv's python3 comes first on PATH and has the pinned ziglang.
+export SAM_CLI_TELEMETRY=0
+export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+# Nothing here calls AWS; keep the SDKs from probing instance metadata for a region or
+# credentials.
+export AWS_EC2_METADATA_DISABLED=true
+export CARGO_TERM_COLOR=never
+if [ "${CI:-}" = "true" ]; then
+  # CI proves the build path (template → cargo-lambda → zig → five arm64 bootstraps),
+  # not the optimised output: without LTO, at opt-level 1 and with many codegen units
+  # it builds in a fraction of the time. Real sizes: run without CI=true.
+  export CARGO_PROFILE_RELEASE_LTO=off
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+  export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256
+  log "CI=true: release profile without LTO, opt-level 1, 256 codegen units (sizes below are not the deployed ones)"
+fi
+
+log "tools: $(sam --version), $(cfn-lint --version), $(cargo-lambda lambda --version), zig $(python3 -m ziglang version)"
+
+started=$SECONDS
+log "sam validate --lint"
+sam validate --lint --region "$AWS_REGION_FOR_CHECKS" </dev/null
+log "validated in $((SECONDS - started))s"
+
+started=$SECONDS
+log "sam build (cargo lambda build --release --arm64, one binary per function)"
+sam build --region "$AWS_REGION_FOR_CHECKS" </dev/null
+log "built in $((SECONDS - started))s"
+
+# Each function's artifact: an arm64 ELF, stripped (no .symtab), and its size.
+python3 - "$ROOT/.aws-sam/build" <<'PY'
+import pathlib, struct, sys
+
+build = pathlib.Path(sys.argv[1])
+bins = sorted(build.glob("*/bootstrap"))
+if not bins:
+    sys.exit(f"no bootstrap under {build}")
+bad = []
+print(f"{'function':<28} {'bytes':>12} {'MiB':>7}  arch     stripped")
+for path in bins:
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        bad.append(f"{path}: not a 64-bit ELF")
+        continue
+    endian = "<" if data[5] == 1 else ">"
+    machine = struct.unpack_from(endian + "H", data, 18)[0]
+    arch = {0xB7: "aarch64", 0x3E: "x86_64"}.get(machine, hex(machine))
+    # Section headers: look for a .symtab (present unless stripped).
+    shoff = struct.unpack_from(endian + "Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", data, 0x3A)
+    def section(i):
+        return struct.unpack_from(endian + "IIQQQQ", data, shoff + i * shentsize)
+    strtab = section(shstrndx)
+    names_off = strtab[4]
+    names = set()
+    for i in range(shnum):
+        name_idx = section(i)[0]
+        end = data.index(b"\0", names_off + name_idx)
+        names.add(data[names_off + name_idx:end].decode())
+    stripped = ".symtab" not in names
+    size = len(data)
+    print(f"{path.parent.name:<28} {size:>12,} {size / 2**20:>7.2f}  {arch:<8} {'yes' if stripped else 'NO'}")
+    if arch != "aarch64":
+        bad.append(f"{path}: {arch}, not aarch64")
+    if not stripped:
+        bad.append(f"{path}: not stripped")
+if bad:
+    sys.exit("\n".join(bad))
+PY
+log "sam-check: OK"
