@@ -2,8 +2,8 @@
 # The whole test suite, with all its set-up, on a fresh Debian machine with Rust:
 # installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
 # PostgreSQL cluster and the AWS emulator, runs every test (cargo tests, then the
-# contract test of the running local API, the browser test of the telephony page),
-# stops what it started.
+# contract test of the running local API, the browser test of the telephony page,
+# sam validate --lint and sam build), stops what it started.
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
@@ -33,4 +33,6 @@ psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE contract' >/dev/null
 DATABASE_URL="${PG_ADMIN_URL/\/postgres\?//contract?}" bash scripts/contract-test.sh
 # The telephony page in headless Chromium against the local API (fresh database).
 bash scripts/browser-test.sh
+# The deploy path, offline: sam validate --lint, sam build (five arm64 bootstraps).
+bash scripts/sam-check.sh </dev/null
 log "all tests took $(($(date +%s) - started))s"

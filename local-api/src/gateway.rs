@@ -2,7 +2,6 @@
 //! template's scope rule on state-changing routes), the HTTP API 2.0 event, and a
 //! call to the same handler Lambda calls.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -202,9 +201,26 @@ pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<
     }
 }
 
-/// The axum handler for every API path.
+/// The axum handler for every API path. Like API Gateway, every answer carries an
+/// `apigw-requestid` header, its own refusals (401, 403, 404) included.
 pub async fn serve(
     State(gw): State<Arc<Gateway>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut resp = forward(&gw, &request_id, method, uri, headers, body).await;
+    if let Ok(v) = request_id.parse() {
+        resp.headers_mut().insert("apigw-requestid", v);
+    }
+    resp
+}
+
+async fn forward(
+    gw: &Gateway,
+    request_id: &str,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -222,21 +238,19 @@ pub async fn serve(
     }
     let route_path = route.split_once(' ').map(|(_, p)| p).unwrap_or(route);
     let mut ev = ApiEvent::new(method.as_str(), route_path, uri.path())
+        .request_id(request_id)
         .scopes(&scopes.iter().map(String::as_str).collect::<Vec<_>>());
     for (k, v) in &claims {
         ev = ev.claim(k, v.as_str().unwrap_or_default());
     }
-    let mut seen = HashSet::new();
-    for (name, value) in &headers {
-        if seen.insert(name.as_str()) {
-            let joined: Vec<&str> = headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            ev = ev.header(name.as_str(), &joined.join(","));
-        }
-        let _ = value;
+    // API Gateway joins repeated headers with commas.
+    for name in headers.keys() {
+        let joined: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        ev = ev.header(name.as_str(), &joined.join(","));
     }
     if let Some(q) = uri.query() {
         ev = ev.query(q);

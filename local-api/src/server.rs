@@ -58,7 +58,10 @@ pub fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("authorization"),
             HeaderName::from_static("content-type"),
         ])
-        .expose_headers([HeaderName::from_static("x-request-id")])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("apigw-requestid"),
+        ])
         .max_age(Duration::from_secs(600))
 }
 

@@ -145,6 +145,9 @@ async fn the_authorizer_checks_signature_time_issuer_and_audience() {
         assert_eq!(status, 401, "{why}: {body}");
         assert_eq!(body, json!({"message": "Unauthorized"}), "{why}");
     }
+    // Like API Gateway, its own refusals carry its request id.
+    let resp = l.http.get(l.api(STATUS)).send().await.expect("request");
+    assert!(resp.headers().contains_key("apigw-requestid"));
 
     // A verified token whose org claim is not a UUID reaches the function: its 401.
     let bad_org = token_with(json!({"org_id": "acme"}), DEFAULT_LOCAL_JWT_SECRET);

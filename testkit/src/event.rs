@@ -16,6 +16,7 @@ pub struct ApiEvent {
     claims: Option<serde_json::Map<String, Value>>,
     scopes: Option<Vec<String>>,
     body: Option<String>,
+    request_id: String,
 }
 
 impl ApiEvent {
@@ -30,7 +31,14 @@ impl ApiEvent {
             claims: None,
             scopes: None,
             body: None,
+            request_id: format!("apigw-{}", uuid::Uuid::new_v4()),
         }
+    }
+
+    /// API Gateway's request id (`requestContext.requestId`).
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.request_id = id.into();
+        self
     }
 
     /// Claims of a verified caller of `org` with subject `sub`.
@@ -120,7 +128,7 @@ impl ApiEvent {
                     "sourceIp": "192.0.2.1",
                     "userAgent": "testkit"
                 },
-                "requestId": format!("apigw-{}", uuid::Uuid::new_v4()),
+                "requestId": self.request_id,
                 "routeKey": self.route_key,
                 "stage": "$default",
                 "time": "24/Nov/2026:12:00:00 +0000",
