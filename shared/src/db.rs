@@ -15,7 +15,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -28,7 +28,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SecretLoader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -159,6 +159,9 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// The credentials could not be fetched again after a 28P01.
+    #[error("database secret: {0}")]
+    Secret(String),
     /// A row that does not have the shape the code expects (a bug or a bad migration).
     #[error("unexpected row: {0}")]
     Shape(String),
@@ -185,13 +188,19 @@ impl DbError {
 /// A database handle: the pool plus the retry rules above. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    /// Replaced as a whole when the credentials are fetched again.
+    pool: Arc<RwLock<Pool>>,
+    /// Where the credentials came from: when the server refuses the password
+    /// (28P01, the secret was rotated under a warm instance), they are fetched again
+    /// once and the pool rebuilt. `None`: fixed credentials (tests, `DATABASE_URL`).
+    secrets: Option<SecretLoader>,
 }
 
 impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Db")
-            .field("status", &self.pool.status())
+            .field("status", &self.status())
+            .field("refetches_secret", &self.secrets.is_some())
             .finish()
     }
 }
@@ -217,37 +226,45 @@ fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConn
 impl Db {
     /// Builds the pool; connects lazily on first use (cold start does no I/O here).
     pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match cfg.tls {
-            TlsMode::Disable => {
-                Manager::from_config(cfg.pg_config(), tokio_postgres::NoTls, manager_config)
-            }
-            TlsMode::VerifyFull => {
-                Manager::from_config(cfg.pg_config(), tls_connector(cfg)?, manager_config)
-            }
-        };
-        let max_lifetime = cfg.max_lifetime;
-        let pool = Pool::builder(manager)
-            .max_size(cfg.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(cfg.connect_timeout))
-            .pre_recycle(Hook::sync_fn(move |_, metrics| {
-                if metrics.age() > max_lifetime {
-                    Err(HookError::message("connection reached its max lifetime"))
-                } else {
-                    Ok(())
-                }
-            }))
-            .build()
-            .map_err(|e| DbError::Tls(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: Arc::new(RwLock::new(build_pool(cfg)?)),
+            secrets: None,
+        })
+    }
+
+    /// Fetch the credentials again through `secrets` when the server refuses the
+    /// password (28P01), once per refusal, and rebuild the pool with them.
+    pub fn refetching_secret_from(mut self, secrets: SecretLoader) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    fn current_pool(&self) -> Pool {
+        self.pool
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     async fn connection(&self) -> Result<Object, DbError> {
-        Ok(self.pool.get().await?)
+        match self.current_pool().get().await {
+            Err(PoolError::Backend(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
+                let Some(secrets) = &self.secrets else {
+                    return Err(PoolError::Backend(e).into());
+                };
+                tracing::warn!(
+                    "the database refused the password (28P01); fetching its secret again once"
+                );
+                let cfg = secrets
+                    .db()
+                    .await
+                    .map_err(|e| DbError::Secret(e.to_string()))?;
+                let fresh = build_pool(&cfg)?;
+                *self.pool.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+                Ok(fresh.get().await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Run one statement outside a transaction (`query_typed`: one round trip, an
@@ -328,8 +345,39 @@ impl Db {
 
     /// The pool's state (size, idle), for tests and diagnostics.
     pub fn status(&self) -> deadpool_postgres::Status {
-        self.pool.status()
+        self.current_pool().status()
     }
+}
+
+/// The pool for `cfg`: at most `pool_size` connections, `Fast` recycling (sends
+/// nothing), a connection older than `max_lifetime` replaced instead of reused.
+fn build_pool(cfg: &DbConfig) -> Result<Pool, DbError> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match cfg.tls {
+        TlsMode::Disable => {
+            Manager::from_config(cfg.pg_config(), tokio_postgres::NoTls, manager_config)
+        }
+        TlsMode::VerifyFull => {
+            Manager::from_config(cfg.pg_config(), tls_connector(cfg)?, manager_config)
+        }
+    };
+    let max_lifetime = cfg.max_lifetime;
+    Pool::builder(manager)
+        .max_size(cfg.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(cfg.connect_timeout))
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if metrics.age() > max_lifetime {
+                Err(HookError::message("connection reached its max lifetime"))
+            } else {
+                Ok(())
+            }
+        }))
+        .build()
+        .map_err(|e| DbError::Tls(e.to_string()))
 }
 
 /// The connection, not the statement, failed: closed under us, reset, or the server

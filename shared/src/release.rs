@@ -216,7 +216,7 @@ impl ReleaseService {
         let policy = crate::providers::CallPolicy::from_env(env)?;
         let http = crate::providers::http_client()?;
         Ok(Self {
-            db: Db::new(&db)?,
+            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
             vapi: VapiClient::new(
                 http.clone(),
                 urls.vapi,

@@ -23,9 +23,10 @@ pub struct State {
 
 impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        let db = SecretLoader::new(env, aws).db().await?;
+        let secrets = SecretLoader::new(env, aws);
+        let db = secrets.db().await?;
         Ok(Self {
-            db: Db::new(&db)?,
+            db: Db::new(&db)?.refetching_secret_from(secrets),
             identity: IdentityConfig::from_env(env),
         })
     }

@@ -14,8 +14,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn connect() -> Result<Db, Error> {
     let env = Env::from_process();
     let aws = aws_sdk_config().await;
-    let cfg = SecretLoader::new(&env, &aws).db().await?;
-    Ok(Db::new(&cfg)?)
+    let secrets = SecretLoader::new(&env, &aws);
+    let cfg = secrets.db().await?;
+    Ok(Db::new(&cfg)?.refetching_secret_from(secrets))
 }
 
 async fn apply(db: &Db) -> Result<Value, Error> {

@@ -39,7 +39,7 @@ impl State {
         let policy = CallPolicy::from_env(env)?;
         let http = http_client()?;
         Ok(Self {
-            db: Db::new(&db)?,
+            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
             vapi: VapiClient::new(
                 http.clone(),

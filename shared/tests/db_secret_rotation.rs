@@ -1,0 +1,104 @@
+//! A database password rotated under a warm instance: the server refuses the old one
+//! (28P01), the secret is fetched again once from Secrets Manager (the emulator) and
+//! the pool is rebuilt with it. Without a secret to fetch, the refusal stands.
+
+use serde_json::json;
+use shared::config::{Env, SecretLoader};
+use shared::db::Db;
+use testkit::TestDb;
+use tokio_postgres::types::Type;
+
+/// A login role of this test's own, allowed into the test database.
+async fn role(t: &TestDb, password: &str) -> String {
+    let name = format!("app_{}", uuid::Uuid::new_v4().simple());
+    let c = t.client().await;
+    c.batch_execute(&format!(
+        "CREATE ROLE {name} LOGIN PASSWORD '{password}'; GRANT CONNECT ON DATABASE {} TO {name}",
+        t.name
+    ))
+    .await
+    .expect("create role");
+    name
+}
+
+/// Change the password and close the role's sessions (the proxy dropping them).
+async fn rotate(t: &TestDb, role: &str, password: &str) {
+    let c = t.client().await;
+    c.batch_execute(&format!("ALTER ROLE {role} PASSWORD '{password}'"))
+        .await
+        .expect("alter role");
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        &[&role],
+    )
+    .await
+    .expect("terminate");
+}
+
+async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
+    let row = db
+        .query_one("SELECT $1::int4", &[(&7i32, Type::INT4)])
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn a_rotated_database_password_is_fetched_again_once() {
+    let t = TestDb::new().await;
+    let aws = testkit::aws_config().await;
+    let role = role(&t, "old-db-password").await;
+    let secret = |password: &str| {
+        json!({"username": role, "password": password, "host": t.config.host, "port": t.config.port, "dbname": t.name})
+            .to_string()
+    };
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    let arn = sm
+        .create_secret()
+        .name(format!("test/db/{}", uuid::Uuid::new_v4()))
+        .secret_string(secret("old-db-password"))
+        .send()
+        .await
+        .expect("secret")
+        .arn
+        .expect("arn");
+    let env = Env::from_pairs([("DB_SECRET_ARN", arn.as_str()), ("DB_TLS", "disable")]);
+    let secrets = SecretLoader::new(&env, &aws);
+    let db = Db::new(&secrets.db().await.expect("db config"))
+        .expect("pool")
+        .refetching_secret_from(secrets.clone());
+    // Another instance started before the rotation, with fixed credentials.
+    let stale = Db::new(&secrets.db().await.expect("db config")).expect("pool");
+    assert_eq!(ask(&db).await.expect("first query"), 7);
+    assert_eq!(ask(&stale).await.expect("first query"), 7);
+
+    rotate(&t, &role, "new-db-password").await;
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(secret("new-db-password"))
+        .send()
+        .await
+        .expect("rotate secret");
+
+    let (logs, _guard) = testkit::logs::capture();
+    assert_eq!(
+        ask(&db)
+            .await
+            .expect("the new password is fetched and used"),
+        7
+    );
+    assert!(
+        logs.text().contains("fetching its secret again once"),
+        "{}",
+        logs.text()
+    );
+    assert!(!logs.text().contains("new-db-password") && !logs.text().contains("old-db-password"));
+    // And the rebuilt pool keeps working.
+    assert_eq!(ask(&db).await.expect("again"), 7);
+
+    // Without a secret to fetch again, the refusal is the answer.
+    let err = ask(&stale).await.expect_err("old password refused");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD)
+    );
+}
