@@ -252,20 +252,32 @@ fn check_credential_body(body: &Value, create: bool) -> Result<(String, String),
     }
 }
 
+/// What every Vapi credential write goes through, in Vapi's order: the key, a failure
+/// the control endpoint asked for, the body. `Ok((name, accountSid))`.
+async fn credential_write(
+    s: &Standins,
+    headers: &HeaderMap,
+    body: &Value,
+    create: bool,
+) -> Result<(String, String), Box<Response>> {
+    if !vapi_authorized(headers) {
+        return Err(Box::new(vapi_unauthorized()));
+    }
+    if let Some(r) = injected(s, true).await {
+        return Err(Box::new(r));
+    }
+    check_credential_body(body, create)
+        .map_err(|problems| Box::new(vapi_error(StatusCode::BAD_REQUEST, json!(problems))))
+}
+
 async fn vapi_create(
     State(s): State<Standins>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !vapi_authorized(&headers) {
-        return vapi_unauthorized();
-    }
-    if let Some(r) = injected(&s, true).await {
-        return r;
-    }
-    let (name, sid) = match check_credential_body(&body, true) {
+    let (name, sid) = match credential_write(&s, &headers, &body, true).await {
         Ok(v) => v,
-        Err(problems) => return vapi_error(StatusCode::BAD_REQUEST, json!(problems)),
+        Err(refused) => return *refused,
     };
     let mut inner = s.lock();
     inner.next_id += 1;
@@ -301,15 +313,9 @@ async fn vapi_update(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if !vapi_authorized(&headers) {
-        return vapi_unauthorized();
-    }
-    if let Some(r) = injected(&s, true).await {
-        return r;
-    }
-    let (name, sid) = match check_credential_body(&body, false) {
+    let (name, sid) = match credential_write(&s, &headers, &body, false).await {
         Ok(v) => v,
-        Err(problems) => return vapi_error(StatusCode::BAD_REQUEST, json!(problems)),
+        Err(refused) => return *refused,
     };
     let mut inner = s.lock();
     match inner.credentials.get_mut(&id) {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use local_api::gateway::Functions;
-use local_api::server::start;
-use shared::config::Env;
 use testkit::TestDb;
+
+mod common;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,27 +39,10 @@ fn promised() -> BTreeMap<String, (String, u16)> {
         .collect()
 }
 
-fn local_env(db: &TestDb) -> Env {
-    Env::from_pairs([
-        ("DATABASE_URL", db.url().as_str()),
-        ("KEYRING", "local"),
-        (
-            "LOCAL_KEYRING_KEY",
-            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        ),
-        ("PORT", "0"),
-        ("STANDINS_PORT", "0"),
-        ("WEB_PORT", "0"),
-        ("PROVIDER_MIN_BACKOFF_MS", "1"),
-        ("PROVIDER_MAX_BACKOFF_MS", "5"),
-    ])
-}
-
 #[tokio::test]
 async fn every_sample_event_answers_what_the_readme_promises() {
     let db = TestDb::new().await;
-    let aws = testkit::aws_config().await;
-    let running = start(local_env(&db), &aws).await.expect("local API starts");
+    let running = common::start_local(&db).await;
 
     let promised = promised();
     let mut files: Vec<String> = std::fs::read_dir(repo().join("events"))

@@ -7,10 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, OTHER_NUMBER};
 use local_api::gateway::DEFAULT_LOCAL_JWT_SECRET;
-use local_api::server::{Running, start};
+use local_api::server::Running;
 use serde_json::{Value, json};
-use shared::config::Env;
 use testkit::TestDb;
+
+mod common;
 
 struct Local {
     _db: TestDb,
@@ -21,21 +22,7 @@ struct Local {
 impl Local {
     async fn start() -> Self {
         let db = TestDb::new().await;
-        let env = Env::from_pairs([
-            ("DATABASE_URL", db.url().as_str()),
-            ("KEYRING", "local"),
-            (
-                "LOCAL_KEYRING_KEY",
-                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-            ),
-            ("PORT", "0"),
-            ("STANDINS_PORT", "0"),
-            ("WEB_PORT", "0"),
-            ("PROVIDER_MIN_BACKOFF_MS", "1"),
-            ("PROVIDER_MAX_BACKOFF_MS", "5"),
-        ]);
-        let aws = testkit::aws_config().await;
-        let running = start(env, &aws).await.expect("local API starts");
+        let running = common::start_local(&db).await;
         Self {
             _db: db,
             running,

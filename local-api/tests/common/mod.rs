@@ -1,0 +1,25 @@
+//! Starting the local API for a test: a fresh database, the local keyring, any free
+//! ports, fast provider retries.
+
+use local_api::server::{Running, start};
+use shared::config::Env;
+use testkit::TestDb;
+
+pub async fn start_local(db: &TestDb) -> Running {
+    let env = Env::from_pairs([
+        ("DATABASE_URL", db.url().as_str()),
+        ("KEYRING", "local"),
+        // base64 of 32 bytes: a test key.
+        (
+            "LOCAL_KEYRING_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+        ("PORT", "0"),
+        ("STANDINS_PORT", "0"),
+        ("WEB_PORT", "0"),
+        ("PROVIDER_MIN_BACKOFF_MS", "1"),
+        ("PROVIDER_MAX_BACKOFF_MS", "5"),
+    ]);
+    let aws = testkit::aws_config().await;
+    start(env, &aws).await.expect("local API starts")
+}
