@@ -45,7 +45,12 @@ export KEYRING="${KEYRING:-local}"
 export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_EC2_METADATA_DISABLED=true
 export WEB_DIR="${WEB_DIR:-$ROOT/web/dist}"
 
-if [ -f web/package.json ]; then bash scripts/build-web.sh; fi
+# The page needs npm (Node.js 20+); the API runs without it.
+if command -v npm >/dev/null 2>&1; then
+  bash scripts/build-web.sh
+else
+  log "npm not found: serving the API without the telephony page (install Node.js 20+)"
+fi
 log "building local-api"
 cargo build -q -p local-api
 ./target/debug/local-api &

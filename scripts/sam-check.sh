@@ -81,6 +81,45 @@ log "sam validate --lint"
 sam validate --lint --region "$AWS_REGION_FOR_CHECKS" </dev/null
 log "validated in $((SECONDS - started))s"
 
+# Each function's environment names every secret and setting its code loads at cold
+# start (a missing one is a function that cannot start once deployed).
+log "checking each function's environment against what its code loads"
+python3 - template.yaml <<'PY'
+import sys, yaml
+
+class Loader(yaml.SafeLoader):
+    pass
+# CloudFormation's short tags (!Ref, !GetAtt, !Sub, …): any value will do here.
+Loader.add_multi_constructor("!", lambda loader, suffix, node: f"<{suffix}>")
+t = yaml.load(open(sys.argv[1]), Loader=Loader)
+common = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+needs = {  # what each function's State::from_env / main reads (see functions/*/src)
+    "save-credential": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
+    "list-numbers": ["DB_SECRET_ARN", "DB_HOST"],
+    "release-number": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
+    "reconcile": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
+    "migrate": ["DB_SECRET_ARN", "DB_HOST"],
+}
+seen, bad = set(), []
+for name, res in t["Resources"].items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+    env = {**common, **res.get("Properties", {}).get("Environment", {}).get("Variables", {})}
+    seen.add(binary)
+    for var in needs.get(binary, []):
+        if var not in env:
+            bad.append(f"{name} ({binary}) lacks {var}")
+    if binary == "save-credential" and env.get("KEYRING") != "kms":
+        bad.append(f"{name}: KEYRING must be kms when deployed")
+missing = set(needs) - seen
+if missing:
+    bad.append(f"no function builds {sorted(missing)}")
+if bad:
+    sys.exit("template.yaml: " + "; ".join(bad))
+print("every function's environment names what it loads")
+PY
+
 started=$SECONDS
 log "sam build (cargo lambda build --release --arm64, one binary per function)"
 sam build --region "$AWS_REGION_FOR_CHECKS" </dev/null

@@ -22,9 +22,9 @@ export TEST_DATABASE_URL="$PG_ADMIN_URL"
 
 started=$(date +%s)
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --exclude benchmarks --no-fail-fast "$@"
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --exclude benchmarks --no-fail-fast "$@"
 fi
 log "cargo tests took $(($(date +%s) - started))s"
 

@@ -20,9 +20,17 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// `events/<file>` → (template function, status) from the README's table rows
-/// `` | `events/x.json` | `Function` | 200 … | ``.
-fn promised() -> BTreeMap<String, (String, u16)> {
+/// What the README promises for one event.
+struct Promise {
+    function: String,
+    status: u16,
+    /// For a refusal: the error code (the first `code` in the row's last cell).
+    code: Option<String>,
+}
+
+/// `events/<file>` → its promise, from the README's table rows
+/// `` | `events/x.json` | `Function` | 404 `code`, … | ``.
+fn promised() -> BTreeMap<String, Promise> {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     readme
         .lines()
@@ -34,7 +42,13 @@ fn promised() -> BTreeMap<String, (String, u16)> {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("no status in README row: {l}"));
-            (cells[1].to_owned(), (cells[2].to_owned(), status))
+            let code = cells[3].split('`').nth(1).map(str::to_owned);
+            let promise = Promise {
+                function: cells[2].to_owned(),
+                status,
+                code: code.filter(|_| status >= 400),
+            };
+            (cells[1].to_owned(), promise)
         })
         .collect()
 }
@@ -57,7 +71,12 @@ async fn every_sample_event_answers_what_the_readme_promises() {
         "every file in events/ has a row in the README's Sample events table, and every row a file"
     );
 
-    for (file, (function, status)) in &promised {
+    for (file, promise) in &promised {
+        let Promise {
+            function,
+            status,
+            code,
+        } = promise;
         let text = std::fs::read_to_string(repo().join(file)).expect("event file");
         let req = lambda_http::request::from_str(&text)
             .unwrap_or_else(|e| panic!("{file} is not an API Gateway HTTP API 2.0 event: {e}"));
@@ -70,9 +89,23 @@ async fn every_sample_event_answers_what_the_readme_promises() {
             Some(function.as_str()),
             "{file}: routeKey {route_key} is served by another function than the README says"
         );
+        let (db_before, providers_before) = (db.dump().await, running.standins_state.state());
         let resp = running.gateway.functions.dispatch(req).await;
         let (got, body) = testkit::event::read_response(&resp);
         assert_eq!(got, *status, "{file}: {body}");
+        if let Some(code) = code {
+            assert_eq!(body["error"]["code"], code.as_str(), "{file}: {body}");
+            assert_eq!(
+                db.dump().await,
+                db_before,
+                "{file}: a refusal changed the database"
+            );
+            assert_eq!(
+                running.standins_state.state(),
+                providers_before,
+                "{file}: a refusal reached a provider"
+            );
+        }
         assert!(
             resp.headers().contains_key("x-request-id"),
             "{file}: no x-request-id"

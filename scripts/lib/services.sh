@@ -59,7 +59,7 @@ start_postgres() {
   data="$STATE_DIR/pg"
   mkdir -p "$data"
   PG_PASSWORD="local-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
-  echo "$PG_PASSWORD" >"$STATE_DIR/pgpass"
+  (umask 077 && echo "$PG_PASSWORD" >"$STATE_DIR/pgpass")
   if [ "$(id -u)" -eq 0 ]; then
     # initdb refuses to run as root: the cluster belongs to the postgres user.
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
@@ -121,7 +121,10 @@ stop_local_api() {
 
 stop_services() {
   stop_local_api
-  if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null; wait "$MOTO_PID" 2>/dev/null; fi
+  if [ -n "${MOTO_PID:-}" ]; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
   if [ -n "${STARTED_PG:-}" ]; then $STARTED_PG >/dev/null 2>&1 || true; fi
   if [ -n "${STATE_DIR:-}" ] && [ -d "$STATE_DIR" ] && [ -z "${KEEP_STATE:-}" ]; then rm -rf "$STATE_DIR"; fi
 }
