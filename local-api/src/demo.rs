@@ -22,7 +22,7 @@ fn number_sid(e164: &str) -> String {
     format!("PN{digits:0>32}")
 }
 
-pub fn vapi_phone_id(e164: &str) -> String {
+fn vapi_phone_id(e164: &str) -> String {
     format!("vapi-phone-{}", &e164[1..])
 }
 

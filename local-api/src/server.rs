@@ -31,9 +31,6 @@ pub struct Running {
     /// The stand-ins' state, for tests that look inside or inject failures.
     pub standins_state: Standins,
     pub gateway: Arc<Gateway>,
-    /// `true` for each provider served by a stand-in (its base URL was not set).
-    pub fake_vapi: bool,
-    pub fake_twilio: bool,
 }
 
 async fn bind(env: &Env, var: &'static str, default: u16) -> Result<TcpListener, BoxError> {
@@ -155,7 +152,5 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         token,
         standins_state,
         gateway,
-        fake_vapi,
-        fake_twilio,
     })
 }

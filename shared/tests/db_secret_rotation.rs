@@ -47,34 +47,24 @@ async fn a_rotated_database_password_is_fetched_again_once() {
     let t = TestDb::new().await;
     let aws = testkit::aws_config().await;
     let role = role(&t, "old-db-password").await;
-    let secret = |password: &str| {
-        json!({"username": role, "password": password, "host": t.config.host, "port": t.config.port, "dbname": t.name})
-            .to_string()
-    };
-    let sm = aws_sdk_secretsmanager::Client::new(&aws);
-    let arn = sm
-        .create_secret()
-        .name(format!("test/db/{}", uuid::Uuid::new_v4()))
-        .secret_string(secret("old-db-password"))
-        .send()
-        .await
-        .expect("secret")
-        .arn
-        .expect("arn");
+    let secret = |password: &str| json!({"username": role, "password": password, "host": t.config.host, "port": t.config.port, "dbname": t.name});
+    let arn = testkit::put_secret(&aws, &secret("old-db-password")).await;
     let env = Env::from_pairs([("DB_SECRET_ARN", arn.as_str()), ("DB_TLS", "disable")]);
     let secrets = SecretLoader::new(&env, &aws);
-    let db = Db::new(&secrets.db().await.expect("db config"))
+    let cfg = secrets.db().await.expect("db config");
+    let db = Db::new(&cfg)
         .expect("pool")
         .refetching_secret_from(secrets.clone());
     // Another instance started before the rotation, with fixed credentials.
-    let stale = Db::new(&secrets.db().await.expect("db config")).expect("pool");
+    let stale = Db::new(&cfg).expect("pool");
     assert_eq!(ask(&db).await.expect("first query"), 7);
     assert_eq!(ask(&stale).await.expect("first query"), 7);
 
     rotate(&t, &role, "new-db-password").await;
-    sm.put_secret_value()
+    aws_sdk_secretsmanager::Client::new(&aws)
+        .put_secret_value()
         .secret_id(&arn)
-        .secret_string(secret("new-db-password"))
+        .secret_string(secret("new-db-password").to_string())
         .send()
         .await
         .expect("rotate secret");
