@@ -16,9 +16,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::db::{DbConfig, TlsMode};
+use crate::db::{DbAuth, DbConfig, TlsMode};
 use crate::envelope::{Keyring, KmsKeyring, LocalKeyring};
 use crate::ids::AccountSid;
+use crate::rds_iam::RdsIamAuth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -237,7 +238,9 @@ impl fmt::Debug for TwilioMainAccount {
 ///
 /// - `DB_SECRET_ARN`: the RDS layout `{"username","password","host"?,"port"?,"dbname"?}`;
 ///   `DB_HOST`/`DB_PORT`/`DB_NAME` override (the RDS Proxy endpoint is not the
-///   instance host the secret names). Without it: `DATABASE_URL`.
+///   instance host the secret names). Without it: `DATABASE_URL`. With `DB_AUTH=iam`
+///   there is no database secret: `DB_HOST`, `DB_USER` (and `DB_PORT`, `DB_NAME`) say
+///   where and as whom, and each login signs an IAM auth token ([`crate::rds_iam`]).
 /// - `VAPI_SECRET_ARN`: `{"privateKey"}`. Without it: `VAPI_PRIVATE_KEY`.
 /// - `TWILIO_MAIN_SECRET_ARN`: `{"accountSid","authToken"}`. Without it:
 ///   `TWILIO_MAIN_ACCOUNT_SID` and `TWILIO_MAIN_AUTH_TOKEN`.
@@ -245,6 +248,8 @@ impl fmt::Debug for TwilioMainAccount {
 pub struct SecretLoader {
     env: Env,
     client: Option<aws_sdk_secretsmanager::Client>,
+    /// For signing IAM database logins (region, credentials, clock).
+    aws: aws_config::SdkConfig,
 }
 
 impl fmt::Debug for SecretLoader {
@@ -286,6 +291,7 @@ impl SecretLoader {
         Self {
             env: env.clone(),
             client: any_arn.then(|| aws_sdk_secretsmanager::Client::new(aws)),
+            aws: aws.clone(),
         }
     }
 
@@ -321,14 +327,38 @@ impl SecretLoader {
 
     pub async fn db(&self) -> Result<DbConfig, ConfigError> {
         let env = &self.env;
+        let iam = match env.get("DB_AUTH").unwrap_or("password") {
+            "password" => false,
+            "iam" => true,
+            other => {
+                return Err(invalid(
+                    "DB_AUTH",
+                    format!("{other:?} is not password or iam"),
+                ));
+            }
+        };
         let mut cfg = match env.get("DB_SECRET_ARN") {
+            _ if iam => {
+                if env.get("DB_SECRET_ARN").is_some() {
+                    return Err(invalid(
+                        "DB_SECRET_ARN",
+                        "is not read with DB_AUTH=iam (the login is an IAM token): unset it",
+                    ));
+                }
+                DbConfig {
+                    host: env.require("DB_HOST")?.to_owned(),
+                    user: env.require("DB_USER")?.to_owned(),
+                    auth: DbAuth::Iam(RdsIamAuth::from_sdk_config(&self.aws)?),
+                    ..DbConfig::default()
+                }
+            }
             Some(arn) => {
                 let s: RdsSecret = self.fetch_json(arn).await?;
                 DbConfig {
                     host: s.host.unwrap_or_default(),
                     port: s.port.unwrap_or(5432),
                     user: s.username,
-                    password: s.password,
+                    auth: DbAuth::Password(s.password),
                     dbname: s.dbname.unwrap_or_else(|| "postgres".into()),
                     ..DbConfig::default()
                 }

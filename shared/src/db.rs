@@ -8,6 +8,10 @@
 //! connection older than `DB_MAX_LIFETIME_SECS` (below the proxy's idle timeout) is
 //! replaced instead of reused.
 //!
+//! Login is with the DB secret's password, or with an IAM auth token signed per
+//! [`crate::rds_iam`] (`DB_AUTH=iam`): the pool's connector hands each new connection
+//! the token [`IamLogin::refresh`] keeps young, refreshed before every checkout.
+//!
 //! A connection the proxy dropped while the instance was frozen fails on first use.
 //! [`Db::query`] and [`Db::transaction`] retry exactly that once: a single statement
 //! that is safe to repeat, and a transaction whose `BEGIN` failed has done nothing.
@@ -19,16 +23,20 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    ConfigConnectImpl, Connect, Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError,
+    RecyclingMethod, Runtime,
 };
+use futures::future::BoxFuture;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::Client;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::{ConfigError, SecretLoader};
+use crate::rds_iam::{IamLogin, IamTokenError, RdsIamAuth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -40,12 +48,30 @@ pub enum TlsMode {
     Disable,
 }
 
+/// How a connection logs in.
+#[derive(Clone)]
+pub enum DbAuth {
+    /// The password of the DB secret (or of `DATABASE_URL`).
+    Password(SecretString),
+    /// An RDS IAM auth token, signed with the function's role (`DB_AUTH=iam`).
+    Iam(RdsIamAuth),
+}
+
+impl fmt::Debug for DbAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbAuth::Password(_) => f.write_str("Password([REDACTED])"),
+            DbAuth::Iam(auth) => f.debug_tuple("Iam").field(auth).finish(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct DbConfig {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub password: SecretString,
+    pub auth: DbAuth,
     pub dbname: String,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
@@ -60,7 +86,7 @@ impl Default for DbConfig {
             host: String::new(),
             port: 5432,
             user: "postgres".into(),
-            password: SecretString::from(String::new()),
+            auth: DbAuth::Password(SecretString::from(String::new())),
             dbname: "postgres".into(),
             tls: TlsMode::VerifyFull,
             ca_file: None,
@@ -78,7 +104,7 @@ impl fmt::Debug for DbConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
-            .field("password", &"[REDACTED]")
+            .field("auth", &self.auth)
             .field("dbname", &self.dbname)
             .field("tls", &self.tls)
             .field("pool_size", &self.pool_size)
@@ -109,7 +135,7 @@ impl DbConfig {
             host,
             port: pg.get_ports().first().copied().unwrap_or(5432),
             user: pg.get_user().unwrap_or("postgres").to_owned(),
-            password: SecretString::from(password),
+            auth: DbAuth::Password(SecretString::from(password)),
             dbname: pg.get_dbname().unwrap_or("postgres").to_owned(),
             tls: if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
                 TlsMode::Disable
@@ -136,12 +162,23 @@ impl DbConfig {
         Ok(())
     }
 
+    /// The password, when logging in with one.
+    pub fn password(&self) -> Option<&SecretString> {
+        match &self.auth {
+            DbAuth::Password(p) => Some(p),
+            DbAuth::Iam(_) => None,
+        }
+    }
+
+    /// Without a password under IAM auth: the connector adds the current token.
     fn pg_config(&self) -> tokio_postgres::Config {
         let mut pg = tokio_postgres::Config::new();
+        if let Some(password) = self.password() {
+            pg.password(password.expose_secret());
+        }
         pg.host(&self.host)
             .port(self.port)
             .user(&self.user)
-            .password(self.password.expose_secret())
             .dbname(&self.dbname)
             .application_name("telephony")
             .connect_timeout(self.connect_timeout)
@@ -162,6 +199,8 @@ pub enum DbError {
     /// The credentials could not be fetched again after a 28P01.
     #[error("database secret: {0}")]
     Secret(String),
+    #[error("database login: {0}")]
+    IamToken(#[from] IamTokenError),
     /// A row that does not have the shape the code expects (a bug or a bad migration).
     #[error("unexpected row: {0}")]
     Shape(String),
@@ -194,6 +233,8 @@ pub struct Db {
     /// (28P01, the secret was rotated under a warm instance), they are fetched again
     /// once and the pool rebuilt. `None`: fixed credentials (tests, `DATABASE_URL`).
     secrets: Option<SecretLoader>,
+    /// Under IAM auth: the token the pool's connector logs in with.
+    iam: Option<IamLogin>,
 }
 
 impl fmt::Debug for Db {
@@ -201,6 +242,7 @@ impl fmt::Debug for Db {
         f.debug_struct("Db")
             .field("status", &self.status())
             .field("refetches_secret", &self.secrets.is_some())
+            .field("iam", &self.iam)
             .finish()
     }
 }
@@ -226,14 +268,17 @@ fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConn
 impl Db {
     /// Builds the pool; connects lazily on first use (cold start does no I/O here).
     pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
+        let (pool, iam) = build_pool(cfg)?;
         Ok(Self {
-            pool: Arc::new(RwLock::new(build_pool(cfg)?)),
+            pool: Arc::new(RwLock::new(pool)),
             secrets: None,
+            iam,
         })
     }
 
     /// Fetch the credentials again through `secrets` when the server refuses the
-    /// password (28P01), once per refusal, and rebuild the pool with them.
+    /// password (28P01), once per refusal, and rebuild the pool with them. (Under IAM
+    /// auth there is no secret: a refused token is signed afresh on the next login.)
     pub fn refetching_secret_from(mut self, secrets: SecretLoader) -> Self {
         self.secrets = Some(secrets);
         self
@@ -247,8 +292,19 @@ impl Db {
     }
 
     async fn connection(&self) -> Result<Object, DbError> {
+        if let Some(iam) = &self.iam {
+            iam.refresh().await?;
+        }
         match self.current_pool().get().await {
             Err(PoolError::Backend(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
+                if let Some(iam) = &self.iam {
+                    iam.forget();
+                    tracing::error!(
+                        "the database refused the IAM auth token (28P01): the role needs \
+                         rds-db:connect on the proxy's dbuser ARN, and the proxy IAM auth"
+                    );
+                    return Err(PoolError::Backend(e).into());
+                }
                 let Some(secrets) = &self.secrets else {
                     return Err(PoolError::Backend(e).into());
                 };
@@ -259,7 +315,7 @@ impl Db {
                     .db()
                     .await
                     .map_err(|e| DbError::Secret(e.to_string()))?;
-                let fresh = build_pool(&cfg)?;
+                let (fresh, _) = build_pool(&cfg)?;
                 *self.pool.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
                 Ok(fresh.get().await?)
             }
@@ -349,20 +405,55 @@ impl Db {
     }
 }
 
+/// Opens the pool's connections: over `tls`, and under IAM auth with the current
+/// token as the password.
+struct Connector {
+    tls: Box<dyn Connect>,
+    iam: Option<IamLogin>,
+}
+
+impl Connect for Connector {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
+        let Some(token) = self.iam.as_ref().and_then(IamLogin::token) else {
+            return self.tls.connect(pg_config);
+        };
+        // `Db::connection` refreshed the token before asking the pool.
+        let mut pg_config = pg_config.clone();
+        pg_config.password(token.expose_secret());
+        self.tls.connect(&pg_config)
+    }
+}
+
 /// The pool for `cfg`: at most `pool_size` connections, `Fast` recycling (sends
-/// nothing), a connection older than `max_lifetime` replaced instead of reused.
-fn build_pool(cfg: &DbConfig) -> Result<Pool, DbError> {
-    let manager_config = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
+/// nothing), a connection older than `max_lifetime` replaced instead of reused. Under
+/// IAM auth also the login whose token the pool's connections use.
+fn build_pool(cfg: &DbConfig) -> Result<(Pool, Option<IamLogin>), DbError> {
+    let login = match &cfg.auth {
+        DbAuth::Password(_) => None,
+        DbAuth::Iam(auth) => Some(IamLogin::new(auth.clone(), &cfg.host, cfg.port, &cfg.user)),
     };
-    let manager = match cfg.tls {
-        TlsMode::Disable => {
-            Manager::from_config(cfg.pg_config(), tokio_postgres::NoTls, manager_config)
-        }
-        TlsMode::VerifyFull => {
-            Manager::from_config(cfg.pg_config(), tls_connector(cfg)?, manager_config)
-        }
+    let tls: Box<dyn Connect> = match cfg.tls {
+        TlsMode::Disable => Box::new(ConfigConnectImpl {
+            tls: tokio_postgres::NoTls,
+        }),
+        TlsMode::VerifyFull => Box::new(ConfigConnectImpl {
+            tls: tls_connector(cfg)?,
+        }),
     };
+    let connector = Connector {
+        tls,
+        iam: login.clone(),
+    };
+    let manager = Manager::from_connect(
+        cfg.pg_config(),
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     let max_lifetime = cfg.max_lifetime;
     Pool::builder(manager)
         .max_size(cfg.pool_size.max(1))
@@ -378,6 +469,7 @@ fn build_pool(cfg: &DbConfig) -> Result<Pool, DbError> {
         }))
         .build()
         .map_err(|e| DbError::Tls(e.to_string()))
+        .map(|pool| (pool, login))
 }
 
 /// The connection, not the statement, failed: closed under us, reset, or the server

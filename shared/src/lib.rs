@@ -11,6 +11,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod migrate;
+pub mod rds_iam;
 pub mod telemetry;
 
 pub use error::ApiError;

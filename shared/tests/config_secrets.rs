@@ -31,7 +31,7 @@ async fn every_secret_from_secrets_manager() {
     let (db, vapi, twilio) =
         tokio::try_join!(loader.db(), loader.vapi(), loader.twilio_main()).unwrap();
     assert_eq!(db.user, "app");
-    assert_eq!(db.password.expose_secret(), "db-pass-from-sm");
+    assert_eq!(db.password().unwrap().expose_secret(), "db-pass-from-sm");
     assert_eq!(
         db.host, "127.0.0.1",
         "DB_HOST (the proxy endpoint) overrides the secret's host"

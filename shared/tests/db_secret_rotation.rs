@@ -8,33 +8,6 @@ use shared::db::Db;
 use testkit::TestDb;
 use tokio_postgres::types::Type;
 
-/// A login role of this test's own, allowed into the test database.
-async fn role(t: &TestDb, password: &str) -> String {
-    let name = format!("app_{}", uuid::Uuid::new_v4().simple());
-    let c = t.client().await;
-    c.batch_execute(&format!(
-        "CREATE ROLE {name} LOGIN PASSWORD '{password}'; GRANT CONNECT ON DATABASE {} TO {name}",
-        t.name
-    ))
-    .await
-    .expect("create role");
-    name
-}
-
-/// Change the password and close the role's sessions (the proxy dropping them).
-async fn rotate(t: &TestDb, role: &str, password: &str) {
-    let c = t.client().await;
-    c.batch_execute(&format!("ALTER ROLE {role} PASSWORD '{password}'"))
-        .await
-        .expect("alter role");
-    c.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-        &[&role],
-    )
-    .await
-    .expect("terminate");
-}
-
 async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
     let row = db
         .query_one("SELECT $1::int4", &[(&7i32, Type::INT4)])
@@ -46,7 +19,7 @@ async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
 async fn a_rotated_database_password_is_fetched_again_once() {
     let t = TestDb::new().await;
     let aws = testkit::aws_config().await;
-    let role = role(&t, "old-db-password").await;
+    let role = t.login_role("old-db-password").await;
     let secret = |password: &str| json!({"username": role, "password": password, "host": t.config.host, "port": t.config.port, "dbname": t.name});
     let arn = testkit::put_secret(&aws, &secret("old-db-password")).await;
     let env = Env::from_pairs([("DB_SECRET_ARN", arn.as_str()), ("DB_TLS", "disable")]);
@@ -60,7 +33,7 @@ async fn a_rotated_database_password_is_fetched_again_once() {
     assert_eq!(ask(&db).await.expect("first query"), 7);
     assert_eq!(ask(&stale).await.expect("first query"), 7);
 
-    rotate(&t, &role, "new-db-password").await;
+    t.change_password(&role, "new-db-password").await;
     aws_sdk_secretsmanager::Client::new(&aws)
         .put_secret_value()
         .secret_id(&arn)

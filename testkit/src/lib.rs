@@ -49,12 +49,20 @@ impl TestDb {
         Self { name, config, db }
     }
 
+    /// The admin password the test database was created with.
+    fn password(&self) -> &str {
+        self.config
+            .password()
+            .map(secrecy::ExposeSecret::expose_secret)
+            .expect("TEST_DATABASE_URL logs in with a password")
+    }
+
     /// `DATABASE_URL` for this database (loopback, plain TCP).
     pub fn url(&self) -> String {
         format!(
             "postgres://{}:{}@{}:{}/{}?sslmode=disable",
             self.config.user,
-            secrecy::ExposeSecret::expose_secret(&self.config.password),
+            self.password(),
             self.config.host,
             self.config.port,
             self.name
@@ -104,11 +112,41 @@ impl TestDb {
         pg.host(&self.config.host)
             .port(self.config.port)
             .user(&self.config.user)
-            .password(secrecy::ExposeSecret::expose_secret(&self.config.password))
+            .password(self.password())
             .dbname(&self.name);
         let (client, conn) = pg.connect(tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(conn);
         client
+    }
+
+    /// A login role of the test's own, allowed into this database, with `password`.
+    pub async fn login_role(&self, password: &str) -> String {
+        let name = format!("app_{}", uuid::Uuid::new_v4().simple());
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN PASSWORD '{password}'; \
+                 GRANT CONNECT ON DATABASE {} TO {name}",
+                self.name
+            ))
+            .await
+            .expect("create role");
+        name
+    }
+
+    /// Give `role` a new password and end its sessions (as a proxy dropping them), so
+    /// the next query logs in again.
+    pub async fn change_password(&self, role: &str, password: &str) {
+        let c = self.client().await;
+        c.batch_execute(&format!("ALTER ROLE {role} PASSWORD '{password}'"))
+            .await
+            .expect("alter role");
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .expect("terminate");
     }
 
     /// A managed number of `org`, active and routed (a `phone_number_mapping` row),
