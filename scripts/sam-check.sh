@@ -89,16 +89,25 @@ import sys, yaml
 
 class Loader(yaml.SafeLoader):
     pass
-# CloudFormation's short tags (!Ref, !GetAtt, !Sub, …): any value will do here.
-Loader.add_multi_constructor("!", lambda loader, suffix, node: f"<{suffix}>")
+# CloudFormation's short tags (!Ref, !GetAtt, !Sub, …) become "<Tag value>" strings
+# (sequences and maps: "<Tag>"); only names matter here.
+Loader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: f"<{suffix} {node.value}>"
+    if isinstance(node, yaml.ScalarNode)
+    else f"<{suffix}>",
+)
 t = yaml.load(open(sys.argv[1]), Loader=Loader)
 common = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+# The database login (SecretLoader::db): DB_AUTH picks the secret (password) or DB_USER
+# with an IAM token (iam); the template sets whichever DbAuth selects.
+db = ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST"]
 needs = {  # what each function's State::from_env / main reads (see functions/*/src)
-    "save-credential": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
-    "list-numbers": ["DB_SECRET_ARN", "DB_HOST"],
-    "release-number": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
-    "reconcile": ["DB_SECRET_ARN", "DB_HOST", "VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
-    "migrate": ["DB_SECRET_ARN", "DB_HOST"],
+    "save-credential": db + ["VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
+    "list-numbers": db,
+    "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
+    "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
+    "migrate": db,
 }
 seen, bad = set(), []
 for name, res in t["Resources"].items():
@@ -110,6 +119,9 @@ for name, res in t["Resources"].items():
     for var in needs.get(binary, []):
         if var not in env:
             bad.append(f"{name} ({binary}) lacks {var}")
+    # …and its role may log in the way DB_AUTH says (secret or rds-db:connect).
+    if "<Ref DatabaseLoginPolicy>" not in res["Properties"].get("Policies", []):
+        bad.append(f"{name} ({binary}) lacks the DatabaseLoginPolicy")
     if binary == "save-credential" and env.get("KEYRING") != "kms":
         bad.append(f"{name}: KEYRING must be kms when deployed")
 missing = set(needs) - seen

@@ -14,9 +14,8 @@ use secrecy::ExposeSecret;
 use shared::config::{ConfigError, Env, SecretLoader};
 use shared::db::{Db, DbAuth};
 use shared::rds_iam::RdsIamAuth;
-use testkit::TestDb;
+use testkit::{TestDb, ask};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone)]
 struct Clock(Arc<Mutex<SystemTime>>);
@@ -66,13 +65,6 @@ fn expected_token(aws: &aws_config::SdkConfig, t: &TestDb, user: &str, clock: &C
         .unwrap()
         .expose_secret()
         .to_owned()
-}
-
-async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
-    let row = db
-        .query_one("SELECT $1::int4", &[(&7i32, Type::INT4)])
-        .await?;
-    Ok(row.get(0))
 }
 
 #[tokio::test]

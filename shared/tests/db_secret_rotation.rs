@@ -5,15 +5,7 @@
 use serde_json::json;
 use shared::config::{Env, SecretLoader};
 use shared::db::Db;
-use testkit::TestDb;
-use tokio_postgres::types::Type;
-
-async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
-    let row = db
-        .query_one("SELECT $1::int4", &[(&7i32, Type::INT4)])
-        .await?;
-    Ok(row.get(0))
-}
+use testkit::{TestDb, ask};
 
 #[tokio::test]
 async fn a_rotated_database_password_is_fetched_again_once() {

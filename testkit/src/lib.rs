@@ -230,6 +230,18 @@ pub async fn kms_key(aws: &aws_config::SdkConfig) -> String {
         .expect("key arn")
 }
 
+/// One statement through `db`, answering 7: for tests of how a pool logs in and
+/// reconnects.
+pub async fn ask(db: &Db) -> Result<i32, shared::db::DbError> {
+    let row = db
+        .query_one(
+            "SELECT $1::int4",
+            &[(&7i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Store `value` as a new secret in the emulator's Secrets Manager; returns its ARN.
 pub async fn put_secret(aws: &aws_config::SdkConfig, value: &serde_json::Value) -> String {
     let sm = aws_sdk_secretsmanager::Client::new(aws);
