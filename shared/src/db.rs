@@ -293,7 +293,15 @@ impl Db {
 
     async fn connection(&self) -> Result<Object, DbError> {
         if let Some(iam) = &self.iam {
-            iam.refresh().await?;
+            // A failed re-signing need not fail the query: an open connection needs no
+            // login, and the last token may still be valid. With no token at all there
+            // is nothing to try.
+            if let Err(e) = iam.refresh().await {
+                if iam.token().is_none() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "could not sign a new database auth token; using the last one");
+            }
         }
         match self.current_pool().get().await {
             Err(PoolError::Backend(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
@@ -417,10 +425,11 @@ impl Connect for Connector {
         &self,
         pg_config: &tokio_postgres::Config,
     ) -> BoxFuture<'_, Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>> {
+        // Under IAM auth `Db::connection` made sure a token exists before asking the
+        // pool (without one, tokio-postgres refuses: "password missing").
         let Some(token) = self.iam.as_ref().and_then(IamLogin::token) else {
             return self.tls.connect(pg_config);
         };
-        // `Db::connection` refreshed the token before asking the pool.
         let mut pg_config = pg_config.clone();
         pg_config.password(token.expose_secret());
         self.tls.connect(&pg_config)

@@ -9,12 +9,14 @@
 //! A token is checked only at login and is valid for 15 minutes; an open connection
 //! outlives it. So [`IamLogin`] signs one before a connection is opened and reuses it
 //! for further logins while it is younger than [`REUSE_FOR`] (signing needs the
-//! credentials, which may come from a provider that makes a network call).
+//! credentials, which may come from a provider that makes a network call), and never
+//! past a minute before the signing credentials expire.
 //!
 //! Hand-written on `aws-sigv4` (the SDK's own signer, already in the tree) rather than
 //! taking `aws-sdk-rds`'s `AuthTokenGenerator`: that crate is the whole RDS control-plane
 //! client, a large compile for these few lines. The output is checked against the SDK
-//! generator's published test vector below.
+//! generator's published test vector and against botocore's
+//! `generate_db_auth_token` for credentials with a session token (as Lambda's are).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -128,8 +130,12 @@ impl RdsIamAuth {
         let (instructions, _signature) = sign(request, &params)
             .map_err(|e| signing_error(&e))?
             .into_parts();
+        // The signature goes last, as botocore and the other SDKs write it (the server
+        // sorts the parameters before checking, so the order is cosmetic).
+        let mut params: Vec<_> = instructions.params().iter().collect();
+        params.sort_by_key(|(name, _)| *name == "X-Amz-Signature");
         let mut token = url["https://".len()..].to_owned();
-        for (name, value) in instructions.params() {
+        for (name, value) in params {
             token.push('&');
             token.push_str(name);
             token.push('=');
@@ -148,7 +154,13 @@ pub struct IamLogin {
     host: String,
     port: u16,
     user: String,
-    cached: Arc<Mutex<Option<(SecretString, SystemTime)>>>,
+    cached: Arc<Mutex<Option<Signed>>>,
+}
+
+struct Signed {
+    token: SecretString,
+    /// Sign a new one for logins from this time on.
+    reuse_until: SystemTime,
 }
 
 impl fmt::Debug for IamLogin {
@@ -172,11 +184,12 @@ impl IamLogin {
         }
     }
 
-    /// Make sure a token younger than [`REUSE_FOR`] is cached. Called before the pool
-    /// may open a connection; does no I/O while one is.
+    /// Make sure a token fit for reuse is cached: sign one if the cached one is older
+    /// than [`REUSE_FOR`], near its credentials' expiry, or forgotten. Called before
+    /// the pool may open a connection. On an error the last token (if any) stays.
     pub async fn refresh(&self) -> Result<(), IamTokenError> {
         let now = self.auth.clock.now();
-        if self.young_token(now).is_some() {
+        if self.lock().as_ref().is_some_and(|s| now < s.reuse_until) {
             return Ok(());
         }
         let credentials = self
@@ -189,33 +202,33 @@ impl IamLogin {
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
                 )
             })?;
+        let mut reuse_until = now + REUSE_FOR;
+        if let Some(expiry) = credentials.expiry() {
+            let margin = expiry.checked_sub(Duration::from_secs(60));
+            reuse_until = reuse_until.min(margin.unwrap_or(SystemTime::UNIX_EPOCH));
+        }
         let token = self
             .auth
             .sign(credentials, &self.host, self.port, &self.user, now)?;
-        *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = Some((token, now));
+        *self.lock() = Some(Signed { token, reuse_until });
         Ok(())
     }
 
-    /// The cached token, if [`IamLogin::refresh`] left one (for the pool's connector).
+    /// The last token signed, if any (for the pool's connector).
     pub fn token(&self) -> Option<SecretString> {
-        self.cached
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(token, _)| token.clone())
+        self.lock().as_ref().map(|s| s.token.clone())
     }
 
-    /// Drop the cached token (the proxy refused it), so the next login signs afresh.
+    /// The proxy refused the token: sign a new one for the next login. (It stays
+    /// until then, so a concurrent login never goes without one.)
     pub fn forget(&self) {
-        *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(signed) = self.lock().as_mut() {
+            signed.reuse_until = SystemTime::UNIX_EPOCH;
+        }
     }
 
-    fn young_token(&self, now: SystemTime) -> Option<SecretString> {
-        let cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
-        cached
-            .as_ref()
-            .filter(|(_, signed)| now.duration_since(*signed).is_ok_and(|age| age < REUSE_FOR))
-            .map(|(token, _)| token.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Signed>> {
+        self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -285,7 +298,7 @@ mod tests {
         );
         assert!(with_session.contains("%2Feu-west-1%2Frds-db%2Faws4_request&"));
         assert!(
-            with_session.ends_with("&X-Amz-Security-Token=tok%2Fen%2B%3D"),
+            with_session.contains("&X-Amz-Security-Token=tok%2Fen%2B%3D&X-Amz-Signature="),
             "{with_session}"
         );
         // The session token is part of what is signed.
@@ -304,8 +317,70 @@ mod tests {
             login.token().unwrap().expose_secret(),
             first.expose_secret()
         );
-        login.forget();
-        assert!(login.token().is_none());
         assert!(!format!("{login:?}").contains(first.expose_secret()));
+    }
+
+    /// What botocore's `generate_db_auth_token` returns for these inputs (botocore
+    /// 1.44.8, its clock frozen at 2024-08-26T22:00:00Z, session token `tok/en+=`).
+    #[test]
+    fn token_with_a_session_token_matches_botocore() {
+        let token = auth("eu-west-1", 0)
+            .sign(
+                Credentials::new("akid", "secret", Some("tok/en+=".into()), None, "test"),
+                "proxy.example.internal",
+                5432,
+                "app_user",
+                UNIX_EPOCH + Duration::from_secs(1_724_709_600),
+            )
+            .unwrap();
+        assert_eq!(
+            token.expose_secret(),
+            "proxy.example.internal:5432/?Action=connect&DBUser=app_user\
+             &X-Amz-Algorithm=AWS4-HMAC-SHA256\
+             &X-Amz-Credential=akid%2F20240826%2Feu-west-1%2Frds-db%2Faws4_request\
+             &X-Amz-Date=20240826T220000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host\
+             &X-Amz-Security-Token=tok%2Fen%2B%3D\
+             &X-Amz-Signature=cff0c14d1edb908f4027a48aac4b79b442ce0b84ba9f7d07a121c774d3c24e3c"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_token_is_resigned_but_kept_until_then() {
+        let clock = Arc::new(Mutex::new(UNIX_EPOCH + Duration::from_secs(1_724_709_600)));
+        #[derive(Debug)]
+        struct Clock(Arc<Mutex<SystemTime>>);
+        impl aws_smithy_async::time::TimeSource for Clock {
+            fn now(&self) -> SystemTime {
+                *self.0.lock().unwrap()
+            }
+        }
+        let mut a = auth("us-east-1", 0);
+        a.clock = SharedTimeSource::new(Clock(clock.clone()));
+        let login = IamLogin::new(a, "h", 5432, "u");
+        login.refresh().await.unwrap();
+        let first = login.token().unwrap().expose_secret().to_owned();
+        *clock.lock().unwrap() += Duration::from_secs(1);
+        login.forget();
+        assert_eq!(login.token().unwrap().expose_secret(), first);
+        login.refresh().await.unwrap();
+        assert_ne!(login.token().unwrap().expose_secret(), first);
+    }
+
+    #[tokio::test]
+    async fn reuse_ends_a_minute_before_the_credentials_expire() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_724_709_600);
+        let expiring = Credentials::new(
+            "akid",
+            "secret",
+            Some("session".into()),
+            Some(now + Duration::from_secs(3 * 60)),
+            "test",
+        );
+        let mut a = auth("us-east-1", 1_724_709_600);
+        a.credentials = SharedCredentialsProvider::new(expiring);
+        let login = IamLogin::new(a, "h", 5432, "u");
+        login.refresh().await.unwrap();
+        let reuse_until = login.lock().as_ref().unwrap().reuse_until;
+        assert_eq!(reuse_until, now + Duration::from_secs(2 * 60));
     }
 }

@@ -12,6 +12,10 @@ const LIBRARY_CAPS: &[&str] = &[
     "aws_smithy_http=info",
     "aws_smithy_types=info",
     "aws_config=info",
+    // At trace it prints the canonical request, which for an RDS auth token holds the
+    // session token.
+    "aws_sigv4=info",
+    "aws_credential_types=info",
     "aws_sdk_kms=info",
     "aws_sdk_secretsmanager=info",
     "hyper=info",
@@ -20,6 +24,8 @@ const LIBRARY_CAPS: &[&str] = &[
     "h2=info",
     "rustls=info",
     "tokio_postgres=info",
+    "deadpool=info",
+    "deadpool_postgres=info",
     "lambda_runtime=info",
     "lambda_http=info",
 ];

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_smithy_async::time::TimeSource;
 use secrecy::ExposeSecret;
 use shared::config::{ConfigError, Env, SecretLoader};
-use shared::db::{Db, DbAuth};
+use shared::db::{Db, DbAuth, DbConfig, DbError};
 use shared::rds_iam::RdsIamAuth;
 use testkit::{TestDb, ask};
 use tokio_postgres::error::SqlState;
@@ -42,13 +45,55 @@ fn credentials() -> Credentials {
     )
 }
 
-fn sdk_config(clock: &Clock) -> aws_config::SdkConfig {
+/// [`credentials`], until told to fail (an unreachable instance metadata service, say).
+#[derive(Debug, Clone, Default)]
+struct Outage(Arc<AtomicBool>);
+
+impl ProvideCredentials for Outage {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(if self.0.load(Ordering::SeqCst) {
+            Err(CredentialsError::not_loaded("test: no credentials"))
+        } else {
+            Ok(credentials())
+        })
+    }
+}
+
+fn sdk_config(clock: &Clock, credentials: &Outage) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("eu-west-1"))
-        .credentials_provider(SharedCredentialsProvider::new(credentials()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials.clone()))
         .time_source(clock.clone())
         .build()
+}
+
+fn clock() -> Clock {
+    Clock(Arc::new(Mutex::new(
+        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+    )))
+}
+
+/// `DB_AUTH=iam` configuration for logging in as `role` to the test database.
+async fn iam_config(
+    t: &TestDb,
+    aws: &aws_config::SdkConfig,
+    role: &str,
+) -> (DbConfig, SecretLoader) {
+    let port = t.config.port.to_string();
+    let env = Env::from_pairs([
+        ("DB_AUTH", "iam"),
+        ("DB_HOST", t.config.host.as_str()),
+        ("DB_PORT", port.as_str()),
+        ("DB_NAME", t.name.as_str()),
+        ("DB_USER", role),
+        ("DB_TLS", "disable"),
+    ]);
+    let secrets = SecretLoader::new(&env, aws);
+    (secrets.db().await.expect("db config"), secrets)
 }
 
 /// The token a login as `user` at the test database must present at `clock`'s time.
@@ -70,22 +115,10 @@ fn expected_token(aws: &aws_config::SdkConfig, t: &TestDb, user: &str, clock: &C
 #[tokio::test]
 async fn logins_present_a_fresh_iam_token_and_no_secret_is_read() {
     let t = TestDb::new().await;
-    let clock = Clock(Arc::new(Mutex::new(
-        UNIX_EPOCH + Duration::from_secs(1_790_000_000),
-    )));
-    let aws = sdk_config(&clock);
+    let clock = clock();
+    let aws = sdk_config(&clock, &Outage::default());
     let role = t.login_role("not-the-token").await;
-    let port = t.config.port.to_string();
-    let env = Env::from_pairs([
-        ("DB_AUTH", "iam"),
-        ("DB_HOST", t.config.host.as_str()),
-        ("DB_PORT", port.as_str()),
-        ("DB_NAME", t.name.as_str()),
-        ("DB_USER", role.as_str()),
-        ("DB_TLS", "disable"),
-    ]);
-    let secrets = SecretLoader::new(&env, &aws);
-    let cfg = secrets.db().await.expect("db config");
+    let (cfg, secrets) = iam_config(&t, &aws, &role).await;
     assert!(matches!(cfg.auth, DbAuth::Iam(_)));
     assert!(cfg.password().is_none());
     let db = Db::new(&cfg).expect("pool").refetching_secret_from(secrets);
@@ -123,13 +156,55 @@ async fn logins_present_a_fresh_iam_token_and_no_secret_is_read() {
         assert!(!text.contains(signature), "token logged: {text}");
         assert!(!format!("{cfg:?} {db:?}").contains(signature));
     }
-    assert!(!text.contains("iam-secret-key") && !text.contains("session/token"));
+    // Nor its parts: the session token (raw or %-encoded), the key id, the secret.
+    for part in [
+        "iam-secret-key",
+        "session/token",
+        "session%2Ftoken",
+        "X-Amz-Security-Token",
+        "AKIAIAMAUTHTEST",
+    ] {
+        assert!(!text.contains(part), "{part} logged: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_credentials_outage_fails_only_logins_that_have_no_token() {
+    let t = TestDb::new().await;
+    let clock = clock();
+    let outage = Outage::default();
+    let aws = sdk_config(&clock, &outage);
+    let role = t.login_role("not-the-token").await;
+    let (cfg, _) = iam_config(&t, &aws, &role).await;
+
+    // No token was ever signed: nothing to try.
+    outage.0.store(true, Ordering::SeqCst);
+    let db = Db::new(&cfg).expect("pool");
+    let err = ask(&db).await.expect_err("no credentials, no login");
+    assert!(matches!(err, DbError::IamToken(_)), "{err:?}");
+
+    // Signed once, the token is due again 11 minutes later while credentials are
+    // out: the open connection still answers, with a warning.
+    outage.0.store(false, Ordering::SeqCst);
+    let token = expected_token(&aws, &t, &role, &clock);
+    t.change_password(&role, &token).await;
+    assert_eq!(ask(&db).await.expect("logs in"), 7);
+    clock.advance(Duration::from_secs(11 * 60));
+    outage.0.store(true, Ordering::SeqCst);
+    let (logs, _guard) = testkit::logs::capture();
+    assert_eq!(ask(&db).await.expect("open connection used"), 7);
+    assert!(
+        logs.text()
+            .contains("could not sign a new database auth token"),
+        "{}",
+        logs.text()
+    );
 }
 
 #[tokio::test]
 async fn iam_configuration_is_checked() {
     let clock = Clock(Arc::new(Mutex::new(UNIX_EPOCH)));
-    let aws = sdk_config(&clock);
+    let aws = sdk_config(&clock, &Outage::default());
     let db = |pairs: &[(&'static str, &'static str)]| {
         let loader = SecretLoader::new(&Env::from_pairs(pairs.iter().copied()), &aws);
         async move { loader.db().await }
