@@ -122,11 +122,8 @@ impl Standins {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/vapi/credential", post(vapi_create).get(vapi_list))
-            .route(
-                "/vapi/credential/{id}",
-                patch(vapi_update).delete(vapi_delete_credential),
-            )
+            .route("/vapi/credential", post(vapi_create))
+            .route("/vapi/credential/{id}", patch(vapi_update))
             .route("/vapi/phone-number/{id}", delete(vapi_delete_phone))
             .route("/twilio/2010-04-01/Accounts/{sid}", get(twilio_account))
             .route(
@@ -294,19 +291,6 @@ async fn vapi_create(
         .into_response()
 }
 
-async fn vapi_list(State(s): State<Standins>, headers: HeaderMap) -> Response {
-    if !vapi_authorized(&headers) {
-        return vapi_unauthorized();
-    }
-    let inner = s.lock();
-    let list: Vec<Value> = inner
-        .credentials
-        .iter()
-        .map(|(id, (name, _))| json!({"id": id, "provider": "twilio", "name": name}))
-        .collect();
-    Json(list).into_response()
-}
-
 async fn vapi_update(
     State(s): State<Standins>,
     Path(id): Path<String>,
@@ -323,20 +307,6 @@ async fn vapi_update(
             *entry = (name.clone(), sid);
             Json(json!({"id": id, "provider": "twilio", "name": name, "updatedAt": chrono::Utc::now()})).into_response()
         }
-        None => vapi_error(StatusCode::NOT_FOUND, json!("Credential not found")),
-    }
-}
-
-async fn vapi_delete_credential(
-    State(s): State<Standins>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !vapi_authorized(&headers) {
-        return vapi_unauthorized();
-    }
-    match s.lock().credentials.remove(&id) {
-        Some(_) => Json(json!({"id": id})).into_response(),
         None => vapi_error(StatusCode::NOT_FOUND, json!("Credential not found")),
     }
 }

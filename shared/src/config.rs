@@ -337,22 +337,20 @@ impl SecretLoader {
                 ));
             }
         };
-        let mut cfg = match env.get("DB_SECRET_ARN") {
-            _ if iam => {
-                if env.get("DB_SECRET_ARN").is_some() {
-                    return Err(invalid(
-                        "DB_SECRET_ARN",
-                        "is not read with DB_AUTH=iam (the login is an IAM token): unset it",
-                    ));
-                }
-                DbConfig {
-                    host: env.require("DB_HOST")?.to_owned(),
-                    user: env.require("DB_USER")?.to_owned(),
-                    auth: DbAuth::Iam(RdsIamAuth::from_sdk_config(&self.aws)?),
-                    ..DbConfig::default()
-                }
+        let mut cfg = match (iam, env.get("DB_SECRET_ARN")) {
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "DB_SECRET_ARN",
+                    "is not read with DB_AUTH=iam (the login is an IAM token): unset it",
+                ));
             }
-            Some(arn) => {
+            (true, None) => DbConfig {
+                host: env.require("DB_HOST")?.to_owned(),
+                user: env.require("DB_USER")?.to_owned(),
+                auth: DbAuth::Iam(RdsIamAuth::from_sdk_config(&self.aws)?),
+                ..DbConfig::default()
+            },
+            (false, Some(arn)) => {
                 let s: RdsSecret = self.fetch_json(arn).await?;
                 DbConfig {
                     host: s.host.unwrap_or_default(),
@@ -363,7 +361,7 @@ impl SecretLoader {
                     ..DbConfig::default()
                 }
             }
-            None => DbConfig::from_url(env.require("DATABASE_URL")?)?,
+            (false, None) => DbConfig::from_url(env.require("DATABASE_URL")?)?,
         };
         if let Some(h) = env.get("DB_HOST") {
             cfg.host = h.to_owned();

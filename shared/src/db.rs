@@ -309,7 +309,8 @@ impl Db {
                     iam.forget();
                     tracing::error!(
                         "the database refused the IAM auth token (28P01): the role needs \
-                         rds-db:connect on the proxy's dbuser ARN, and the proxy IAM auth"
+                         rds-db:connect on the proxy's dbuser ARN, and the proxy must take \
+                         IAM auth for this user"
                     );
                     return Err(PoolError::Backend(e).into());
                 }
