@@ -25,7 +25,6 @@ mkdir -p "$ARTIFACTS_DIR"
 STATE_DIR=$(mktemp -d /tmp/telephony-browser-test.XXXXXX)
 chmod 755 "$STATE_DIR"
 LOCAL_API_LOG="$ARTIFACTS_DIR/browser-test-local-api.log"
-RUN_PID=""
 TEST_PID=""
 CREATED_DB=""
 started_all=$(date +%s)
@@ -63,10 +62,10 @@ cleanup() {
     kill -TERM -- "-$TEST_PID" 2>/dev/null || true
     wait_until_gone "$RUN_TAG-test" 10 || true
   fi
-  if [ -n "$RUN_PID" ]; then
-    kill -TERM "$RUN_PID" 2>/dev/null || true
+  if [ -n "${LOCAL_API_PID:-}" ]; then
+    kill -TERM "$LOCAL_API_PID" 2>/dev/null || true
     wait_until_gone "$RUN_TAG-api" 30 || true
-    wait "$RUN_PID" 2>/dev/null || true
+    wait "$LOCAL_API_PID" 2>/dev/null || true
   fi
   left=$(tagged_pids "$RUN_TAG-(api|test)")
   if [ -n "$left" ]; then
@@ -99,59 +98,28 @@ command -v node >/dev/null || { log "Node.js 20+ is required (node not found)"; 
 bash scripts/build-web.sh
 
 # 2. The database the local API will use.
-with_database() { # admin-url dbname -> the same URL naming dbname
-  python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$1" "$2"
-}
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   CREATED_DB="browser_test_$(date +%s)_$$"
-  psql -X -q "$TEST_DATABASE_URL" -c "CREATE DATABASE $CREATED_DB" >/dev/null
-  export DATABASE_URL
-  DATABASE_URL=$(with_database "$TEST_DATABASE_URL" "$CREATED_DB")
+  DATABASE_URL=$(create_database "$CREATED_DB")
 elif [ -n "${DATABASE_URL:-}" ]; then
   log "using the given DATABASE_URL"
 else
   ensure_postgres_installed
-  start_postgres
-  CREATED_DB="" # the whole cluster goes away in stop_services
-  psql -X -q "$PG_ADMIN_URL" -c 'CREATE DATABASE telephony' >/dev/null
-  export DATABASE_URL
-  DATABASE_URL=$(with_database "$PG_ADMIN_URL" telephony)
+  start_postgres # the whole cluster goes away in stop_services
+  DATABASE_URL=$(create_database telephony)
 fi
+export DATABASE_URL
 
-# 3. The local API on free ports (setsid: terminal signals go to this script only).
-API_PORT=$(free_port)
-STANDINS_PORT=$(free_port)
-WEB_PORT=$(free_port)
-while [ "$STANDINS_PORT" = "$API_PORT" ]; do STANDINS_PORT=$(free_port); done
-while [ "$WEB_PORT" = "$API_PORT" ] || [ "$WEB_PORT" = "$STANDINS_PORT" ]; do WEB_PORT=$(free_port); done
-READY_FILE="$STATE_DIR/ready.json"
+# 3. The local API on free ports, every process of it tagged.
 log "starting the local API (log: ${LOCAL_API_LOG#"$ROOT"/}); the first start compiles local-api"
-BROWSER_TEST_RUN=$RUN_TAG-api READY_FILE="$READY_FILE" PORT="$API_PORT" STANDINS_PORT="$STANDINS_PORT" WEB_PORT="$WEB_PORT" \
-  setsid bash scripts/run-local.sh </dev/null >"$LOCAL_API_LOG" 2>&1 &
-RUN_PID=$!
-waited=0
-until [ -s "$READY_FILE" ]; do
-  if ! kill -0 "$RUN_PID" 2>/dev/null; then
-    log "the local API exited before it was ready; the end of its log:"
-    tail -n 40 "$LOCAL_API_LOG" >&2
-    exit 1
-  fi
-  if ((waited >= READY_TIMEOUT * 2)); then
-    log "the local API was not ready within ${READY_TIMEOUT}s; the end of its log:"
-    tail -n 40 "$LOCAL_API_LOG" >&2
-    exit 1
-  fi
-  sleep 0.5
-  waited=$((waited + 1))
-done
-log "local API ready after $((waited / 2))s: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["web"], "(page),", d["api"], "(API)")' "$READY_FILE")"
+BROWSER_TEST_RUN=$RUN_TAG-api start_local_api
 
 # 4. The test.
 log "running the browser test"
 started=$(date +%s%N)
 # In the background and in a process group of its own, so Ctrl-C/SIGTERM stops it at
 # once (cleanup), not after the whole test ran.
-(cd web && READY_FILE="$READY_FILE" DATABASE_URL="$DATABASE_URL" ARTIFACTS_DIR="$ARTIFACTS_DIR" CHROMIUM="$CHROMIUM" \
+(cd web && READY_FILE="$LOCAL_API_READY" DATABASE_URL="$DATABASE_URL" ARTIFACTS_DIR="$ARTIFACTS_DIR" CHROMIUM="$CHROMIUM" \
   BROWSER_TEST_RUN=$RUN_TAG-test exec setsid node --test --test-reporter=spec test/telephony.e2e.test.mjs) </dev/null &
 TEST_PID=$!
 test_rc=0

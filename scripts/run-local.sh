@@ -29,8 +29,11 @@ trap 'exit 130' INT TERM
 if [ -z "${DATABASE_URL:-}" ]; then
   ensure_postgres_installed
   start_postgres
-  export DATABASE_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$PG_PORT/telephony?sslmode=disable"
-  psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE telephony' >/dev/null
+  DATABASE_URL=$(TEST_DATABASE_URL="" create_database telephony)
+  export DATABASE_URL
+  # For other local tools (docs/deploy.md "Running a function locally"): a throwaway
+  # cluster with a random password, gone at Ctrl-C.
+  log "DATABASE_URL=$DATABASE_URL"
 fi
 
 # The local keyring's key: a dev file, made once, never used outside this machine.

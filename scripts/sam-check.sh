@@ -18,26 +18,13 @@
 set -euo pipefail
 
 # shellcheck source=lib/services.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh" # ROOT, log, apt_install
+source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh" # ROOT, log, ensure_venv
 cd "$ROOT"
 
 SAM_VENV="$ROOT/.venv-sam"
 SAM_REQUIREMENTS="$ROOT/scripts/requirements-sam.txt"
 RUST_TARGET=aarch64-unknown-linux-gnu
 AWS_REGION_FOR_CHECKS=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
-
-# Same pattern as ensure_venv: (re)install only when the requirements file changed.
-ensure_sam_venv() {
-  local stamp="$SAM_VENV/.requirements.sha" want
-  want=$(sha256sum "$SAM_REQUIREMENTS" | cut -d' ' -f1)
-  if [ -x "$SAM_VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
-  log "creating the SAM venv ($SAM_VENV)"
-  rm -rf "$SAM_VENV"
-  python3 -m venv "$SAM_VENV"
-  "$SAM_VENV/bin/pip" install -q --disable-pip-version-check -r "$SAM_REQUIREMENTS"
-  echo "$want" >"$stamp"
-}
 
 # cargo-lambda cross-compiles with zig as the linker, but rustc still needs the
 # target's standard library.
@@ -52,7 +39,7 @@ ensure_rust_target() {
   fi
 }
 
-ensure_sam_venv
+ensure_venv "$SAM_VENV" "$SAM_REQUIREMENTS"
 ensure_rust_target
 export PATH="$SAM_VENV/bin:$PATH"
 

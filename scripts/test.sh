@@ -29,8 +29,8 @@ fi
 log "cargo tests took $(($(date +%s) - started))s"
 
 # The running local API against openapi.yaml, on a fresh database in the same cluster.
-psql -q "$PG_ADMIN_URL" -c 'CREATE DATABASE contract' >/dev/null
-DATABASE_URL="${PG_ADMIN_URL/\/postgres\?//contract?}" bash scripts/contract-test.sh
+contract_db=$(create_database contract)
+DATABASE_URL="$contract_db" bash scripts/contract-test.sh
 # The telephony page in headless Chromium against the local API (fresh database).
 bash scripts/browser-test.sh
 # The deploy path, offline: sam validate --lint, sam build (five arm64 bootstraps).

@@ -12,6 +12,13 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+free_ports() { # n: n distinct free ports (bound together, so never the same twice)
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
 wait_for_port() { # port seconds what
   local port=$1 secs=$2 what=$3 i
   for ((i = 0; i < secs * 10; i++)); do
@@ -40,15 +47,18 @@ ensure_postgres_installed() {
   fi
 }
 
+# ensure_venv [dir requirements]: a Python venv with those requirements (default: .venv
+# with scripts/requirements-dev.txt), made afresh only when the requirements changed.
 ensure_venv() {
-  local stamp="$VENV/.requirements.sha"
-  local want
-  want=$(sha256sum "$PY_REQUIREMENTS" | cut -d' ' -f1)
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  local venv=${1:-$VENV} requirements=${2:-$PY_REQUIREMENTS}
+  local stamp="$venv/.requirements.sha" want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
-  log "creating the Python venv ($VENV)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$PY_REQUIREMENTS"
+  log "creating the Python venv ($venv)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
   echo "$want" >"$stamp"
 }
 
@@ -80,6 +90,16 @@ start_postgres() {
   log "PostgreSQL on 127.0.0.1:$PG_PORT"
 }
 
+# create_database name: a new database in the cluster of TEST_DATABASE_URL (an admin
+# URL), else of start_postgres's cluster; prints its URL.
+create_database() {
+  local admin=${TEST_DATABASE_URL:-$PG_ADMIN_URL}
+  psql -X -q "$admin" -c "CREATE DATABASE $1" >/dev/null
+  python3 -c 'import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$admin" "$1"
+}
+
 # start_moto: the AWS emulator on a free port; sets MOTO_PORT.
 start_moto() {
   MOTO_PORT=$(free_port)
@@ -90,25 +110,32 @@ start_moto() {
 }
 
 # start_local_api: scripts/run-local.sh in the background on free ports (with
-# DATABASE_URL when set, else its own cluster); waits until it serves and sets
-# LOCAL_API_PID, API_URL, WEB_URL, STANDINS_URL and API_TOKEN.
+# DATABASE_URL when set, else its own cluster), in a session of its own (terminal
+# signals go to the caller, whose stop_local_api stops it). Waits until it serves, at
+# most READY_TIMEOUT seconds (default 900: the first start compiles local-api), and
+# sets LOCAL_API_PID, LOCAL_API_READY (its ready file), API_PORT, STANDINS_PORT,
+# WEB_PORT, API_URL, WEB_URL, STANDINS_URL and API_TOKEN. Its log: LOCAL_API_LOG
+# (default $STATE_DIR/local-api.log).
 start_local_api() {
-  local ready="$STATE_DIR/local-api.ready" i
-  rm -f "$ready"
-  PORT=$(free_port) STANDINS_PORT=$(free_port) WEB_PORT=$(free_port) READY_FILE="$ready" \
-    bash "$ROOT/scripts/run-local.sh" >"$STATE_DIR/local-api.log" 2>&1 &
+  local log_file=${LOCAL_API_LOG:-$STATE_DIR/local-api.log} timeout=${READY_TIMEOUT:-900}
+  local started=$SECONDS field
+  LOCAL_API_READY="$STATE_DIR/local-api.ready"
+  rm -f "$LOCAL_API_READY"
+  read -r API_PORT STANDINS_PORT WEB_PORT < <(free_ports 3)
+  PORT=$API_PORT STANDINS_PORT=$STANDINS_PORT WEB_PORT=$WEB_PORT READY_FILE="$LOCAL_API_READY" \
+    setsid bash "$ROOT/scripts/run-local.sh" </dev/null >"$log_file" 2>&1 &
   LOCAL_API_PID=$!
-  # The first run compiles local-api: be patient, but not past a dead process.
-  for ((i = 0; i < 9000; i++)); do
-    [ -s "$ready" ] && break
-    kill -0 "$LOCAL_API_PID" 2>/dev/null || { cat "$STATE_DIR/local-api.log" >&2; log "the local API exited"; return 1; }
-    sleep 0.1
+  until [ -s "$LOCAL_API_READY" ]; do
+    if ! kill -0 "$LOCAL_API_PID" 2>/dev/null || ((SECONDS - started >= timeout)); then
+      log "the local API exited or was not ready within ${timeout}s; the end of its log:"
+      tail -n 40 "$log_file" >&2
+      return 1
+    fi
+    sleep 0.2
   done
-  [ -s "$ready" ] || { cat "$STATE_DIR/local-api.log" >&2; log "the local API did not start"; return 1; }
-  local field
-  field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$ready" "$1"; }
+  field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$LOCAL_API_READY" "$1"; }
   API_URL=$(field api) WEB_URL=$(field web) STANDINS_URL=$(field standins) API_TOKEN=$(field token)
-  log "local API on $API_URL (page $WEB_URL)"
+  log "local API ready after $((SECONDS - started))s on $API_URL (page $WEB_URL)"
 }
 
 stop_local_api() {
