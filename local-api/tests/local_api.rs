@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, OTHER_NUMBER};
 use local_api::gateway::DEFAULT_LOCAL_JWT_SECRET;
 use local_api::server::Running;
+use local_api::standins::FailMode;
 use serde_json::{Value, json};
 use testkit::TestDb;
 
@@ -149,21 +150,31 @@ async fn state_changing_routes_need_the_write_scope() {
     let read_only = token_with(json!({"scope": "telephony:read"}), DEFAULT_LOCAL_JWT_SECRET);
     assert_eq!(l.call("GET", STATUS, Some(&read_only)).await.0, 200);
     let number = format!("/api/managed-telephony/numbers/{}", DEMO_NUMBERS[0]);
-    assert_eq!(l.call("DELETE", &number, Some(&read_only)).await.0, 403);
+    // The authorizer's own refusal (API Gateway's shape), before any function runs.
+    let forbidden = (403, json!({"message": "Forbidden"}));
+    assert_eq!(l.call("DELETE", &number, Some(&read_only)).await, forbidden);
     assert_eq!(
         l.call("PUT", "/api/telephony/credentials/twilio", Some(&read_only))
-            .await
-            .0,
-        403
+            .await,
+        forbidden
     );
-    // Nothing changed: the number is still active.
-    let (_, status) = l.call("GET", STATUS, Some(&read_only)).await;
-    let all_active = status["numbers"]
+    // Nothing changed: the number is still listed as active, and Twilio holds it.
+    let (_, status) = l
+        .call(
+            "GET",
+            &format!("{STATUS}?include=released"),
+            Some(&read_only),
+        )
+        .await;
+    let listed = status["numbers"]
         .as_array()
         .expect("numbers")
         .iter()
-        .all(|n| n["status"] == "active");
-    assert!(all_active, "{status}");
+        .find(|n| n["phoneNumber"] == DEMO_NUMBERS[0])
+        .cloned();
+    assert_eq!(listed.map(|n| n["status"].clone()), Some(json!("active")));
+    let twilio = l.running.standins_state.state()["twilio_numbers"].to_string();
+    assert!(twilio.contains(DEMO_NUMBERS[0]), "{twilio}");
 }
 
 #[tokio::test]
@@ -181,9 +192,14 @@ async fn release_through_the_local_api_and_stateful_standins() {
     let (status, body) = l.call("DELETE", &encoded, Some(&token)).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("released")));
     assert!(!held(&standins.state(), DEMO_NUMBERS[1]));
-    // Released again: the same answer, and the stand-ins are not called again.
+    // Released again: the same answer, and the stand-ins are not called again (they
+    // would fail now).
+    standins.fail("vapi", FailMode::ServerError, None);
+    standins.fail("twilio", FailMode::ServerError, None);
     let (status, again) = l.call("DELETE", &encoded, Some(&token)).await;
     assert_eq!((status, again["status"].as_str()), (200, Some("released")));
+    standins.fail("vapi", FailMode::None, None);
+    standins.fail("twilio", FailMode::None, None);
 
     // Another org's number: 404 and the stand-in still holds it.
     let other = format!("/api/managed-telephony/numbers/{OTHER_NUMBER}");
@@ -249,6 +265,37 @@ async fn standins_check_auth_and_answer_the_providers_error_json() {
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["code"], 20003);
     assert!(body["more_info"].is_string());
+
+    // A SID ending in `dead` is a suspended account.
+    let dead = "AC0123456789abcdef0123456789abdead";
+    let account: Value = l
+        .http
+        .get(format!("{base}/twilio/2010-04-01/Accounts/{dead}.json"))
+        .basic_auth(dead, Some("11111111111111111111111111111111"))
+        .send()
+        .await
+        .expect("twilio")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(account["status"], "suspended");
+
+    // A released Vapi number is gone the next time; `times` fails only that many calls.
+    let delete_phone = || {
+        l.http
+            .delete(format!("{base}/vapi/phone-number/vapi-phone-14155550100"))
+            .bearer_auth(local_api::standins::LOCAL_VAPI_KEY)
+            .send()
+    };
+    l.running
+        .standins_state
+        .fail("vapi", FailMode::RateLimited, Some(1));
+    let statuses = [
+        delete_phone().await.expect("vapi").status().as_u16(),
+        delete_phone().await.expect("vapi").status().as_u16(),
+        delete_phone().await.expect("vapi").status().as_u16(),
+    ];
+    assert_eq!(statuses, [429, 200, 404]);
 
     // Vapi validates the credential body as Vapi does: `message` is an array.
     let resp = l

@@ -199,6 +199,9 @@ async fn a_credentials_outage_fails_only_logins_that_have_no_token() {
         "{}",
         logs.text()
     );
+    // And a new login in the outage presents the last token.
+    t.change_password(&role, &token).await;
+    assert_eq!(ask(&db).await.expect("logs in with the last token"), 7);
 }
 
 #[tokio::test]

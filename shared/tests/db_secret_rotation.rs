@@ -47,8 +47,9 @@ async fn a_rotated_database_password_is_fetched_again_once() {
         logs.text()
     );
     assert!(!logs.text().contains("new-db-password") && !logs.text().contains("old-db-password"));
-    // And the rebuilt pool keeps working.
+    // And the rebuilt pool keeps working, without fetching again.
     assert_eq!(ask(&db).await.expect("again"), 7);
+    assert_eq!(logs.text().matches("fetching its secret again").count(), 1);
 
     // Without a secret to fetch again, the refusal is the answer.
     let err = ask(&stale).await.expect_err("old password refused");

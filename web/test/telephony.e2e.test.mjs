@@ -2,7 +2,7 @@
 // the Debian `chromium` package; no browser download), against the local API.
 // Run by scripts/browser-test.sh, which starts the local API and passes:
 //   READY_FILE    the local API's ready file: {"api", "web", "standins", "token"}
-//   DATABASE_URL  (optional) the API's database, to check rows directly with psql
+//   DATABASE_URL  the API's database, to check rows directly with psql
 //   ARTIFACTS_DIR where screenshots go (default ../artifacts)
 //   CHROMIUM      the browser binary (default /usr/bin/chromium)
 // Needs the local API's demo data, fresh: the demo org's three active numbers.
@@ -18,7 +18,7 @@ import { chromium } from "playwright-core";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ready = JSON.parse(readFileSync(process.env.READY_FILE ?? assert.fail("READY_FILE is not set"), "utf8"));
 const { api, web, standins, token } = ready;
-const DATABASE_URL = process.env.DATABASE_URL || "";
+const DATABASE_URL = process.env.DATABASE_URL ?? assert.fail("DATABASE_URL is not set");
 const ARTIFACTS = process.env.ARTIFACTS_DIR ?? path.resolve(here, "../../artifacts");
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -48,26 +48,14 @@ async function failProvider(provider, mode, times) {
   assert.equal(r.status, 200, `control endpoint answered ${r.status}`);
 }
 
-/** One value from the database (psql -At), or null when no DATABASE_URL was given. */
+/** One value from the database (psql -At). */
 function sql(query) {
-  if (!DATABASE_URL) return null;
   return execFileSync("psql", [DATABASE_URL, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", query], {
     encoding: "utf8",
   }).trim();
 }
 
 const row = (page, n) => page.locator(`li.number[data-number="${n}"]`);
-
-/** Poll until fn() returns truthy (for things outside the page, like the API). */
-async function eventually(fn, what, timeout = WAIT) {
-  const end = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function textOf(page, selector) {
   await page.locator(selector).waitFor({ state: "visible", timeout: WAIT });
@@ -176,9 +164,7 @@ test("Delete is reachable by keyboard; Escape and Cancel change nothing", async 
   for (const n of [target, RELEASED]) {
     assert.equal(await row(page, n).getAttribute("data-status"), "active");
     assert.equal((await apiNumber(n)).status, "active");
-    if (DATABASE_URL) {
-      assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${n}' ORDER BY created_at DESC LIMIT 1`), "active");
-    }
+    assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${n}' ORDER BY created_at DESC LIMIT 1`), "active");
   }
   assert.equal(await page.locator("li.number").count(), 3);
 });
@@ -214,13 +200,11 @@ test("confirming a delete releases the number (button shows progress, list refre
   const fromApi = await apiNumber(RELEASED);
   assert.equal(fromApi.status, "released");
   assert.ok(fromApi.releasedAt, "releasedAt is set");
-  if (DATABASE_URL) {
-    assert.equal(
-      sql(`SELECT status || ' ' || (released_at IS NOT NULL) FROM managed_phone_numbers WHERE phone_number = '${RELEASED}' ORDER BY created_at DESC LIMIT 1`),
-      "released true",
-    );
-    assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE inbound_phone_number = '${RELEASED}'`), "0");
-  }
+  assert.equal(
+    sql(`SELECT status || ' ' || (released_at IS NOT NULL) FROM managed_phone_numbers WHERE phone_number = '${RELEASED}' ORDER BY created_at DESC LIMIT 1`),
+    "released true",
+  );
+  assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE inbound_phone_number = '${RELEASED}'`), "0");
   await page.screenshot({ path: path.join(ARTIFACTS, "telephony-released.png"), fullPage: true });
 });
 
@@ -241,9 +225,7 @@ test("a provider failure shows the number as pending release; Retry finishes it"
     const fromApi = await apiNumber(PENDING);
     assert.equal(fromApi.status, "release_pending");
     assert.deepEqual(fromApi.release?.pending, ["twilio"]);
-    if (DATABASE_URL) {
-      assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE inbound_phone_number = '${PENDING}'`), "0");
-    }
+    assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE inbound_phone_number = '${PENDING}'`), "0");
     await page.screenshot({ path: path.join(ARTIFACTS, "telephony-pending.png"), fullPage: true });
   } finally {
     await failProvider("twilio", "none", 0);
@@ -253,9 +235,7 @@ test("a provider failure shows the number as pending release; Retry finishes it"
   await row(page, PENDING).waitFor({ state: "detached" });
   assert.match(await waitForText(page, "#notice", /released/), /\+14155550102 was released\./);
   assert.equal((await apiNumber(PENDING)).status, "released");
-  if (DATABASE_URL) {
-    assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${PENDING}' ORDER BY created_at DESC LIMIT 1`), "released");
-  }
+  assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${PENDING}' ORDER BY created_at DESC LIMIT 1`), "released");
 
   // The number that was never confirmed is untouched.
   assert.deepEqual(await page.locator("li.number").evaluateAll((r) => r.map((x) => x.dataset.number)), [KEPT]);
@@ -303,9 +283,7 @@ test("an API error is shown in words with its request id: a number of another or
   assert.match(shown, /Could not release \+14155550199: .*\+14155550199.*\(HTTP 404, number_not_found\)/);
   assert.match(shown, /Request id: \S+/);
   await p.screenshot({ path: path.join(ARTIFACTS, "telephony-error.png"), fullPage: true });
-  if (DATABASE_URL) {
-    assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${OTHER_ORGS_NUMBER}'`), "active");
-  }
+  assert.equal(sql(`SELECT status FROM managed_phone_numbers WHERE phone_number = '${OTHER_ORGS_NUMBER}'`), "active");
 });
 
 test("a network failure is shown in words", async (t) => {
