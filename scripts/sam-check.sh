@@ -69,8 +69,9 @@ sam validate --lint --region "$AWS_REGION_FOR_CHECKS" </dev/null
 log "validated in $((SECONDS - started))s"
 
 # Each function's environment names every secret and setting its code loads at cold
-# start (a missing one is a function that cannot start once deployed).
-log "checking each function's environment against what its code loads"
+# start (a missing one is a function that cannot start once deployed), and the README
+# names the right function for each sample event.
+log "checking each function's environment against what its code loads, and the README's sample events against the routes"
 python3 - template.yaml <<'PY'
 import sys, yaml
 
@@ -114,9 +115,26 @@ for name, res in t["Resources"].items():
 missing = set(needs) - seen
 if missing:
     bad.append(f"no function builds {sorted(missing)}")
+# The README's "Sample events" table names, for each event, the function that
+# `sam local invoke <Function> -e events/<file>` must be: the one whose HttpApi event
+# declares the event's routeKey. (local-api/tests/events.rs checks the answers.)
+import json, pathlib
+serves = {}
+for name, res in t["Resources"].items():
+    for ev in res.get("Properties", {}).get("Events", {}).values():
+        if ev.get("Type") == "HttpApi":
+            serves[f'{ev["Properties"]["Method"]} {ev["Properties"]["Path"]}'] = name
+rows = [l for l in open("README.md") if l.startswith("| `events/")]
+if not rows:
+    bad.append("README.md has no Sample events rows")
+for row in rows:
+    cells = [c.strip().strip("`") for c in row.split("|")]
+    route = json.loads(pathlib.Path(cells[1]).read_text())["routeKey"]
+    if serves.get(route) != cells[2]:
+        bad.append(f"README: {cells[1]} names {cells[2]}, but {route} is served by {serves.get(route)}")
 if bad:
     sys.exit("template.yaml: " + "; ".join(bad))
-print("every function's environment names what it loads")
+print("every function's environment names what it loads; every sample event names its function")
 PY
 
 started=$SECONDS

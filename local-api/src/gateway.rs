@@ -38,16 +38,6 @@ impl Functions {
         })
     }
 
-    /// The template's logical id of the function serving `route_key`.
-    pub fn function_for(route_key: &str) -> Option<&'static str> {
-        match route_key {
-            SAVE_ROUTE => Some("SaveCredentialFunction"),
-            STATUS_ROUTE => Some("ListNumbersFunction"),
-            RELEASE_ROUTE => Some("ReleaseNumberFunction"),
-            _ => None,
-        }
-    }
-
     /// Call the handler of the event's route, as API Gateway's integration does.
     pub async fn dispatch(&self, req: lambda_http::Request) -> lambda_http::Response<Body> {
         let route = match req.request_context_ref() {

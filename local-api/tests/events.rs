@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
-use local_api::gateway::Functions;
 use testkit::TestDb;
 
 mod common;
@@ -20,9 +19,10 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// What the README promises for one event.
+/// What the README promises for one event. (That its function column names the
+/// function serving the event's route is checked against template.yaml by
+/// scripts/sam-check.sh.)
 struct Promise {
-    function: String,
     status: u16,
     /// For a refusal: the error code (the first `code` in the row's last cell).
     code: Option<String>,
@@ -44,7 +44,6 @@ fn promised() -> BTreeMap<String, Promise> {
                 .unwrap_or_else(|| panic!("no status in README row: {l}"));
             let code = cells[3].split('`').nth(1).map(str::to_owned);
             let promise = Promise {
-                function: cells[2].to_owned(),
                 status,
                 code: code.filter(|_| status >= 400),
             };
@@ -72,22 +71,16 @@ async fn every_sample_event_answers_what_the_readme_promises() {
     );
 
     for (file, promise) in &promised {
-        let Promise {
-            function,
-            status,
-            code,
-        } = promise;
+        let Promise { status, code } = promise;
         let text = std::fs::read_to_string(repo().join(file)).expect("event file");
         let req = lambda_http::request::from_str(&text)
             .unwrap_or_else(|e| panic!("{file} is not an API Gateway HTTP API 2.0 event: {e}"));
-        let route_key = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
-            _ => panic!("{file}: not a payload 2.0 event"),
-        };
-        assert_eq!(
-            Functions::function_for(&route_key),
-            Some(function.as_str()),
-            "{file}: routeKey {route_key} is served by another function than the README says"
+        assert!(
+            matches!(
+                req.request_context_ref(),
+                Some(RequestContext::ApiGatewayV2(_))
+            ),
+            "{file}: not a payload 2.0 event"
         );
         let (db_before, providers_before) = (db.dump().await, running.standins_state.state());
         let resp = running.gateway.functions.dispatch(req).await;
