@@ -69,9 +69,10 @@ sam validate --lint --region "$AWS_REGION_FOR_CHECKS" </dev/null
 log "validated in $((SECONDS - started))s"
 
 # Each function's environment names every secret and setting its code loads at cold
-# start (a missing one is a function that cannot start once deployed), and the README
+# start (a missing one is a function that cannot start once deployed), every function
+# has an Errors alarm and reconcile's metric alarms read what it emits, and the README
 # names the right function for each sample event.
-log "checking each function's environment against what its code loads, and the README's sample events against the routes"
+log "checking each function's environment against what its code loads, its alarms, and the README's sample events against the routes"
 python3 - template.yaml <<'PY'
 import sys, yaml
 
@@ -93,8 +94,10 @@ db = ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST"]
 needs = {  # what each function's State::from_env / main reads (see functions/*/src)
     "save-credential": db + ["VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
     "list-numbers": db,
-    "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
-    "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"],
+    "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS"],
+    # …and its metrics' namespace and Stack dimension (Embedded Metric Format).
+    "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
+                       "METRICS_NAMESPACE", "STACK_NAME"],
     "migrate": db,
 }
 seen, bad = set(), []
@@ -115,6 +118,29 @@ for name, res in t["Resources"].items():
 missing = set(needs) - seen
 if missing:
     bad.append(f"no function builds {sorted(missing)}")
+# Every function has an alarm on its Lambda Errors metric, and the alarms on reconcile's
+# own metrics use the namespace and Stack dimension it is told to emit them with.
+alarms = [r["Properties"] for r in t["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Alarm"]
+def dims(a):
+    return {d.get("Name"): d.get("Value") for d in a.get("Dimensions", [])}
+errors_of = {dims(a).get("FunctionName") for a in alarms
+             if a.get("Namespace") == "AWS/Lambda" and a.get("MetricName") == "Errors"}
+reconcile_env = {}
+for name, res in t["Resources"].items():
+    if res.get("Type") != "AWS::Serverless::Function":
+        continue
+    if f"<Ref {name}>" not in errors_of:
+        bad.append(f"{name} has no AWS/Lambda Errors alarm (dimension FunctionName: !Ref {name})")
+    if res.get("Metadata", {}).get("BuildProperties", {}).get("Binary") == "reconcile":
+        reconcile_env = res["Properties"].get("Environment", {}).get("Variables", {})
+for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention"]:
+    on = [a for a in alarms if a.get("MetricName") == metric]
+    if not on:
+        bad.append(f"no alarm on reconcile's {metric}")
+    for a in on:
+        if a.get("Namespace") != reconcile_env.get("METRICS_NAMESPACE") or \
+                dims(a) != {"Stack": reconcile_env.get("STACK_NAME")}:
+            bad.append(f"the {metric} alarm does not read reconcile's METRICS_NAMESPACE with Stack = its STACK_NAME")
 # The README's "Sample events" table names, for each event, the function that
 # `sam local invoke <Function> -e events/<file>` must be: the one whose HttpApi event
 # declares the event's routeKey. (local-api/tests/events.rs checks the answers.)
@@ -134,7 +160,8 @@ for row in rows:
         bad.append(f"README: {cells[1]} names {cells[2]}, but {route} is served by {serves.get(route)}")
 if bad:
     sys.exit("template.yaml: " + "; ".join(bad))
-print("every function's environment names what it loads; every sample event names its function")
+print("every function's environment names what it loads and it has an Errors alarm; "
+      "reconcile's alarms read its metrics; every sample event names its function")
 PY
 
 started=$SECONDS

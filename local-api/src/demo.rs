@@ -108,7 +108,13 @@ pub async fn seed(functions: &Functions, standins: &Standins) -> Result<(), BoxE
         functions
             .save
             .store()
-            .save(&caller, "local-demo-seed", &cred, CredentialSource::Managed)
+            .save(
+                &caller,
+                "local-demo-seed",
+                &cred,
+                CredentialSource::Managed,
+                functions.save.steps.deadline_for(None),
+            )
             .await?;
     }
     Ok(())

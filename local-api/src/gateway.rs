@@ -14,7 +14,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use serde_json::{Map, Value, json};
 use shared::config::Env;
-use testkit::event::ApiEvent;
+use shared::gateway_event::ApiEvent;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -72,9 +72,14 @@ fn web_app(dir: PathBuf, api_base: String, token: String) -> Router {
         .fallback_service(ServeDir::new(dir))
 }
 
+/// Connections per function's pool in the local API unless `DB_POOL_SIZE` is set
+/// (three pools, so at most three times this many connections).
+pub const LOCAL_DB_POOL_SIZE: usize = 8;
+
 /// Start everything on the ports `PORT` (default 8080), `STANDINS_PORT` (8090) and
 /// `WEB_PORT` (8081); 0 picks a free port. Providers whose `VAPI_BASE_URL` /
-/// `TWILIO_BASE_URL` is unset are served by the stand-ins.
+/// `TWILIO_BASE_URL` is unset are served by the stand-ins. The functions' pools get
+/// [`LOCAL_DB_POOL_SIZE`] connections unless `DB_POOL_SIZE` is set.
 pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running, BoxError> {
     let api_listener = bind(&env, "PORT", 8080).await?;
     let standins_listener = bind(&env, "STANDINS_PORT", 8090).await?;
@@ -104,6 +109,14 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     let app = standins_state.router();
     tokio::spawn(async move { axum::serve(standins_listener, app).await });
 
+    // A Lambda instance serves one request at a time, so the functions keep one
+    // pooled connection (`DB_POOL_SIZE` default 1). This one process serves every
+    // route's requests concurrently, through each function's own pool: with a single
+    // connection, one slow request (a save waiting on Vapi) would queue the rest until
+    // they time out as `database_unavailable`.
+    if env.get("DB_POOL_SIZE").is_none() {
+        env.set("DB_POOL_SIZE", LOCAL_DB_POOL_SIZE.to_string());
+    }
     let functions = Functions::from_env(&env, aws).await?;
     let applied = shared::migrate::run(&functions.list.db).await?;
     tracing::info!(?applied, "migrations applied");

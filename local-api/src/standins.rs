@@ -10,17 +10,28 @@
 //! well-formed account SID and token for `GET /Accounts/{sid}.json`, except the token
 //! `00000000000000000000000000000000` (401, code 20003) and SIDs ending in `dead`
 //! (status `suspended`), so the refusal paths can be shown by hand.
+//!
+//! Vapi serves `POST /credential`, `GET /credential` (newest first; `limit`, default
+//! 100, at most 1000; the `createdAt…`/`updatedAt…` `Gt|Lt|Ge|Le` filters; any other
+//! parameter is a 400, as Vapi's validation refuses it; never a token),
+//! `PATCH /credential/{id}` and `DELETE /phone-number/{id}`. Every other path under a
+//! provider's prefix answers that provider's own 404 JSON (Vapi: `Cannot GET /x`;
+//! Twilio: code 20404), and a wrong method Vapi's 404 or Twilio's 405 (code 20004):
+//! a client never meets a 404 here that the real provider would not send.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -69,10 +80,43 @@ impl FailPlan {
     }
 }
 
+/// A Vapi credential the stand-in holds. Not its token: Vapi never returns it, and
+/// nothing here needs it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VapiCredential {
+    name: String,
+    account_sid: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl VapiCredential {
+    /// The credential object as Vapi answers it (times in its millisecond ISO form).
+    fn to_json(&self, id: &str) -> Value {
+        json!({
+            "id": id,
+            "provider": "twilio",
+            "orgId": LOCAL_VAPI_ORG,
+            "createdAt": vapi_time(self.created_at),
+            "updatedAt": vapi_time(self.updated_at),
+            "name": self.name,
+            "accountSid": self.account_sid,
+        })
+    }
+}
+
+/// The Vapi org the local key belongs to.
+const LOCAL_VAPI_ORG: &str = "local-vapi-org";
+
+fn vapi_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Inner {
-    /// Vapi credentials by id: (name, accountSid).
-    credentials: BTreeMap<String, (String, String)>,
+    /// Vapi credentials by id.
+    credentials: BTreeMap<String, VapiCredential>,
     /// Vapi phone-number ids.
     vapi_phone_numbers: BTreeSet<String>,
     /// Twilio incoming numbers: "subaccount/PN…" → E.164.
@@ -80,6 +124,24 @@ pub struct Inner {
     vapi_fail: FailPlan,
     twilio_fail: FailPlan,
     next_id: u64,
+    /// The last time stamped on a credential.
+    last_stamp: Option<DateTime<Utc>>,
+}
+
+impl Inner {
+    /// Now, at Vapi's millisecond precision, and later than every earlier stamp: so
+    /// `createdAtLt` paging over the stand-in never meets two credentials created in
+    /// the same millisecond.
+    fn stamp(&mut self) -> DateTime<Utc> {
+        let now = Utc::now();
+        let now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let stamp = match self.last_stamp {
+            Some(last) if now <= last => last + TimeDelta::milliseconds(1),
+            _ => now,
+        };
+        self.last_stamp = Some(stamp);
+        stamp
+    }
 }
 
 /// Shared state of both stand-ins.
@@ -122,7 +184,7 @@ impl Standins {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/vapi/credential", post(vapi_create))
+            .route("/vapi/credential", post(vapi_create).get(vapi_list))
             .route("/vapi/credential/{id}", patch(vapi_update))
             .route("/vapi/phone-number/{id}", delete(vapi_delete_phone))
             .route("/twilio/2010-04-01/Accounts/{sid}", get(twilio_account))
@@ -132,6 +194,9 @@ impl Standins {
             )
             .route("/__control/fail", post(control_fail))
             .route("/__control/state", get(control_state))
+            // After the routes: applies to each of them.
+            .method_not_allowed_fallback(wrong_method)
+            .fallback(unknown_path)
             .with_state(self.clone())
     }
 }
@@ -250,11 +315,12 @@ fn check_credential_body(body: &Value, create: bool) -> Result<(String, String),
 }
 
 /// What every Vapi credential write goes through, in Vapi's order: the key, a failure
-/// the control endpoint asked for, the body. `Ok((name, accountSid))`.
+/// the control endpoint asked for, the body (JSON; an empty body is `{}`, as for
+/// Vapi's body parser). `Ok((name, accountSid))`.
 async fn credential_write(
     s: &Standins,
     headers: &HeaderMap,
-    body: &Value,
+    body: &[u8],
     create: bool,
 ) -> Result<(String, String), Box<Response>> {
     if !vapi_authorized(headers) {
@@ -263,16 +329,22 @@ async fn credential_write(
     if let Some(r) = injected(s, true).await {
         return Err(Box::new(r));
     }
-    check_credential_body(body, create)
+    let body: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            Box::new(vapi_error(
+                StatusCode::BAD_REQUEST,
+                json!(format!("Unexpected token in JSON: {e}")),
+            ))
+        })?
+    };
+    check_credential_body(&body, create)
         .map_err(|problems| Box::new(vapi_error(StatusCode::BAD_REQUEST, json!(problems))))
 }
 
-async fn vapi_create(
-    State(s): State<Standins>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let (name, sid) = match credential_write(&s, &headers, &body, true).await {
+async fn vapi_create(State(s): State<Standins>, headers: HeaderMap, body: Bytes) -> Response {
+    let (name, account_sid) = match credential_write(&s, &headers, &body, true).await {
         Ok(v) => v,
         Err(refused) => return *refused,
     };
@@ -282,33 +354,160 @@ async fn vapi_create(
         "{:08x}-0000-4000-8000-{:012x}",
         inner.next_id, inner.next_id
     );
-    inner.credentials.insert(id.clone(), (name.clone(), sid));
-    let now = chrono::Utc::now();
-    (
-        StatusCode::CREATED,
-        Json(json!({"id": id, "provider": "twilio", "name": name, "orgId": "local-vapi-org", "createdAt": now, "updatedAt": now})),
-    )
-        .into_response()
+    let now = inner.stamp();
+    let credential = VapiCredential {
+        name,
+        account_sid,
+        created_at: now,
+        updated_at: now,
+    };
+    let answer = credential.to_json(&id);
+    inner.credentials.insert(id, credential);
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn vapi_update(
     State(s): State<Standins>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Bytes,
 ) -> Response {
-    let (name, sid) = match credential_write(&s, &headers, &body, false).await {
+    let (name, account_sid) = match credential_write(&s, &headers, &body, false).await {
         Ok(v) => v,
         Err(refused) => return *refused,
     };
     let mut inner = s.lock();
+    let now = inner.stamp();
     match inner.credentials.get_mut(&id) {
-        Some(entry) => {
-            *entry = (name.clone(), sid);
-            Json(json!({"id": id, "provider": "twilio", "name": name, "updatedAt": chrono::Utc::now()})).into_response()
+        Some(credential) => {
+            credential.name = name;
+            credential.account_sid = account_sid;
+            credential.updated_at = now;
+            Json(credential.to_json(&id)).into_response()
         }
         None => vapi_error(StatusCode::NOT_FOUND, json!("Credential not found")),
     }
+}
+
+/// The query of Vapi's `GET /credential`, as its validation reads it.
+struct ListQuery {
+    limit: usize,
+    /// `(createdAt?, greater?, inclusive?, bound)` for each `createdAtGt`, `…Lt`, `…Ge`,
+    /// `…Le`, `updatedAt…` given.
+    bounds: Vec<(bool, bool, bool, DateTime<Utc>)>,
+}
+
+/// An ISO-8601 time as JavaScript's `Date` reads one: a full RFC 3339 time, or a
+/// date (midnight UTC).
+fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+impl ListQuery {
+    /// `Err` holds the messages Vapi would answer in its 400.
+    fn parse(pairs: &[(String, String)]) -> Result<Self, Vec<String>> {
+        let mut q = Self {
+            limit: 100,
+            bounds: Vec::new(),
+        };
+        let mut problems = Vec::new();
+        for (key, value) in pairs {
+            if key == "limit" {
+                match value.parse::<f64>() {
+                    Ok(n) if n.is_finite() && n > 1000.0 => {
+                        problems.push("limit must not be greater than 1000".into())
+                    }
+                    Ok(n) if n.is_finite() && n < 0.0 => {
+                        problems.push("limit must not be less than 0".into())
+                    }
+                    // In range: a whole number of items.
+                    Ok(n) if n.is_finite() => q.limit = n as usize,
+                    _ => problems.push(
+                        "limit must be a number conforming to the specified constraints".into(),
+                    ),
+                }
+                continue;
+            }
+            let (created, op) = match key.strip_prefix("createdAt") {
+                Some(op) => (true, op),
+                None => (false, key.strip_prefix("updatedAt").unwrap_or_default()),
+            };
+            let (greater, inclusive) = match op {
+                "Gt" => (true, false),
+                "Ge" => (true, true),
+                "Lt" => (false, false),
+                "Le" => (false, true),
+                _ => {
+                    problems.push(format!("property {key} should not exist"));
+                    continue;
+                }
+            };
+            match parse_time(value) {
+                Some(t) => q.bounds.push((created, greater, inclusive, t)),
+                None => problems.push(format!("{key} must be a Date instance")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(q)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn admits(&self, c: &VapiCredential) -> bool {
+        self.bounds
+            .iter()
+            .all(|&(created, greater, inclusive, bound)| {
+                let t = if created { c.created_at } else { c.updated_at };
+                match (greater, inclusive) {
+                    (true, false) => t > bound,
+                    (true, true) => t >= bound,
+                    (false, false) => t < bound,
+                    (false, true) => t <= bound,
+                }
+            })
+    }
+}
+
+/// `GET /credential`: the org's credentials, newest first, at most `limit`.
+async fn vapi_list(
+    State(s): State<Standins>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    if !vapi_authorized(&headers) {
+        return vapi_unauthorized();
+    }
+    if let Some(r) = injected(&s, true).await {
+        return r;
+    }
+    let parsed = match &query {
+        Ok(Query(pairs)) => ListQuery::parse(pairs),
+        Err(e) => Err(vec![e.body_text()]),
+    };
+    let q = match parsed {
+        Ok(q) => q,
+        Err(problems) => return vapi_error(StatusCode::BAD_REQUEST, json!(problems)),
+    };
+    let inner = s.lock();
+    let mut found: Vec<(&String, &VapiCredential)> = inner
+        .credentials
+        .iter()
+        .filter(|(_, c)| q.admits(c))
+        .collect();
+    found.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at).then(b.0.cmp(a.0)));
+    let page: Vec<Value> = found
+        .into_iter()
+        .take(q.limit)
+        .map(|(id, c)| c.to_json(id))
+        .collect();
+    Json(page).into_response()
 }
 
 async fn vapi_delete_phone(
@@ -412,6 +611,59 @@ async fn twilio_release(
             ),
         ),
     }
+}
+
+const VAPI_PREFIX: &str = "/vapi";
+const TWILIO_PREFIX: &str = "/twilio";
+
+/// The path as the provider would see it: without the stand-in's prefix.
+fn provider_path<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    match path.strip_prefix(prefix)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
+
+/// No such route: each provider's own 404 under its prefix (Vapi's web framework
+/// answers `Cannot GET /x`; Twilio code 20404), so a client's "already gone" check
+/// meets here only the 404s it would meet at the provider.
+async fn unknown_path(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    if let Some(rest) = provider_path(path, VAPI_PREFIX) {
+        return vapi_error(
+            StatusCode::NOT_FOUND,
+            json!(format!("Cannot {method} {rest}")),
+        );
+    }
+    if let Some(rest) = provider_path(path, TWILIO_PREFIX) {
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            &format!("The requested resource {rest} was not found"),
+        );
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": format!("Not Found: the stand-ins serve {VAPI_PREFIX}/…, {TWILIO_PREFIX}/2010-04-01/… and /__control/…")})),
+    )
+        .into_response()
+}
+
+/// A known path with another method: Vapi routes by method and path, so it is a 404
+/// there; Twilio answers 405, code 20004.
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    if provider_path(uri.path(), TWILIO_PREFIX).is_some() {
+        return twilio_error(StatusCode::METHOD_NOT_ALLOWED, 20004, "Method not allowed");
+    }
+    if provider_path(uri.path(), VAPI_PREFIX).is_some() {
+        return unknown_path(method, uri).await;
+    }
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"message": "Method Not Allowed"})),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

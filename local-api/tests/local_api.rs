@@ -5,10 +5,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, OTHER_NUMBER};
+use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, OTHER_NUMBER, OTHER_ORG};
 use local_api::gateway::DEFAULT_LOCAL_JWT_SECRET;
-use local_api::server::Running;
-use local_api::standins::FailMode;
+use local_api::server::{LOCAL_DB_POOL_SIZE, Running};
+use local_api::standins::{FailMode, LOCAL_VAPI_KEY};
 use serde_json::{Value, json};
 use testkit::TestDb;
 
@@ -349,4 +349,255 @@ async fn cors_allows_the_pages_origin_only_and_the_page_learns_the_api() {
         .expect("json");
     assert_eq!(config["apiBase"], format!("http://{}", l.running.api));
     assert_eq!(config["token"], l.running.token);
+}
+
+#[tokio::test]
+async fn vapi_standin_lists_credentials_newest_first_without_tokens() {
+    let l = Local::start().await;
+    let vapi = format!("http://{}/vapi", l.running.standins);
+    let list = |query: &str, key: &str| {
+        l.http
+            .get(format!("{vapi}/credential{query}"))
+            .bearer_auth(key)
+            .send()
+    };
+    let listed = |query: &'static str| async move {
+        let resp = list(query, LOCAL_VAPI_KEY).await.expect("list");
+        assert_eq!(resp.status(), 200, "{query}");
+        let text = resp.text().await.expect("body");
+        let items: Vec<Value> = serde_json::from_str(&text).expect("a JSON array");
+        (text, items)
+    };
+
+    // Two saves for the other org through the API: its credential is created, then
+    // updated (the demo org's was created when the demo data was seeded).
+    let token = token_with(json!({"org_id": OTHER_ORG}), DEFAULT_LOCAL_JWT_SECRET);
+    let saves = [
+        (
+            "AC0123456789abcdef0123456789abcdef",
+            "5f4dcc3b5aa765d61d8327deb882cf99",
+        ),
+        (
+            "AC00000000000000000000000000000abc",
+            "aaaabbbbccccddddeeeeffff00001111",
+        ),
+    ];
+    for (sid, auth_token) in saves {
+        let resp = l
+            .http
+            .put(l.api("/api/telephony/credentials/twilio"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"accountSid": sid, "authToken": auth_token, "phoneNumber": "+14155550123"}),
+            )
+            .send()
+            .await
+            .expect("save");
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+
+    let (text, items) = listed("").await;
+    for (_, auth_token) in saves {
+        assert!(!text.contains(auth_token), "a token in the list: {text}");
+    }
+    assert!(!text.contains("authToken"), "{text}");
+    assert!(
+        !text.contains("d3e0d3e0d3e0d3e0d3e0d3e0d3e0d3e0"),
+        "the demo token: {text}"
+    );
+    let name = format!("org-{OTHER_ORG}");
+    let mine: Vec<&Value> = items
+        .iter()
+        .filter(|c| c["name"] == name.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "one credential for the org: {text}");
+    let mine = mine[0];
+    assert_eq!(mine["provider"], "twilio");
+    assert_eq!(mine["accountSid"], saves[1].0, "the last save's SID");
+    for field in ["id", "orgId", "createdAt", "updatedAt"] {
+        assert!(mine[field].is_string(), "{field}: {mine}");
+    }
+    assert!(
+        mine["updatedAt"].as_str() > mine["createdAt"].as_str(),
+        "updated: {mine}"
+    );
+    // Newest first: the other org's after the seeded demo one.
+    let names: Vec<&str> = items.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, [name.clone(), format!("org-{DEMO_ORG}")]);
+
+    // `limit` and `createdAtLt` (only strictly older): how a caller pages.
+    let (_, first) = listed("?limit=1").await;
+    assert_eq!(first, items[..1]);
+    let newest = items[0]["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .to_owned();
+    let oldest = items[1]["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .to_owned();
+    let page = |query: String| async move {
+        let resp = list(&query, LOCAL_VAPI_KEY).await.expect("list");
+        assert_eq!(resp.status(), 200, "{query}");
+        resp.json::<Vec<Value>>().await.expect("array")
+    };
+    assert_eq!(
+        page(format!("?limit=1&createdAtLt={newest}")).await,
+        items[1..]
+    );
+    assert_eq!(
+        page(format!("?createdAtLt={oldest}")).await,
+        Vec::<Value>::new()
+    );
+
+    // The default limit is 100, the largest 1000.
+    for _ in 0..100 {
+        let resp = l
+            .http
+            .post(format!("{vapi}/credential"))
+            .bearer_auth(LOCAL_VAPI_KEY)
+            .json(&json!({"provider": "twilio", "accountSid": "AC1", "authToken": "t", "name": "filler"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), 201);
+    }
+    assert_eq!(listed("").await.1.len(), 100);
+    let (_, all) = listed("?limit=1000").await;
+    assert_eq!(all.len(), 102);
+    let times: Vec<&str> = all.iter().filter_map(|c| c["createdAt"].as_str()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] > w[1]),
+        "newest first, distinct times"
+    );
+
+    // Refusals in Vapi's shape: over the maximum, not a date, an unknown parameter,
+    // a wrong key; and failure injection applies.
+    for query in ["?limit=1001", "?createdAtLt=yesterday", "?name=x"] {
+        let resp = list(query, LOCAL_VAPI_KEY).await.expect("list");
+        assert_eq!(resp.status(), 400, "{query}");
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["statusCode"], 400, "{query}");
+        assert!(body["message"].is_array(), "{query}: {body}");
+    }
+    let resp = list("", "not-the-key").await.expect("list");
+    assert_eq!(resp.status(), 401);
+    l.running
+        .standins_state
+        .fail("vapi", FailMode::ServerError, Some(1));
+    let statuses = [
+        list("", LOCAL_VAPI_KEY)
+            .await
+            .expect("list")
+            .status()
+            .as_u16(),
+        list("", LOCAL_VAPI_KEY)
+            .await
+            .expect("list")
+            .status()
+            .as_u16(),
+    ];
+    assert_eq!(statuses, [500, 200]);
+}
+
+#[tokio::test]
+async fn every_standin_404_is_the_providers_own_json() {
+    let l = Local::start().await;
+    let base = format!("http://{}", l.running.standins);
+    let twilio_main = (
+        local_api::standins::LOCAL_TWILIO_MAIN_SID,
+        local_api::standins::LOCAL_TWILIO_MAIN_TOKEN,
+    );
+    // Each with the right credentials, so a 404 is about the path, not the caller.
+    let send = |method: &str, path: &str| {
+        let req = l
+            .http
+            .request(method.parse().expect("method"), format!("{base}{path}"));
+        let req = if path.starts_with("/vapi") {
+            req.bearer_auth(LOCAL_VAPI_KEY)
+                .json(&json!({"accountSid": "AC1", "authToken": "t"}))
+        } else {
+            req.basic_auth(twilio_main.0, Some(twilio_main.1))
+        };
+        req.send()
+    };
+
+    let vapi_404s = [
+        ("DELETE", "/vapi/phone-number/no-such-phone"),
+        ("PATCH", "/vapi/credential/no-such-credential"),
+        ("GET", "/vapi/no-such-resource"),
+        ("GET", "/vapi/credential/some-id"),
+        ("DELETE", "/vapi/credential"),
+        ("GET", "/vapi"),
+    ];
+    for (method, path) in vapi_404s {
+        let resp = send(method, path).await.expect("vapi");
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        let body: Value = resp.json().await.expect("JSON");
+        assert_eq!(body["statusCode"], 404, "{method} {path}: {body}");
+        assert_eq!(body["error"], "Not Found", "{method} {path}: {body}");
+        assert!(body["message"].is_string(), "{method} {path}: {body}");
+    }
+
+    let sub = "AC0000000000000000000000000000d3e0";
+    let twilio_404s = [
+        (
+            "DELETE",
+            format!(
+                "/twilio/2010-04-01/Accounts/{sub}/IncomingPhoneNumbers/PN{:0>32}.json",
+                9
+            ),
+        ),
+        (
+            "GET",
+            "/twilio/2010-04-01/Accounts/no-json-suffix".to_owned(),
+        ),
+        (
+            "GET",
+            format!("/twilio/2010-04-01/Accounts/{sub}/Calls.json"),
+        ),
+        ("GET", "/twilio/2010-04-01/Nothing".to_owned()),
+        ("GET", "/twilio".to_owned()),
+    ];
+    for (method, path) in &twilio_404s {
+        let resp = send(method, path).await.expect("twilio");
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        let body: Value = resp.json().await.expect("JSON");
+        assert_eq!(body["code"], 20404, "{method} {path}: {body}");
+        assert_eq!(body["status"], 404, "{method} {path}: {body}");
+        assert!(
+            body["message"].is_string() && body["more_info"].is_string(),
+            "{body}"
+        );
+    }
+    // A wrong method on a Twilio resource: its 405, not a 404.
+    let resp = send("POST", &format!("/twilio/2010-04-01/Accounts/{sub}.json"))
+        .await
+        .expect("twilio");
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["code"], 20004, "{body}");
+}
+
+#[tokio::test]
+async fn the_local_api_pools_several_connections_per_function() {
+    let db = TestDb::new().await;
+    let running = common::start_local(&db).await;
+    let pool = running.gateway.functions.list.db.status().max_size;
+    assert_eq!(
+        pool, LOCAL_DB_POOL_SIZE,
+        "more than a Lambda instance's one"
+    );
+    drop(running);
+    let running = common::start_local_with(&db, &[("DB_POOL_SIZE", "3")]).await;
+    assert_eq!(
+        running.gateway.functions.list.db.status().max_size,
+        3,
+        "DB_POOL_SIZE wins"
+    );
 }

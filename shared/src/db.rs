@@ -215,6 +215,12 @@ impl DbError {
         }
     }
 
+    /// The connection, not the statement, failed (see [`connection_lost`]): the
+    /// statement's outcome is unknown if it was sent.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, DbError::Query(e) if connection_lost(e))
+    }
+
     /// The constraint a violation names, for mapping to a 4xx.
     pub fn constraint(&self) -> Option<&str> {
         match self {

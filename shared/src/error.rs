@@ -13,8 +13,8 @@ pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
     /// 401: no usable identity in the authorizer's claims.
-    #[error("{0}")]
-    Unauthenticated(String),
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
     /// 403: identified, but lacking the scope this route needs.
     #[error("{0}")]
     Forbidden(String),
@@ -49,6 +49,14 @@ impl ApiError {
         }
     }
 
+    /// 401 with the general `unauthenticated` code.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code: "unauthenticated",
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
@@ -63,7 +71,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -82,8 +90,8 @@ impl ApiError {
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. }
-            | Self::Unavailable { code, .. } => code,
-            Self::Unauthenticated(_) => "unauthenticated",
+            | Self::Unavailable { code, .. }
+            | Self::Unauthenticated { code, .. } => code,
             Self::Forbidden(_) => "forbidden",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -106,15 +114,76 @@ impl ApiError {
 }
 
 impl From<crate::db::DbError> for ApiError {
+    /// A lost database is a 503; a constraint a request ran into is a 4xx with a
+    /// stable code ([`constraint_error`]); anything else is a 500.
     fn from(e: crate::db::DbError) -> Self {
+        if let Some(api) = e.constraint().and_then(constraint_error) {
+            tracing::info!(
+                constraint = e.constraint(),
+                "request refused by a database constraint"
+            );
+            return api;
+        }
         match e {
             crate::db::DbError::Pool(_) => Self::Unavailable {
                 code: "database_unavailable",
                 message: "The database is unavailable; try again shortly.".into(),
             },
+            e if e.is_connection_lost() => Self::Unavailable {
+                code: "database_unavailable",
+                message: "The database connection was lost; try again shortly.".into(),
+            },
             other => Self::internal(other),
         }
     }
+}
+
+/// Every constraint of the schema (`migrations/`) that a request's values can
+/// reach, as the 4xx it means. Constraints only a bug can reach (envelope shape,
+/// the release CHECKs) stay 500s. A test per entry is in `shared/tests/db.rs`.
+pub fn constraint_error(constraint: &str) -> Option<ApiError> {
+    let (status, code, message) = match constraint {
+        "managed_phone_numbers_one_owner" => (
+            409,
+            "number_taken",
+            "this number already belongs to an organisation",
+        ),
+        "phone_number_mapping_one_route" => (
+            409,
+            "number_already_routed",
+            "this number already routes to an organisation",
+        ),
+        "org_credentials_one_slot" => (
+            409,
+            "credential_slot_taken",
+            "the organisation's credential slot was written concurrently; try again",
+        ),
+        "audit_log_actor_check" => (
+            401,
+            "unrecordable_subject",
+            "the token's sub claim cannot be recorded (1 to 256 characters)",
+        ),
+        "audit_log_target_check" | "org_credentials_metadata_check" => (
+            422,
+            "unrecordable_value",
+            "a value of this request cannot be recorded",
+        ),
+        _ => return None,
+    };
+    Some(match status {
+        401 => ApiError::Unauthenticated {
+            code,
+            message: message.into(),
+        },
+        409 => ApiError::Conflict {
+            code,
+            message: message.into(),
+        },
+        _ => ApiError::Unprocessable {
+            code,
+            message: message.into(),
+        },
+    })
 }
 
 #[cfg(test)]

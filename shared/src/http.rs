@@ -154,6 +154,14 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, 
     })
 }
 
+/// The invocation's deadline, from the Lambda context (`None` outside Lambda: the
+/// local API and tests, whose contexts carry no deadline).
+pub fn lambda_deadline(req: &Request) -> Option<std::time::SystemTime> {
+    req.lambda_context_ref()
+        .filter(|ctx| ctx.deadline > 0)
+        .map(|ctx| ctx.deadline())
+}
+
 /// A path parameter as API Gateway matched it. API Gateway HTTP APIs hand it over
 /// already percent-decoded (`+1415…`); other callers (a local server, a test) may
 /// pass it encoded (`%2B1415…`). It is decoded at most once, so `%252B` stays

@@ -10,6 +10,16 @@ use crate::config::IdentityConfig;
 use crate::error::ApiError;
 use crate::ids::OrgId;
 
+/// The longest `sub` the audit log records (`audit_log.actor`, 1 to 256 characters).
+pub const MAX_SUBJECT_CHARS: usize = 256;
+
+/// Whether `subject` can be written to the audit log as it is. A token whose `sub`
+/// cannot is refused (401 `unrecordable_subject`) before anything happens, rather
+/// than recorded altered: the audit row must name exactly who acted.
+fn recordable(subject: &str) -> bool {
+    subject.chars().count() <= MAX_SUBJECT_CHARS && !subject.chars().any(char::is_control)
+}
+
 /// The verified caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -31,8 +41,8 @@ impl Caller {
             _ => None,
         };
         let Some(jwt) = jwt else {
-            return Err(ApiError::Unauthenticated(
-                "no verified token: the request carries no JWT authorizer claims".into(),
+            return Err(ApiError::unauthenticated(
+                "no verified token: the request carries no JWT authorizer claims",
             ));
         };
         let caller = Self::from_claims(&jwt.claims, jwt.scopes.as_deref(), cfg)?;
@@ -51,17 +61,25 @@ impl Caller {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                ApiError::Unauthenticated(format!("the token carries no {} claim", cfg.org_claim))
+                ApiError::unauthenticated(format!("the token carries no {} claim", cfg.org_claim))
             })?;
         let org_id = org.parse().map_err(|_| {
-            ApiError::Unauthenticated(format!("the token's {} claim is not a UUID", cfg.org_claim))
+            ApiError::unauthenticated(format!("the token's {} claim is not a UUID", cfg.org_claim))
         })?;
         let subject = claims
             .get("sub")
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthenticated("the token carries no sub claim".into()))?
+            .ok_or_else(|| ApiError::unauthenticated("the token carries no sub claim"))?
             .to_owned();
+        if !recordable(&subject) {
+            return Err(ApiError::Unauthenticated {
+                code: "unrecordable_subject",
+                message: format!(
+                    "the token's sub claim must be 1 to {MAX_SUBJECT_CHARS} characters without control characters"
+                ),
+            });
+        }
         // Scopes arrive in the authorizer's `scopes` list and/or in the `scope` (OAuth)
         // or `scp` claim, space separated; array claims arrive as "[a b]".
         let mut all: Vec<String> = scopes.unwrap_or_default().to_vec();
@@ -141,6 +159,25 @@ mod tests {
             let e = Caller::from_claims(&bad, None, &cfg).unwrap_err();
             assert_eq!(e.status(), 401, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn unrecordable_subject_is_401_before_anything() {
+        let cfg = IdentityConfig::default();
+        let long = "u".repeat(MAX_SUBJECT_CHARS + 1);
+        for bad in [long.as_str(), "user\u{0}1", "user\n1", "a\u{7f}b"] {
+            let e = Caller::from_claims(&claims(&[("org_id", ORG), ("sub", bad)]), None, &cfg)
+                .unwrap_err();
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (401, "unrecordable_subject"),
+                "{bad:?}"
+            );
+        }
+        let longest = "é".repeat(MAX_SUBJECT_CHARS);
+        assert!(
+            Caller::from_claims(&claims(&[("org_id", ORG), ("sub", &longest)]), None, &cfg).is_ok()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod metrics;
 pub mod migrate;
 pub mod rds_iam;
 pub mod telemetry;
@@ -19,5 +20,9 @@ pub mod credential;
 pub mod numbers;
 pub mod providers;
 pub mod release;
+pub mod steps;
 pub mod twilio;
 pub mod vapi;
+
+#[cfg(feature = "gateway-event")]
+pub mod gateway_event;

@@ -16,6 +16,9 @@ pub enum NumberStatus {
     Releasing,
     /// A provider step failed; the number may still bill and will be retried.
     ReleasePending,
+    /// The release failed `RECONCILE_MAX_ATTEMPTS` times: it may still bill,
+    /// reconcile stopped retrying, a person should look (a DELETE retries it).
+    NeedsAttention,
     Released,
 }
 
@@ -26,6 +29,10 @@ pub struct ReleaseProgress {
     /// Steps still to do: `vapi`, `twilio`.
     pub pending: Vec<String>,
     pub attempts: i32,
+    /// When reconcile retries it next (`null` while a release holds it, or for
+    /// `needs_attention`, which reconcile no longer retries).
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Stable code of each failed step's last error, e.g. `{"twilio": "twilio_unavailable"}`.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub errors: serde_json::Map<String, serde_json::Value>,
@@ -78,7 +85,7 @@ fn parse<T: for<'de> Deserialize<'de>>(v: serde_json::Value) -> Result<T, DbErro
 /// Which numbers to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
-    /// Active, releasing and release-pending numbers (the default).
+    /// Every number not yet released (the default).
     Current,
     /// Released history too (`?include=released`).
     WithReleased,
@@ -98,9 +105,13 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
                             'vapiCredentialId', o.vapi_credential_id,
                             'updatedAt', cr.updated_at,
                             'vapi', jsonb_build_object(
-                                'synced', o.vapi_credential_id IS NOT NULL AND o.vapi_sync_error IS NULL,
+                                'synced', o.vapi_credential_id IS NOT NULL
+                                          AND o.synced_generation = o.sync_generation,
                                 'syncedAt', o.vapi_synced_at,
-                                'code', o.vapi_sync_error))
+                                'code', CASE WHEN o.synced_generation < o.sync_generation THEN
+                                    coalesce(o.vapi_sync_error,
+                                             CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
+                                                  ELSE 'sync_unfinished' END) END))
                        FROM org_credentials cr JOIN organizations o ON o.id = cr.org_id
                       WHERE cr.org_id = $1 AND cr.provider = 'twilio' AND cr.is_active),
                     (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -110,12 +121,13 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
                             'twilioPhoneSid', n.twilio_phone_sid,
                             'createdAt', n.created_at,
                             'releasedAt', n.released_at,
-                            'release', CASE WHEN n.status IN ('releasing', 'release_pending') THEN
+                            'release', CASE WHEN n.status IN ('releasing', 'release_pending', 'needs_attention') THEN
                                 jsonb_build_object(
                                     'pending', to_jsonb(array_remove(ARRAY[
                                         CASE WHEN n.vapi_phone_id IS NOT NULL AND n.vapi_released_at IS NULL THEN 'vapi' END,
                                         CASE WHEN n.twilio_released_at IS NULL THEN 'twilio' END], NULL)),
                                     'attempts', n.release_attempts,
+                                    'nextAttemptAt', CASE WHEN n.status = 'release_pending' THEN n.next_attempt_at END,
                                     'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
                                                           FROM jsonb_each(n.last_release_error) AS e(step, err)),
                                                        '{}'::jsonb))

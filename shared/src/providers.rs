@@ -98,10 +98,50 @@ impl ProviderError {
         }
     }
 
+    /// A call that creates something ended without saying whether it did: it may
+    /// have been created. Never repeat such a call blind; look the thing up first.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            // A success status with a body we could not read.
+            Self::UnexpectedBody { status, .. } => (200..300).contains(status),
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } | Self::UnexpectedBody { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Self::Timeout { provider }
+            | Self::Unreachable { provider }
+            | Self::Status { provider, .. }
+            | Self::UnexpectedBody { provider, .. } => provider,
+        }
+    }
+
+    /// The provider said the thing does not exist: Twilio 404 with code 20404,
+    /// Vapi 404 in its JSON error shape. (A 404 without the provider's error JSON
+    /// is [`ProviderError::UnexpectedBody`], never this.)
+    pub fn is_gone(&self) -> bool {
+        match self {
+            Self::Status {
+                provider: "twilio",
+                status: 404,
+                code,
+                ..
+            } => *code == Some(20404),
+            Self::Status {
+                provider: "vapi",
+                status: 404,
+                ..
+            } => true,
+            _ => false,
         }
     }
 
@@ -114,12 +154,7 @@ impl ProviderError {
 
     /// A stable code for API responses and the database: `<provider>_<kind>`.
     pub fn stable_code(&self) -> &'static str {
-        let provider = match self {
-            Self::Timeout { provider }
-            | Self::Unreachable { provider }
-            | Self::Status { provider, .. }
-            | Self::UnexpectedBody { provider, .. } => *provider,
-        };
+        let provider = self.provider();
         let kind = match self {
             Self::Timeout { .. } => "timeout",
             Self::Status {
@@ -148,16 +183,39 @@ impl ProviderError {
     }
 }
 
-/// The error fields both providers use (`message`; Twilio adds a numeric `code`).
-/// Vapi validation errors may send `message` as an array of strings.
+/// The error fields both providers use: Vapi `{"message","error","statusCode"}`
+/// (`message` may be an array of strings), Twilio `{"code","message","more_info","status"}`.
 #[derive(Deserialize)]
 struct ErrorBody {
     code: Option<i64>,
     message: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+    #[serde(rename = "statusCode")]
+    status_code: Option<i64>,
+}
+
+impl ErrorBody {
+    /// Whether the body has the provider's own error shape, so that a 404 in it
+    /// means the provider looked and found nothing (not a wrong URL or a proxy).
+    fn is_providers(&self, provider: &str) -> bool {
+        match provider {
+            "twilio" => self.code.is_some() && self.message.is_some(),
+            _ => self.message.is_some() && (self.error.is_some() || self.status_code.is_some()),
+        }
+    }
 }
 
 fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> ProviderError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let theirs = parsed.as_ref().is_some_and(|b| b.is_providers(provider));
+    let status = status.as_u16();
+    // A 4xx that is not in the provider's error JSON did not come from the
+    // provider's API (a wrong base URL, a proxy's HTML page): nothing can be
+    // concluded from it, least of all "not found". 401/403/408/429 and 5xx keep
+    // their meaning whatever the body.
+    if !theirs && (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status) {
+        return ProviderError::UnexpectedBody { provider, status };
+    }
     let message = parsed.as_ref().and_then(|b| b.message.as_ref()).map(|m| {
         let text = match m {
             serde_json::Value::String(s) => s.clone(),
@@ -172,7 +230,7 @@ fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> Provid
     });
     ProviderError::Status {
         provider,
-        status: status.as_u16(),
+        status,
         code: parsed.and_then(|b| b.code),
         message,
     }
@@ -255,4 +313,67 @@ where
         .sleep(tokio::time::sleep)
         .when(ProviderError::is_retryable)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(provider: &'static str, status: u16, body: &str) -> ProviderError {
+        error_from(
+            provider,
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn gone_only_when_the_provider_said_so() {
+        let twilio_404 = r#"{"code":20404,"message":"The requested resource was not found","more_info":"https://www.twilio.com/docs/errors/20404","status":404}"#;
+        assert!(err("twilio", 404, twilio_404).is_gone());
+        let other_code = r#"{"code":20003,"message":"x","more_info":"y","status":404}"#;
+        assert!(!err("twilio", 404, other_code).is_gone());
+        let vapi_404 = r#"{"message":"Not Found","error":"Not Found","statusCode":404}"#;
+        assert!(err("vapi", 404, vapi_404).is_gone());
+        for bare in ["", "<html>404 Not Found</html>", "{}", r#"{"message":"x"}"#] {
+            for p in ["vapi", "twilio"] {
+                let e = err(p, 404, bare);
+                assert!(!e.is_gone(), "{p} {bare:?}");
+                assert_eq!(
+                    e,
+                    ProviderError::UnexpectedBody {
+                        provider: p,
+                        status: 404
+                    }
+                );
+                assert!(e.stable_code().ends_with("_bad_response"));
+            }
+        }
+    }
+
+    #[test]
+    fn retryable_statuses_keep_their_meaning_without_json() {
+        for status in [401, 408, 429, 500, 502, 503] {
+            let e = err("twilio", status, "<html>");
+            assert_eq!(e.status(), Some(status));
+            assert!(matches!(e, ProviderError::Status { .. }));
+        }
+        assert!(err("vapi", 502, "bad gateway").is_retryable());
+    }
+
+    #[test]
+    fn vapi_message_array_is_joined() {
+        let e = err(
+            "vapi",
+            400,
+            r#"{"message":["name must be shorter","accountSid must be a string"],"error":"Bad Request","statusCode":400}"#,
+        );
+        let ProviderError::Status { message, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            message.as_deref(),
+            Some("name must be shorter; accountSid must be a string")
+        );
+    }
 }

@@ -28,7 +28,7 @@ pub enum AccountCheck {
     Active,
     /// `suspended` or `closed`: the credentials work but the account cannot call.
     NotActive(String),
-    /// 401 (code 20003): wrong SID or token.
+    /// 401 (code 20003): wrong SID or token; or 403/404 from Twilio for this SID.
     Rejected,
 }
 
@@ -87,7 +87,12 @@ impl TwilioClient {
                     AccountCheck::NotActive(account.status)
                 })
             }
-            Err(ProviderError::Status { status: 401, .. }) => Ok(AccountCheck::Rejected),
+            // 401 (20003): wrong SID or token; 403/404 in Twilio's JSON: the SID is not
+            // an account these credentials may read.
+            Err(ProviderError::Status {
+                status: 401 | 403 | 404,
+                ..
+            }) => Ok(AccountCheck::Rejected),
             Err(e) => Err(e),
         }
     }
@@ -99,8 +104,9 @@ impl TwilioClient {
     }
 
     /// `DELETE /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the main
-    /// account (a main account's SID and token may act on its subaccounts). 404 /
-    /// 20404 is returned as an error; the release treats it as already done.
+    /// account (a main account's SID and token may act on its subaccounts). A 404 is
+    /// returned as an error; the release counts it as done only with code 20404
+    /// ([`ProviderError::is_gone`]).
     pub async fn release_number(
         &self,
         subaccount: &AccountSid,

@@ -35,6 +35,21 @@ struct Created {
     id: String,
 }
 
+/// A credential as `GET /credential` lists it (the token is never returned).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    id: String,
+    name: Option<String>,
+    created_at: Option<String>,
+}
+
+/// `GET /credential` page size: Vapi's list takes `limit` and pages by `createdAtLt`
+/// (no filter by name), so a lookup by name walks pages of this size, newest first.
+const LIST_PAGE: usize = 1000;
+/// Upper bound on pages walked by one lookup (10 000 credentials).
+const LIST_PAGES: usize = 10;
+
 /// The deterministic name of an org's credential at Vapi (`org-<uuid>`, 40 chars,
 /// Vapi's limit): a credential whose `POST` outcome was unknown can be found by it.
 pub fn credential_name(org: OrgId) -> String {
@@ -133,8 +148,8 @@ impl VapiClient {
         Ok(answer.json::<Created>(PROVIDER)?.id)
     }
 
-    /// `PATCH /credential/{id}`: idempotent, retried with backoff. 404 means the
-    /// credential is gone at Vapi (the caller then creates a new one).
+    /// `PATCH /credential/{id}`: idempotent, retried with backoff. A 404 in Vapi's
+    /// JSON ([`ProviderError::is_gone`]) means the credential is gone at Vapi.
     pub async fn update_credential(
         &self,
         id: &str,
@@ -161,8 +176,52 @@ impl VapiClient {
         .map(drop)
     }
 
+    /// The id of the org's credential, found by its deterministic name
+    /// ([`credential_name`]), if Vapi has one. Used before any `POST /credential`
+    /// and after a create whose outcome is unknown, so an org never has two.
+    /// Vapi's list has no name filter: pages of [`LIST_PAGE`] are walked newest
+    /// first with `createdAtLt`, at most [`LIST_PAGES`] of them.
+    pub async fn find_credential(&self, org: OrgId) -> Result<Option<CredentialId>, ProviderError> {
+        let name = credential_name(org);
+        let mut before: Option<String> = None;
+        for _ in 0..LIST_PAGES {
+            let mut query = vec![("limit", LIST_PAGE.to_string())];
+            if let Some(at) = &before {
+                query.push(("createdAtLt", at.clone()));
+            }
+            let answer = self
+                .with_fresh_key(|| {
+                    call_idempotent(
+                        PROVIDER,
+                        Method::GET,
+                        "/credential",
+                        || self.request(Method::GET, "/credential").query(&query),
+                        &self.policy,
+                    )
+                })
+                .await?;
+            let page: Vec<Listed> = answer.json(PROVIDER)?;
+            if let Some(found) = page
+                .iter()
+                .find(|c| c.name.as_deref() == Some(name.as_str()))
+            {
+                return Ok(Some(found.id.clone()));
+            }
+            // The oldest of this page bounds the next one (a page without dates
+            // cannot be continued).
+            let oldest = page.iter().filter_map(|c| c.created_at.clone()).min();
+            match oldest {
+                Some(at) if page.len() >= LIST_PAGE => before = Some(at),
+                _ => return Ok(None),
+            }
+        }
+        tracing::warn!("credential lookup stopped after {LIST_PAGES} pages");
+        Ok(None)
+    }
+
     /// `DELETE /phone-number/{id}`: idempotent, retried with backoff. A 404 is
-    /// returned as an error; the release treats it as already done.
+    /// returned as an error; the release counts it as done only when it is Vapi's
+    /// own ([`ProviderError::is_gone`]).
     pub async fn delete_phone_number(&self, id: &str) -> Result<(), ProviderError> {
         let path = format!("/phone-number/{}", urlencode(id));
         self.with_fresh_key(|| {

@@ -10,7 +10,9 @@
 pub mod event;
 pub mod fakes;
 pub mod logs;
+pub mod probe;
 pub mod relay;
+pub mod vapi_credentials;
 
 use shared::db::{Db, DbConfig};
 

@@ -87,7 +87,7 @@ async fn only_the_callers_numbers_newest_first_with_the_right_states() {
     assert_eq!(numbers[1]["status"], "release_pending");
     assert_eq!(
         numbers[1]["release"],
-        json!({"pending": ["twilio"], "attempts": 2, "errors": {"twilio": "twilio_unavailable"}}),
+        json!({"pending": ["twilio"], "attempts": 2, "nextAttemptAt": null, "errors": {"twilio": "twilio_unavailable"}}),
         "codes only, never the provider's text"
     );
     assert!(

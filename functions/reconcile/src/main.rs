@@ -1,14 +1,17 @@
-//! `reconcile` — runs on a schedule (EventBridge) and resumes every pending number
-//! release: oldest first, at most `RECONCILE_BATCH` (default 25) per run, skipping
-//! numbers another release holds, and stopping while there is still time to write
-//! the outcome before the Lambda's own timeout. Answers a report
-//! `{claimed, released, still_pending, lost}`.
+//! `reconcile` — runs on a schedule (EventBridge) and resumes what provider steps
+//! left unfinished: due pending releases (backoff passed, or their holder died),
+//! fewest attempts first, at most `RECONCILE_BATCH` (default 25) per run, stopping
+//! while there is still time to write an outcome before the Lambda's own timeout.
+//! Then it measures what may bill unseen and emits it as CloudWatch metrics
+//! (Embedded Metric Format on stdout; see `shared::release::reconcile`). Answers the
+//! run's report.
 
 use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{Context, LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::config::{Env, aws_sdk_config};
+use shared::metrics::{MetricsConfig, emit};
 use shared::release::{ReconcileReport, ReleaseService};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -16,6 +19,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 async fn run(
     service: &ReleaseService,
     batch: usize,
+    metrics: &MetricsConfig,
     ctx: &Context,
 ) -> Result<ReconcileReport, Error> {
     let deadline = ctx.deadline();
@@ -28,6 +32,11 @@ async fn run(
         })
         .await?;
     tracing::info!(?report, "reconcile run done");
+    emit(
+        metrics,
+        &report.metrics(metrics),
+        &mut std::io::stdout().lock(),
+    );
     Ok(report)
 }
 
@@ -38,9 +47,10 @@ async fn main() -> Result<(), Error> {
     let aws = aws_sdk_config().await;
     let service = ReleaseService::from_env(&env, &aws).await?;
     let batch: usize = env.parse_or("RECONCILE_BATCH", 25)?;
-    let service = &service;
+    let metrics = MetricsConfig::from_env(&env);
+    let (service, metrics) = (&service, &metrics);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        run(service, batch, &event.context).await
+        run(service, batch, metrics, &event.context).await
     }))
     .await
 }

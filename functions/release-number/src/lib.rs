@@ -10,6 +10,9 @@
 //! - `202 {phoneNumber, status: "release_pending", pending: [...], errors: {...}}` —
 //!   it no longer routes, but a provider step failed; repeat the DELETE (or let
 //!   `reconcile` run) to finish it.
+//! - `202 {phoneNumber, status: "needs_attention", pending, errors}` — as pending,
+//!   but it failed `RECONCILE_MAX_ATTEMPTS` times: reconcile no longer retries it;
+//!   a DELETE still does.
 //! - `202 {phoneNumber, status: "releasing"}` — another request is releasing it now.
 //!
 //! See `shared::release` for the claim / provider steps / outcome protocol.
@@ -18,7 +21,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::ApiError;
 use shared::config::{Env, IdentityConfig};
-use shared::http::{Reply, path_param, reject_unknown_query, request_id, respond};
+use shared::http::{Reply, lambda_deadline, path_param, reject_unknown_query, request_id, respond};
 use shared::identity::Caller;
 use shared::ids::E164;
 use shared::release::{ReleaseOutcome, ReleaseService};
@@ -51,10 +54,11 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         caller.require_scope(&state.identity.write_scope)?;
         reject_unknown_query(&req, &[])?;
         let number = phone_number(&req)?;
+        let deadline = state.release.config.deadline_for(lambda_deadline(&req));
         let outcome = state
             .release
             .releaser()
-            .release(&caller, &request_id(&req), &number)
+            .release(&caller, &request_id(&req), &number, deadline)
             .await?;
         let status = match outcome {
             ReleaseOutcome::Released { .. } => StatusCode::OK,

@@ -448,10 +448,30 @@ async fn a_timeout_is_pending_and_reconcile_finishes_it() {
         .expect(1)
         .mount(&w.vapi.server)
         .await;
-    let report = w
-        .state
-        .release
-        .releaser()
+    // Backoff: the first retry is due a minute after the failure, not before.
+    let c = w.t.client().await;
+    let wait: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM managed_phone_numbers WHERE phone_number = $1",
+            &[&n.number],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((50.0..=60.0).contains(&wait), "{wait}");
+    let releaser = w.state.release.releaser();
+    let early = releaser
+        .reconcile(10, "reconcile-early", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(early.claimed, 0, "not due yet");
+    c.execute(
+        "UPDATE managed_phone_numbers SET next_attempt_at = now() - interval '1 second' WHERE phone_number = $1",
+        &[&n.number],
+    )
+    .await
+    .unwrap();
+    let report = releaser
         .reconcile(10, "reconcile-req", || Duration::from_secs(600))
         .await
         .unwrap();

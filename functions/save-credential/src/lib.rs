@@ -5,17 +5,22 @@
 //! with Twilio, seals them with KMS, upserts the org's single Twilio slot
 //! (`source: byoc`) and mirrors them to Vapi. Answers `200 {accountSid, phoneNumber,
 //! source, vapiCredentialId, updatedAt, vapi: {synced, code?}}` — a failed Vapi sync
-//! still saves (`synced: false`), and the next save repairs it.
+//! still saves (`synced: false`), and the next save repairs it; `409
+//! save_in_progress` when another save of the org held its lease for half of this
+//! request's deadline. See `shared::credential` for the protocol.
 
 use lambda_http::{Body, Request, Response};
 use shared::config::{Env, IdentityConfig, KeyringConfig, ProviderUrls, SecretLoader};
 use shared::credential::{CredentialStore, TwilioCredential};
 use shared::db::Db;
 use shared::envelope::Keyring;
-use shared::http::{BODY_LIMIT, Reply, json_body, reject_unknown_query, request_id, respond};
+use shared::http::{
+    BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
+};
 use shared::identity::Caller;
 use shared::ids::CredentialSource;
 use shared::providers::{CallPolicy, http_client};
+use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
 use shared::vapi::VapiClient;
 
@@ -28,6 +33,7 @@ pub struct State {
     pub vapi: VapiClient,
     pub twilio: TwilioClient,
     pub identity: IdentityConfig,
+    pub steps: StepsConfig,
 }
 
 impl State {
@@ -50,6 +56,7 @@ impl State {
             ),
             twilio: TwilioClient::new(http, urls.twilio, policy),
             identity: IdentityConfig::from_env(env),
+            steps: StepsConfig::from_env(env)?,
         })
     }
 
@@ -59,6 +66,7 @@ impl State {
             keyring: &self.keyring,
             vapi: &self.vapi,
             twilio: &self.twilio,
+            config: &self.steps,
         }
     }
 }
@@ -70,6 +78,7 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         caller.require_scope(&state.identity.write_scope)?;
         reject_unknown_query(&req, &[])?;
         let credential: TwilioCredential = json_body(&req, BODY_LIMIT)?;
+        let deadline = state.steps.deadline_for(lambda_deadline(&req));
         let saved = state
             .store()
             .save(
@@ -77,6 +86,7 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
                 &request_id(&req),
                 &credential,
                 CredentialSource::Byoc,
+                deadline,
             )
             .await?;
         Reply::ok(saved)

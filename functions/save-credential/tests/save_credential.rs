@@ -41,14 +41,27 @@ impl World {
         let kms_key = testkit::kms_key(&aws).await;
         let vapi = FakeVapi::start().await;
         let twilio = FakeTwilio::start().await;
-        Self {
+        let w = Self {
             state: build_state(&t, &vapi, &twilio, &aws, &kms_key, extra).await,
             t,
             vapi,
             twilio,
             aws,
             kms_key,
-        }
+        };
+        w.vapi_lists_nothing().await;
+        w
+    }
+
+    /// `GET /credential` → `[]`: the lookup by name before a create finds nothing.
+    /// Low priority, so a test's own GET mock wins.
+    async fn vapi_lists_nothing(&self) {
+        self.vapi
+            .authed(Mock::given(method("GET")).and(path("/credential")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+            .with_priority(10)
+            .mount(&self.vapi.server)
+            .await;
     }
 
     /// Another Lambda instance: its own pool and clients.
@@ -217,12 +230,16 @@ async fn first_save_stores_one_slot_and_creates_the_vapi_credential() {
         (Some("vapi-cred-1".into()), None)
     );
     assert_eq!(w.count("SELECT count(*) FROM org_credentials").await, 1);
-    let audit =
-        w.t.client()
-            .await
-            .query_one("SELECT actor, action, target, outcome FROM audit_log", &[])
-            .await
-            .unwrap();
+    let audit = w
+        .t
+        .client()
+        .await
+        .query_one(
+            "SELECT actor, action, target, outcome FROM audit_log WHERE action = 'credential.save'",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(
         (
             audit.get::<_, String>(0),
@@ -237,6 +254,20 @@ async fn first_save_stores_one_slot_and_creates_the_vapi_credential() {
             "saved".into()
         )
     );
+    let sync: (String, String) = {
+        let r = w
+            .t
+            .client()
+            .await
+            .query_one(
+                "SELECT action, outcome FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(sync, ("credential.vapi_sync".into(), "synced".into()));
 }
 
 #[tokio::test]
@@ -304,6 +335,7 @@ async fn a_credential_vapi_lost_is_created_again() {
         200
     );
     w.vapi.server.reset().await;
+    w.vapi_lists_nothing().await;
     w.vapi
         .authed(Mock::given(method("PATCH")).and(path("/credential/vapi-cred-1")))
         .respond_with(FakeVapi::error(404, "Credential not found"))
@@ -358,6 +390,7 @@ async fn vapi_failing_keeps_the_save_and_a_later_save_repairs_it() {
     w.vapi.server.verify().await;
 
     w.vapi.server.reset().await;
+    w.vapi_lists_nothing().await;
     w.vapi_creates("vapi-cred-9", SID, TOKEN, org).await;
     let (status, resp) = w
         .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
@@ -650,6 +683,18 @@ async fn every_bad_input_is_4xx_and_changes_nothing() {
             403,
             "forbidden",
         ),
+        (
+            "over-long sub",
+            base().claim("sub", &"u".repeat(257)).json(&ok),
+            401,
+            "unrecordable_subject",
+        ),
+        (
+            "control character in sub",
+            base().claim("sub", "user\u{1b}[31m").json(&ok),
+            401,
+            "unrecordable_subject",
+        ),
     ];
     for (what, ev, status, code) in cases {
         let (s, resp) = read_response(&handle(&w.state, ev.request()).await);
@@ -783,15 +828,19 @@ async fn concurrent_saves_leave_the_database_and_vapi_agreeing() {
         "the last write at Vapi is the one in the database"
     );
     // The audit log's order is Vapi's order: saves were serialized, not interleaved.
-    let audited: Vec<String> =
-        w.t.client()
-            .await
-            .query("SELECT target FROM audit_log ORDER BY id OFFSET 1", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+    let audited: Vec<String> = w
+        .t
+        .client()
+        .await
+        .query(
+            "SELECT target FROM audit_log WHERE action = 'credential.save' ORDER BY id OFFSET 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let vapi_order: Vec<String> = patches
         .iter()
         .map(|p| p["accountSid"].as_str().unwrap().to_owned())
@@ -826,7 +875,13 @@ async fn the_managed_path_skips_twilio_and_shares_the_slot() {
     let saved = w
         .state
         .store()
-        .save(&caller, "req-managed", &cred, CredentialSource::Managed)
+        .save(
+            &caller,
+            "req-managed",
+            &cred,
+            CredentialSource::Managed,
+            w.state.steps.deadline_for(None),
+        )
         .await
         .unwrap();
     assert_eq!(saved.source, CredentialSource::Managed);
@@ -865,6 +920,22 @@ async fn a_rotated_vapi_key_is_fetched_again_once() {
         .await
         .unwrap();
     w.twilio_accepts(SID, TOKEN).await;
+    // The lookup by name is the first Vapi call: 401 with the old key, then the
+    // key is fetched again once and every later call uses the new one.
+    Mock::given(method("GET"))
+        .and(path("/credential"))
+        .and(wiremock::matchers::bearer_token("old-vapi-key"))
+        .respond_with(FakeVapi::error(401, "Invalid Key."))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/credential"))
+        .and(wiremock::matchers::bearer_token("new-vapi-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/credential"))
         .and(wiremock::matchers::bearer_token("old-vapi-key"))
@@ -872,7 +943,7 @@ async fn a_rotated_vapi_key_is_fetched_again_once() {
             401,
             "Invalid Key. Hot tip, make sure you're using the private key.",
         ))
-        .expect(1)
+        .expect(0)
         .mount(&w.vapi.server)
         .await;
     Mock::given(method("POST"))
@@ -887,4 +958,290 @@ async fn a_rotated_vapi_key_is_fetched_again_once() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(resp["vapi"], json!({"synced": true}));
+}
+
+// ---- The provider-step protocol (issue 11) against a stateful Vapi ----
+
+use testkit::probe::PoolProbe;
+use testkit::vapi_credentials::VapiCredentials;
+
+/// A world whose Vapi keeps credentials (instead of per-call mocks), with the
+/// instance's pool probed at every Vapi call.
+async fn stateful(extra: &[(&str, &str)]) -> (World, VapiCredentials, PoolProbe) {
+    let w = World::with_env(extra).await;
+    w.vapi.server.reset().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/Accounts/AC[0-9a-f]{32}\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(FakeTwilio::account(SID, "active")))
+        .mount(&w.twilio.server)
+        .await;
+    let probe = PoolProbe::new([w.state.db.clone()]);
+    let held = VapiCredentials::new().probed(probe.clone());
+    held.mount(&w.vapi).await;
+    (w, held, probe)
+}
+
+async fn sync_row(w: &World, org: OrgId) -> (Option<String>, i64, i64, bool) {
+    let r =
+        w.t.client()
+            .await
+            .query_one(
+                "SELECT vapi_credential_id, sync_generation, synced_generation,
+                        sync_lease_token IS NOT NULL
+                   FROM organizations WHERE id = $1",
+                &[&org.as_uuid()],
+            )
+            .await
+            .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+#[tokio::test]
+async fn an_orphan_credential_at_vapi_is_adopted_not_duplicated() {
+    let (w, held, probe) = stateful(&[]).await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    // Left at Vapi by an earlier save whose database write was lost.
+    let orphan = held.insert(&format!("org-{org}"), SID2, TOKEN2);
+    held.insert("someone-elses", SID2, TOKEN2);
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["vapiCredentialId"], orphan.as_str());
+    assert_eq!(resp["vapi"], json!({"synced": true}));
+    let mine: Vec<_> = held
+        .held()
+        .into_iter()
+        .filter(|c| c.name.as_deref() == Some(&format!("org-{org}")))
+        .collect();
+    assert_eq!(mine.len(), 1, "never two Vapi credentials for one org");
+    assert_eq!(
+        (mine[0].account_sid.as_str(), mine[0].auth_token.as_str()),
+        (SID, TOKEN)
+    );
+    assert_eq!(sync_row(&w, org).await, (Some(orphan), 1, 1, false));
+    assert!(!probe.samples().is_empty());
+    assert!(
+        probe.samples().iter().all(|n| *n == 0),
+        "{:?}",
+        probe.samples()
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_found_by_name_and_adopted() {
+    let (w, held, _) = stateful(&[("PROVIDER_TIMEOUT_MS", "300")]).await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    // Vapi creates it, but the answer arrives after the caller gave up.
+    held.delay("POST", Duration::from_secs(2));
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(
+        resp["vapi"],
+        json!({"synced": true}),
+        "adopted after the lookup"
+    );
+    let all = held.held();
+    assert_eq!(all.len(), 1, "the POST was not repeated: {all:?}");
+    assert_eq!(resp["vapiCredentialId"], all[0].id.as_str());
+    let posts = w
+        .vapi
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 1);
+}
+
+#[tokio::test]
+async fn a_save_whose_outcome_write_fails_then_another_save_agree_with_vapi() {
+    let (w, held, _) = stateful(&[]).await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    let c = w.t.client().await;
+    // The outcome write (and only it) fails: the sync's columns refuse to change.
+    c.batch_execute(
+        "CREATE FUNCTION refuse_sync_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.synced_generation IS DISTINCT FROM OLD.synced_generation
+              OR NEW.vapi_credential_id IS DISTINCT FROM OLD.vapi_credential_id THEN
+             RAISE EXCEPTION 'injected outcome failure';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_sync_outcome BEFORE UPDATE ON organizations
+           FOR EACH ROW EXECUTE FUNCTION refuse_sync_outcome();",
+    )
+    .await
+    .unwrap();
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "the slot is saved: {resp}");
+    assert_eq!(
+        resp["vapi"],
+        json!({"synced": false, "code": "sync_unrecorded"})
+    );
+    assert_eq!(held.held().len(), 1, "Vapi holds it");
+    let (id, generation, synced, leased) = sync_row(&w, org).await;
+    assert_eq!(
+        (id, generation, synced, leased),
+        (None, 1, 0, false),
+        "lease given up"
+    );
+
+    c.batch_execute("DROP TRIGGER refuse_sync_outcome ON organizations")
+        .await
+        .unwrap();
+    let (status, resp) = w
+        .save(&w.state, org, body(SID2, TOKEN2, "+14155550111"))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["vapi"], json!({"synced": true}));
+    let all = held.held();
+    assert_eq!(all.len(), 1, "exactly one Vapi credential: {all:?}");
+    assert_eq!(
+        (all[0].account_sid.as_str(), all[0].auth_token.as_str()),
+        (SID2, TOKEN2)
+    );
+    assert_eq!(
+        sync_row(&w, org).await,
+        (Some(all[0].id.clone()), 2, 2, false)
+    );
+    let (_, _, meta) = w.slot(org).await.unwrap();
+    assert_eq!(meta["accountSid"], SID2, "database and Vapi agree");
+}
+
+#[tokio::test]
+async fn two_saves_with_vapi_hanging_wait_for_the_lease_without_a_connection() {
+    let (w, held, _) = stateful(&[("PROVIDER_TIMEOUT_MS", "3000")]).await;
+    let b = w.second_instance().await;
+    let probe = PoolProbe::new([w.state.db.clone(), b.db.clone()]);
+    let held = held.probed(probe.clone());
+    w.vapi.server.reset().await;
+    held.mount(&w.vapi).await;
+    // Vapi answers every call only after 700 ms.
+    for m in ["GET", "POST", "PATCH"] {
+        held.delay(m, Duration::from_millis(700));
+    }
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    let (a, bb) = tokio::join!(
+        w.save(&w.state, org, body(SID, TOKEN, "+14155550100")),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            w.save(&b, org, body(SID2, TOKEN2, "+14155550111")).await
+        },
+    );
+    assert_eq!((a.0, bb.0), (200, 200), "neither 503 nor 409: {a:?} {bb:?}");
+    assert_eq!(a.1["vapi"], json!({"synced": true}));
+    assert_eq!(bb.1["vapi"], json!({"synced": true}));
+    let samples = probe.samples();
+    assert!(samples.len() >= 3, "{samples:?}");
+    assert!(
+        samples.iter().all(|n| *n == 0),
+        "no connection of either instance checked out during a Vapi call: {samples:?}"
+    );
+    let all = held.held();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let (_, _, meta) = w.slot(org).await.unwrap();
+    assert_eq!(meta["accountSid"], SID2, "the later save committed last");
+    assert_eq!(all[0].account_sid, SID2, "and was sent to Vapi last");
+    assert_eq!(
+        sync_row(&w, org).await,
+        (Some(all[0].id.clone()), 2, 2, false)
+    );
+}
+
+#[tokio::test]
+async fn a_live_lease_held_too_long_is_409_and_an_expired_one_is_taken_over() {
+    let (w, held, _) = stateful(&[("STEPS_DEADLINE_MS", "1200"), ("CLAIM_SECS", "30")]).await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    let c = w.t.client().await;
+    // A save in another instance holds the lease (and keeps it past our deadline).
+    c.execute(
+        "INSERT INTO organizations (id, sync_generation, sync_lease_token, sync_lease_until)
+         VALUES ($1, 3, gen_random_uuid(), now() + interval '30 seconds')",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (409, Some("save_in_progress")),
+        "{resp}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited first"
+    );
+    assert!(w.slot(org).await.is_none(), "nothing saved");
+    assert!(held.held().is_empty(), "nothing sent to Vapi");
+
+    // That instance was killed: once its lease expires, the next save takes over.
+    c.execute(
+        "UPDATE organizations SET sync_lease_until = now() - interval '1 second' WHERE id = $1",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["vapi"], json!({"synced": true}));
+    assert_eq!(sync_row(&w, org).await.1, 4);
+    assert_eq!(sync_row(&w, org).await.2, 4);
+}
+
+#[tokio::test]
+async fn twilio_refusals_other_than_401_are_4xx_and_odd_answers_503() {
+    let w = World::new().await;
+    let cases = [
+        (
+            FakeTwilio::error(404, 20404, "The requested resource was not found"),
+            422,
+            "twilio_rejected_credentials",
+        ),
+        (
+            FakeTwilio::error(403, 20003, "Permission denied"),
+            422,
+            "twilio_rejected_credentials",
+        ),
+        (
+            FakeTwilio::error(400, 20001, "Bad request"),
+            422,
+            "twilio_refused_verification",
+        ),
+        (
+            ResponseTemplate::new(404).set_body_string("<html>Not Found</html>"),
+            503,
+            "twilio_unavailable",
+        ),
+    ];
+    for (answer, status, code) in cases {
+        w.twilio.server.reset().await;
+        Mock::given(method("GET"))
+            .and(path(format!("/Accounts/{SID}.json")))
+            .respond_with(answer)
+            .mount(&w.twilio.server)
+            .await;
+        let org = OrgId::new(uuid::Uuid::new_v4());
+        let (s, resp) = w
+            .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+            .await;
+        assert_eq!(
+            (s, resp["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{resp}"
+        );
+    }
+    assert_eq!(w.t.dump().await, "", "nothing stored");
 }

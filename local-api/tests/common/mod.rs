@@ -6,7 +6,13 @@ use shared::config::Env;
 use testkit::TestDb;
 
 pub async fn start_local(db: &TestDb) -> Running {
-    let env = Env::from_pairs([
+    start_local_with(db, &[]).await
+}
+
+/// [`start_local`] with `extra` variables set (or overriding).
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub async fn start_local_with(db: &TestDb, extra: &[(&str, &str)]) -> Running {
+    let mut env = Env::from_pairs([
         ("DATABASE_URL", db.url().as_str()),
         ("KEYRING", "local"),
         // base64 of 32 bytes: a test key.
@@ -20,6 +26,9 @@ pub async fn start_local(db: &TestDb) -> Running {
         ("PROVIDER_MIN_BACKOFF_MS", "1"),
         ("PROVIDER_MAX_BACKOFF_MS", "5"),
     ]);
+    for (name, value) in extra {
+        env.set(name, *value);
+    }
     let aws = testkit::aws_config().await;
     start(env, &aws).await.expect("local API starts")
 }

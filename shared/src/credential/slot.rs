@@ -1,0 +1,225 @@
+//! The save's database side: the slot and the org's sync lease (intent), and the
+//! sync outcome written by the lease's holder.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio_postgres::types::Type;
+
+use super::sync::Synced;
+use super::{SaveError, TwilioCredential};
+use crate::audit::{self, AuditEntry};
+use crate::db::{Db, DbError};
+use crate::identity::Caller;
+use crate::ids::{CredentialSource, OrgId};
+use crate::steps::{ClaimToken, StepsConfig};
+
+/// What one save writes into the slot.
+pub(super) struct SlotWrite<'a> {
+    pub caller: &'a Caller,
+    pub request_id: &'a str,
+    pub cred: &'a TwilioCredential,
+    pub source: CredentialSource,
+    pub envelope: &'a serde_json::Value,
+}
+
+/// The org's sync lease, held by this save.
+#[derive(Debug)]
+pub(super) struct Lease {
+    pub token: ClaimToken,
+    /// The slot's generation this save wrote.
+    pub generation: i64,
+    /// The Vapi credential the org had when the lease was taken.
+    pub vapi_credential_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Take the lease (if free or expired), upsert the slot and bump the generation,
+/// with an audit row, in one transaction. `None`: another save holds the lease.
+///
+/// If the connection drops around `COMMIT`, the outcome is unknown: the lease is
+/// then looked up by our token, so a commit that did happen is recognised as ours.
+pub(super) async fn commit(
+    db: &Db,
+    config: &StepsConfig,
+    slot: &SlotWrite<'_>,
+) -> Result<Option<Lease>, SaveError> {
+    let token = ClaimToken::new();
+    match commit_once(db, config, slot, token).await {
+        Err(SaveError::Db(e)) if e.is_connection_lost() => {
+            tracing::warn!(
+                "connection lost while committing the slot; checking whether it committed"
+            );
+            match lease_if_ours(db, slot.caller.org_id, token).await? {
+                Some(lease) => Ok(Some(lease)),
+                None => Err(SaveError::Db(e)),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn commit_once(
+    db: &Db,
+    config: &StepsConfig,
+    slot: &SlotWrite<'_>,
+    token: ClaimToken,
+) -> Result<Option<Lease>, SaveError> {
+    let org = slot.caller.org_id;
+    let metadata = json!({
+        "accountSid": slot.cred.account_sid.as_str(),
+        "phoneNumber": slot.cred.phone_number.as_str(),
+    });
+    db.transaction(async |tx| {
+        // Creates the org on its first save. A concurrent save blocks on the row
+        // only for this short transaction, then sees the lease taken.
+        let Some(org_row) = tx
+            .query_typed_opt(
+                "INSERT INTO organizations (id, sync_generation, sync_lease_token, sync_lease_until)
+                 VALUES ($1, 1, $2, now() + make_interval(secs => $3))
+                 ON CONFLICT (id) DO UPDATE
+                    SET sync_generation = organizations.sync_generation + 1,
+                        sync_lease_token = excluded.sync_lease_token,
+                        sync_lease_until = excluded.sync_lease_until,
+                        updated_at = now()
+                  WHERE organizations.sync_lease_token IS NULL
+                     OR organizations.sync_lease_until < now()
+                 RETURNING sync_generation, vapi_credential_id",
+                &[
+                    (&org.as_uuid(), Type::UUID),
+                    (&token.as_uuid(), Type::UUID),
+                    (&config.claim_ttl.as_secs_f64(), Type::FLOAT8),
+                ],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let updated_at: DateTime<Utc> = tx
+            .query_typed_one(
+                "INSERT INTO org_credentials (org_id, provider, source, is_active, encrypted_config, metadata)
+                 VALUES ($1, 'twilio', $2, true, $3, $4)
+                 ON CONFLICT (org_id, provider) DO UPDATE
+                    SET source = excluded.source, is_active = true,
+                        encrypted_config = excluded.encrypted_config,
+                        metadata = excluded.metadata, updated_at = now()
+                 RETURNING updated_at",
+                &[
+                    (&org.as_uuid(), Type::UUID),
+                    (&slot.source.as_str(), Type::TEXT),
+                    (slot.envelope, Type::JSONB),
+                    (&metadata, Type::JSONB),
+                ],
+            )
+            .await?
+            .get(0);
+        let generation: i64 = org_row.get(0);
+        audit::record(
+            tx,
+            &AuditEntry {
+                caller: slot.caller,
+                action: "credential.save",
+                target: slot.cred.account_sid.as_str(),
+                request_id: slot.request_id,
+                outcome: "saved",
+                detail: json!({
+                    "source": slot.source.as_str(),
+                    "phoneNumber": slot.cred.phone_number.as_str(),
+                    "generation": generation,
+                }),
+            },
+        )
+        .await?;
+        Ok(Some(Lease {
+            token,
+            generation,
+            vapi_credential_id: org_row.get(1),
+            updated_at,
+        }))
+    })
+    .await
+}
+
+/// The lease as committed, if `token` holds it.
+async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<Lease>, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT o.sync_generation, o.vapi_credential_id, c.updated_at
+               FROM organizations o JOIN org_credentials c ON c.org_id = o.id AND c.provider = 'twilio'
+              WHERE o.id = $1 AND o.sync_lease_token = $2",
+            &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],
+        )
+        .await?;
+    Ok(row.map(|r| Lease {
+        token,
+        generation: r.get(0),
+        vapi_credential_id: r.get(1),
+        updated_at: r.get(2),
+    }))
+}
+
+/// Write the sync's outcome and release the lease, if it is still ours; with an
+/// audit row. `false`: the lease expired and another save took it over (that save
+/// mirrors the newer slot; nothing is written here).
+pub(super) async fn record_sync(
+    db: &Db,
+    slot: &SlotWrite<'_>,
+    lease: &Lease,
+    synced: &Synced,
+) -> Result<bool, SaveError> {
+    let org = slot.caller.org_id;
+    let code = synced.error.as_ref().map(super::sync::stable_code);
+    db.transaction(async |tx| {
+        let row = tx
+            .query_typed_opt(
+                "UPDATE organizations
+                    SET vapi_credential_id = $3,
+                        vapi_synced_at = CASE WHEN $4::text IS NULL THEN now() ELSE vapi_synced_at END,
+                        vapi_sync_error = $4,
+                        synced_generation = CASE WHEN $4::text IS NULL THEN $5 ELSE synced_generation END,
+                        sync_lease_token = NULL, sync_lease_until = NULL, updated_at = now()
+                  WHERE id = $1 AND sync_lease_token = $2
+                  RETURNING 1",
+                &[
+                    (&org.as_uuid(), Type::UUID),
+                    (&lease.token.as_uuid(), Type::UUID),
+                    (&synced.id, Type::TEXT),
+                    (&code, Type::TEXT),
+                    (&lease.generation, Type::INT8),
+                ],
+            )
+            .await?;
+        if row.is_none() {
+            tracing::warn!("the org's sync lease was taken over; leaving the outcome to its new holder");
+            return Ok(false);
+        }
+        audit::record(
+            tx,
+            &AuditEntry {
+                caller: slot.caller,
+                action: "credential.vapi_sync",
+                target: slot.cred.account_sid.as_str(),
+                request_id: slot.request_id,
+                outcome: if code.is_none() { "synced" } else { "sync_failed" },
+                detail: json!({ "generation": lease.generation, "vapiCode": code }),
+            },
+        )
+        .await?;
+        Ok::<_, SaveError>(true)
+    })
+    .await
+}
+
+/// Release the lease without an outcome (best effort), so the next save need not
+/// wait for it to expire.
+pub(super) async fn give_up_lease(db: &Db, org: OrgId, token: ClaimToken) {
+    let released = db
+        .query(
+            "UPDATE organizations SET sync_lease_token = NULL, sync_lease_until = NULL
+              WHERE id = $1 AND sync_lease_token = $2",
+            &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],
+        )
+        .await;
+    if let Err(e) = released {
+        tracing::warn!(error = %e, "could not release the org's sync lease; it expires on its own");
+    }
+}
