@@ -390,3 +390,91 @@ async fn no_session_state_is_left_behind() {
             .get(0);
     assert_eq!(prepared, 0);
 }
+
+/// Every constraint `shared::error::constraint_error` maps, violated for real
+/// through the pool the routes use, answers its 4xx and stable code (never a 500).
+#[tokio::test]
+async fn each_reachable_constraint_maps_to_a_stable_4xx() {
+    use shared::ApiError;
+    let t = TestDb::new().await;
+    let org = t.org().await;
+    let other = t.org().await;
+    let n = t.managed_number(org, "+14155550100", None).await;
+    let violation = async |sql: &str| -> ApiError {
+        let e =
+            t.db.query(sql, &[])
+                .await
+                .expect_err("violates a constraint");
+        assert!(e.constraint().is_some(), "{e}");
+        ApiError::from(e)
+    };
+    let cases = [
+        (
+            format!(
+                "INSERT INTO managed_phone_numbers (org_id, phone_number, twilio_phone_sid, twilio_subaccount_sid)
+                 VALUES ('{other}', '{}', '{PN2}', '{SUB}')",
+                n.number
+            ),
+            409,
+            "number_taken",
+        ),
+        (
+            format!(
+                "INSERT INTO phone_number_mapping (org_id, inbound_phone_number) VALUES ('{other}', '{}')",
+                n.number
+            ),
+            409,
+            "number_already_routed",
+        ),
+        (
+            format!(
+                "INSERT INTO audit_log (org_id, actor, action, target, request_id, outcome)
+                 VALUES ('{org}', '{}', 'x', 't', 'r', 'ok')",
+                "u".repeat(257)
+            ),
+            401,
+            "unrecordable_subject",
+        ),
+        (
+            format!(
+                "INSERT INTO audit_log (org_id, actor, action, target, request_id, outcome)
+                 VALUES ('{org}', 'u', 'x', '{}', 'r', 'ok')",
+                "t".repeat(65)
+            ),
+            422,
+            "unrecordable_value",
+        ),
+        (
+            format!(
+                "INSERT INTO org_credentials (org_id, provider, source, encrypted_config, metadata)
+                 VALUES ('{org}', 'twilio', 'byoc', '{{\"v\":1,\"kid\":\"k\",\"edk\":\"e\",\"iv\":\"i\",\"ct\":\"c\"}}',
+                         '{{\"authToken\":\"x\"}}')"
+            ),
+            422,
+            "unrecordable_value",
+        ),
+    ];
+    for (sql, status, code) in cases {
+        let api = violation(&sql).await;
+        assert_eq!((api.status().as_u16(), api.code()), (status, code), "{sql}");
+    }
+    // A second slot for one org: the unique constraint, should a plain INSERT race
+    // the upsert.
+    let slot = format!(
+        "INSERT INTO org_credentials (org_id, provider, source, encrypted_config)
+         VALUES ('{org}', 'twilio', 'byoc', '{{\"v\":1,\"kid\":\"k\",\"edk\":\"e\",\"iv\":\"i\",\"ct\":\"c\"}}')"
+    );
+    t.db.query(&slot, &[]).await.unwrap();
+    let api = violation(&slot).await;
+    assert_eq!(
+        (api.status().as_u16(), api.code()),
+        (409, "credential_slot_taken")
+    );
+    // A constraint only a bug can reach stays a 500.
+    let api = violation(&format!(
+        "UPDATE managed_phone_numbers SET status = 'released', released_at = now() WHERE phone_number = '{}'",
+        n.number
+    ))
+    .await;
+    assert_eq!(api.status().as_u16(), 500);
+}

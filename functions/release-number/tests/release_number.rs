@@ -758,3 +758,292 @@ async fn a_failing_number_is_tried_once_per_reconcile_run() {
         ("release_pending", false, true)
     );
 }
+
+// ---- Issue 11: strict "already gone", re-sent claims, backoff, needs_attention ----
+
+use shared::release::claim::claim_number;
+use shared::steps::ClaimToken;
+use testkit::probe::PoolProbe;
+
+#[tokio::test]
+async fn a_404_without_the_providers_error_json_is_a_failed_step() {
+    let w = World::new().await;
+    let a = w.number("+14155550140").await;
+    // A wrong base URL or a proxy's page: nothing can be concluded from it.
+    w.vapi_delete(&a)
+        .respond_with(ResponseTemplate::new(404).set_body_string("<html>Not Found</html>"))
+        .mount(&w.vapi.server)
+        .await;
+    w.twilio_delete(&a)
+        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
+        .mount(&w.twilio.server)
+        .await;
+    let (status, body) = w.delete(&a.number).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "release_pending");
+    assert_eq!(
+        body["errors"],
+        json!({"vapi": "vapi_bad_response", "twilio": "twilio_bad_response"})
+    );
+    // Twilio JSON 404 with another code than 20404 is not "gone" either.
+    let b = w.number("+14155550141").await;
+    w.vapi_delete(&b)
+        .respond_with(FakeVapi::error(404, "Phone number not found"))
+        .mount(&w.vapi.server)
+        .await;
+    w.twilio_delete(&b)
+        .respond_with(FakeTwilio::error(404, 20003, "Authentication Error"))
+        .mount(&w.twilio.server)
+        .await;
+    let (status, body) = w.delete(&b.number).await;
+    assert_eq!(
+        (status, body["pending"].clone()),
+        (202, json!(["twilio"])),
+        "{body}"
+    );
+    let (st, released, vapi_done, twilio_done, _, _) = w.row(&b.number).await;
+    assert_eq!(
+        (st.as_str(), released, vapi_done, twilio_done),
+        ("release_pending", false, true, false)
+    );
+}
+
+#[tokio::test]
+async fn a_claim_re_sent_with_the_same_token_is_still_ours() {
+    let w = World::new().await;
+    let n = w.number("+14155550142").await;
+    let number: shared::ids::E164 = n.number.parse().unwrap();
+    let cfg = &w.state.release.config;
+    let db = &w.state.release.db;
+    let token = ClaimToken::new();
+    let first = claim_number(db, cfg, w.org, &number, token)
+        .await
+        .unwrap()
+        .expect("claimed");
+    // The statement re-sent after a dropped connection whose first run committed.
+    let again = claim_number(db, cfg, w.org, &number, token)
+        .await
+        .unwrap()
+        .expect("still ours");
+    assert_eq!((first.token(), again.token()), (token, token));
+    assert_eq!((first.attempts(), again.attempts()), (1, 1), "counted once");
+    // Anybody else's claim is refused while ours is live.
+    assert!(
+        claim_number(db, cfg, w.org, &number, ClaimToken::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (status, body) = w.delete(&n.number).await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("releasing")));
+}
+
+#[tokio::test]
+async fn an_unrecordable_subject_is_401_before_anything_happens() {
+    let w = World::new().await;
+    let n = w.number("+14155550143").await;
+    w.nothing_called().await;
+    for sub in ["u".repeat(300), "ops\u{0}admin".to_string()] {
+        let ev = w.event(&n.number).claim("sub", &sub);
+        let (status, body) = read_response(&handle(&w.state, ev.request()).await);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unrecordable_subject"))
+        );
+    }
+    assert_eq!(w.row(&n.number).await.0, "active");
+    assert!(w.routed(&n.number).await);
+    assert!(w.audit().await.is_empty());
+}
+
+#[tokio::test]
+async fn release_holds_no_connection_while_providers_are_called() {
+    let w = World::new().await;
+    let n = w.number("+14155550144").await;
+    let probe = PoolProbe::new([w.state.release.db.clone()]);
+    w.vapi_delete(&n)
+        .respond_with(
+            probe.answering(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({}))
+                    .set_delay(Duration::from_millis(200)),
+            ),
+        )
+        .mount(&w.vapi.server)
+        .await;
+    w.twilio_delete(&n)
+        .respond_with(probe.answering(ResponseTemplate::new(204)))
+        .mount(&w.twilio.server)
+        .await;
+    assert_eq!(w.delete(&n.number).await.0, 200);
+    assert_eq!(probe.samples(), vec![0, 0], "sampled at each provider call");
+}
+
+async fn pending(w: &World, number: &str, attempts: i32, due: bool) {
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET status = 'release_pending', release_attempts = $2,
+                    release_requested_at = now() - interval '1 day',
+                    next_attempt_at = now() + CASE WHEN $3 THEN interval '-1 second' ELSE interval '1 hour' END,
+                    updated_at = now() - interval '1 minute'
+              WHERE phone_number = $1",
+            &[&number, &attempts, &due],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn failing_numbers_cannot_starve_a_new_pending_release() {
+    let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "20")]).await;
+    // Twelve numbers that fail on every attempt, older and tried more often.
+    for i in 0..12 {
+        let n = w.number(&format!("+1415555020{i:02}")).await;
+        pending(&w, &n.number, 5, true).await;
+        w.vapi_delete(&n)
+            .respond_with(FakeVapi::error(500, "down"))
+            .mount(&w.vapi.server)
+            .await;
+        w.twilio_delete(&n)
+            .respond_with(FakeTwilio::error(503, 20503, "down"))
+            .mount(&w.twilio.server)
+            .await;
+    }
+    let fresh = w.number("+14155550299").await;
+    pending(&w, &fresh.number, 1, true).await;
+    w.both_succeed(&fresh).await;
+    let releaser = w.state.release.releaser();
+    let report = releaser
+        .reconcile(3, "r1", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.claimed, 3);
+    assert_eq!(report.released, 1, "the new one went first: {report:?}");
+    assert_eq!(w.row(&fresh.number).await.0, "released");
+    assert_eq!(report.failures.get("vapi_unavailable"), Some(&2));
+    assert_eq!(report.failures.get("twilio_unavailable"), Some(&2));
+    // The two that failed again are backed off: the next run takes others.
+    let report = releaser
+        .reconcile(20, "r2", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.claimed, 10,
+        "each due row once, failed ones not again: {report:?}"
+    );
+    let backed_off: i64 =
+        w.t.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM managed_phone_numbers WHERE status = 'release_pending' AND next_attempt_at > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(backed_off, 12);
+    assert_eq!(report.at_risk.pending_releases, 12);
+    assert!(report.at_risk.oldest_pending_release_secs >= 86_400);
+}
+
+#[tokio::test]
+async fn after_max_attempts_a_number_needs_attention_and_stays_visible() {
+    let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "3")]).await;
+    let n = w.number("+14155550150").await;
+    pending(&w, &n.number, 2, true).await;
+    w.vapi_delete(&n)
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&w.vapi.server)
+        .await;
+    w.twilio_delete(&n)
+        .respond_with(FakeTwilio::error(401, 20003, "Authenticate"))
+        .mount(&w.twilio.server)
+        .await;
+    let releaser = w.state.release.releaser();
+    let report = releaser
+        .reconcile(10, "r1", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.claimed, report.needs_attention),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(w.row(&n.number).await.0, "needs_attention");
+    assert_eq!(report.at_risk.needs_attention, 1);
+    assert_eq!(report.at_risk.pending_releases, 1);
+    let metrics = shared::metrics::MetricsConfig {
+        namespace: "Telephony".into(),
+        stack: "test".into(),
+    };
+    let sets: Vec<Value> = report
+        .metrics(&metrics)
+        .iter()
+        .map(|s| s.document(&metrics, 0))
+        .collect();
+    assert_eq!(sets[0]["NeedsAttention"], json!(1.0));
+    assert_eq!(sets[0]["PendingReleases"], json!(1.0));
+    assert!(
+        sets.iter()
+            .any(|s| s["Code"] == "twilio_unauthorized" && s["ReleaseFailures"] == json!(1.0))
+    );
+
+    // Reconcile leaves it alone, even when "due".
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET next_attempt_at = now() - interval '1 day', updated_at = now() - interval '1 day' WHERE phone_number = $1",
+            &[&n.number],
+        )
+        .await
+        .unwrap();
+    let again = releaser
+        .reconcile(10, "r2", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(again.claimed, 0);
+    // The org sees it; a DELETE (a person) retries it.
+    let (_, status_body) = {
+        let state = list_state(&w).await;
+        let ev = ApiEvent::new(
+            "GET",
+            "/api/managed-telephony/status",
+            "/api/managed-telephony/status",
+        )
+        .caller(&w.org.to_string(), "user-1");
+        read_response(&list_numbers::handle(&state, ev.request()).await)
+    };
+    let listed = status_body["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["phoneNumber"] == n.number.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["status"], "needs_attention");
+    assert_eq!(listed["release"]["pending"], json!(["twilio"]));
+    assert_eq!(
+        listed["release"]["errors"],
+        json!({"twilio": "twilio_unauthorized"})
+    );
+    w.twilio.server.reset().await;
+    w.twilio_delete(&n)
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&w.twilio.server)
+        .await;
+    let (status, body) = w.delete(&n.number).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("released")),
+        "{body}"
+    );
+}
+
+async fn list_state(w: &World) -> list_numbers::State {
+    let url = w.t.url();
+    list_numbers::State::from_env(&Env::from_pairs([("DATABASE_URL", url.as_str())]), &w.aws)
+        .await
+        .expect("list state")
+}

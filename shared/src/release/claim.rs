@@ -31,6 +31,17 @@ pub struct Claim {
     pub(super) attempts: i32,
 }
 
+impl Claim {
+    pub fn token(&self) -> ClaimToken {
+        self.token
+    }
+
+    /// Release attempts so far, this one included.
+    pub fn attempts(&self) -> i32 {
+        self.attempts
+    }
+}
+
 /// Sets the claim. Re-sending it with the same token (after a dropped connection
 /// whose first attempt had committed) finds the row already ours and changes
 /// nothing but the expiry, so it is still recognised as ours.
@@ -66,15 +77,16 @@ impl Claim {
     }
 }
 
-/// Claim `number` of `org` for a release request: any state but `released` and a
-/// live claim of somebody else's (`needs_attention` too: a person retrying).
-pub(super) async fn claim_number(
+/// Claim `number` of `org` for a release request under `token`: any state but
+/// `released` and a live claim of somebody else's (`needs_attention` too: a person
+/// retrying). Public so the re-send rule can be tested on its own.
+pub async fn claim_number(
     db: &Db,
     config: &StepsConfig,
     org: OrgId,
     number: &E164,
+    token: ClaimToken,
 ) -> Result<Option<Claim>, DbError> {
-    let token = ClaimToken::new();
     let sql = format!(
         "UPDATE managed_phone_numbers {CLAIM_SET}
           WHERE org_id = $3 AND phone_number = $4

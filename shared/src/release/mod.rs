@@ -21,7 +21,7 @@
 //!    `RECONCILE_MAX_ATTEMPTS`; an audit row.
 //! 4. **Reconcile** ([`reconcile`]) resumes due pending releases.
 
-mod claim;
+pub mod claim;
 pub mod reconcile;
 
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::ids::E164;
 use crate::providers::ProviderError;
-use crate::steps::{Deadline, Step, StepsConfig};
+use crate::steps::{ClaimToken, Deadline, Step, StepsConfig};
 use crate::twilio::TwilioClient;
 use crate::vapi::VapiClient;
 
@@ -170,8 +170,14 @@ impl Releaser<'_> {
         deadline: Deadline,
     ) -> Result<ReleaseOutcome, ReleaseError> {
         for _ in 0..2 {
-            if let Some(claim) =
-                claim::claim_number(self.db, self.config, caller.org_id, number).await?
+            if let Some(claim) = claim::claim_number(
+                self.db,
+                self.config,
+                caller.org_id,
+                number,
+                ClaimToken::new(),
+            )
+            .await?
             {
                 return self.finish(claim, caller, request_id, deadline).await;
             }
