@@ -92,12 +92,14 @@ common = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Va
 # with an IAM token (iam); the template sets whichever DbAuth selects.
 db = ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST"]
 needs = {  # what each function's State::from_env / main reads (see functions/*/src)
-    "save-credential": db + ["VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
+    # The provider-step protocol's deadline and claim expiry (shared::steps::StepsConfig).
+    "save-credential": db + ["VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     "list-numbers": db,
-    "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS"],
+    "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
+                            "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     # …and its metrics' namespace and Stack dimension (Embedded Metric Format).
     "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
-                       "METRICS_NAMESPACE", "STACK_NAME"],
+                       "STEPS_DEADLINE_MS", "CLAIM_SECS", "METRICS_NAMESPACE", "STACK_NAME"],
     "migrate": db,
 }
 seen, bad = set(), []

@@ -13,10 +13,11 @@
  * Behaviour the dashboard must keep:
  *   - DELETE with `encodeURIComponent(phoneNumber)` (`+` travels as `%2B`).
  *   - Confirm first, naming the number and saying it cannot be undone.
- *   - Three outcomes: 200 `released`; 202 `release_pending` (it no longer takes
+ *   - Four outcomes: 200 `released`; 202 `release_pending` (it no longer takes
  *     calls, but a provider step failed, so it may still be billed: offer Retry,
- *     which repeats the DELETE and resumes); 202 `releasing` (another request is
- *     doing it right now).
+ *     which repeats the DELETE and resumes); 202 `needs_attention` (the same after
+ *     too many failed attempts: reconcile stopped, Retry still works); 202
+ *     `releasing` (another request is doing it right now).
  *   - Show every error in words: `error.message` and the request id (support
  *     finds the request's logs by it). Never swallow one.
  *
@@ -27,7 +28,7 @@
 // 1. The API
 // ---------------------------------------------------------------------------
 
-export type NumberStatus = "active" | "releasing" | "release_pending" | "released";
+export type NumberStatus = "active" | "releasing" | "release_pending" | "needs_attention" | "released";
 export type Provider = "vapi" | "twilio";
 
 export interface ManagedNumber {
@@ -38,7 +39,12 @@ export interface ManagedNumber {
   createdAt: string;
   releasedAt: string | null;
   /** Present while a release is unfinished: steps left and their last error codes. */
-  release?: { pending: Provider[]; attempts: number; errors?: Partial<Record<Provider, string>> };
+  release?: {
+    pending: Provider[];
+    attempts: number;
+    nextAttemptAt?: string | null;
+    errors?: Partial<Record<Provider, string>>;
+  };
 }
 
 export interface CredentialSummary {
@@ -58,7 +64,7 @@ export interface TelephonyStatus {
 export type ReleaseOutcome =
   | { status: "released"; phoneNumber: string; releasedAt: string }
   | {
-      status: "release_pending";
+      status: "release_pending" | "needs_attention";
       phoneNumber: string;
       pending: Provider[];
       errors: Partial<Record<Provider, string>>;
@@ -157,6 +163,7 @@ const STATUS_LABELS: Record<NumberStatus, string> = {
   active: "Active",
   releasing: "Releasing",
   release_pending: "Release pending",
+  needs_attention: "Needs attention",
   released: "Released",
 };
 
@@ -180,7 +187,16 @@ export function describeNumber(n: ManagedNumber): string {
       return "Being released by another request right now.";
     case "release_pending": {
       const pending = describePending(n.release?.pending ?? [], n.release?.errors);
-      return `No longer takes calls, but not yet released at ${pending || "a provider"}: it may still be billed. Retry to finish.`;
+      const next = n.release?.nextAttemptAt ? ` We retry automatically around ${formatTime(n.release.nextAttemptAt)}.` : "";
+      return `No longer takes calls, but not yet released at ${pending || "a provider"}: it may still be billed.${next} Retry to finish now.`;
+    }
+    case "needs_attention": {
+      const pending = describePending(n.release?.pending ?? [], n.release?.errors);
+      return (
+        `No longer takes calls, but releasing it at ${pending || "a provider"} failed ` +
+        `${n.release?.attempts ?? "several"} times: it may still be billed and we stopped retrying on our own. ` +
+        `Retry, or contact support with this number.`
+      );
     }
     case "released":
       return `Released ${formatTime(n.releasedAt)}`;
@@ -197,6 +213,12 @@ export function describeOutcome(o: ReleaseOutcome): string {
         `${o.phoneNumber} no longer takes calls, but releasing it at ` +
         `${describePending(o.pending, o.errors)} failed, so it may still be billed. ` +
         `Use Retry to finish the release.`
+      );
+    case "needs_attention":
+      return (
+        `${o.phoneNumber} no longer takes calls, but releasing it at ` +
+        `${describePending(o.pending, o.errors)} keeps failing, so it may still be billed. ` +
+        `Retry later, or contact support with this number.`
       );
     case "releasing":
       return `${o.phoneNumber} is being released by another request right now.`;
@@ -308,7 +330,7 @@ export function mountTelephonyPage(root: ParentNode, api: TelephonyApi): { refre
       button = el("button", { type: "button", className: "danger" }, "Delete");
       button.setAttribute("aria-label", `Delete ${n.phoneNumber}`);
       button.addEventListener("click", () => void release(n.phoneNumber, { confirmFirst: true }));
-    } else if (n.status === "release_pending") {
+    } else if (n.status === "release_pending" || n.status === "needs_attention") {
       // Already confirmed once and no longer routing: Retry just resumes the release.
       button = el("button", { type: "button", className: "retry" }, "Retry");
       button.setAttribute("aria-label", `Retry releasing ${n.phoneNumber}`);
