@@ -2,6 +2,8 @@
 //! Gateway events, real Postgres, KMS on the emulator, wiremock Vapi and Twilio.
 //! `BENCH_PROVIDER_DELAY_MS` (default 0) adds latency to every provider stand-in
 //! answer, to see the path's sequential provider round trips. `BENCH_N` calls per route.
+//! Every provider answer first samples the routes' pools (`testkit::probe`): the
+//! connections checked out while a provider call is in flight, printed at the end.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use serde_json::json;
 use shared::config::Env;
 use testkit::TestDb;
 use testkit::event::ApiEvent;
+use testkit::probe::PoolProbe;
 use testkit::fakes::{FakeTwilio, FakeVapi, TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN, VAPI_KEY};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, ResponseTemplate};
@@ -30,39 +33,6 @@ async fn main() {
     let aws = testkit::aws_config().await;
     let kms_key = testkit::kms_key(&aws).await;
     let (vapi, twilio) = (FakeVapi::start().await, FakeTwilio::start().await);
-    let ok = |status: u16, body: serde_json::Value| {
-        ResponseTemplate::new(status)
-            .set_body_json(body)
-            .set_delay(delay)
-    };
-    Mock::given(method("GET"))
-        .and(path_regex(r"^/Accounts/AC[0-9a-f]{32}\.json$"))
-        .respond_with(ok(200, json!({"status": "active"})))
-        .mount(&twilio.server)
-        .await;
-    Mock::given(method("DELETE"))
-        .and(path_regex(
-            r"^/Accounts/AC[0-9a-f]{32}/IncomingPhoneNumbers/PN[0-9a-f]{32}\.json$",
-        ))
-        .respond_with(ResponseTemplate::new(204).set_delay(delay))
-        .mount(&twilio.server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/credential$"))
-        .respond_with(ok(201, json!({"id": "vapi-cred-1"})))
-        .mount(&vapi.server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex("^/credential/"))
-        .respond_with(ok(200, json!({"id": "vapi-cred-1"})))
-        .mount(&vapi.server)
-        .await;
-    Mock::given(method("DELETE"))
-        .and(path_regex("^/phone-number/"))
-        .respond_with(ok(200, json!({})))
-        .mount(&vapi.server)
-        .await;
-
     let (url, v, tw) = (t.url(), vapi.uri(), twilio.uri());
     let env = Env::from_pairs([
         ("DATABASE_URL", url.as_str()),
@@ -83,6 +53,47 @@ async fn main() {
     let release = release_number::State::from_env(&env, &aws)
         .await
         .expect("release state");
+    let probe = PoolProbe::new([save.db.clone(), release.release.db.clone()]);
+    let ok = |status: u16, body: serde_json::Value| {
+        probe.answering(
+            ResponseTemplate::new(status)
+                .set_body_json(body)
+                .set_delay(delay),
+        )
+    };
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/Accounts/AC[0-9a-f]{32}\.json$"))
+        .respond_with(ok(200, json!({"status": "active"})))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path_regex(
+            r"^/Accounts/AC[0-9a-f]{32}/IncomingPhoneNumbers/PN[0-9a-f]{32}\.json$",
+        ))
+        .respond_with(probe.answering(ResponseTemplate::new(204).set_delay(delay)))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/credential$"))
+        .respond_with(ok(200, json!([])))
+        .mount(&vapi.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/credential$"))
+        .respond_with(ok(201, json!({"id": "vapi-cred-1"})))
+        .mount(&vapi.server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex("^/credential/"))
+        .respond_with(ok(200, json!({"id": "vapi-cred-1"})))
+        .mount(&vapi.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path_regex("^/phone-number/"))
+        .respond_with(ok(200, json!({})))
+        .mount(&vapi.server)
+        .await;
+
     let org = t.org().await;
     let org_s = org.to_string();
     let label = |route: &str| format!("{route} (+{} ms per provider call)", delay.as_millis());
@@ -144,4 +155,11 @@ async fn main() {
     })
     .await
     .print();
+
+    let samples = probe.samples();
+    println!(
+        "pooled connections checked out while a provider call was in flight: max {} over {} provider calls (sampled at each call's arrival)",
+        samples.iter().max().copied().unwrap_or_default(),
+        samples.len()
+    );
 }
