@@ -175,7 +175,7 @@ impl CredentialStore<'_> {
         deadline: Deadline,
     ) -> Result<SavedCredential, SaveError> {
         let org = caller.org_id;
-        let envelope = self.seal(org, cred, source).await?;
+        let envelope = self.seal(org, cred, source, deadline).await?;
         let slot = slot::SlotWrite {
             caller,
             request_id,
@@ -223,20 +223,30 @@ impl CredentialStore<'_> {
         })
     }
 
-    /// Verify (BYOC) and seal the credential: the envelope the slot stores.
+    /// Verify (BYOC) and seal the credential: the envelope the slot stores. Both
+    /// calls are bounded by the request's deadline too.
     async fn seal(
         &self,
         org: OrgId,
         cred: &TwilioCredential,
         source: CredentialSource,
+        deadline: Deadline,
     ) -> Result<serde_json::Value, SaveError> {
         let context = EncryptionContext::new(org, Provider::Twilio);
+        let data_key = async {
+            tokio::time::timeout(deadline.remaining(), self.keyring.generate_data_key(&context))
+                .await
+                .unwrap_or_else(|_| Err(CryptoError::Kms("no data key within the deadline".into())))
+        };
         let data_key = match source {
             CredentialSource::Byoc => {
                 let (check, key) = tokio::join!(
-                    self.twilio
-                        .check_account(&cred.account_sid, &cred.auth_token),
-                    self.keyring.generate_data_key(&context),
+                    deadline.run(
+                        "twilio",
+                        self.twilio
+                            .check_account(&cred.account_sid, &cred.auth_token)
+                    ),
+                    data_key,
                 );
                 match check {
                     Ok(AccountCheck::Active) => {}
@@ -255,7 +265,7 @@ impl CredentialStore<'_> {
                 key?
             }
             // The platform created this subaccount: nothing to verify.
-            CredentialSource::Managed => self.keyring.generate_data_key(&context).await?,
+            CredentialSource::Managed => data_key.await?,
         };
         let plaintext = Zeroizing::new(
             serde_json::to_vec(&SealedCredential {
