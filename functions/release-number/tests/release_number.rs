@@ -42,7 +42,7 @@ async fn build_state(
         ("PROVIDER_TIMEOUT_MS", "1000"),
         ("PROVIDER_MIN_BACKOFF_MS", "10"),
         ("PROVIDER_MAX_BACKOFF_MS", "40"),
-        ("RELEASE_DEADLINE_MS", "3000"),
+        ("STEPS_DEADLINE_MS", "3000"),
     ];
     pairs.extend_from_slice(extra);
     State::from_env(&Env::from_pairs(pairs), aws)
@@ -417,11 +417,7 @@ async fn a_persistent_failure_is_pending_and_a_repeat_finishes_only_the_unfinish
 
 #[tokio::test]
 async fn a_timeout_is_pending_and_reconcile_finishes_it() {
-    let w = World::with_env(&[
-        ("RELEASE_DEADLINE_MS", "600"),
-        ("PROVIDER_TIMEOUT_MS", "300"),
-    ])
-    .await;
+    let w = World::with_env(&[("STEPS_DEADLINE_MS", "600"), ("PROVIDER_TIMEOUT_MS", "300")]).await;
     let n = w.number("+14155550107").await;
     w.vapi_delete(&n)
         .respond_with(
@@ -1046,4 +1042,45 @@ async fn list_state(w: &World) -> list_numbers::State {
     list_numbers::State::from_env(&Env::from_pairs([("DATABASE_URL", url.as_str())]), &w.aws)
         .await
         .expect("list state")
+}
+
+#[tokio::test]
+async fn the_lambda_deadline_shortens_the_provider_steps_so_the_route_answers_in_time() {
+    use lambda_http::RequestExt;
+    let w = World::with_env(&[
+        ("STEPS_DEADLINE_MS", "20000"),
+        ("OUTCOME_MARGIN_MS", "1500"),
+    ])
+    .await;
+    let n = w.number("+14155550160").await;
+    w.vapi_delete(&n)
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({}))
+                .set_delay(Duration::from_secs(10)),
+        )
+        .mount(&w.vapi.server)
+        .await;
+    w.twilio_delete(&n)
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&w.twilio.server)
+        .await;
+    // The invocation has 3 s left: the steps get 1.5 s, the outcome the rest.
+    let mut ctx = lambda_http::Context::default();
+    ctx.deadline = (std::time::SystemTime::now() + Duration::from_secs(3))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let started = std::time::Instant::now();
+    let req = w.event(&n.number).request().with_lambda_context(ctx);
+    let (status, body) = read_response(&handle(&w.state, req).await);
+    let took = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["errors"]["vapi"], "vapi_timeout");
+    assert!(took < Duration::from_secs(3), "answered before the invocation's deadline: {took:?}");
+    assert_eq!(
+        w.row(&n.number).await.0,
+        "release_pending",
+        "unfinished is recorded as pending"
+    );
 }
