@@ -88,7 +88,7 @@ Loader.add_multi_constructor(
 )
 t = yaml.load(open(sys.argv[1]), Loader=Loader)
 common = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
-# The database login (SecretLoader::db): DB_AUTH picks the secret (password) or DB_USER
+# The database login (DbConfig::from_env): DB_AUTH picks the secret (password) or DB_USER
 # with an IAM token (iam); the template sets whichever DbAuth selects.
 db = ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST"]
 needs = {  # what each function's State::from_env / main reads (see functions/*/src)

@@ -4,22 +4,23 @@
 //! Every function loads only what it needs ([`SecretLoader`] has one method per
 //! secret) and fetches its secrets concurrently at cold start. The loader is kept in
 //! the function's state, so a secret rotated under a warm instance can be fetched
-//! again after a provider 401 or a Postgres 28P01.
+//! again after a provider 401 or a Postgres 28P01 ([`Rotating`]).
+//!
+//! This module imports nothing but the vocabulary: each consumer assembles its own
+//! configuration from the [`Env`] and the raw secrets here (`DbConfig::from_env` in
+//! `db`, `KeyringConfig::from_env` in `envelope`, …).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use base64::Engine as _;
+use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::db::{DbAuth, DbConfig, TlsMode};
-use crate::envelope::{Keyring, KmsKeyring, LocalKeyring};
-use crate::ids::AccountSid;
-use crate::rds_iam::RdsIamAuth;
+use crate::ids::{AccountSid, FormatError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,10 +32,13 @@ pub enum ConfigError {
     Secret { arn: String, why: String },
 }
 
-fn invalid(name: &'static str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        why: why.into(),
+impl ConfigError {
+    /// [`ConfigError::Invalid`] for the setting `name`.
+    pub fn invalid(name: &'static str, why: impl Into<String>) -> Self {
+        Self::Invalid {
+            name,
+            why: why.into(),
+        }
     }
 }
 
@@ -84,7 +88,9 @@ impl Env {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| invalid(name, e.to_string())),
+            Some(v) => v
+                .parse()
+                .map_err(|e: T::Err| ConfigError::invalid(name, e.to_string())),
         }
     }
 }
@@ -122,67 +128,6 @@ impl IdentityConfig {
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self::from_env(&Env::default())
-    }
-}
-
-/// Which keyring seals credentials: `KEYRING=kms` (with `KMS_KEY_ID`) or
-/// `KEYRING=local` (with `LOCAL_KEYRING_KEY`, base64 of 32 bytes, or
-/// `LOCAL_KEYRING_FILE` holding the same). There is no default and no fallback: a
-/// function configured for KMS never seals with a local key.
-#[derive(Clone)]
-pub enum KeyringConfig {
-    Kms { key_id: String },
-    Local { master_b64: SecretString },
-}
-
-impl fmt::Debug for KeyringConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Kms { key_id } => f.debug_struct("Kms").field("key_id", key_id).finish(),
-            Self::Local { .. } => f.write_str("Local { master_b64: [REDACTED] }"),
-        }
-    }
-}
-
-impl KeyringConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        match env.require("KEYRING")? {
-            "kms" => Ok(Self::Kms {
-                key_id: env.require("KMS_KEY_ID")?.to_owned(),
-            }),
-            "local" => {
-                let b64 = match (env.get("LOCAL_KEYRING_KEY"), env.get("LOCAL_KEYRING_FILE")) {
-                    (Some(k), _) => k.to_owned(),
-                    (None, Some(path)) => std::fs::read_to_string(path)
-                        .map_err(|e| invalid("LOCAL_KEYRING_FILE", e.to_string()))?
-                        .trim()
-                        .to_owned(),
-                    (None, None) => return Err(ConfigError::Missing("LOCAL_KEYRING_KEY")),
-                };
-                Ok(Self::Local {
-                    master_b64: SecretString::from(b64),
-                })
-            }
-            other => Err(invalid("KEYRING", format!("{other:?} is not kms or local"))),
-        }
-    }
-
-    /// Build the keyring. The KMS client is only used for `kms`.
-    pub fn build(&self, aws: &aws_config::SdkConfig) -> Result<Keyring, ConfigError> {
-        match self {
-            Self::Kms { key_id } => Ok(Keyring::Kms(KmsKeyring::new(
-                aws_sdk_kms::Client::new(aws),
-                key_id.clone(),
-            ))),
-            Self::Local { master_b64 } => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(master_b64.expose_secret())
-                    .map_err(|_| invalid("LOCAL_KEYRING_KEY", "not base64"))?;
-                LocalKeyring::new(Zeroizing::new(bytes))
-                    .map(Keyring::Local)
-                    .map_err(|_| invalid("LOCAL_KEYRING_KEY", "must decode to 32 bytes"))
-            }
-        }
     }
 }
 
@@ -233,14 +178,122 @@ impl fmt::Debug for TwilioMainAccount {
     }
 }
 
+impl SameSecret for VapiKey {
+    fn same_secret(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl SameSecret for TwilioMainAccount {
+    fn same_secret(&self, other: &Self) -> bool {
+        self.account_sid == other.account_sid
+            && self.auth_token.expose_secret() == other.auth_token.expose_secret()
+    }
+}
+
+/// Whether two values of a secret are the same, for [`Rotating`]. Secret types have
+/// no `PartialEq`, so that comparing them stays a deliberate act (this comparison is
+/// not constant-time: it only tells a refetched value from the one a server refused).
+pub trait SameSecret {
+    fn same_secret(&self, other: &Self) -> bool;
+}
+
+/// How a [`Rotating`] value is fetched again: one of [`SecretLoader`]'s methods, or a
+/// consumer's `from_env` that calls them.
+pub type Refetch<T> = for<'a> fn(&'a SecretLoader) -> BoxFuture<'a, Result<T, ConfigError>>;
+
+/// A secret value in use that may be rotated under a warm instance: after a
+/// provider's 401 or Postgres' 28P01 the caller hands back the value that was refused,
+/// and [`Rotating::refetch_if_changed`] fetches it again once, keeping and answering
+/// the new value only if it differs. So a refused call is repeated at most once, and
+/// only when repeating can help. The value itself is never logged.
+pub struct Rotating<T> {
+    /// What the value is, for the log (`"the Vapi key"`).
+    what: &'static str,
+    current: RwLock<Arc<T>>,
+    /// `None`: fixed (tests, values from the environment's `DATABASE_URL`).
+    refetch: Option<(SecretLoader, Refetch<T>)>,
+}
+
+impl<T> Rotating<T> {
+    /// Whether a refusal can be answered by fetching the value again.
+    pub fn refetches(&self) -> bool {
+        self.refetch.is_some()
+    }
+}
+
+impl<T> fmt::Debug for Rotating<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotating")
+            .field("what", &self.what)
+            .field("refetches", &self.refetches())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: SameSecret> Rotating<T> {
+    /// A value that is never fetched again.
+    pub fn fixed(what: &'static str, value: T) -> Self {
+        Self {
+            what,
+            current: RwLock::new(Arc::new(value)),
+            refetch: None,
+        }
+    }
+
+    /// A value fetched again with `fetch` through `secrets` after a refusal; fixed
+    /// when there is no loader.
+    pub fn refetched(
+        what: &'static str,
+        value: T,
+        secrets: Option<SecretLoader>,
+        fetch: Refetch<T>,
+    ) -> Self {
+        Self {
+            refetch: secrets.map(|s| (s, fetch)),
+            ..Self::fixed(what, value)
+        }
+    }
+
+    /// The value in use.
+    pub fn current(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After `used` was refused: the value to try once more, if there is one that
+    /// differs from it. If another caller has already replaced `used`, that value is
+    /// answered without fetching; otherwise it is fetched once (`Ok(None)` when fixed
+    /// or unchanged: the refusal stands). A failed fetch is logged and returned.
+    pub async fn refetch_if_changed(&self, used: &T) -> Result<Option<Arc<T>>, ConfigError> {
+        let Some((secrets, fetch)) = &self.refetch else {
+            return Ok(None);
+        };
+        let current = self.current();
+        if !current.same_secret(used) {
+            return Ok(Some(current));
+        }
+        let fresh = fetch(secrets).await.inspect_err(|e| {
+            tracing::error!(error = %e, "could not fetch {} again", self.what);
+        })?;
+        if fresh.same_secret(used) {
+            return Ok(None);
+        }
+        tracing::warn!("{} was rotated; using the new one", self.what);
+        let fresh = Arc::new(fresh);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+        Ok(Some(fresh))
+    }
+}
+
 /// Reads each secret either from Secrets Manager (when its `*_SECRET_ARN` is set) or
 /// from plain environment variables (local runs). Secret JSON layouts:
 ///
-/// - `DB_SECRET_ARN`: the RDS layout `{"username","password","host"?,"port"?,"dbname"?}`;
-///   `DB_HOST`/`DB_PORT`/`DB_NAME` override (the RDS Proxy endpoint is not the
-///   instance host the secret names). Without it: `DATABASE_URL`. With `DB_AUTH=iam`
-///   there is no database secret: `DB_HOST`, `DB_USER` (and `DB_PORT`, `DB_NAME`) say
-///   where and as whom, and each login signs an IAM auth token ([`crate::rds_iam`]).
+/// - `DB_SECRET_ARN`: the RDS layout `{"username","password","host"?,"port"?,"dbname"?}`,
+///   returned as it is ([`DbSecret`]); the database configuration is assembled from it
+///   and the environment by `db::DbConfig::from_env`.
 /// - `VAPI_SECRET_ARN`: `{"privateKey"}`. Without it: `VAPI_PRIVATE_KEY`.
 /// - `TWILIO_MAIN_SECRET_ARN`: `{"accountSid","authToken"}`. Without it:
 ///   `TWILIO_MAIN_ACCOUNT_SID` and `TWILIO_MAIN_AUTH_TOKEN`.
@@ -248,7 +301,8 @@ impl fmt::Debug for TwilioMainAccount {
 pub struct SecretLoader {
     env: Env,
     client: Option<aws_sdk_secretsmanager::Client>,
-    /// For signing IAM database logins (region, credentials, clock).
+    /// For the consumers that need more of AWS than secrets (signing IAM database
+    /// logins: region, credentials, clock).
     aws: aws_config::SdkConfig,
 }
 
@@ -260,13 +314,27 @@ impl fmt::Debug for SecretLoader {
     }
 }
 
+/// The database secret in the RDS layout, as fetched. `host`, `port` and `dbname`
+/// are what the secret names; the environment may override them.
 #[derive(Deserialize)]
-struct RdsSecret {
-    username: String,
-    password: SecretString,
-    host: Option<String>,
-    port: Option<u16>,
-    dbname: Option<String>,
+pub struct DbSecret {
+    pub username: String,
+    pub password: SecretString,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+}
+
+impl fmt::Debug for DbSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSecret")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -325,64 +393,22 @@ impl SecretLoader {
         })
     }
 
-    pub async fn db(&self) -> Result<DbConfig, ConfigError> {
-        let env = &self.env;
-        let iam = match env.get("DB_AUTH").unwrap_or("password") {
-            "password" => false,
-            "iam" => true,
-            other => {
-                return Err(invalid(
-                    "DB_AUTH",
-                    format!("{other:?} is not password or iam"),
-                ));
-            }
-        };
-        let mut cfg = match (iam, env.get("DB_SECRET_ARN")) {
-            (true, Some(_)) => {
-                return Err(invalid(
-                    "DB_SECRET_ARN",
-                    "is not read with DB_AUTH=iam (the login is an IAM token): unset it",
-                ));
-            }
-            (true, None) => DbConfig {
-                host: env.require("DB_HOST")?.to_owned(),
-                user: env.require("DB_USER")?.to_owned(),
-                auth: DbAuth::Iam(RdsIamAuth::from_sdk_config(&self.aws)?),
-                ..DbConfig::default()
-            },
-            (false, Some(arn)) => {
-                let s: RdsSecret = self.fetch_json(arn).await?;
-                DbConfig {
-                    host: s.host.unwrap_or_default(),
-                    port: s.port.unwrap_or(5432),
-                    user: s.username,
-                    auth: DbAuth::Password(s.password),
-                    dbname: s.dbname.unwrap_or_else(|| "postgres".into()),
-                    ..DbConfig::default()
-                }
-            }
-            (false, None) => DbConfig::from_url(env.require("DATABASE_URL")?)?,
-        };
-        if let Some(h) = env.get("DB_HOST") {
-            cfg.host = h.to_owned();
+    /// The environment this loader reads.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// The AWS SDK configuration this loader was built with.
+    pub fn aws(&self) -> &aws_config::SdkConfig {
+        &self.aws
+    }
+
+    /// The database secret named by `DB_SECRET_ARN`, or `None` when it is unset.
+    pub async fn db_secret(&self) -> Result<Option<DbSecret>, ConfigError> {
+        match self.env.get("DB_SECRET_ARN") {
+            Some(arn) => self.fetch_json(arn).await.map(Some),
+            None => Ok(None),
         }
-        cfg.port = env.parse_or("DB_PORT", cfg.port)?;
-        if let Some(n) = env.get("DB_NAME") {
-            cfg.dbname = n.to_owned();
-        }
-        cfg.tls = match env.get("DB_TLS") {
-            Some(v) => v.parse().map_err(|e: String| invalid("DB_TLS", e))?,
-            None => cfg.tls,
-        };
-        cfg.ca_file = env.get("DB_CA_FILE").map(Into::into);
-        cfg.pool_size = env.parse_or("DB_POOL_SIZE", cfg.pool_size)?;
-        cfg.max_lifetime =
-            Duration::from_secs(env.parse_or("DB_MAX_LIFETIME_SECS", cfg.max_lifetime.as_secs())?);
-        if cfg.host.is_empty() {
-            return Err(ConfigError::Missing("DB_HOST"));
-        }
-        cfg.check_tls()?;
-        Ok(cfg)
     }
 
     pub async fn vapi(&self) -> Result<VapiKey, ConfigError> {
@@ -411,20 +437,9 @@ impl SecretLoader {
         Ok(TwilioMainAccount {
             account_sid: sid
                 .parse()
-                .map_err(|e: crate::ids::FormatError| invalid("TWILIO_MAIN_ACCOUNT_SID", e.0))?,
+                .map_err(|e: FormatError| ConfigError::invalid("TWILIO_MAIN_ACCOUNT_SID", e.0))?,
             auth_token: token,
         })
-    }
-}
-
-impl std::str::FromStr for TlsMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "verify-full" => Ok(TlsMode::VerifyFull),
-            "disable" => Ok(TlsMode::Disable),
-            other => Err(format!("{other:?} is not verify-full or disable")),
-        }
     }
 }
 
@@ -439,46 +454,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keyring_must_be_chosen_explicitly() {
-        assert!(matches!(
-            KeyringConfig::from_env(&Env::default()),
-            Err(ConfigError::Missing("KEYRING"))
-        ));
-        assert!(matches!(
-            KeyringConfig::from_env(&Env::from_pairs([("KEYRING", "kms")])),
-            Err(ConfigError::Missing("KMS_KEY_ID"))
-        ));
-        // kms never falls back to a local key, even when one is present.
-        let cfg = KeyringConfig::from_env(&Env::from_pairs([
-            ("KEYRING", "kms"),
-            ("KMS_KEY_ID", "alias/x"),
-            ("LOCAL_KEYRING_KEY", "AAAA"),
-        ]))
-        .unwrap();
-        assert!(matches!(cfg, KeyringConfig::Kms { key_id } if key_id == "alias/x"));
-        assert!(KeyringConfig::from_env(&Env::from_pairs([("KEYRING", "auto")])).is_err());
-    }
-
-    #[test]
     fn debug_of_config_and_secret_types_is_redacted() {
         let secret = "s3cr3t-value-never-printed";
-        let local = KeyringConfig::Local {
-            master_b64: SecretString::from(secret.to_owned()),
-        };
         let vapi = VapiKey(SecretString::from(secret.to_owned()));
         let twilio = TwilioMainAccount {
             account_sid: "AC0123456789abcdef0123456789abcdef".parse().unwrap(),
             auth_token: SecretString::from(secret.to_owned()),
         };
         let env = Env::from_pairs([("VAPI_PRIVATE_KEY", secret)]);
+        let db = DbSecret {
+            username: "app".into(),
+            password: SecretString::from(secret.to_owned()),
+            host: None,
+            port: None,
+            dbname: None,
+        };
         for dbg in [
-            format!("{local:?}"),
+            format!("{db:?}"),
             format!("{vapi:?}"),
             format!("{twilio:?}"),
             format!("{env:?}"),
         ] {
             assert!(!dbg.contains(secret), "leaks: {dbg}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_is_fetched_again_once_and_only_a_new_one_is_answered() {
+        let aws = aws_config::SdkConfig::builder().build();
+        let key = |k: &str| VapiKey(SecretString::from(k.to_owned()));
+        let loader = SecretLoader::new(&Env::from_pairs([("VAPI_PRIVATE_KEY", "new")]), &aws);
+        let fetch: Refetch<VapiKey> = |s| Box::pin(s.vapi());
+
+        let fixed = Rotating::fixed("the Vapi key", key("old"));
+        assert!(
+            fixed
+                .refetch_if_changed(&key("old"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let rotating = Rotating::refetched("the Vapi key", key("old"), Some(loader), fetch);
+        let fresh = rotating.refetch_if_changed(&key("old")).await.unwrap();
+        assert_eq!(fresh.unwrap().0.expose_secret(), "new");
+        assert_eq!(rotating.current().0.expose_secret(), "new");
+        // A caller still holding the old value gets the new one.
+        let again = rotating.refetch_if_changed(&key("old")).await.unwrap();
+        assert_eq!(again.unwrap().0.expose_secret(), "new");
+        // The new value refused too: fetching gives nothing newer.
+        assert!(
+            rotating
+                .refetch_if_changed(&key("new"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! connection older than `DB_MAX_LIFETIME_SECS` (below the proxy's idle timeout) is
 //! replaced instead of reused.
 //!
+//! The configuration comes from the environment and the DB secret
+//! ([`DbConfig::from_env`]).
+//!
 //! Login is with the DB secret's password, or with an IAM auth token signed per
 //! [`crate::rds_iam`] (`DB_AUTH=iam`): the pool's connector hands each new connection
 //! the token [`IamLogin::refresh`] keeps young, refreshed before every checkout.
@@ -35,7 +38,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::config::{ConfigError, SecretLoader};
+use crate::config::{ConfigError, Rotating, SameSecret, SecretLoader};
 use crate::rds_iam::{IamLogin, IamTokenError, RdsIamAuth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,17 @@ pub enum TlsMode {
     VerifyFull,
     /// Plain TCP. Only accepted for loopback hosts.
     Disable,
+}
+
+impl std::str::FromStr for TlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "verify-full" => Ok(TlsMode::VerifyFull),
+            "disable" => Ok(TlsMode::Disable),
+            other => Err(format!("{other:?} is not verify-full or disable")),
+        }
+    }
 }
 
 /// How a connection logs in.
@@ -113,14 +127,102 @@ impl fmt::Debug for DbConfig {
     }
 }
 
+impl SameSecret for DbConfig {
+    /// Same place, same login. (Under IAM auth there is nothing to compare: each
+    /// login signs its own token.)
+    fn same_secret(&self, other: &Self) -> bool {
+        let same_auth = match (&self.auth, &other.auth) {
+            (DbAuth::Password(a), DbAuth::Password(b)) => a.expose_secret() == b.expose_secret(),
+            (DbAuth::Iam(_), DbAuth::Iam(_)) => true,
+            _ => false,
+        };
+        same_auth
+            && self.host == other.host
+            && self.port == other.port
+            && self.user == other.user
+            && self.dbname == other.dbname
+    }
+}
+
 impl DbConfig {
+    /// From the environment and the DB secret:
+    ///
+    /// - `DB_AUTH=password` (the default): the secret `DB_SECRET_ARN` names (see
+    ///   [`SecretLoader::db_secret`]), or without it `DATABASE_URL`. `DB_HOST`/`DB_PORT`/
+    ///   `DB_NAME` override (the RDS Proxy endpoint is not the instance host the
+    ///   secret names).
+    /// - `DB_AUTH=iam`: there is no database secret; `DB_HOST`, `DB_USER` (and
+    ///   `DB_PORT`, `DB_NAME`) say where and as whom, and each login signs an IAM auth
+    ///   token ([`crate::rds_iam`]).
+    ///
+    /// Then `DB_TLS` (`verify-full`|`disable`), `DB_CA_FILE`, `DB_POOL_SIZE`,
+    /// `DB_MAX_LIFETIME_SECS`.
+    pub async fn from_env(secrets: &SecretLoader) -> Result<Self, ConfigError> {
+        let env = secrets.env();
+        let iam = match env.get("DB_AUTH").unwrap_or("password") {
+            "password" => false,
+            "iam" => true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "DB_AUTH",
+                    format!("{other:?} is not password or iam"),
+                ));
+            }
+        };
+        let mut cfg = if iam {
+            if env.get("DB_SECRET_ARN").is_some() {
+                return Err(ConfigError::invalid(
+                    "DB_SECRET_ARN",
+                    "is not read with DB_AUTH=iam (the login is an IAM token): unset it",
+                ));
+            }
+            DbConfig {
+                host: env.require("DB_HOST")?.to_owned(),
+                user: env.require("DB_USER")?.to_owned(),
+                auth: DbAuth::Iam(RdsIamAuth::from_sdk_config(secrets.aws())?),
+                ..DbConfig::default()
+            }
+        } else {
+            match secrets.db_secret().await? {
+                Some(s) => DbConfig {
+                    host: s.host.unwrap_or_default(),
+                    port: s.port.unwrap_or(5432),
+                    user: s.username,
+                    auth: DbAuth::Password(s.password),
+                    dbname: s.dbname.unwrap_or_else(|| "postgres".into()),
+                    ..DbConfig::default()
+                },
+                None => DbConfig::from_url(env.require("DATABASE_URL")?)?,
+            }
+        };
+        if let Some(h) = env.get("DB_HOST") {
+            cfg.host = h.to_owned();
+        }
+        cfg.port = env.parse_or("DB_PORT", cfg.port)?;
+        if let Some(n) = env.get("DB_NAME") {
+            cfg.dbname = n.to_owned();
+        }
+        cfg.tls = match env.get("DB_TLS") {
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| ConfigError::invalid("DB_TLS", e))?,
+            None => cfg.tls,
+        };
+        cfg.ca_file = env.get("DB_CA_FILE").map(Into::into);
+        cfg.pool_size = env.parse_or("DB_POOL_SIZE", cfg.pool_size)?;
+        cfg.max_lifetime =
+            Duration::from_secs(env.parse_or("DB_MAX_LIFETIME_SECS", cfg.max_lifetime.as_secs())?);
+        if cfg.host.is_empty() {
+            return Err(ConfigError::Missing("DB_HOST"));
+        }
+        cfg.check_tls()?;
+        Ok(cfg)
+    }
+
     /// From a `postgres://user:pass@host:port/db?sslmode=disable` URL. `sslmode=disable`
     /// selects plain TCP; anything else means verified TLS.
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &str| ConfigError::Invalid {
-            name: "DATABASE_URL",
-            why: why.to_owned(),
-        };
+        let bad = |why: &str| ConfigError::invalid("DATABASE_URL", why);
         // tokio-postgres' own parser; its errors do not echo the URL (and its password).
         let pg: tokio_postgres::Config = url.parse().map_err(|_| bad("not a postgres URL"))?;
         let host = match pg.get_hosts().first() {
@@ -147,17 +249,17 @@ impl DbConfig {
     }
 
     /// Plain TCP leaves the machine only over loopback.
-    pub fn check_tls(&self) -> Result<(), ConfigError> {
+    fn check_tls(&self) -> Result<(), ConfigError> {
         let loopback = self.host == "localhost"
             || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if self.tls == TlsMode::Disable && !loopback {
-            return Err(ConfigError::Invalid {
-                name: "DB_TLS",
-                why: format!(
+            return Err(ConfigError::invalid(
+                "DB_TLS",
+                format!(
                     "TLS may only be disabled for a loopback host, not {}",
                     self.host
                 ),
-            });
+            ));
         }
         Ok(())
     }
@@ -187,6 +289,9 @@ impl DbConfig {
         pg
     }
 }
+
+/// What [`Db`]'s rotating credentials are, for the log.
+const SECRET: &str = "the database secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -233,12 +338,13 @@ impl DbError {
 /// A database handle: the pool plus the retry rules above. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    /// Replaced as a whole when the credentials are fetched again.
-    pool: Arc<RwLock<Pool>>,
-    /// Where the credentials came from: when the server refuses the password
-    /// (28P01, the secret was rotated under a warm instance), they are fetched again
-    /// once and the pool rebuilt. `None`: fixed credentials (tests, `DATABASE_URL`).
-    secrets: Option<SecretLoader>,
+    /// The pool and the configuration it was built from; replaced as a whole when
+    /// the credentials are fetched again.
+    pool: Arc<RwLock<(Pool, Arc<DbConfig>)>>,
+    /// The configuration, and where it came from: when the server refuses the
+    /// password (28P01, the secret was rotated under a warm instance), it is fetched
+    /// again once and the pool rebuilt if it changed. Fixed: tests, `DATABASE_URL`.
+    credentials: Arc<Rotating<DbConfig>>,
     /// Under IAM auth: the token the pool's connector logs in with.
     iam: Option<IamLogin>,
 }
@@ -247,7 +353,7 @@ impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Db")
             .field("status", &self.status())
-            .field("refetches_secret", &self.secrets.is_some())
+            .field("refetches_secret", &self.credentials.refetches())
             .field("iam", &self.iam)
             .finish()
     }
@@ -276,25 +382,41 @@ impl Db {
     pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
         let (pool, iam) = build_pool(cfg)?;
         Ok(Self {
-            pool: Arc::new(RwLock::new(pool)),
-            secrets: None,
+            pool: Arc::new(RwLock::new((pool, Arc::new(cfg.clone())))),
+            credentials: Arc::new(Rotating::fixed(SECRET, cfg.clone())),
             iam,
         })
     }
 
-    /// Fetch the credentials again through `secrets` when the server refuses the
-    /// password (28P01), once per refusal, and rebuild the pool with them. (Under IAM
-    /// auth there is no secret: a refused token is signed afresh on the next login.)
+    /// Fetch the credentials again through `secrets` ([`DbConfig::from_env`]) when the
+    /// server refuses the password (28P01), once per refusal, and rebuild the pool if
+    /// they changed. (Under IAM auth there is no secret: a refused token is signed
+    /// afresh on the next login.)
     pub fn refetching_secret_from(mut self, secrets: SecretLoader) -> Self {
-        self.secrets = Some(secrets);
+        let cfg = DbConfig::clone(&self.credentials.current());
+        self.credentials = Arc::new(Rotating::refetched(SECRET, cfg, Some(secrets), |s| {
+            Box::pin(DbConfig::from_env(s))
+        }));
         self
     }
 
-    fn current_pool(&self) -> Pool {
+    /// The pool in use and the configuration it was built from.
+    fn current_pool(&self) -> (Pool, Arc<DbConfig>) {
         self.pool
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The pool for `cfg`, which replaces the one in use unless that one was already
+    /// built from it (by a concurrent refusal).
+    fn pool_for(&self, cfg: Arc<DbConfig>) -> Result<Pool, DbError> {
+        let mut slot = self.pool.write().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&slot.1, &cfg) {
+            let (pool, _) = build_pool(&cfg)?;
+            *slot = (pool, cfg);
+        }
+        Ok(slot.0.clone())
     }
 
     async fn connection(&self) -> Result<Object, DbError> {
@@ -309,8 +431,10 @@ impl Db {
                 tracing::warn!(error = %e, "could not sign a new database auth token; using the last one");
             }
         }
-        match self.current_pool().get().await {
+        let (pool, used) = self.current_pool();
+        match pool.get().await {
             Err(PoolError::Backend(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
+                let refused = PoolError::Backend(e);
                 if let Some(iam) = &self.iam {
                     iam.forget();
                     tracing::error!(
@@ -318,21 +442,20 @@ impl Db {
                          rds-db:connect on the proxy's dbuser ARN, and the proxy must take \
                          IAM auth for this user"
                     );
-                    return Err(PoolError::Backend(e).into());
+                    return Err(refused.into());
                 }
-                let Some(secrets) = &self.secrets else {
-                    return Err(PoolError::Backend(e).into());
-                };
+                if !self.credentials.refetches() {
+                    return Err(refused.into());
+                }
                 tracing::warn!(
                     "the database refused the password (28P01); fetching its secret again once"
                 );
-                let cfg = secrets
-                    .db()
-                    .await
-                    .map_err(|e| DbError::Secret(e.to_string()))?;
-                let (fresh, _) = build_pool(&cfg)?;
-                *self.pool.write().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
-                Ok(fresh.get().await?)
+                match self.credentials.refetch_if_changed(&used).await {
+                    Err(e) => Err(DbError::Secret(e.to_string())),
+                    // The same password: the refusal stands.
+                    Ok(None) => Err(refused.into()),
+                    Ok(Some(fresh)) => Ok(self.pool_for(fresh)?.get().await?),
+                }
             }
             other => Ok(other?),
         }
@@ -416,7 +539,7 @@ impl Db {
 
     /// The pool's state (size, idle), for tests and diagnostics.
     pub fn status(&self) -> deadpool_postgres::Status {
-        self.current_pool().status()
+        self.current_pool().0.status()
     }
 }
 

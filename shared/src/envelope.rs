@@ -7,8 +7,12 @@
 //! not decrypt. Modelled on the AWS Encryption SDK's message format, minus the parts
 //! (multiple data keys, signatures) a single-region KMS key does not need.
 //!
-//! Which keyring is used is an explicit setting ([`crate::config::KeyringConfig`]);
-//! nothing here falls back from KMS to the local keyring.
+//! Which keyring is used is an explicit setting ([`KeyringConfig`]); nothing here
+//! falls back from KMS to the local keyring.
+//!
+//! Only sealing is compiled by default: no route decrypts. Opening an envelope
+//! ([`Keyring::open`]) is behind the `decrypt` feature, for tests and a future holder
+//! of the decrypt role.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,13 +20,16 @@ use std::fmt;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_sdk_kms::error::DisplayErrorContext;
+#[cfg(feature = "decrypt")]
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::config::{ConfigError, Env};
 use crate::ids::{OrgId, Provider};
 
 /// The only envelope layout written today. Readers reject anything else.
@@ -34,8 +41,10 @@ pub enum CryptoError {
     /// Tampered data, a wrong context or a wrong key: deliberately indistinguishable.
     #[error("the envelope does not decrypt under this key and context")]
     Undecryptable,
+    #[cfg(feature = "decrypt")]
     #[error("unsupported envelope version {0}")]
     UnsupportedVersion(u8),
+    #[cfg(feature = "decrypt")]
     #[error("the envelope was sealed by key {found}, this keyring holds {expected}")]
     WrongKeyring { expected: String, found: String },
     #[error("KMS call failed: {0}")]
@@ -66,7 +75,7 @@ impl EncryptionContext {
     }
 
     /// The map KMS receives (`EncryptionContext` parameter).
-    pub fn to_kms_map(&self) -> HashMap<String, String> {
+    fn to_kms_map(&self) -> HashMap<String, String> {
         self.pairs()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -185,6 +194,7 @@ fn random_nonce() -> Result<[u8; NONCE_LEN], CryptoError> {
     Ok(nonce)
 }
 
+#[cfg(feature = "decrypt")]
 fn open_with(
     key: &[u8; KEY_LEN],
     aad: Vec<u8>,
@@ -215,6 +225,72 @@ fn key_from_vec(mut v: Vec<u8>) -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError>
     }
 }
 
+/// Which keyring seals credentials: `KEYRING=kms` (with `KMS_KEY_ID`) or
+/// `KEYRING=local` (with `LOCAL_KEYRING_KEY`, base64 of 32 bytes, or
+/// `LOCAL_KEYRING_FILE` holding the same). There is no default and no fallback: a
+/// function configured for KMS never seals with a local key.
+#[derive(Clone)]
+pub enum KeyringConfig {
+    Kms { key_id: String },
+    Local { master_b64: SecretString },
+}
+
+impl fmt::Debug for KeyringConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kms { key_id } => f.debug_struct("Kms").field("key_id", key_id).finish(),
+            Self::Local { .. } => f.write_str("Local { master_b64: [REDACTED] }"),
+        }
+    }
+}
+
+impl KeyringConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.require("KEYRING")? {
+            "kms" => Ok(Self::Kms {
+                key_id: env.require("KMS_KEY_ID")?.to_owned(),
+            }),
+            "local" => {
+                let b64 = match (env.get("LOCAL_KEYRING_KEY"), env.get("LOCAL_KEYRING_FILE")) {
+                    (Some(k), _) => k.to_owned(),
+                    (None, Some(path)) => std::fs::read_to_string(path)
+                        .map_err(|e| ConfigError::invalid("LOCAL_KEYRING_FILE", e.to_string()))?
+                        .trim()
+                        .to_owned(),
+                    (None, None) => return Err(ConfigError::Missing("LOCAL_KEYRING_KEY")),
+                };
+                Ok(Self::Local {
+                    master_b64: SecretString::from(b64),
+                })
+            }
+            other => Err(ConfigError::invalid(
+                "KEYRING",
+                format!("{other:?} is not kms or local"),
+            )),
+        }
+    }
+
+    /// Build the keyring. The KMS client is only used for `kms`.
+    pub fn build(&self, aws: &aws_config::SdkConfig) -> Result<Keyring, ConfigError> {
+        match self {
+            Self::Kms { key_id } => Ok(Keyring::Kms(KmsKeyring::new(
+                aws_sdk_kms::Client::new(aws),
+                key_id.clone(),
+            ))),
+            Self::Local { master_b64 } => {
+                let bytes = B64
+                    .decode(master_b64.expose_secret())
+                    .map_err(|_| ConfigError::invalid("LOCAL_KEYRING_KEY", "not base64"))?;
+                LocalKeyring::new(Zeroizing::new(bytes))
+                    .map(Keyring::Local)
+                    .map_err(|_| {
+                        ConfigError::invalid("LOCAL_KEYRING_KEY", "must decode to 32 bytes")
+                    })
+            }
+        }
+    }
+}
+
 /// Where data keys come from. Two real implementations, chosen by configuration.
 pub enum Keyring {
     Kms(KmsKeyring),
@@ -233,16 +309,13 @@ impl Keyring {
         }
     }
 
-    /// Seal `plaintext` under a fresh data key.
-    pub async fn seal(
-        &self,
-        context: &EncryptionContext,
-        plaintext: &[u8],
-    ) -> Result<Envelope, CryptoError> {
-        self.generate_data_key(context).await?.seal(plaintext)
-    }
-
     /// Open an envelope sealed under `context`. Fails for any other context.
+    ///
+    /// Behind the `decrypt` feature: no route decrypts (a save seals what it was given
+    /// and sends that plaintext to Vapi itself), so the functions are built without
+    /// it. Tests enable it (through `testkit`), and so would a future holder of the
+    /// decrypt role (say, a reconcile granted `kms:Decrypt` to finish a Vapi sync).
+    #[cfg(feature = "decrypt")]
     pub async fn open(
         &self,
         context: &EncryptionContext,
@@ -261,13 +334,6 @@ impl Keyring {
             &envelope.nonce,
             &envelope.ciphertext,
         )
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Keyring::Kms(_) => "kms",
-            Keyring::Local(_) => "local",
-        }
     }
 }
 
@@ -320,6 +386,7 @@ impl KmsKeyring {
         })
     }
 
+    #[cfg(feature = "decrypt")]
     async fn decrypt_data_key(
         &self,
         context: &EncryptionContext,
@@ -373,10 +440,6 @@ impl LocalKeyring {
         })
     }
 
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
     fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey, CryptoError> {
         let mut plaintext = Zeroizing::new([0u8; KEY_LEN]);
         SystemRandom::new()
@@ -401,6 +464,7 @@ impl LocalKeyring {
         })
     }
 
+    #[cfg(feature = "decrypt")]
     fn decrypt_data_key(
         &self,
         context: &EncryptionContext,
@@ -420,15 +484,6 @@ impl LocalKeyring {
         let key = open_with(&self.master, context.associated_data(), nonce, sealed)?;
         key_from_vec(key.to_vec())
     }
-
-    /// Base64 of 32 random bytes: what `scripts/` writes into a fresh dev key file.
-    pub fn generate_master_key_b64() -> Result<String, CryptoError> {
-        let mut k = Zeroizing::new([0u8; KEY_LEN]);
-        SystemRandom::new()
-            .fill(k.as_mut_slice())
-            .map_err(|_| CryptoError::Random)?;
-        Ok(B64.encode(k.as_slice()))
-    }
 }
 
 #[cfg(test)]
@@ -444,11 +499,50 @@ mod tests {
         EncryptionContext::new(OrgId::new(Uuid::new_v4()), Provider::Twilio)
     }
 
+    async fn seal(k: &Keyring, c: &EncryptionContext, plaintext: &[u8]) -> Envelope {
+        k.generate_data_key(c)
+            .await
+            .unwrap()
+            .seal(plaintext)
+            .unwrap()
+    }
+
+    #[test]
+    fn keyring_must_be_chosen_explicitly() {
+        assert!(matches!(
+            KeyringConfig::from_env(&Env::default()),
+            Err(ConfigError::Missing("KEYRING"))
+        ));
+        assert!(matches!(
+            KeyringConfig::from_env(&Env::from_pairs([("KEYRING", "kms")])),
+            Err(ConfigError::Missing("KMS_KEY_ID"))
+        ));
+        // kms never falls back to a local key, even when one is present.
+        let cfg = KeyringConfig::from_env(&Env::from_pairs([
+            ("KEYRING", "kms"),
+            ("KMS_KEY_ID", "alias/x"),
+            ("LOCAL_KEYRING_KEY", "AAAA"),
+        ]))
+        .unwrap();
+        assert!(matches!(cfg, KeyringConfig::Kms { key_id } if key_id == "alias/x"));
+        assert!(KeyringConfig::from_env(&Env::from_pairs([("KEYRING", "auto")])).is_err());
+    }
+
+    #[test]
+    fn debug_of_keyring_config_is_redacted() {
+        let secret = "s3cr3t-value-never-printed";
+        let local = KeyringConfig::Local {
+            master_b64: SecretString::from(secret.to_owned()),
+        };
+        let dbg = format!("{local:?}");
+        assert!(!dbg.contains(secret), "leaks: {dbg}");
+    }
+
     #[tokio::test]
     async fn round_trip_and_fresh_key_per_blob() {
         let (k, c) = (keyring(), ctx());
-        let a = k.seal(&c, b"secret blob").await.unwrap();
-        let b = k.seal(&c, b"secret blob").await.unwrap();
+        let a = seal(&k, &c, b"secret blob").await;
+        let b = seal(&k, &c, b"secret blob").await;
         assert_ne!(a.encrypted_data_key, b.encrypted_data_key);
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
@@ -461,7 +555,7 @@ mod tests {
     #[tokio::test]
     async fn any_flipped_bit_fails() {
         let (k, c) = (keyring(), ctx());
-        let env = k.seal(&c, b"secret blob").await.unwrap();
+        let env = seal(&k, &c, b"secret blob").await;
         type Field = fn(&mut Envelope) -> &mut Vec<u8>;
         let fields: [Field; 3] = [
             |e| &mut e.ciphertext,
@@ -483,7 +577,7 @@ mod tests {
     #[tokio::test]
     async fn another_orgs_context_fails() {
         let k = keyring();
-        let env = k.seal(&ctx(), b"secret blob").await.unwrap();
+        let env = seal(&k, &ctx(), b"secret blob").await;
         assert!(matches!(
             k.open(&ctx(), &env).await,
             Err(CryptoError::Undecryptable)
@@ -493,14 +587,14 @@ mod tests {
     #[tokio::test]
     async fn other_version_and_other_key_are_refused() {
         let (k, c) = (keyring(), ctx());
-        let mut env = k.seal(&c, b"x").await.unwrap();
+        let mut env = seal(&k, &c, b"x").await;
         env.version = 2;
         assert!(matches!(
             k.open(&c, &env).await,
             Err(CryptoError::UnsupportedVersion(2))
         ));
         let other = Keyring::Local(LocalKeyring::new(Zeroizing::new(vec![8u8; 32])).unwrap());
-        let env = k.seal(&c, b"x").await.unwrap();
+        let env = seal(&k, &c, b"x").await;
         assert!(matches!(
             other.open(&c, &env).await,
             Err(CryptoError::WrongKeyring { .. })

@@ -1,11 +1,13 @@
 //! Twilio's REST API (`/2010-04-01`): HTTP Basic with an account SID and auth token,
 //! JSON through the `.json` suffix, errors as `{"code","message","more_info","status"}`.
 
+use std::sync::Arc;
+
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::config::{SecretLoader, TwilioMainAccount};
+use crate::config::{Rotating, SecretLoader, TwilioMainAccount};
 use crate::ids::{AccountSid, AuthToken, PhoneNumberSid};
 use crate::providers::{CallPolicy, ProviderError, call_idempotent};
 use crate::vapi::urlencode;
@@ -16,10 +18,10 @@ pub struct TwilioClient {
     http: reqwest::Client,
     base: String,
     policy: CallPolicy,
-    /// The platform's main account, for releasing numbers of its subaccounts.
-    /// `None` for functions that never act as the platform (save-credential).
-    main: Option<std::sync::RwLock<TwilioMainAccount>>,
-    secrets: Option<SecretLoader>,
+    /// The platform's main account, for releasing numbers of its subaccounts,
+    /// fetched again after a 401. `None` for functions that never act as the
+    /// platform (save-credential).
+    main: Option<Rotating<TwilioMainAccount>>,
 }
 
 /// What Twilio says about an account whose credentials it accepted.
@@ -44,7 +46,6 @@ impl TwilioClient {
             base: base.into(),
             policy,
             main: None,
-            secrets: None,
         }
     }
 
@@ -54,8 +55,12 @@ impl TwilioClient {
         main: TwilioMainAccount,
         secrets: Option<SecretLoader>,
     ) -> Self {
-        self.main = Some(std::sync::RwLock::new(main));
-        self.secrets = secrets;
+        self.main = Some(Rotating::refetched(
+            "the Twilio main account's credentials",
+            main,
+            secrets,
+            |s| Box::pin(s.twilio_main()),
+        ));
         self
     }
 
@@ -97,12 +102,6 @@ impl TwilioClient {
         }
     }
 
-    fn main_account(&self) -> Option<TwilioMainAccount> {
-        self.main
-            .as_ref()
-            .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-
     /// `DELETE /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the main
     /// account (a main account's SID and token may act on its subaccounts). A 404 is
     /// returned as an error; the release counts it as done only with code 20404
@@ -118,7 +117,7 @@ impl TwilioClient {
             urlencode(subaccount.as_str()),
             urlencode(number.as_str())
         );
-        let attempt = |main: TwilioMainAccount| {
+        let attempt = |main: Arc<TwilioMainAccount>| {
             let url = url.clone();
             async move {
                 call_idempotent(
@@ -136,7 +135,7 @@ impl TwilioClient {
                 .await
             }
         };
-        let Some(main) = self.main_account() else {
+        let Some(rotating) = &self.main else {
             return Err(ProviderError::Status {
                 provider: PROVIDER,
                 status: 401,
@@ -144,11 +143,12 @@ impl TwilioClient {
                 message: Some("no main account configured".into()),
             });
         };
+        let main = rotating.current();
         match attempt(main.clone()).await {
             Err(ProviderError::Status { status: 401, .. }) => {
-                match self.refresh_main(&main).await {
-                    Some(fresh) => attempt(fresh).await.map(drop),
-                    None => Err(ProviderError::Status {
+                match rotating.refetch_if_changed(&main).await {
+                    Ok(Some(fresh)) => attempt(fresh).await.map(drop),
+                    Ok(None) | Err(_) => Err(ProviderError::Status {
                         provider: PROVIDER,
                         status: 401,
                         code: Some(20003),
@@ -158,20 +158,5 @@ impl TwilioClient {
             }
             other => other.map(drop),
         }
-    }
-
-    /// After a 401 as the main account: re-read it; `Some` if it changed.
-    async fn refresh_main(&self, used: &TwilioMainAccount) -> Option<TwilioMainAccount> {
-        let fresh = self.secrets.as_ref()?.twilio_main().await.ok()?;
-        let changed = fresh.account_sid != used.account_sid
-            || fresh.auth_token.expose_secret() != used.auth_token.expose_secret();
-        if !changed {
-            return None;
-        }
-        tracing::warn!("Twilio main account credentials were rotated; using the new ones");
-        if let Some(m) = &self.main {
-            *m.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        }
-        Some(fresh)
     }
 }

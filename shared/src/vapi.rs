@@ -3,16 +3,15 @@
 //!
 //! `Authorization: Bearer <private key>`. The key comes from Secrets Manager at cold
 //! start; when Vapi answers 401 the key is fetched again once (it may have been
-//! rotated under a warm instance) and the call repeated if the key changed.
-
-use std::sync::RwLock;
+//! rotated under a warm instance, see [`Rotating`]) and the call repeated if the key
+//! changed.
 
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{SecretLoader, VapiKey};
+use crate::config::{Rotating, SecretLoader, VapiKey};
 use crate::ids::{AccountSid, AuthToken, OrgId};
 use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
 
@@ -24,9 +23,9 @@ pub type CredentialId = String;
 pub struct VapiClient {
     http: reqwest::Client,
     base: String,
-    key: RwLock<VapiKey>,
-    /// Where to re-read the key after a 401. `None` in tests that pin a key.
-    secrets: Option<SecretLoader>,
+    /// Fetched again after a 401, unless the client was built without a loader
+    /// (tests that pin a key).
+    key: Rotating<VapiKey>,
     policy: CallPolicy,
 }
 
@@ -67,48 +66,30 @@ impl VapiClient {
         Self {
             http,
             base: base.into(),
-            key: RwLock::new(key),
-            secrets,
+            key: Rotating::refetched("the Vapi key", key, secrets, |s| Box::pin(s.vapi())),
             policy,
         }
     }
 
     fn bearer(&self) -> String {
-        let key = self.key.read().unwrap_or_else(|p| p.into_inner());
-        key.0.expose_secret().to_owned()
+        self.key.current().0.expose_secret().to_owned()
     }
 
-    /// After a 401: re-read the key; `true` if it changed (worth one more try).
-    async fn refresh_key(&self) -> bool {
-        let Some(secrets) = &self.secrets else {
-            return false;
-        };
-        match secrets.vapi().await {
-            Ok(fresh) => {
-                let changed = fresh.0.expose_secret() != self.bearer();
-                if changed {
-                    tracing::warn!("Vapi key was rotated; using the new one");
-                    *self.key.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                }
-                changed
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not re-read the Vapi key");
-                false
-            }
-        }
-    }
-
-    /// Run `attempt`, and once more with a re-read key if Vapi said 401 and the key
+    /// Run `attempt`, and once more if Vapi said 401 and the key, fetched again,
     /// had changed.
     async fn with_fresh_key<F, Fut>(&self, attempt: F) -> Result<Answer, ProviderError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Answer, ProviderError>>,
     {
+        // The key `attempt` sends (it reads the current one when building requests).
+        let used = self.key.current();
         match attempt().await {
-            Err(ProviderError::Status { status: 401, .. }) if self.refresh_key().await => {
-                attempt().await
+            Err(refused @ ProviderError::Status { status: 401, .. }) => {
+                match self.key.refetch_if_changed(&used).await {
+                    Ok(Some(_)) => attempt().await,
+                    Ok(None) | Err(_) => Err(refused),
+                }
             }
             other => other,
         }

@@ -3,7 +3,7 @@
 use secrecy::ExposeSecret;
 use serde_json::json;
 use shared::config::{ConfigError, Env, SecretLoader};
-use shared::db::TlsMode;
+use shared::db::{DbConfig, TlsMode};
 
 #[tokio::test]
 async fn every_secret_from_secrets_manager() {
@@ -28,8 +28,12 @@ async fn every_secret_from_secrets_manager() {
     ]);
     let loader = SecretLoader::new(&env, &aws);
     // Fetched concurrently, as a function's cold start does.
-    let (db, vapi, twilio) =
-        tokio::try_join!(loader.db(), loader.vapi(), loader.twilio_main()).unwrap();
+    let (db, vapi, twilio) = tokio::try_join!(
+        DbConfig::from_env(&loader),
+        loader.vapi(),
+        loader.twilio_main()
+    )
+    .unwrap();
     assert_eq!(db.user, "app");
     assert_eq!(db.password().unwrap().expose_secret(), "db-pass-from-sm");
     assert_eq!(
@@ -70,7 +74,7 @@ async fn env_fallback_for_local_runs() {
         ("TWILIO_MAIN_AUTH_TOKEN", "local-twilio"),
     ]);
     let loader = SecretLoader::new(&env, &aws);
-    assert_eq!(loader.db().await.unwrap().port, 5433);
+    assert_eq!(DbConfig::from_env(&loader).await.unwrap().port, 5433);
     assert_eq!(loader.vapi().await.unwrap().0.expose_secret(), "local-vapi");
     assert_eq!(
         loader
@@ -89,7 +93,7 @@ async fn a_function_loads_only_what_it_asks_for() {
     // No Vapi or Twilio settings at all: a DB-only function still starts.
     let env = Env::from_pairs([("DATABASE_URL", "postgres://u:p@127.0.0.1/x?sslmode=disable")]);
     let loader = SecretLoader::new(&env, &aws);
-    assert!(loader.db().await.is_ok());
+    assert!(DbConfig::from_env(&loader).await.is_ok());
     assert!(matches!(
         loader.vapi().await,
         Err(ConfigError::Missing("VAPI_PRIVATE_KEY"))
@@ -117,7 +121,9 @@ async fn plain_tcp_to_a_remote_host_is_refused() {
         ("DATABASE_URL", "postgres://u:p@db.example.internal/x"),
         ("DB_TLS", "disable"),
     ]);
-    let err = SecretLoader::new(&env, &aws).db().await.unwrap_err();
+    let err = DbConfig::from_env(&SecretLoader::new(&env, &aws))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ConfigError::Invalid { name: "DB_TLS", .. }),
         "{err:?}"

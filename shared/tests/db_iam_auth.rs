@@ -93,7 +93,10 @@ async fn iam_config(
         ("DB_TLS", "disable"),
     ]);
     let secrets = SecretLoader::new(&env, aws);
-    (secrets.db().await.expect("db config"), secrets)
+    (
+        DbConfig::from_env(&secrets).await.expect("db config"),
+        secrets,
+    )
 }
 
 /// The token a login as `user` at the test database must present at `clock`'s time.
@@ -210,7 +213,7 @@ async fn iam_configuration_is_checked() {
     let aws = sdk_config(&clock, &Outage::default());
     let db = |pairs: &[(&'static str, &'static str)]| {
         let loader = SecretLoader::new(&Env::from_pairs(pairs.iter().copied()), &aws);
-        async move { loader.db().await }
+        async move { DbConfig::from_env(&loader).await }
     };
     let proxy = [("DB_AUTH", "iam"), ("DB_HOST", "proxy.example.internal")];
     assert!(matches!(
@@ -278,7 +281,7 @@ async fn iam_configuration_is_checked() {
         &no_region,
     );
     assert!(matches!(
-        loader.db().await,
+        DbConfig::from_env(&loader).await,
         Err(ConfigError::Missing("AWS_REGION"))
     ));
 }

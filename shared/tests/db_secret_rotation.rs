@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use shared::config::{Env, SecretLoader};
-use shared::db::Db;
+use shared::db::{Db, DbConfig};
 use testkit::{TestDb, ask};
 
 #[tokio::test]
@@ -16,7 +16,7 @@ async fn a_rotated_database_password_is_fetched_again_once() {
     let arn = testkit::put_secret(&aws, &secret("old-db-password")).await;
     let env = Env::from_pairs([("DB_SECRET_ARN", arn.as_str()), ("DB_TLS", "disable")]);
     let secrets = SecretLoader::new(&env, &aws);
-    let cfg = secrets.db().await.expect("db config");
+    let cfg = DbConfig::from_env(&secrets).await.expect("db config");
     let db = Db::new(&cfg)
         .expect("pool")
         .refetching_secret_from(secrets.clone());

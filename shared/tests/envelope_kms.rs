@@ -18,8 +18,18 @@ async fn kms_keyring() -> Keyring {
 async fn kms_round_trip_with_a_fresh_data_key_each_time() {
     let k = kms_keyring().await;
     let c = ctx();
-    let a = k.seal(&c, b"{\"authToken\":\"x\"}").await.unwrap();
-    let b = k.seal(&c, b"{\"authToken\":\"x\"}").await.unwrap();
+    let a = k
+        .generate_data_key(&c)
+        .await
+        .unwrap()
+        .seal(b"{\"authToken\":\"x\"}")
+        .unwrap();
+    let b = k
+        .generate_data_key(&c)
+        .await
+        .unwrap()
+        .seal(b"{\"authToken\":\"x\"}")
+        .unwrap();
     assert_ne!(a.encrypted_data_key, b.encrypted_data_key);
     assert!(
         a.key_id.starts_with("arn:aws:kms:"),
@@ -35,7 +45,12 @@ async fn kms_round_trip_with_a_fresh_data_key_each_time() {
 #[tokio::test]
 async fn kms_refuses_another_orgs_context() {
     let k = kms_keyring().await;
-    let env = k.seal(&ctx(), b"blob").await.unwrap();
+    let env = k
+        .generate_data_key(&ctx())
+        .await
+        .unwrap()
+        .seal(b"blob")
+        .unwrap();
     let err = k.open(&ctx(), &env).await.unwrap_err();
     assert!(matches!(err, CryptoError::Undecryptable), "{err:?}");
 }
@@ -44,7 +59,12 @@ async fn kms_refuses_another_orgs_context() {
 async fn kms_refuses_tampered_parts() {
     let k = kms_keyring().await;
     let c = ctx();
-    let env = k.seal(&c, b"blob").await.unwrap();
+    let env = k
+        .generate_data_key(&c)
+        .await
+        .unwrap()
+        .seal(b"blob")
+        .unwrap();
     let mut bad = env.clone();
     bad.ciphertext[0] ^= 1;
     assert!(matches!(

@@ -16,8 +16,8 @@ async fn main() {
     let ctx = EncryptionContext::new(OrgId::new(uuid::Uuid::new_v4()), Provider::Twilio);
 
     let local = Keyring::Local(LocalKeyring::new(Zeroizing::new(vec![9u8; 32])).expect("key"));
-    measure("envelope seal, local keyring", 50, n, |_| {
-        local.seal(&ctx, blob)
+    measure("envelope seal, local keyring", 50, n, |_| async {
+        local.generate_data_key(&ctx).await?.seal(blob)
     })
     .await
     .print();
@@ -25,12 +25,19 @@ async fn main() {
     let aws = testkit::aws_config().await;
     let key = testkit::kms_key(&aws).await;
     let kms = Keyring::Kms(KmsKeyring::new(aws_sdk_kms::Client::new(&aws), key));
-    measure("envelope seal, KMS on the emulator (moto)", 20, n, |_| {
-        kms.seal(&ctx, blob)
-    })
+    measure(
+        "envelope seal, KMS on the emulator (moto)",
+        20,
+        n,
+        |_| async { kms.generate_data_key(&ctx).await?.seal(blob) },
+    )
     .await
     .print();
-    let sealed = kms.seal(&ctx, blob).await.expect("seal");
+    let sealed = kms
+        .generate_data_key(&ctx)
+        .await
+        .and_then(|key| key.seal(blob))
+        .expect("seal");
     measure("envelope open, KMS on the emulator (moto)", 20, n, |_| {
         kms.open(&ctx, &sealed)
     })

@@ -12,8 +12,8 @@ use serde_json::json;
 use shared::config::Env;
 use testkit::TestDb;
 use testkit::event::ApiEvent;
-use testkit::probe::PoolProbe;
 use testkit::fakes::{FakeTwilio, FakeVapi, TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN, VAPI_KEY};
+use testkit::probe::PoolProbe;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 

@@ -9,7 +9,7 @@
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::ApiError;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::db::Db;
+use shared::db::{Db, DbConfig};
 use shared::http::{Reply, reject_unknown_query, respond};
 use shared::identity::Caller;
 use shared::numbers::{self, Listing};
@@ -24,7 +24,7 @@ pub struct State {
 impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
-        let db = secrets.db().await?;
+        let db = DbConfig::from_env(&secrets).await?;
         Ok(Self {
             db: Db::new(&db)?.refetching_secret_from(secrets),
             identity: IdentityConfig::from_env(env),

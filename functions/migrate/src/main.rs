@@ -7,7 +7,7 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use shared::config::{Env, SecretLoader, aws_sdk_config};
-use shared::db::Db;
+use shared::db::{Db, DbConfig};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -15,7 +15,7 @@ async fn connect() -> Result<Db, Error> {
     let env = Env::from_process();
     let aws = aws_sdk_config().await;
     let secrets = SecretLoader::new(&env, &aws);
-    let cfg = secrets.db().await?;
+    let cfg = DbConfig::from_env(&secrets).await?;
     Ok(Db::new(&cfg)?.refetching_secret_from(secrets))
 }
 

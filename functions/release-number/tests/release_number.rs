@@ -1077,7 +1077,10 @@ async fn the_lambda_deadline_shortens_the_provider_steps_so_the_route_answers_in
     let took = started.elapsed();
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["errors"]["vapi"], "vapi_timeout");
-    assert!(took < Duration::from_secs(3), "answered before the invocation's deadline: {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered before the invocation's deadline: {took:?}"
+    );
     assert_eq!(
         w.row(&n.number).await.0,
         "release_pending",

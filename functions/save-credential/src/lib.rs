@@ -10,10 +10,10 @@
 //! request's deadline. See `shared::credential` for the protocol.
 
 use lambda_http::{Body, Request, Response};
-use shared::config::{Env, IdentityConfig, KeyringConfig, ProviderUrls, SecretLoader};
+use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
 use shared::credential::{CredentialStore, TwilioCredential};
-use shared::db::Db;
-use shared::envelope::Keyring;
+use shared::db::{Db, DbConfig};
+use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
 };
@@ -40,7 +40,7 @@ impl State {
     /// Loads this function's secrets (database, Vapi key) concurrently.
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
-        let (db, vapi_key) = tokio::try_join!(secrets.db(), secrets.vapi())?;
+        let (db, vapi_key) = tokio::try_join!(DbConfig::from_env(&secrets), secrets.vapi())?;
         let urls = ProviderUrls::from_env(env);
         let policy = CallPolicy::from_env(env)?;
         let http = http_client()?;

@@ -234,9 +234,12 @@ impl CredentialStore<'_> {
     ) -> Result<serde_json::Value, SaveError> {
         let context = EncryptionContext::new(org, Provider::Twilio);
         let data_key = async {
-            tokio::time::timeout(deadline.remaining(), self.keyring.generate_data_key(&context))
-                .await
-                .unwrap_or_else(|_| Err(CryptoError::Kms("no data key within the deadline".into())))
+            tokio::time::timeout(
+                deadline.remaining(),
+                self.keyring.generate_data_key(&context),
+            )
+            .await
+            .unwrap_or_else(|_| Err(CryptoError::Kms("no data key within the deadline".into())))
         };
         let data_key = match source {
             CredentialSource::Byoc => {

@@ -121,8 +121,11 @@ impl ReleaseService {
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, crate::error::BoxError> {
         let secrets = crate::config::SecretLoader::new(env, aws);
-        let (db, vapi_key, main) =
-            tokio::try_join!(secrets.db(), secrets.vapi(), secrets.twilio_main())?;
+        let (db, vapi_key, main) = tokio::try_join!(
+            crate::db::DbConfig::from_env(&secrets),
+            secrets.vapi(),
+            secrets.twilio_main()
+        )?;
         let urls = crate::config::ProviderUrls::from_env(env);
         let policy = crate::providers::CallPolicy::from_env(env)?;
         let http = crate::providers::http_client()?;
