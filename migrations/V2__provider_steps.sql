@@ -10,14 +10,23 @@ ALTER TABLE organizations
     ADD COLUMN synced_generation  bigint NOT NULL DEFAULT 0 CHECK (synced_generation >= 0),
     ADD COLUMN sync_lease_token   uuid,
     ADD COLUMN sync_lease_until   timestamptz,
+    -- Set before every POST /credential (cleared by a recorded sync): only then can
+    -- Vapi hold a credential of this org that the database does not know, so only
+    -- then is it looked up by name (among those created since).
+    ADD COLUMN vapi_create_attempted_at timestamptz,
     ADD CONSTRAINT sync_lease_has_expiry
         CHECK ((sync_lease_token IS NULL) = (sync_lease_until IS NULL));
 
--- Orgs written before this migration whose mirror was recorded as current.
-UPDATE organizations SET sync_generation = 1, synced_generation = 1
- WHERE vapi_credential_id IS NOT NULL AND vapi_sync_error IS NULL;
-UPDATE organizations SET sync_generation = 1
- WHERE vapi_credential_id IS NULL OR vapi_sync_error IS NOT NULL;
+-- Orgs written before this migration: a slot whose mirror was recorded as current is
+-- synced; one that was not is behind. Orgs without a slot have nothing to sync.
+-- Earlier saves created credentials without recording every attempt, so any org
+-- with a slot may have one at Vapi the database does not know: look for all of them.
+UPDATE organizations o
+   SET sync_generation = 1,
+       synced_generation = CASE WHEN vapi_credential_id IS NOT NULL AND vapi_sync_error IS NULL
+                                THEN 1 ELSE 0 END,
+       vapi_create_attempted_at = '2000-01-01T00:00:00Z'
+ WHERE EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id);
 
 -- Releases: per-number backoff, and a terminal state after too many attempts.
 --   release_pending --(attempts >= RECONCILE_MAX_ATTEMPTS)--> needs_attention

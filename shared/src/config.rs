@@ -137,6 +137,9 @@ impl Default for IdentityConfig {
 pub struct ProviderUrls {
     pub vapi: String,
     pub twilio: String,
+    /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL`, default
+    /// `https://pricing.twilio.com/v1`).
+    pub twilio_pricing: String,
 }
 
 impl ProviderUrls {
@@ -147,6 +150,10 @@ impl ProviderUrls {
             twilio: trim(
                 env.get("TWILIO_BASE_URL")
                     .unwrap_or("https://api.twilio.com/2010-04-01"),
+            ),
+            twilio_pricing: trim(
+                env.get("TWILIO_PRICING_BASE_URL")
+                    .unwrap_or("https://pricing.twilio.com/v1"),
             ),
         }
     }

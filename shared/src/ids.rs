@@ -151,6 +151,58 @@ impl std::str::FromStr for E164 {
 }
 string_newtype_serde!(E164);
 
+/// A Vapi assistant id: a UUID in its lowercase hyphenated form (how Vapi writes
+/// ids), so what is stored and sent is exactly what Vapi answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AssistantId(String);
+
+impl AssistantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for AssistantId {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match Uuid::try_parse(s) {
+            Ok(id) if id.hyphenated().to_string() == s => Ok(Self(s.to_owned())),
+            _ => Err(FormatError(
+                "assistantId must be a Vapi assistant id: a lowercase UUID",
+            )),
+        }
+    }
+}
+string_newtype_serde!(AssistantId);
+
+/// The name a managed number carries at Vapi: 1 to 40 characters (Vapi's limit),
+/// no control characters, not only spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NumberName(String);
+
+impl NumberName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for NumberName {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (1..=40).contains(&s.chars().count())
+            && !s.chars().any(char::is_control)
+            && !s.trim().is_empty();
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(FormatError(
+                "name must be 1 to 40 characters without control characters",
+            ))
+        }
+    }
+}
+string_newtype_serde!(NumberName);
+
 /// A Twilio auth token: 32 lowercase hex characters. Kept secret: its `Debug` is
 /// redacted and it has no `Display` or `Serialize`.
 #[derive(Clone)]
@@ -235,6 +287,29 @@ impl std::str::FromStr for CredentialSource {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn assistant_ids_and_names() {
+        use super::{AssistantId, NumberName};
+        assert!(
+            "0d3e0000-0000-4000-8000-0000000000aa"
+                .parse::<AssistantId>()
+                .is_ok()
+        );
+        for bad in [
+            "",
+            "asst_1",
+            "0D3E0000-0000-4000-8000-0000000000AA",
+            "0d3e00000000400080000000000000aa",
+        ] {
+            assert!(bad.parse::<AssistantId>().is_err(), "{bad}");
+        }
+        assert!("Front desk".parse::<NumberName>().is_ok());
+        assert!("é".repeat(40).parse::<NumberName>().is_ok());
+        for bad in [String::new(), "   ".into(), "a".repeat(41), "a\nb".into()] {
+            assert!(bad.parse::<NumberName>().is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";

@@ -19,6 +19,7 @@ pub use error::ApiError;
 pub mod credential;
 pub mod numbers;
 pub mod providers;
+pub mod purchase;
 pub mod release;
 pub mod steps;
 pub mod twilio;

@@ -109,9 +109,8 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
                                           AND o.synced_generation = o.sync_generation,
                                 'syncedAt', o.vapi_synced_at,
                                 'code', CASE WHEN o.synced_generation < o.sync_generation THEN
-                                    coalesce(o.vapi_sync_error,
-                                             CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
-                                                  ELSE 'sync_unfinished' END) END))
+                                    CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
+                                         ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END))
                        FROM org_credentials cr JOIN organizations o ON o.id = cr.org_id
                       WHERE cr.org_id = $1 AND cr.provider = 'twilio' AND cr.is_active),
                     (SELECT coalesce(jsonb_agg(jsonb_build_object(

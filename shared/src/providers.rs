@@ -208,12 +208,26 @@ impl ErrorBody {
 fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> ProviderError {
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let theirs = parsed.as_ref().is_some_and(|b| b.is_providers(provider));
+    // Vapi's router answers an unknown path in its own JSON shape too ("Cannot
+    // DELETE /v1/phone-number/…"): that 404 is about the URL, not the resource.
+    let unknown_route = parsed
+        .as_ref()
+        .and_then(|b| b.message.as_ref())
+        .and_then(|m| m.as_str())
+        .is_some_and(|m| {
+            ["GET", "POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|verb| m.starts_with(&format!("Cannot {verb} /")))
+        });
     let status = status.as_u16();
     // A 4xx that is not in the provider's error JSON did not come from the
     // provider's API (a wrong base URL, a proxy's HTML page): nothing can be
     // concluded from it, least of all "not found". 401/403/408/429 and 5xx keep
     // their meaning whatever the body.
-    if !theirs && (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status) {
+    if (!theirs || unknown_route)
+        && (400..500).contains(&status)
+        && ![401, 403, 408, 429].contains(&status)
+    {
         return ProviderError::UnexpectedBody { provider, status };
     }
     let message = parsed.as_ref().and_then(|b| b.message.as_ref()).map(|m| {
@@ -335,7 +349,14 @@ mod tests {
         assert!(!err("twilio", 404, other_code).is_gone());
         let vapi_404 = r#"{"message":"Not Found","error":"Not Found","statusCode":404}"#;
         assert!(err("vapi", 404, vapi_404).is_gone());
-        for bare in ["", "<html>404 Not Found</html>", "{}", r#"{"message":"x"}"#] {
+        let unknown_route = r#"{"message":"Cannot DELETE /v1/phone-number/abc","error":"Not Found","statusCode":404}"#;
+        for bare in [
+            "",
+            "<html>404 Not Found</html>",
+            "{}",
+            r#"{"message":"x"}"#,
+            unknown_route,
+        ] {
             for p in ["vapi", "twilio"] {
                 let e = err(p, 404, bare);
                 assert!(!e.is_gone(), "{p} {bare:?}");

@@ -145,6 +145,12 @@ impl Deadline {
             .saturating_duration_since(tokio::time::Instant::now())
     }
 
+    /// This deadline less `reserve`: for a step after which time must remain (a
+    /// lookup after a create whose answer never came).
+    pub fn keeping(&self, reserve: Duration) -> Deadline {
+        Self(self.0.checked_sub(reserve).unwrap_or(self.0))
+    }
+
     /// Run one provider step within the deadline; running out is the provider's
     /// timeout (the step stays unfinished and is resumed later).
     pub async fn run<T>(

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Rotating, SecretLoader, VapiKey};
-use crate::ids::{AccountSid, AuthToken, OrgId};
+use chrono::{DateTime, Utc};
+
+use crate::ids::{AccountSid, AuthToken, E164, OrgId};
 use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
 
 const PROVIDER: &str = "vapi";
@@ -34,19 +36,30 @@ struct Created {
     id: String,
 }
 
-/// A credential as `GET /credential` lists it (the token is never returned).
+/// An item as Vapi's lists give it: a credential (`name`; the token is never
+/// returned) or a phone number (`number`).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Listed {
     id: String,
     name: Option<String>,
+    number: Option<String>,
     created_at: Option<String>,
 }
 
-/// `GET /credential` page size: Vapi's list takes `limit` and pages by `createdAtLt`
-/// (no filter by name), so a lookup by name walks pages of this size, newest first.
+/// What `POST /phone-number` imports: a number bought on a subaccount.
+pub struct NumberImport<'a> {
+    pub number: &'a E164,
+    pub subaccount: &'a AccountSid,
+    pub auth_token: &'a AuthToken,
+    /// Vapi's `name`, at most 40 characters.
+    pub name: Option<&'a str>,
+    pub assistant_id: Option<&'a str>,
+}
+
+/// Page size of a lookup in Vapi's lists.
 const LIST_PAGE: usize = 1000;
-/// Upper bound on pages walked by one lookup (10 000 credentials).
+/// Upper bound on pages walked by one lookup.
 const LIST_PAGES: usize = 10;
 
 /// The deterministic name of an org's credential at Vapi (`org-<uuid>`, 40 chars,
@@ -158,46 +171,153 @@ impl VapiClient {
     }
 
     /// The id of the org's credential, found by its deterministic name
-    /// ([`credential_name`]), if Vapi has one. Used before any `POST /credential`
-    /// and after a create whose outcome is unknown, so an org never has two.
-    /// Vapi's list has no name filter: pages of [`LIST_PAGE`] are walked newest
-    /// first with `createdAtLt`, at most [`LIST_PAGES`] of them.
-    pub async fn find_credential(&self, org: OrgId) -> Result<Option<CredentialId>, ProviderError> {
+    /// ([`credential_name`]), among those created at or after `since`. Used only
+    /// when an earlier create may have left one behind (its attempt is stamped on
+    /// the org before every `POST /credential`), so an org never has two.
+    pub async fn find_credential(
+        &self,
+        org: OrgId,
+        since: DateTime<Utc>,
+    ) -> Result<Option<CredentialId>, ProviderError> {
         let name = credential_name(org);
-        let mut before: Option<String> = None;
+        let found = self
+            .find_listed("/credential", since, |item: &Listed| {
+                item.name.as_deref() == Some(name.as_str())
+            })
+            .await?;
+        Ok(found.map(|c| c.id))
+    }
+
+    /// `POST /phone-number`: imports a Twilio number bought on `subaccount`, with the
+    /// subaccount's own credentials (a number carries them inline), routed to
+    /// `assistant` if given. Never retried: after an unknown outcome, look for it
+    /// with [`VapiClient::find_phone_number`] and adopt it.
+    pub async fn import_number(&self, import: &NumberImport<'_>) -> Result<String, ProviderError> {
+        let mut body = json!({
+            "provider": "twilio",
+            "number": import.number.as_str(),
+            "twilioAccountSid": import.subaccount.as_str(),
+            "twilioAuthToken": import.auth_token.expose(),
+        });
+        if let Some(name) = import.name {
+            body["name"] = json!(name);
+        }
+        if let Some(assistant) = import.assistant_id {
+            body["assistantId"] = json!(assistant);
+        }
+        let answer = self
+            .with_fresh_key(|| {
+                call_once(
+                    PROVIDER,
+                    Method::POST,
+                    "/phone-number",
+                    self.request(Method::POST, "/phone-number").json(&body),
+                    &self.policy,
+                )
+            })
+            .await?;
+        Ok(answer.json::<Created>(PROVIDER)?.id)
+    }
+
+    /// The id of the Vapi phone number for `number`, if Vapi has one among those
+    /// created at or after `since` (the purchase's start, less some skew).
+    pub async fn find_phone_number(
+        &self,
+        number: &E164,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, ProviderError> {
+        let found = self
+            .find_listed("/phone-number", since, |item: &Listed| {
+                item.number.as_deref() == Some(number.as_str())
+            })
+            .await?;
+        Ok(found.map(|n| n.id))
+    }
+
+    /// Walk `GET {path}` (Vapi's lists take `limit` and `createdAt*` bounds, no
+    /// other filter) newest first, from now back to `since`, for the first item
+    /// `wanted` accepts. Pages are bounded by `createdAtLe` of the oldest item seen
+    /// (items on the boundary are seen twice and skipped by id). Walking more than
+    /// [`LIST_PAGES`] pages is an error, never "not found": a wrong "not found"
+    /// would create a duplicate.
+    async fn find_listed(
+        &self,
+        path: &'static str,
+        since: DateTime<Utc>,
+        wanted: impl Fn(&Listed) -> bool,
+    ) -> Result<Option<Listed>, ProviderError> {
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut seen = std::collections::HashSet::new();
+        let mut until: Option<String> = None;
         for _ in 0..LIST_PAGES {
-            let mut query = vec![("limit", LIST_PAGE.to_string())];
-            if let Some(at) = &before {
-                query.push(("createdAtLt", at.clone()));
+            let mut query = vec![
+                ("limit", LIST_PAGE.to_string()),
+                ("createdAtGe", since.clone()),
+            ];
+            if let Some(at) = &until {
+                query.push(("createdAtLe", at.clone()));
             }
             let answer = self
                 .with_fresh_key(|| {
                     call_idempotent(
                         PROVIDER,
                         Method::GET,
-                        "/credential",
-                        || self.request(Method::GET, "/credential").query(&query),
+                        path,
+                        || self.request(Method::GET, path).query(&query),
                         &self.policy,
                     )
                 })
                 .await?;
             let page: Vec<Listed> = answer.json(PROVIDER)?;
-            if let Some(found) = page
-                .iter()
-                .find(|c| c.name.as_deref() == Some(name.as_str()))
-            {
-                return Ok(Some(found.id.clone()));
+            let full = page.len() >= LIST_PAGE;
+            let oldest = page.iter().filter_map(|i| i.created_at.clone()).min();
+            let mut fresh = 0;
+            for item in page {
+                if seen.insert(item.id.clone()) {
+                    fresh += 1;
+                    if wanted(&item) {
+                        return Ok(Some(item));
+                    }
+                }
             }
-            // The oldest of this page bounds the next one (a page without dates
-            // cannot be continued).
-            let oldest = page.iter().filter_map(|c| c.created_at.clone()).min();
             match oldest {
-                Some(at) if page.len() >= LIST_PAGE => before = Some(at),
-                _ => return Ok(None),
+                Some(at) if full && fresh > 0 => until = Some(at),
+                _ if !full => return Ok(None),
+                // A full page of items already seen (or without dates): cannot go on.
+                _ => break,
             }
         }
-        tracing::warn!("credential lookup stopped after {LIST_PAGES} pages");
-        Ok(None)
+        tracing::warn!(path, "lookup did not finish within {LIST_PAGES} pages");
+        Err(ProviderError::UnexpectedBody {
+            provider: PROVIDER,
+            status: 200,
+        })
+    }
+
+    /// `PATCH /phone-number/{id}` with the assistant (and name): idempotent, retried
+    /// with backoff.
+    pub async fn route_phone_number(
+        &self,
+        id: &str,
+        assistant_id: &str,
+        name: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let mut body = json!({ "assistantId": assistant_id });
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
+        let path = format!("/phone-number/{}", urlencode(id));
+        self.with_fresh_key(|| {
+            call_idempotent(
+                PROVIDER,
+                Method::PATCH,
+                "/phone-number/{id}",
+                || self.request(Method::PATCH, &path).json(&body),
+                &self.policy,
+            )
+        })
+        .await
+        .map(drop)
     }
 
     /// `DELETE /phone-number/{id}`: idempotent, retried with backoff. A 404 is

@@ -17,6 +17,7 @@ pub struct TcpRelay {
     cut_now: watch::Sender<u64>,
     accepted: Arc<AtomicUsize>,
     refuse: Arc<AtomicBool>,
+    lose_answer: Arc<AtomicBool>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,7 +41,8 @@ impl TcpRelay {
         let gen2 = generation.clone();
         let accepted = Arc::new(AtomicUsize::new(0));
         let refuse = Arc::new(AtomicBool::new(false));
-        let (accepted2, refuse2) = (accepted.clone(), refuse.clone());
+        let lose_answer = Arc::new(AtomicBool::new(false));
+        let (accepted2, refuse2, lose2) = (accepted.clone(), refuse.clone(), lose_answer.clone());
         let accept_task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 accepted2.fetch_add(1, Ordering::SeqCst);
@@ -53,7 +55,14 @@ impl TcpRelay {
                     continue;
                 };
                 let born = gen2.load(Ordering::SeqCst);
-                tokio::spawn(pump(client, server, born, gen2.clone(), cut_rx.clone()));
+                tokio::spawn(pump(
+                    client,
+                    server,
+                    born,
+                    gen2.clone(),
+                    cut_rx.clone(),
+                    lose2.clone(),
+                ));
             }
         });
         Self {
@@ -62,8 +71,16 @@ impl TcpRelay {
             cut_now,
             accepted,
             refuse,
+            lose_answer,
             accept_task,
         }
+    }
+
+    /// The next answer the server sends is dropped and its connection reset: the
+    /// statement ran (and, outside a transaction, committed) but the client never
+    /// hears. What a proxy failing between the commit and the answer looks like.
+    pub fn lose_next_answer(&self) {
+        self.lose_answer.store(true, Ordering::SeqCst);
     }
 
     /// Connections accepted so far.
@@ -96,6 +113,7 @@ async fn pump(
     born: u64,
     generation: Arc<AtomicU64>,
     mut cut_rx: watch::Receiver<u64>,
+    lose_answer: Arc<AtomicBool>,
 ) {
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_server = vec![0u8; 16 * 1024];
@@ -119,6 +137,11 @@ async fn pump(
             }
             n = server.read(&mut from_server) => {
                 let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                if lose_answer.swap(false, Ordering::SeqCst) {
+                    reset(&client);
+                    reset(&server);
+                    return;
+                }
                 if client.write_all(&from_server[..n]).await.is_err() { return; }
             }
         }

@@ -1,5 +1,6 @@
 //! A stateful Vapi `/credential` API on a wiremock server, for tests of the save's
-//! sync: `GET /credential` (a JSON array, newest first, `limit` and `createdAtLt`),
+//! sync: `GET /credential` (a JSON array, newest first, `limit`, `createdAtLt`,
+//! `createdAtLe`, `createdAtGe`),
 //! `POST /credential` (201), `PATCH /credential/{id}` (200, or Vapi's JSON 404),
 //! bearer auth checked. Tests can delay answers *after* the change was made (a
 //! create whose answer the caller never sees), fail calls, and read what Vapi holds.
@@ -111,14 +112,23 @@ fn new_credential(held: &mut Held, name: Option<String>, sid: &str, token: &str)
         name,
         account_sid: sid.into(),
         auth_token: token.into(),
-        // Strictly increasing, in Vapi's ISO-8601 form.
-        created_at: format!(
-            "2026-11-25T00:00:{:02}.{:03}Z",
-            held.next / 1000,
-            held.next % 1000
-        ),
+        created_at: next_created_at(held),
     });
     id
+}
+
+/// Now, in Vapi's ISO-8601 form with milliseconds, strictly after the last one.
+fn next_created_at(held: &Held) -> String {
+    let mut at = chrono::Utc::now();
+    if let Some(last) = held
+        .creds
+        .last()
+        .and_then(|c| c.created_at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        && at <= last
+    {
+        at = last + chrono::Duration::milliseconds(1);
+    }
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn listed(c: &HeldCredential) -> Value {
@@ -139,9 +149,11 @@ impl Respond for VapiCredentials {
             f.1 -= 1;
             return FakeVapi::error(500, "Internal server error");
         }
+        // The latest delay set for the method.
         let delay = held
             .delays
             .iter()
+            .rev()
             .find(|(dm, _)| *dm == m)
             .map(|(_, d)| *d)
             .unwrap_or_default();
@@ -158,7 +170,9 @@ impl Respond for VapiCredentials {
                     .creds
                     .iter()
                     .rev()
-                    .filter(|c| q.get("createdAtLt").is_none_or(|lt| c.created_at < *lt))
+                    .filter(|c| q.get("createdAtLt").is_none_or(|b| c.created_at < *b))
+                    .filter(|c| q.get("createdAtLe").is_none_or(|b| c.created_at <= *b))
+                    .filter(|c| q.get("createdAtGe").is_none_or(|b| c.created_at >= *b))
                     .collect();
                 page.truncate(limit);
                 ResponseTemplate::new(200)

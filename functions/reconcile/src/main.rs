@@ -37,6 +37,9 @@ async fn run(
         &report.metrics(metrics),
         &mut std::io::stdout().lock(),
     );
+    if report.db_errors > 0 {
+        return Err("the database failed during the run; see the log".into());
+    }
     Ok(report)
 }
 

@@ -1087,3 +1087,27 @@ async fn the_lambda_deadline_shortens_the_provider_steps_so_the_route_answers_in
         "unfinished is recorded as pending"
     );
 }
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_recognised_when_re_sent() {
+    let w = World::new().await;
+    let n = w.number("+14155550170").await;
+    let number: shared::ids::E164 = n.number.parse().unwrap();
+    let target: std::net::SocketAddr = format!("{}:{}", w.t.config.host, w.t.config.port)
+        .parse()
+        .unwrap();
+    let relay = testkit::relay::TcpRelay::start(target).await;
+    let db = shared::db::Db::new(&w.t.config_via(relay.port)).unwrap();
+    testkit::ask(&db).await.unwrap();
+    // The claim commits, its answer is lost with the connection; Db::query sends
+    // it again on a fresh one.
+    relay.lose_next_answer();
+    let token = ClaimToken::new();
+    let claim = claim_number(&db, &w.state.release.config, w.org, &number, token)
+        .await
+        .unwrap()
+        .expect("the re-sent claim is still ours");
+    assert_eq!(relay.accepted(), 2, "reconnected once");
+    assert_eq!((claim.token(), claim.attempts()), (token, 1));
+    assert_eq!(w.row(&n.number).await.4, 1, "one attempt counted");
+}

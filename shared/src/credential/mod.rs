@@ -102,6 +102,9 @@ pub enum SaveError {
     TwilioUnavailable(ProviderError),
     #[error("another save for this organisation is still running")]
     InProgress,
+    /// A managed credential would replace the org's own (BYOC) one.
+    #[error("the organisation uses its own Twilio account")]
+    ByocInUse,
     #[error("the credential could not be serialised for sealing")]
     Serialise,
     #[error("encryption failed: {0}")]
@@ -149,6 +152,7 @@ impl From<SaveError> for ApiError {
                 code: "save_in_progress",
                 message: "Another save of this organisation's credential is still running; try again in a few seconds.".into(),
             },
+            SaveError::ByocInUse => byoc_in_use(),
             SaveError::Crypto(CryptoError::Kms(cause)) => {
                 tracing::error!(%cause, "KMS failed");
                 ApiError::Unavailable {
@@ -160,6 +164,15 @@ impl From<SaveError> for ApiError {
             SaveError::Serialise => ApiError::internal(SaveError::Serialise),
             SaveError::Db(db) => db.into(),
         }
+    }
+}
+
+/// 409 `byoc_in_use`: the org brings its own Twilio account, and the platform
+/// does not switch it to a managed one as a side effect (of a purchase).
+pub fn byoc_in_use() -> ApiError {
+    ApiError::Conflict {
+        code: "byoc_in_use",
+        message: "This organisation uses its own Twilio account; managed numbers can be bought only by an organisation on the platform's account. Releasing managed numbers still works.".into(),
     }
 }
 
@@ -185,22 +198,23 @@ impl CredentialStore<'_> {
         };
         let lease = self.commit_when_free(&slot, deadline).await?;
 
-        let synced = sync::sync(
-            self.vapi,
-            org,
-            lease.vapi_credential_id.clone(),
-            cred,
-            deadline,
-        )
-        .await;
-        if let Some(e) = &synced.error {
-            tracing::warn!(error = %e, code = e.stable_code(), "Vapi sync failed; credential saved");
+        let synced = sync::sync(self.vapi, self.db, org, &lease, cred, deadline).await;
+        if let Some(failure) = &synced.failure {
+            tracing::warn!(
+                ?failure,
+                code = failure.code(),
+                "Vapi sync unfinished; credential saved"
+            );
         }
-        let code = synced.error.as_ref().map(sync::stable_code);
         let vapi = match slot::record_sync(self.db, &slot, &lease, &synced).await {
-            Ok(_) => VapiSync {
-                synced: code.is_none(),
-                code,
+            Ok(true) => VapiSync {
+                synced: synced.failure.is_none(),
+                code: synced.failure.as_ref().map(sync::SyncFailure::code),
+            },
+            // A later save holds the org now and mirrors its newer slot.
+            Ok(false) => VapiSync {
+                synced: false,
+                code: Some("superseded"),
             },
             Err(e) => {
                 // The slot is saved; what Vapi holds could not be recorded. Let the

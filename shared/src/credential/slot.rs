@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio_postgres::types::Type;
 
-use super::sync::Synced;
+use super::sync::{SyncFailure, Synced};
 use super::{SaveError, TwilioCredential};
 use crate::audit::{self, AuditEntry};
 use crate::db::{Db, DbError};
@@ -30,6 +30,8 @@ pub(super) struct Lease {
     pub generation: i64,
     /// The Vapi credential the org had when the lease was taken.
     pub vapi_credential_id: Option<String>,
+    /// When an earlier create, whose outcome was never recorded, was attempted.
+    pub create_attempted_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -83,7 +85,7 @@ async fn commit_once(
                         updated_at = now()
                   WHERE organizations.sync_lease_token IS NULL
                      OR organizations.sync_lease_until < now()
-                 RETURNING sync_generation, vapi_credential_id",
+                 RETURNING sync_generation, vapi_credential_id, vapi_create_attempted_at",
                 &[
                     (&org.as_uuid(), Type::UUID),
                     (&token.as_uuid(), Type::UUID),
@@ -94,14 +96,18 @@ async fn commit_once(
         else {
             return Ok(None);
         };
-        let updated_at: DateTime<Utc> = tx
-            .query_typed_one(
+        // A managed credential never replaces a BYOC one: switching an org from its
+        // own account to the platform's is a deliberate act, not a side effect of a
+        // purchase. (The error rolls the lease back with the rest.)
+        let Some(slot_row) = tx
+            .query_typed_opt(
                 "INSERT INTO org_credentials (org_id, provider, source, is_active, encrypted_config, metadata)
                  VALUES ($1, 'twilio', $2, true, $3, $4)
                  ON CONFLICT (org_id, provider) DO UPDATE
                     SET source = excluded.source, is_active = true,
                         encrypted_config = excluded.encrypted_config,
                         metadata = excluded.metadata, updated_at = now()
+                  WHERE excluded.source = 'byoc' OR org_credentials.source = 'managed'
                  RETURNING updated_at",
                 &[
                     (&org.as_uuid(), Type::UUID),
@@ -111,7 +117,10 @@ async fn commit_once(
                 ],
             )
             .await?
-            .get(0);
+        else {
+            return Err(SaveError::ByocInUse);
+        };
+        let updated_at: DateTime<Utc> = slot_row.get(0);
         let generation: i64 = org_row.get(0);
         audit::record(
             tx,
@@ -133,6 +142,7 @@ async fn commit_once(
             token,
             generation,
             vapi_credential_id: org_row.get(1),
+            create_attempted_at: org_row.get(2),
             updated_at,
         }))
     })
@@ -143,7 +153,7 @@ async fn commit_once(
 async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<Lease>, DbError> {
     let row = db
         .query_opt(
-            "SELECT o.sync_generation, o.vapi_credential_id, c.updated_at
+            "SELECT o.sync_generation, o.vapi_credential_id, c.updated_at, o.vapi_create_attempted_at
                FROM organizations o JOIN org_credentials c ON c.org_id = o.id AND c.provider = 'twilio'
               WHERE o.id = $1 AND o.sync_lease_token = $2",
             &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],
@@ -153,6 +163,7 @@ async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<
         token,
         generation: r.get(0),
         vapi_credential_id: r.get(1),
+        create_attempted_at: r.get(3),
         updated_at: r.get(2),
     }))
 }
@@ -167,7 +178,7 @@ pub(super) async fn record_sync(
     synced: &Synced,
 ) -> Result<bool, SaveError> {
     let org = slot.caller.org_id;
-    let code = synced.error.as_ref().map(super::sync::stable_code);
+    let code = synced.failure.as_ref().map(SyncFailure::code);
     db.transaction(async |tx| {
         let row = tx
             .query_typed_opt(
@@ -176,6 +187,8 @@ pub(super) async fn record_sync(
                         vapi_synced_at = CASE WHEN $4::text IS NULL THEN now() ELSE vapi_synced_at END,
                         vapi_sync_error = $4,
                         synced_generation = CASE WHEN $4::text IS NULL THEN $5 ELSE synced_generation END,
+                        vapi_create_attempted_at = CASE WHEN $3::text IS NOT NULL THEN NULL
+                                                        ELSE vapi_create_attempted_at END,
                         sync_lease_token = NULL, sync_lease_until = NULL, updated_at = now()
                   WHERE id = $1 AND sync_lease_token = $2
                   RETURNING 1",
@@ -207,6 +220,26 @@ pub(super) async fn record_sync(
         Ok::<_, SaveError>(true)
     })
     .await
+}
+
+/// Stamp a create attempt on the org (kept from the first unrecorded one) while
+/// the lease is ours, before `POST /credential`: afterwards a credential the
+/// database does not know can be looked up. `None`: the lease was taken over.
+pub(super) async fn stamp_create_attempt(
+    db: &Db,
+    org: OrgId,
+    token: ClaimToken,
+) -> Result<Option<DateTime<Utc>>, DbError> {
+    Ok(db
+        .query_opt(
+            "UPDATE organizations
+                SET vapi_create_attempted_at = coalesce(vapi_create_attempted_at, now())
+              WHERE id = $1 AND sync_lease_token = $2
+              RETURNING vapi_create_attempted_at",
+            &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// Release the lease without an outcome (best effort), so the next save need not

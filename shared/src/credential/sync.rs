@@ -2,53 +2,82 @@
 //! exactly one Vapi credential per org, named `org-<uuid>`
 //! ([`crate::vapi::credential_name`]).
 //!
-//! Update the known id; if Vapi says it is gone, or there is none, look the
-//! credential up by name and adopt (update) it; only then create one. A create
-//! whose outcome is unknown (timeout, 5xx) is never repeated blind: the name is
-//! looked up again, and a credential found is adopted.
+//! Update the known id. Otherwise (none, or Vapi says it is gone) a credential the
+//! database does not know can exist only if an earlier create's outcome was lost —
+//! and every create stamps its attempt on the org first — so only then is it
+//! looked up by name (among those created since the attempt) and adopted. Then
+//! create it. A create whose outcome is unknown (timeout, 5xx) is never repeated
+//! blind: the name is looked up again, with time kept back for that lookup.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use super::TwilioCredential;
+use super::slot::{self, Lease};
+use crate::db::Db;
 use crate::ids::OrgId;
 use crate::providers::ProviderError;
 use crate::steps::Deadline;
 use crate::vapi::{CredentialId, VapiClient};
 
+/// Vapi's clock and ours may differ: a lookup starts this long before the attempt.
+const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// How the sync ended: the id Vapi holds the credential under (as far as is
-/// known), and the error if Vapi does not hold the current one.
+/// known), and why Vapi may not hold the current one.
 #[derive(Debug)]
 pub(super) struct Synced {
     pub id: Option<CredentialId>,
-    pub error: Option<ProviderError>,
+    pub failure: Option<SyncFailure>,
+}
+
+#[derive(Debug)]
+pub(super) enum SyncFailure {
+    Vapi(ProviderError),
+    /// The create attempt could not be stamped, so nothing was created.
+    NotStamped,
+    /// Another save took the lease over while this one was syncing: it mirrors
+    /// the newer slot, and this one's outcome is not recorded.
+    Superseded,
+}
+
+impl SyncFailure {
+    /// The stable code the answer, the org and status show.
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            Self::Vapi(e) => match e.stable_code() {
+                code @ ("vapi_timeout" | "vapi_unauthorized" | "vapi_rejected"
+                | "vapi_bad_response") => code,
+                _ => "vapi_unavailable",
+            },
+            Self::NotStamped => "sync_unrecorded",
+            Self::Superseded => "superseded",
+        }
+    }
 }
 
 impl Synced {
     fn done(id: CredentialId) -> Self {
         Self {
             id: Some(id),
-            error: None,
+            failure: None,
         }
     }
 
     fn failed(id: Option<CredentialId>, e: ProviderError) -> Self {
-        Self { id, error: Some(e) }
-    }
-}
-
-/// The stable code a failed sync reports: `vapi_unavailable` for anything that is
-/// Vapi's or the network's fault, the finer codes where they help the operator.
-pub(super) fn stable_code(e: &ProviderError) -> &'static str {
-    match e.stable_code() {
-        code @ ("vapi_timeout" | "vapi_unauthorized" | "vapi_rejected" | "vapi_bad_response") => {
-            code
+        Self {
+            id,
+            failure: Some(SyncFailure::Vapi(e)),
         }
-        _ => "vapi_unavailable",
     }
 }
 
 pub(super) async fn sync(
     vapi: &VapiClient,
+    db: &Db,
     org: OrgId,
-    known: Option<CredentialId>,
+    lease: &Lease,
     cred: &TwilioCredential,
     deadline: Deadline,
 ) -> Synced {
@@ -65,27 +94,55 @@ pub(super) async fn sync(
             Err(e) => Ok(Synced::failed(Some(id), e)),
         }
     };
-    let find = || deadline.run("vapi", vapi.find_credential(org));
+    let find = |since: DateTime<Utc>| {
+        deadline.run(
+            "vapi",
+            vapi.find_credential(
+                org,
+                since - chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default(),
+            ),
+        )
+    };
+    let adopt = |found: CredentialId| async move {
+        tracing::info!("adopting the org's credential found at Vapi by name");
+        update(found)
+            .await
+            .unwrap_or_else(|gone| Synced::failed(None, gone))
+    };
 
-    if let Some(id) = known {
+    if let Some(id) = lease.vapi_credential_id.clone() {
         match update(id).await {
             Ok(synced) => return synced,
-            Err(_) => {
-                tracing::info!("Vapi no longer has the org's credential; looking it up by name")
-            }
+            Err(_) => tracing::info!("Vapi no longer has the org's credential"),
         }
     }
-    match find().await {
-        Ok(Some(found)) => {
-            tracing::info!("adopting the org's credential found at Vapi by name");
-            return update(found)
-                .await
-                .unwrap_or_else(|e| Synced::failed(None, e));
+    if let Some(since) = lease.create_attempted_at {
+        match find(since).await {
+            Ok(Some(found)) => return adopt(found).await,
+            Ok(None) => {}
+            Err(e) => return Synced::failed(None, e),
         }
-        Ok(None) => {}
-        Err(e) => return Synced::failed(None, e),
     }
+    let since = match slot::stamp_create_attempt(db, org, lease.token).await {
+        Ok(Some(at)) => at,
+        Ok(None) => {
+            return Synced {
+                id: None,
+                failure: Some(SyncFailure::Superseded),
+            };
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not stamp the create attempt; not creating");
+            return Synced {
+                id: None,
+                failure: Some(SyncFailure::NotStamped),
+            };
+        }
+    };
+    // Keep time back to look the credential up if the create goes unanswered.
+    let reserve = (deadline.remaining() / 4).min(Duration::from_secs(3));
     match deadline
+        .keeping(reserve)
         .run(
             "vapi",
             vapi.create_credential(org, &cred.account_sid, &cred.auth_token),
@@ -95,10 +152,8 @@ pub(super) async fn sync(
         Ok(id) => Synced::done(id),
         Err(e) if e.outcome_unknown() => {
             tracing::warn!(error = %e, "creating the Vapi credential ended without an answer; looking it up by name");
-            match find().await {
-                Ok(Some(found)) => update(found)
-                    .await
-                    .unwrap_or_else(|gone| Synced::failed(None, gone)),
+            match find(since).await {
+                Ok(Some(found)) => adopt(found).await,
                 Ok(None) | Err(_) => Synced::failed(None, e),
             }
         }

@@ -59,8 +59,9 @@ const CLAIM_RETURNING: &str =
 
 impl Claim {
     fn from_row(row: &Row, token: ClaimToken) -> Self {
-        let number_sid: String = row.get(3);
-        let subaccount: String = row.get(4);
+        // Never NULL outside `provisioning`, which is never claimed for release.
+        let number_sid: String = row.get::<_, Option<String>>(3).unwrap_or_default();
+        let subaccount: String = row.get::<_, Option<String>>(4).unwrap_or_default();
         Self {
             id: row.get(0),
             org: OrgId::new(row.get(1)),
@@ -122,10 +123,11 @@ pub(super) async fn claim_next_due(
     let sql = format!(
         "UPDATE managed_phone_numbers {CLAIM_SET}
           WHERE id = (SELECT id FROM managed_phone_numbers
-                       WHERE claim_token = $2
-                          OR (((status = 'release_pending' AND coalesce(next_attempt_at, '-infinity') <= now())
-                               OR (status = 'releasing' AND claimed_until < now()))
-                              AND updated_at < $3)
+                       WHERE status IN ('releasing', 'release_pending')
+                         AND (claim_token = $2
+                              OR (((status = 'release_pending' AND coalesce(next_attempt_at, '-infinity') <= now())
+                                   OR (status = 'releasing' AND claimed_until < now()))
+                                  AND updated_at < $3))
                        ORDER BY claim_token IS NOT DISTINCT FROM $2 DESC,
                                 release_attempts, next_attempt_at NULLS FIRST,
                                 release_requested_at, id
@@ -172,6 +174,7 @@ pub(super) async fn current(
             released_at: row.get(1),
         }),
         "releasing" => Some(ReleaseOutcome::Releasing { phone_number }),
+        "provisioning" => return Err(ReleaseError::Provisioning(phone_number)),
         _ => None,
     })
 }

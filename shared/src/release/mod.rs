@@ -84,6 +84,9 @@ impl ReleaseOutcome {
 pub enum ReleaseError {
     #[error("no managed number {0} in this organisation")]
     NotFound(String),
+    /// Still being bought: the purchase finishes (or undoes) first.
+    #[error("{0} is still being bought")]
+    Provisioning(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -101,6 +104,12 @@ impl From<ReleaseError> for ApiError {
                 "number_not_found",
                 format!("no managed number {n} in your organisation"),
             ),
+            ReleaseError::Provisioning(n) => ApiError::Conflict {
+                code: "purchase_in_progress",
+                message: format!(
+                    "{n} is still being bought; release it once its purchase has finished"
+                ),
+            },
             ReleaseError::Db(db) => db.into(),
         }
     }

@@ -34,6 +34,9 @@ pub struct ReconcileReport {
     pub needs_attention: usize,
     /// Claims another run took over (this one was too slow); its outcome was dropped.
     pub lost: usize,
+    /// Database failures that ended the run early (the function then reports an
+    /// error, after its metrics).
+    pub db_errors: usize,
     /// Failed provider steps of this run, by stable code.
     pub failures: BTreeMap<&'static str, usize>,
     /// After the run.
@@ -63,9 +66,10 @@ impl AtRisk {
                     count(*) FILTER (WHERE status = 'needs_attention'),
                     coalesce(extract(epoch FROM now() - min(release_requested_at)
                         FILTER (WHERE status IN ('releasing', 'release_pending', 'needs_attention'))), 0)::bigint,
-                    (SELECT count(*) FROM organizations
-                      WHERE sync_generation > synced_generation
-                        AND (sync_lease_until IS NULL OR sync_lease_until < now()))
+                    (SELECT count(*) FROM organizations o
+                      WHERE o.sync_generation > o.synced_generation
+                        AND (o.sync_lease_until IS NULL OR o.sync_lease_until < now())
+                        AND EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id))
                    FROM managed_phone_numbers",
                 &[],
             )
@@ -116,16 +120,22 @@ impl Releaser<'_> {
         request_id: &str,
         time_left: impl Fn() -> Duration,
     ) -> Result<ReconcileReport, DbError> {
-        let run_started: DateTime<Utc> = Utc::now();
+        // The database's clock, which the rows' `updated_at` come from.
+        let run_started: DateTime<Utc> = self.db.query_one("SELECT now()", &[]).await?.get(0);
         let mut report = ReconcileReport::default();
         while report.claimed < batch {
             let budget = time_left().saturating_sub(self.config.outcome_margin);
             if budget < self.config.deadline.min(Duration::from_secs(5)) {
                 break;
             }
-            let Some(claim) = claim::claim_next_due(self.db, self.config, run_started).await?
-            else {
-                break;
+            let claim = match claim::claim_next_due(self.db, self.config, run_started).await {
+                Ok(Some(claim)) => claim,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconcile could not claim; ending the run");
+                    report.db_errors += 1;
+                    break;
+                }
             };
             report.claimed += 1;
             let caller = Caller::system(claim.org, "system:reconcile");
@@ -146,8 +156,14 @@ impl Releaser<'_> {
                     count_failures(&mut report, &errors);
                 }
                 Ok(ReleaseOutcome::Releasing { .. }) => report.lost += 1,
-                Err(ReleaseError::Db(e)) => return Err(e),
-                Err(ReleaseError::NotFound(_)) => report.lost += 1,
+                // The item's claim expires and a later run resumes it; measure and
+                // report what is at risk all the same.
+                Err(ReleaseError::Db(e)) => {
+                    tracing::error!(error = %e, "reconcile could not record an outcome; ending the run");
+                    report.db_errors += 1;
+                    break;
+                }
+                Err(ReleaseError::NotFound(_) | ReleaseError::Provisioning(_)) => report.lost += 1,
             }
         }
         report.at_risk = AtRisk::measure(self.db).await?;

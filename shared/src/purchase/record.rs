@@ -1,0 +1,549 @@
+//! The purchase's database side: the intent (a `provisioning` row claimed by this
+//! request), the stamp of each finished step, and the outcome written by the
+//! claim's holder.
+
+use serde_json::{Value, json};
+use tokio_postgres::Row;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::{PurchaseError, PurchaseRequest};
+use crate::audit::{self, AuditEntry};
+use crate::db::{Db, DbError};
+use crate::identity::Caller;
+use crate::ids::{AccountSid, AssistantId, E164, NumberName, OrgId, PhoneNumberSid};
+use crate::steps::{ClaimToken, StepsConfig, retry_backoff};
+
+/// A provisioning row this request holds.
+#[derive(Debug, Clone)]
+pub struct PurchaseClaim {
+    pub(super) id: Uuid,
+    pub(super) org: OrgId,
+    pub(super) number: E164,
+    pub(super) token: ClaimToken,
+    pub(super) operation_id: Uuid,
+    /// Stamped on the row, or known on the org.
+    pub(super) subaccount: Option<AccountSid>,
+    pub(super) number_sid: Option<PhoneNumberSid>,
+    pub(super) vapi_phone_id: Option<String>,
+    pub(super) attempts: i32,
+    pub(super) assistant: Option<AssistantId>,
+    pub(super) name: Option<NumberName>,
+    /// The org's slot: `None` (empty), or its source and account SID.
+    pub(super) slot: Option<(String, Option<String>)>,
+    /// When the intent was first committed: nothing of this purchase can exist at
+    /// a provider from before.
+    pub(super) started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl PurchaseClaim {
+    /// An earlier attempt may have created things whose outcome it never learnt:
+    /// look before creating.
+    pub(super) fn resumed(&self) -> bool {
+        self.attempts > 1
+    }
+}
+
+/// What a number already is when this request could not claim it.
+#[derive(Debug)]
+pub(super) enum Existing {
+    /// Another request of this org is buying it right now.
+    InProgress,
+    /// Already ours and active (a repeated request).
+    Active(ActiveNumber),
+    /// Ours, being released.
+    Releasing,
+    /// Another org's.
+    Taken,
+}
+
+/// An active number, as the purchase answers it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveNumber {
+    pub phone_number: String,
+    pub twilio_phone_sid: Option<String>,
+    pub vapi_phone_id: Option<String>,
+    pub assistant_id: Option<String>,
+    pub name: Option<String>,
+}
+
+const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
+    coalesce(twilio_subaccount_sid, (SELECT twilio_subaccount_sid FROM organizations o WHERE o.id = org_id)),
+    twilio_phone_sid, CASE WHEN imported_at IS NOT NULL THEN vapi_phone_id END,
+    purchase_attempts, assistant_id, display_name,
+    (SELECT jsonb_build_array(c.source, c.metadata->>'accountSid') FROM org_credentials c
+      WHERE c.org_id = managed_phone_numbers.org_id AND c.provider = 'twilio'),
+    created_at";
+
+fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError> {
+    let shape = |what: &str| DbError::Shape(format!("provisioning row: {what}"));
+    let opt_parse = |i: usize| -> Option<String> { row.get(i) };
+    let slot: Option<Value> = row.get(10);
+    Ok(PurchaseClaim {
+        id: row.get(0),
+        org: OrgId::new(row.get(1)),
+        number: row
+            .get::<_, String>(2)
+            .parse()
+            .map_err(|_| shape("number"))?,
+        token,
+        operation_id: row.get(3),
+        subaccount: opt_parse(4)
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|_| shape("subaccount"))?,
+        number_sid: opt_parse(5)
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|_| shape("number sid"))?,
+        vapi_phone_id: row.get(6),
+        attempts: row.get(7),
+        assistant: opt_parse(8)
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|_| shape("assistant"))?,
+        name: opt_parse(9)
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|_| shape("name"))?,
+        slot: slot.and_then(|v| {
+            let source = v.get(0)?.as_str()?.to_owned();
+            Some((source, v.get(1).and_then(Value::as_str).map(str::to_owned)))
+        }),
+        started_at: row.get(11),
+    })
+}
+
+/// Step 1: the intent, in one transaction. Creates the org on its first purchase,
+/// refuses a BYOC org, and either inserts a `provisioning` row claimed by `token`
+/// (the one-owner index keeps two orgs from holding one number) or claims this
+/// org's own unfinished purchase of the number (a repeat, or a dead holder's).
+pub(super) async fn claim(
+    db: &Db,
+    config: &StepsConfig,
+    caller: &Caller,
+    request_id: &str,
+    req: &PurchaseRequest,
+    token: ClaimToken,
+) -> Result<Result<PurchaseClaim, Existing>, PurchaseError> {
+    let org = caller.org_id;
+    let ttl = config.claim_ttl.as_secs_f64();
+    let assistant = req.assistant_id.as_ref().map(AssistantId::as_str);
+    let name = req.name.as_ref().map(NumberName::as_str);
+    let outcome = db
+        .transaction(async |tx| {
+            let slot = tx
+                .query_typed_opt(
+                    "WITH org AS (INSERT INTO organizations (id) VALUES ($1) ON CONFLICT (id) DO NOTHING)
+                     SELECT source FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
+                    &[(&org.as_uuid(), Type::UUID)],
+                )
+                .await?;
+            if slot.is_some_and(|r| r.get::<_, &str>(0) == "byoc") {
+                return Err(PurchaseError::ByocInUse);
+            }
+            let inserted = tx
+                .query_typed_opt(
+                    &format!(
+                        "INSERT INTO managed_phone_numbers
+                            (org_id, phone_number, status, operation_id, claim_token, claimed_until,
+                             purchase_attempts, assistant_id, display_name)
+                         VALUES ($1, $2, 'provisioning', $3, $4, now() + make_interval(secs => $5), 1, $6, $7)
+                         ON CONFLICT (phone_number) WHERE status <> 'released' DO NOTHING
+                         RETURNING {CLAIM_COLS}"
+                    ),
+                    &[
+                        (&org.as_uuid(), Type::UUID),
+                        (&req.phone_number.as_str(), Type::TEXT),
+                        (&Uuid::new_v4(), Type::UUID),
+                        (&token.as_uuid(), Type::UUID),
+                        (&ttl, Type::FLOAT8),
+                        (&assistant, Type::TEXT),
+                        (&name, Type::TEXT),
+                    ],
+                )
+                .await?;
+            let row = match inserted {
+                Some(row) => Some(row),
+                // This org's unfinished purchase of the number: ours if its claim
+                // expired (a dead holder) or is ours already (a re-sent intent).
+                None => tx
+                    .query_typed_opt(
+                        &format!(
+                            "UPDATE managed_phone_numbers
+                                SET purchase_attempts = purchase_attempts
+                                        + CASE WHEN claim_token IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END,
+                                    claim_token = $3, claimed_until = now() + make_interval(secs => $4),
+                                    assistant_id = coalesce($5, assistant_id),
+                                    display_name = coalesce($6, display_name), updated_at = now()
+                              WHERE org_id = $1 AND phone_number = $2 AND status = 'provisioning'
+                                AND (claim_token IS NULL OR claimed_until < now() OR claim_token = $3)
+                              RETURNING {CLAIM_COLS}"
+                        ),
+                        &[
+                            (&org.as_uuid(), Type::UUID),
+                            (&req.phone_number.as_str(), Type::TEXT),
+                            (&token.as_uuid(), Type::UUID),
+                            (&ttl, Type::FLOAT8),
+                            (&assistant, Type::TEXT),
+                            (&name, Type::TEXT),
+                        ],
+                    )
+                    .await?,
+            };
+            let Some(row) = row else {
+                return Ok(Err(existing(tx, org, &req.phone_number).await?));
+            };
+            let claim = claim_from_row(&row, token)?;
+            audit::record(
+                tx,
+                &AuditEntry {
+                    caller,
+                    action: "number.purchase",
+                    target: req.phone_number.as_str(),
+                    request_id,
+                    outcome: "requested",
+                    detail: json!({
+                        "operationId": claim.operation_id,
+                        "attempt": claim.attempts,
+                        "assistantId": assistant,
+                    }),
+                },
+            )
+            .await?;
+            Ok(Ok(claim))
+        })
+        .await;
+    match outcome {
+        // The connection dropped around COMMIT: if the row carries our token, the
+        // intent committed and is ours.
+        Err(PurchaseError::Db(e)) if e.is_connection_lost() => {
+            match claimed_by(db, &req.phone_number, token).await? {
+                Some(claim) => Ok(Ok(claim)),
+                None => Err(PurchaseError::Db(e)),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn claimed_by(
+    db: &Db,
+    number: &E164,
+    token: ClaimToken,
+) -> Result<Option<PurchaseClaim>, DbError> {
+    db.query_opt(
+        &format!(
+            "SELECT {CLAIM_COLS} FROM managed_phone_numbers
+              WHERE phone_number = $1 AND claim_token = $2 AND status = 'provisioning'"
+        ),
+        &[
+            (&number.as_str(), Type::TEXT),
+            (&token.as_uuid(), Type::UUID),
+        ],
+    )
+    .await?
+    .map(|r| claim_from_row(&r, token))
+    .transpose()
+}
+
+async fn existing(
+    tx: &tokio_postgres::Transaction<'_>,
+    org: OrgId,
+    number: &E164,
+) -> Result<Existing, PurchaseError> {
+    let row = tx
+        .query_typed_opt(
+            "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name
+               FROM managed_phone_numbers WHERE phone_number = $2 AND status <> 'released'",
+            &[(&org.as_uuid(), Type::UUID), (&number.as_str(), Type::TEXT)],
+        )
+        .await?;
+    // Released between the INSERT and here: the caller tries again.
+    let Some(row) = row else {
+        return Err(PurchaseError::Retry);
+    };
+    if !row.get::<_, bool>(0) {
+        return Ok(Existing::Taken);
+    }
+    Ok(match row.get::<_, &str>(1) {
+        "provisioning" => Existing::InProgress,
+        "active" => Existing::Active(ActiveNumber {
+            phone_number: number.to_string(),
+            twilio_phone_sid: row.get(2),
+            vapi_phone_id: row.get(3),
+            assistant_id: row.get(4),
+            name: row.get(5),
+        }),
+        _ => Existing::Releasing,
+    })
+}
+
+/// Stamp a finished step (the subaccount, the bought number, the Vapi import) while
+/// the claim is ours. `false`: the claim was taken over (its new holder looks the
+/// step's result up before acting).
+pub(super) async fn stamp(
+    db: &Db,
+    claim: &PurchaseClaim,
+    step: Stamp<'_>,
+) -> Result<bool, DbError> {
+    let (sql, value): (&str, String) = match step {
+        Stamp::Subaccount(sid) => (
+            "WITH org AS (UPDATE organizations SET twilio_subaccount_sid = coalesce(twilio_subaccount_sid, $3)
+                           WHERE id = (SELECT org_id FROM managed_phone_numbers WHERE id = $1))
+             UPDATE managed_phone_numbers SET twilio_subaccount_sid = $3, updated_at = now()
+              WHERE id = $1 AND claim_token = $2 RETURNING 1",
+            sid.to_string(),
+        ),
+        Stamp::Bought(sid) => (
+            "UPDATE managed_phone_numbers SET twilio_phone_sid = $3, bought_at = coalesce(bought_at, now()),
+                    updated_at = now()
+              WHERE id = $1 AND claim_token = $2 RETURNING 1",
+            sid.to_string(),
+        ),
+        Stamp::Imported(id) => (
+            "UPDATE managed_phone_numbers SET vapi_phone_id = $3, imported_at = coalesce(imported_at, now()),
+                    updated_at = now()
+              WHERE id = $1 AND claim_token = $2 RETURNING 1",
+            id.to_owned(),
+        ),
+    };
+    let row = db
+        .query_opt(
+            sql,
+            &[
+                (&claim.id, Type::UUID),
+                (&claim.token.as_uuid(), Type::UUID),
+                (&value, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(super) enum Stamp<'a> {
+    Subaccount(&'a AccountSid),
+    Bought(&'a PhoneNumberSid),
+    Imported(&'a str),
+}
+
+/// Step 3, success: `active`, routed to its assistant, audited.
+pub(super) async fn activate(
+    db: &Db,
+    claim: &PurchaseClaim,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<Option<ActiveNumber>, PurchaseError> {
+    db.transaction(async |tx| {
+        let Some(row) = tx
+            .query_typed_opt(
+                "UPDATE managed_phone_numbers
+                    SET status = 'active', claim_token = NULL, claimed_until = NULL,
+                        next_attempt_at = NULL, last_purchase_error = NULL, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2 AND status = 'provisioning'
+                    AND bought_at IS NOT NULL AND imported_at IS NOT NULL
+                  RETURNING twilio_phone_sid, vapi_phone_id, assistant_id, display_name",
+                &[(&claim.id, Type::UUID), (&claim.token.as_uuid(), Type::UUID)],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let active = ActiveNumber {
+            phone_number: claim.number.to_string(),
+            twilio_phone_sid: row.get(0),
+            vapi_phone_id: row.get(1),
+            assistant_id: row.get(2),
+            name: row.get(3),
+        };
+        // One number routes to one org: a routing row of another org is refused by
+        // the WHERE (no row) and surfaces as the constraint's 409.
+        let routed = tx
+            .query_typed_opt(
+                "INSERT INTO phone_number_mapping (org_id, inbound_phone_number, vapi_phone_id, vapi_assistant_id)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (inbound_phone_number) DO UPDATE
+                    SET vapi_phone_id = excluded.vapi_phone_id,
+                        vapi_assistant_id = excluded.vapi_assistant_id, updated_at = now()
+                  WHERE phone_number_mapping.org_id = excluded.org_id
+                 RETURNING 1",
+                &[
+                    (&claim.org.as_uuid(), Type::UUID),
+                    (&claim.number.as_str(), Type::TEXT),
+                    (&active.vapi_phone_id, Type::TEXT),
+                    (&active.assistant_id, Type::TEXT),
+                ],
+            )
+            .await?;
+        if routed.is_none() {
+            return Err(PurchaseError::RoutedElsewhere);
+        }
+        audit::record(
+            tx,
+            &AuditEntry {
+                caller,
+                action: "number.purchase",
+                target: claim.number.as_str(),
+                request_id,
+                outcome: "active",
+                detail: json!({
+                    "operationId": claim.operation_id,
+                    "twilioPhoneSid": active.twilio_phone_sid,
+                    "vapiPhoneId": active.vapi_phone_id,
+                    "assistantId": active.assistant_id,
+                }),
+            },
+        )
+        .await?;
+        Ok(Some(active))
+    })
+    .await
+}
+
+/// Step 3, unfinished: the claim is let go with the failed step's error and the
+/// next attempt's time (reconcile resumes it; a repeated request may at once).
+pub(super) async fn leave_pending(
+    db: &Db,
+    claim: &PurchaseClaim,
+    error: &Value,
+) -> Result<(), DbError> {
+    let backoff = retry_backoff(claim.attempts).as_secs_f64();
+    db.query(
+        "UPDATE managed_phone_numbers
+            SET claim_token = NULL, claimed_until = NULL, last_purchase_error = $3,
+                next_attempt_at = now() + make_interval(secs => $4), updated_at = now()
+          WHERE id = $1 AND claim_token = $2 AND status = 'provisioning'",
+        &[
+            (&claim.id, Type::UUID),
+            (&claim.token.as_uuid(), Type::UUID),
+            (error, Type::JSONB),
+            (&backoff, Type::FLOAT8),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Step 3, refused with nothing bought: the intent is closed (the row goes; the
+/// audit log keeps the attempt), so the number is free again and nothing bills.
+pub(super) async fn close(
+    db: &Db,
+    claim: &PurchaseClaim,
+    caller: &Caller,
+    request_id: &str,
+    code: &'static str,
+) -> Result<(), PurchaseError> {
+    db.transaction(async |tx| {
+        let deleted = tx
+            .query_typed_opt(
+                "DELETE FROM managed_phone_numbers
+                  WHERE id = $1 AND claim_token = $2 AND status = 'provisioning' AND bought_at IS NULL
+                  RETURNING 1",
+                &[(&claim.id, Type::UUID), (&claim.token.as_uuid(), Type::UUID)],
+            )
+            .await?;
+        if deleted.is_some() {
+            audit::record(
+                tx,
+                &AuditEntry {
+                    caller,
+                    action: "number.purchase",
+                    target: claim.number.as_str(),
+                    request_id,
+                    outcome: "refused",
+                    detail: json!({ "operationId": claim.operation_id, "code": code }),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Step 3, cannot be finished after buying: hand the number to the release
+/// protocol (`release_pending`, due now), so what was bought is released and never
+/// bills unseen.
+pub(super) async fn unwind(
+    db: &Db,
+    claim: &PurchaseClaim,
+    caller: &Caller,
+    request_id: &str,
+    error: &Value,
+) -> Result<bool, PurchaseError> {
+    db.transaction(async |tx| {
+        let moved = tx
+            .query_typed_opt(
+                "UPDATE managed_phone_numbers
+                    SET status = 'release_pending', claim_token = NULL, claimed_until = NULL,
+                        release_requested_at = now(), next_attempt_at = now(),
+                        last_purchase_error = $3, updated_at = now()
+                  WHERE id = $1 AND claim_token = $2 AND status = 'provisioning'
+                    AND bought_at IS NOT NULL
+                  RETURNING 1",
+                &[
+                    (&claim.id, Type::UUID),
+                    (&claim.token.as_uuid(), Type::UUID),
+                    (error, Type::JSONB),
+                ],
+            )
+            .await?;
+        if moved.is_none() {
+            return Ok(false);
+        }
+        audit::record(
+            tx,
+            &AuditEntry {
+                caller,
+                action: "number.purchase",
+                target: claim.number.as_str(),
+                request_id,
+                outcome: "unwound",
+                detail: json!({ "operationId": claim.operation_id, "error": error }),
+            },
+        )
+        .await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Reconcile: claim the next provisioning row whose holder is gone and whose
+/// backoff has passed, fewest attempts first.
+pub(super) async fn claim_next_due(
+    db: &Db,
+    config: &StepsConfig,
+    run_started: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<PurchaseClaim>, DbError> {
+    let token = ClaimToken::new();
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE managed_phone_numbers
+                    SET purchase_attempts = purchase_attempts
+                            + CASE WHEN claim_token IS NOT DISTINCT FROM $2 THEN 0 ELSE 1 END,
+                        claim_token = $2, claimed_until = now() + make_interval(secs => $1),
+                        updated_at = now()
+                  WHERE id = (SELECT id FROM managed_phone_numbers
+                               WHERE status = 'provisioning'
+                                 AND (claim_token = $2
+                                      OR ((claim_token IS NULL OR claimed_until < now())
+                                          AND coalesce(next_attempt_at, '-infinity') <= now()
+                                          AND updated_at < $3))
+                               ORDER BY claim_token IS NOT DISTINCT FROM $2 DESC,
+                                        purchase_attempts, created_at, id
+                               LIMIT 1 FOR UPDATE SKIP LOCKED)
+                    AND status = 'provisioning'
+                    AND (claim_token IS NULL OR claimed_until < now() OR claim_token = $2)
+                  RETURNING {CLAIM_COLS}"
+            ),
+            &[
+                (&config.claim_ttl.as_secs_f64(), Type::FLOAT8),
+                (&token.as_uuid(), Type::UUID),
+                (&run_started, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    row.map(|r| claim_from_row(&r, token)).transpose()
+}
