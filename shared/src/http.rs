@@ -178,6 +178,15 @@ pub fn path_param(req: &Request, name: &str) -> Option<String> {
     }
 }
 
+/// The `{phoneNumber}` path parameter as E.164 (`+1415…` or `%2B1415…`, decoded at
+/// most once); anything else is a 400 `invalid_phone_number`.
+pub fn path_phone_number(req: &Request) -> Result<crate::ids::E164, ApiError> {
+    path_param(req, "phoneNumber")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: crate::ids::FormatError| ApiError::bad_request("invalid_phone_number", e.0))
+}
+
 /// 400 for any query parameter not in `allowed`.
 pub fn reject_unknown_query(req: &Request, allowed: &[&str]) -> Result<(), ApiError> {
     if let Some(q) = req.query_string_parameters_ref() {

@@ -21,6 +21,8 @@ pub mod numbers;
 pub mod providers;
 pub mod purchase;
 pub mod release;
+pub mod routing;
+pub mod search;
 pub mod steps;
 pub mod twilio;
 pub mod vapi;

@@ -11,6 +11,8 @@ use crate::ids::OrgId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NumberStatus {
+    /// Being bought: the purchase has not finished (see `purchase`).
+    Provisioning,
     Active,
     /// A release holds the number right now.
     Releasing,
@@ -38,17 +40,42 @@ pub struct ReleaseProgress {
     pub errors: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Why a purchase is unfinished (never the provider's raw body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseProgress {
+    /// Steps still to do: `subaccount`, `twilio`, `vapi`.
+    pub pending: Vec<String>,
+    pub attempts: i32,
+    /// When reconcile resumes it (`null` while a request holds it).
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Stable code of the last failed step, e.g. `{"vapi": "vapi_unavailable"}`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub errors: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedNumber {
     pub phone_number: String,
     pub status: NumberStatus,
     pub vapi_phone_id: Option<String>,
-    pub twilio_phone_sid: String,
+    /// `null` until a purchase has bought it.
+    pub twilio_phone_sid: Option<String>,
+    /// The Vapi assistant it routes to.
+    pub assistant_id: Option<String>,
+    /// Its name at Vapi.
+    pub name: Option<String>,
+    /// An assistant change Vapi has not confirmed yet (reconcile sends it again).
+    #[serde(default)]
+    pub assistant_pending: bool,
     pub created_at: DateTime<Utc>,
     pub released_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PurchaseProgress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +145,9 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
                             'status', n.status,
                             'vapiPhoneId', n.vapi_phone_id,
                             'twilioPhoneSid', n.twilio_phone_sid,
+                            'assistantId', n.assistant_id,
+                            'name', n.display_name,
+                            'assistantPending', n.assistant_pending,
                             'createdAt', n.created_at,
                             'releasedAt', n.released_at,
                             'release', CASE WHEN n.status IN ('releasing', 'release_pending', 'needs_attention') THEN
@@ -129,6 +159,18 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
                                     'nextAttemptAt', CASE WHEN n.status = 'release_pending' THEN n.next_attempt_at END,
                                     'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
                                                           FROM jsonb_each(n.last_release_error) AS e(step, err)),
+                                                       '{}'::jsonb))
+                            END,
+                            'purchase', CASE WHEN n.status = 'provisioning' THEN
+                                jsonb_build_object(
+                                    'pending', to_jsonb(array_remove(ARRAY[
+                                        CASE WHEN n.twilio_subaccount_sid IS NULL THEN 'subaccount' END,
+                                        CASE WHEN n.bought_at IS NULL THEN 'twilio' END,
+                                        CASE WHEN n.imported_at IS NULL THEN 'vapi' END], NULL)),
+                                    'attempts', n.purchase_attempts,
+                                    'nextAttemptAt', CASE WHEN n.claim_token IS NULL THEN n.next_attempt_at END,
+                                    'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
+                                                          FROM jsonb_each(n.last_purchase_error) AS e(step, err)),
                                                        '{}'::jsonb))
                             END)
                             ORDER BY n.created_at DESC, n.id), '[]'::jsonb)

@@ -19,11 +19,11 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::ApiError;
 use shared::config::{Env, IdentityConfig};
-use shared::http::{Reply, lambda_deadline, path_param, reject_unknown_query, request_id, respond};
+use shared::http::{
+    Reply, lambda_deadline, path_phone_number, reject_unknown_query, request_id, respond,
+};
 use shared::identity::Caller;
-use shared::ids::E164;
 use shared::release::{ReleaseOutcome, ReleaseService};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -42,18 +42,12 @@ impl State {
     }
 }
 
-fn phone_number(req: &Request) -> Result<E164, ApiError> {
-    let raw = path_param(req, "phoneNumber").unwrap_or_default();
-    raw.parse()
-        .map_err(|e: shared::ids::FormatError| ApiError::bad_request("invalid_phone_number", e.0))
-}
-
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
     respond(req, "release-number", async |req: Request| {
         let caller = Caller::from_request(&req, &state.identity)?;
         caller.require_scope(&state.identity.write_scope)?;
         reject_unknown_query(&req, &[])?;
-        let number = phone_number(&req)?;
+        let number = path_phone_number(&req)?;
         let deadline = state.release.config.deadline_for(lambda_deadline(&req));
         let outcome = state
             .release

@@ -1,0 +1,113 @@
+//! `buy-number` — `POST /api/managed-telephony/numbers` `{phoneNumber, assistantId?,
+//! name?}` (write scope).
+//!
+//! Buys exactly that number for the caller's org under its Twilio subaccount
+//! (created on its first purchase), imports it into Vapi with the subaccount's
+//! credentials and routes it to the assistant; see `shared::purchase` for the
+//! protocol. Answers:
+//!
+//! - `201 {phoneNumber, status: "active", twilioPhoneSid, vapiPhoneId, assistantId,
+//!   name}` — bought, imported and routed; `200` with the same body when the number
+//!   already was (a repeated request).
+//! - `202 {phoneNumber, status: "provisioning", pending, errors}` — unfinished; a
+//!   repeat of the request or reconcile finishes it (nothing is bought twice).
+//! - `409 number_taken` (another org holds it), `409 number_unavailable` (Twilio no
+//!   longer offers it), `409 byoc_in_use` (the org uses its own Twilio account),
+//!   `409 number_being_released`, `422 invalid_phone_number`, `422 address_required`,
+//!   `422 vapi_refused_import` (bought, refused by Vapi, released again).
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::credential::CredentialStore;
+use shared::db::{Db, DbConfig};
+use shared::envelope::{Keyring, KeyringConfig};
+use shared::http::{
+    BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
+};
+use shared::identity::Caller;
+use shared::providers::{CallPolicy, http_client};
+use shared::purchase::{PurchaseOutcome, PurchaseRequest, Purchaser};
+use shared::steps::StepsConfig;
+use shared::twilio::TwilioClient;
+use shared::vapi::VapiClient;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Built once per instance: the database, KMS data keys (to seal the subaccount
+/// into the org's slot), Vapi, and Twilio as the platform's main account.
+pub struct State {
+    pub db: Db,
+    pub keyring: Keyring,
+    pub vapi: VapiClient,
+    pub twilio: TwilioClient,
+    pub identity: IdentityConfig,
+    pub steps: StepsConfig,
+}
+
+impl State {
+    /// Loads the database, Vapi and Twilio main-account secrets concurrently.
+    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let secrets = SecretLoader::new(env, aws);
+        let (db, vapi_key, main) = tokio::try_join!(
+            DbConfig::from_env(&secrets),
+            secrets.vapi(),
+            secrets.twilio_main()
+        )?;
+        let urls = ProviderUrls::from_env(env);
+        let policy = CallPolicy::from_env(env)?;
+        let http = http_client()?;
+        Ok(Self {
+            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
+            keyring: KeyringConfig::from_env(env)?.build(aws)?,
+            vapi: VapiClient::new(
+                http.clone(),
+                urls.vapi,
+                vapi_key,
+                Some(secrets.clone()),
+                policy.clone(),
+            ),
+            twilio: TwilioClient::new(http, urls.twilio, policy)
+                .with_main_account(main, Some(secrets)),
+            identity: IdentityConfig::from_env(env),
+            steps: StepsConfig::from_env(env)?,
+        })
+    }
+
+    pub fn purchaser(&self) -> Purchaser<'_> {
+        Purchaser {
+            db: &self.db,
+            vapi: &self.vapi,
+            twilio: &self.twilio,
+            config: &self.steps,
+            credentials: Some(CredentialStore {
+                db: &self.db,
+                keyring: &self.keyring,
+                vapi: &self.vapi,
+                twilio: &self.twilio,
+                config: &self.steps,
+            }),
+        }
+    }
+}
+
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    respond(req, "buy-number", async |req: Request| {
+        let caller = Caller::from_request(&req, &state.identity)?;
+        caller.require_scope(&state.identity.write_scope)?;
+        reject_unknown_query(&req, &[])?;
+        let purchase: PurchaseRequest = json_body(&req, BODY_LIMIT)?;
+        let deadline = state.steps.deadline_for(lambda_deadline(&req));
+        let outcome = state
+            .purchaser()
+            .buy(&caller, &request_id(&req), &purchase, deadline)
+            .await?;
+        let status = match &outcome {
+            PurchaseOutcome::Active { created: true, .. } => StatusCode::CREATED,
+            PurchaseOutcome::Active { created: false, .. } => StatusCode::OK,
+            PurchaseOutcome::Provisioning { .. } => StatusCode::ACCEPTED,
+        };
+        Reply::with_status(status, outcome)
+    })
+    .await
+}

@@ -1,0 +1,84 @@
+//! `update-number` — `PATCH /api/managed-telephony/numbers/{phoneNumber}`
+//! `{assistantId, name?}` (write scope).
+//!
+//! Routes an active managed number of the caller's org to another Vapi assistant
+//! (Vapi `PATCH /phone-number/{id}` and the routing row); another org's or an
+//! unknown number is a 404. See `shared::routing`. Answers `200 {phoneNumber,
+//! assistantId, name, routed: true}`, or `202` with `routed: false` and a `code`
+//! when Vapi could not confirm it yet (reconcile sends it again); `409
+//! number_not_active` / `update_in_progress`; `422 vapi_refused_assistant` (the
+//! previous assistant stays).
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::db::{Db, DbConfig};
+use shared::http::{
+    BODY_LIMIT, Reply, json_body, lambda_deadline, path_phone_number, reject_unknown_query,
+    request_id, respond,
+};
+use shared::identity::Caller;
+use shared::providers::{CallPolicy, http_client};
+use shared::routing::{RouteChange, Router};
+use shared::steps::StepsConfig;
+use shared::vapi::VapiClient;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The database and Vapi, built once per instance.
+pub struct State {
+    pub db: Db,
+    pub vapi: VapiClient,
+    pub identity: IdentityConfig,
+    pub steps: StepsConfig,
+}
+
+impl State {
+    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let secrets = SecretLoader::new(env, aws);
+        let (db, vapi_key) = tokio::try_join!(DbConfig::from_env(&secrets), secrets.vapi())?;
+        let urls = ProviderUrls::from_env(env);
+        Ok(Self {
+            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
+            vapi: VapiClient::new(
+                http_client()?,
+                urls.vapi,
+                vapi_key,
+                Some(secrets),
+                CallPolicy::from_env(env)?,
+            ),
+            identity: IdentityConfig::from_env(env),
+            steps: StepsConfig::from_env(env)?,
+        })
+    }
+
+    pub fn router(&self) -> Router<'_> {
+        Router {
+            db: &self.db,
+            vapi: &self.vapi,
+            config: &self.steps,
+        }
+    }
+}
+
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    respond(req, "update-number", async |req: Request| {
+        let caller = Caller::from_request(&req, &state.identity)?;
+        caller.require_scope(&state.identity.write_scope)?;
+        reject_unknown_query(&req, &[])?;
+        let number = path_phone_number(&req)?;
+        let change: RouteChange = json_body(&req, BODY_LIMIT)?;
+        let deadline = state.steps.deadline_for(lambda_deadline(&req));
+        let routing = state
+            .router()
+            .update(&caller, &request_id(&req), &number, &change, deadline)
+            .await?;
+        let status = if routing.routed {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        Reply::with_status(status, routing)
+    })
+    .await
+}
