@@ -1,7 +1,9 @@
 //! `reconcile` — runs on a schedule (EventBridge) and resumes what provider steps
 //! left unfinished: due pending releases (backoff passed, or their holder died),
-//! fewest attempts first, at most `RECONCILE_BATCH` (default 25) per run, stopping
-//! while there is still time to write an outcome before the Lambda's own timeout.
+//! fewest attempts first; purchases whose holder died (finished, or undone by
+//! releasing what was bought); assistant changes Vapi has not confirmed — each at
+//! most `RECONCILE_BATCH` (default 25) per run, stopping while there is still time
+//! to write an outcome before the Lambda's own timeout.
 //! Then it measures what may bill unseen and emits it as CloudWatch metrics
 //! (Embedded Metric Format on stdout; see `shared::release::reconcile`). Answers the
 //! run's report.
@@ -24,7 +26,6 @@ async fn run(
 ) -> Result<ReconcileReport, Error> {
     let deadline = ctx.deadline();
     let report = service
-        .releaser()
         .reconcile(batch, &ctx.request_id, || {
             deadline
                 .duration_since(SystemTime::now())

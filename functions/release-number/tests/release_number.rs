@@ -455,7 +455,7 @@ async fn a_timeout_is_pending_and_reconcile_finishes_it() {
         .unwrap()
         .get(0);
     assert!((50.0..=60.0).contains(&wait), "{wait}");
-    let releaser = w.state.release.releaser();
+    let releaser = &w.state.release;
     let early = releaser
         .reconcile(10, "reconcile-early", || Duration::from_secs(600))
         .await
@@ -687,7 +687,7 @@ async fn reconcile_takes_oldest_first_in_bounded_batches_and_skips_held_rows() {
             .mount(&w.twilio.server)
             .await;
     }
-    let releaser = w.state.release.releaser();
+    let releaser = &w.state.release;
     let report = releaser
         .reconcile(2, "r1", || Duration::from_secs(600))
         .await
@@ -743,7 +743,6 @@ async fn a_failing_number_is_tried_once_per_reconcile_run() {
     let report = w
         .state
         .release
-        .releaser()
         .reconcile(10, "r", || Duration::from_secs(600))
         .await
         .unwrap();
@@ -909,7 +908,7 @@ async fn failing_numbers_cannot_starve_a_new_pending_release() {
     let fresh = w.number("+14155550299").await;
     pending(&w, &fresh.number, 1, true).await;
     w.both_succeed(&fresh).await;
-    let releaser = w.state.release.releaser();
+    let releaser = &w.state.release;
     let report = releaser
         .reconcile(3, "r1", || Duration::from_secs(600))
         .await
@@ -956,7 +955,7 @@ async fn after_max_attempts_a_number_needs_attention_and_stays_visible() {
         .respond_with(FakeTwilio::error(401, 20003, "Authenticate"))
         .mount(&w.twilio.server)
         .await;
-    let releaser = w.state.release.releaser();
+    let releaser = &w.state.release;
     let report = releaser
         .reconcile(10, "r1", || Duration::from_secs(600))
         .await

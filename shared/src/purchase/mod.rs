@@ -289,7 +289,7 @@ impl Purchaser<'_> {
         &self,
         batch: usize,
         request_id: &str,
-        time_left: impl Fn() -> std::time::Duration,
+        time_left: &impl Fn() -> std::time::Duration,
     ) -> Result<PurchaseReport, DbError> {
         let run_started = chrono::Utc::now();
         let mut report = PurchaseReport::default();

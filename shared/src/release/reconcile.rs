@@ -1,5 +1,6 @@
-//! Reconcile: resumes what provider steps left unfinished, and says how much money
-//! may be at risk (CloudWatch metrics, [`crate::metrics`]).
+//! Reconcile: resumes what provider steps left unfinished — releases, purchases
+//! ([`crate::purchase`]) and assistant changes ([`crate::routing`]) — and says how
+//! much money may be at risk (CloudWatch metrics, [`crate::metrics`]).
 //!
 //! Per run it takes at most `batch` due releases ([`super::claim::claim_next_due`]:
 //! backoff passed or holder dead, fewest attempts first), finishes each as a
@@ -19,10 +20,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::{ReleaseError, ReleaseOutcome, Releaser, claim};
+use super::{ReleaseError, ReleaseOutcome, ReleaseService, Releaser, claim};
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
 use crate::metrics::{MetricSet, MetricsConfig, Unit};
+use crate::purchase::{PurchaseReport, Purchaser};
+use crate::routing::Router;
 
 /// What a reconcile run did, and what is still at risk after it.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +42,10 @@ pub struct ReconcileReport {
     pub db_errors: usize,
     /// Failed provider steps of this run, by stable code.
     pub failures: BTreeMap<&'static str, usize>,
+    /// Purchases resumed (their holder gone).
+    pub purchases: PurchaseReport,
+    /// Assistant changes Vapi confirmed on a retry.
+    pub assistants_confirmed: usize,
     /// After the run.
     pub at_risk: AtRisk,
 }
@@ -54,6 +61,9 @@ pub struct AtRisk {
     pub oldest_pending_release_secs: i64,
     /// Orgs whose Vapi credential is behind their slot, with no save working on it.
     pub unfinished_syncs: i64,
+    /// Purchases no request is working on (`provisioning`, claim gone): a number
+    /// that may be bought and billing without routing.
+    pub stuck_purchases: i64,
 }
 
 impl AtRisk {
@@ -69,7 +79,9 @@ impl AtRisk {
                     (SELECT count(*) FROM organizations o
                       WHERE o.sync_generation > o.synced_generation
                         AND (o.sync_lease_until IS NULL OR o.sync_lease_until < now())
-                        AND EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id))
+                        AND EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id)),
+                    count(*) FILTER (WHERE status = 'provisioning'
+                                       AND (claim_token IS NULL OR claimed_until < now()))
                    FROM managed_phone_numbers",
                 &[],
             )
@@ -79,6 +91,7 @@ impl AtRisk {
             needs_attention: row.get(1),
             oldest_pending_release_secs: row.get(2),
             unfinished_syncs: row.get(3),
+            stuck_purchases: row.get(4),
         })
     }
 }
@@ -98,7 +111,13 @@ impl ReconcileReport {
                     r.oldest_pending_release_secs as f64,
                 )
                 .value("UnfinishedSyncs", Unit::Count, r.unfinished_syncs as f64)
-                .value("ReleasesCompleted", Unit::Count, self.released as f64),
+                .value("StuckPurchases", Unit::Count, r.stuck_purchases as f64)
+                .value("ReleasesCompleted", Unit::Count, self.released as f64)
+                .value(
+                    "PurchasesCompleted",
+                    Unit::Count,
+                    self.purchases.activated as f64,
+                ),
         ];
         sets.extend(self.failures.iter().map(|(code, n)| {
             MetricSet::for_stack(cfg).dimension("Code", *code).value(
@@ -111,18 +130,69 @@ impl ReconcileReport {
     }
 }
 
-impl Releaser<'_> {
-    /// Resume up to `batch` due releases while `time_left()` (the Lambda's) leaves
-    /// room for one more deadline and its outcome; then measure what is at risk.
+impl ReleaseService {
+    /// One reconcile run: due releases, then purchases whose holder is gone, then
+    /// assistant changes Vapi has not confirmed — each at most `batch`, while
+    /// `time_left()` (the Lambda's) leaves room for one more deadline and its
+    /// outcome — then measure what is at risk. A database failure ends the work
+    /// early (counted in `db_errors`) but not the measuring.
     pub async fn reconcile(
         &self,
         batch: usize,
         request_id: &str,
         time_left: impl Fn() -> Duration,
     ) -> Result<ReconcileReport, DbError> {
+        let mut report = ReconcileReport::default();
+        self.releaser()
+            .resume_due(batch, request_id, &time_left, &mut report)
+            .await?;
+        if report.db_errors == 0 {
+            let purchaser = Purchaser {
+                db: &self.db,
+                vapi: &self.vapi,
+                twilio: &self.twilio,
+                config: &self.config,
+                credentials: None,
+            };
+            match purchaser.resume(batch, request_id, &time_left).await {
+                Ok(purchases) => report.purchases = purchases,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconcile could not resume purchases");
+                    report.db_errors += 1;
+                }
+            }
+        }
+        if report.db_errors == 0 && time_left() > self.config.deadline + self.config.outcome_margin
+        {
+            let router = Router {
+                db: &self.db,
+                vapi: &self.vapi,
+                config: &self.config,
+            };
+            match router.resume_pending(batch, request_id).await {
+                Ok(n) => report.assistants_confirmed = n,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconcile could not resume assistant changes");
+                    report.db_errors += 1;
+                }
+            }
+        }
+        report.at_risk = AtRisk::measure(&self.db).await?;
+        Ok(report)
+    }
+}
+
+impl Releaser<'_> {
+    /// Resume up to `batch` due releases while `time_left()` allows, into `report`.
+    async fn resume_due(
+        &self,
+        batch: usize,
+        request_id: &str,
+        time_left: &impl Fn() -> Duration,
+        report: &mut ReconcileReport,
+    ) -> Result<(), DbError> {
         // The database's clock, which the rows' `updated_at` come from.
         let run_started: DateTime<Utc> = self.db.query_one("SELECT now()", &[]).await?.get(0);
-        let mut report = ReconcileReport::default();
         while report.claimed < batch {
             let budget = time_left().saturating_sub(self.config.outcome_margin);
             if budget < self.config.deadline.min(Duration::from_secs(5)) {
@@ -149,11 +219,11 @@ impl Releaser<'_> {
                 Ok(ReleaseOutcome::Released { .. }) => report.released += 1,
                 Ok(ReleaseOutcome::ReleasePending { errors, .. }) => {
                     report.still_pending += 1;
-                    count_failures(&mut report, &errors);
+                    count_failures(report, &errors);
                 }
                 Ok(ReleaseOutcome::NeedsAttention { errors, .. }) => {
                     report.needs_attention += 1;
-                    count_failures(&mut report, &errors);
+                    count_failures(report, &errors);
                 }
                 Ok(ReleaseOutcome::Releasing { .. }) => report.lost += 1,
                 // The item's claim expires and a later run resumes it; measure and
@@ -166,8 +236,7 @@ impl Releaser<'_> {
                 Err(ReleaseError::NotFound(_) | ReleaseError::Provisioning(_)) => report.lost += 1,
             }
         }
-        report.at_risk = AtRisk::measure(self.db).await?;
-        Ok(report)
+        Ok(())
     }
 }
 
