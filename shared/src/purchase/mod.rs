@@ -10,14 +10,15 @@
 //!    - the org's Twilio **subaccount** (`org:<uuid>`): known on the org, else looked
 //!      up by name, else created (never blind-retried: after an unknown outcome,
 //!      looked up again); its token is read back from Twilio as the main account,
-//!      so no stored credential is ever decrypted. The subaccount fills the org's
-//!      slot as `managed` when the slot is empty or managed (the save's own
-//!      protocol: lease, lookup by name at Vapi), concurrently with the purchase;
+//!      so no stored credential is ever decrypted;
 //!    - **buy** exactly the number on the subaccount (`FriendlyName` carries the
 //!      operation id); after a timeout or 5xx it is looked up and adopted, and a
 //!      resumed purchase looks before buying;
 //!    - **import** it into Vapi with the subaccount's credentials and the assistant,
-//!      likewise looked up after an unknown outcome or on resume.
+//!      likewise looked up after an unknown outcome or on resume;
+//!    - the subaccount fills the org's **slot** as `managed` when the slot is empty
+//!      or managed with another account (the save's own protocol: lease, Vapi
+//!      credential), never over a BYOC one; best effort, the next purchase retries.
 //!
 //!    Each finished step is stamped on the row while the claim is ours.
 //! 3. **Outcome**: `active` with a routing row and an audit row (201); unfinished
@@ -430,12 +431,7 @@ impl Purchaser<'_> {
         claim.subaccount = Some(sub.sid.clone());
 
         if claim.number_sid.is_none() {
-            // The slot and the purchase are independent: concurrently.
-            let (_, bought) = tokio::join!(
-                self.fill_slot(claim, &sub, caller, request_id, deadline),
-                self.buy_on(claim, &sub, deadline),
-            );
-            let pn = match bought {
+            let pn = match self.buy_on(claim, &sub, deadline).await {
                 Ok(pn) => pn,
                 Err(progress) => return Ok(progress),
             };
@@ -443,9 +439,6 @@ impl Purchaser<'_> {
                 return Ok(Progress::Lost);
             }
             claim.number_sid = Some(pn);
-        } else {
-            self.fill_slot(claim, &sub, caller, request_id, deadline)
-                .await;
         }
 
         if claim.vapi_phone_id.is_none() {
@@ -458,6 +451,10 @@ impl Purchaser<'_> {
             }
             claim.vapi_phone_id = Some(id);
         }
+        // Last, off the path that decides what bills: the slot (its own protocol;
+        // run alone, so its transactions never overlap a provider call above).
+        self.fill_slot(claim, &sub, caller, request_id, deadline)
+            .await;
         Ok(Progress::Done)
     }
 

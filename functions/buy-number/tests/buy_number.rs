@@ -1,0 +1,920 @@
+//! buy-number end to end: API Gateway events through the real handler, real
+//! Postgres, KMS on the emulator, and Twilio and Vapi as wiremock servers that keep
+//! what was bought and imported (a timed-out purchase really happened), asserting
+//! every call sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use buy_number::{State, handle};
+use serde_json::{Value, json};
+use shared::config::Env;
+use shared::ids::OrgId;
+use testkit::TestDb;
+use testkit::event::{ApiEvent, read_response};
+use testkit::fakes::{FakeTwilio, FakeVapi, TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN, VAPI_KEY};
+use testkit::probe::PoolProbe;
+use testkit::vapi_credentials::VapiCredentials;
+use wiremock::matchers::{basic_auth, bearer_token, path_regex};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+const ROUTE: &str = "/api/managed-telephony/numbers";
+const SUB: &str = "AC5ab5ab5ab5ab5ab5ab5ab5ab5ab5ab5a";
+const SUB_TOKEN: &str = "5ab70ce05ab70ce05ab70ce05ab70ce0";
+const ASSISTANT: &str = "0d3e0000-0000-4000-8000-0000000000aa";
+const NUMBER: &str = "+14155550150";
+
+/// What Twilio and Vapi hold, and how they misbehave.
+#[derive(Default)]
+struct Held {
+    subaccounts: Vec<String>,
+    /// (subaccount, number, PN sid)
+    bought: Vec<(String, String, String)>,
+    /// (id, number, body)
+    imported: Vec<(String, String, Value)>,
+    /// Numbers Twilio no longer offers (21422).
+    taken: Vec<String>,
+    buy_delay: Duration,
+    buy_fails_500: bool,
+    import_answer: Option<ResponseTemplate>,
+    import_delay: Duration,
+    released: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Providers {
+    held: Arc<Mutex<Held>>,
+    probe: Option<PoolProbe>,
+}
+
+impl Providers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap()
+    }
+}
+
+fn form(req: &Request) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(&req.body).into_owned().collect()
+}
+
+impl Respond for Providers {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        if let Some(p) = &self.probe {
+            p.sample();
+        }
+        let mut h = self.lock();
+        let p = req.url.path().to_owned();
+        let q: std::collections::HashMap<String, String> =
+            req.url.query_pairs().into_owned().collect();
+        match (req.method.as_str(), p.as_str()) {
+            ("GET", "/Accounts.json") => {
+                let accounts: Vec<Value> = h
+                    .subaccounts
+                    .iter()
+                    .filter(|_| q.get("FriendlyName").is_some())
+                    .map(|sid| json!({"sid": sid, "friendly_name": q["FriendlyName"], "status": "active", "auth_token": SUB_TOKEN}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({"accounts": accounts}))
+            }
+            ("POST", "/Accounts.json") => {
+                let f = form(req);
+                assert!(f["FriendlyName"].len() <= 64);
+                h.subaccounts.push(SUB.into());
+                ResponseTemplate::new(201).set_body_json(json!({
+                    "sid": SUB, "auth_token": SUB_TOKEN, "friendly_name": f["FriendlyName"], "status": "active"
+                }))
+            }
+            ("GET", x) if x == format!("/Accounts/{SUB}.json") => ResponseTemplate::new(200)
+                .set_body_json(json!({"sid": SUB, "auth_token": SUB_TOKEN, "status": "active"})),
+            ("POST", x) if x == format!("/Accounts/{SUB}/IncomingPhoneNumbers.json") => {
+                let number = form(req)["PhoneNumber"].clone();
+                if h.taken.contains(&number) {
+                    return FakeTwilio::error(400, 21422, "PhoneNumber is not available");
+                }
+                if h.buy_fails_500 {
+                    return FakeTwilio::error(500, 20500, "Internal Server Error");
+                }
+                let sid = format!("PN{:0>32}", h.bought.len() + 1);
+                h.bought.push((SUB.into(), number.clone(), sid.clone()));
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"sid": sid, "account_sid": SUB, "phone_number": number, "status": "in-use"}))
+                    .set_delay(h.buy_delay)
+            }
+            ("GET", x) if x == format!("/Accounts/{SUB}/IncomingPhoneNumbers.json") => {
+                let found: Vec<Value> = h
+                    .bought
+                    .iter()
+                    .filter(|(_, n, _)| Some(n) == q.get("PhoneNumber"))
+                    .map(|(_, n, sid)| json!({"sid": sid, "phone_number": n}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(json!({"incoming_phone_numbers": found}))
+            }
+            ("DELETE", x) if x.starts_with(&format!("/Accounts/{SUB}/IncomingPhoneNumbers/PN")) => {
+                let sid = x
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".json")
+                    .to_owned();
+                h.bought.retain(|(_, _, s)| *s != sid);
+                h.released.push(sid);
+                ResponseTemplate::new(204)
+            }
+            ("POST", "/phone-number") => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap();
+                if let Some(answer) = h.import_answer.take() {
+                    return answer;
+                }
+                let id = format!("vapi-phone-{}", h.imported.len() + 1);
+                h.imported.push((
+                    id.clone(),
+                    body["number"].as_str().unwrap().into(),
+                    body.clone(),
+                ));
+                ResponseTemplate::new(201)
+                    .set_body_json(
+                        json!({"id": id, "number": body["number"], "createdAt": chrono_now()}),
+                    )
+                    .set_delay(h.import_delay)
+            }
+            ("GET", "/phone-number") => {
+                let all: Vec<Value> = h
+                    .imported
+                    .iter()
+                    .rev()
+                    .map(|(id, n, _)| json!({"id": id, "number": n, "createdAt": chrono_now()}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(all)
+            }
+            ("DELETE", x) if x.starts_with("/phone-number/") => {
+                let id = x.trim_start_matches("/phone-number/").to_owned();
+                h.imported.retain(|(i, _, _)| *i != id);
+                ResponseTemplate::new(200).set_body_json(json!({"id": id}))
+            }
+            other => panic!("unexpected provider call {other:?}"),
+        }
+    }
+}
+
+fn chrono_now() -> String {
+    // Vapi's form; a fixed recent time is enough for lookups bounded below by the
+    // purchase's start minus five minutes.
+    "2100-01-01T00:00:00.000Z".into()
+}
+
+struct World {
+    t: TestDb,
+    vapi: FakeVapi,
+    twilio: FakeTwilio,
+    aws: aws_config::SdkConfig,
+    kms_key: String,
+    state: State,
+    providers: Providers,
+    credentials: VapiCredentials,
+}
+
+async fn build_state(
+    t: &TestDb,
+    vapi: &FakeVapi,
+    twilio: &FakeTwilio,
+    aws: &aws_config::SdkConfig,
+    kms_key: &str,
+    extra: &[(&str, &str)],
+) -> State {
+    let (url, v, tw) = (t.url(), vapi.uri(), twilio.uri());
+    let mut pairs = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("KEYRING", "kms"),
+        ("KMS_KEY_ID", kms_key),
+        ("VAPI_BASE_URL", v.as_str()),
+        ("TWILIO_BASE_URL", tw.as_str()),
+        ("VAPI_PRIVATE_KEY", VAPI_KEY),
+        ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+        ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ("PROVIDER_TIMEOUT_MS", "1000"),
+        ("PROVIDER_MIN_BACKOFF_MS", "10"),
+        ("PROVIDER_MAX_BACKOFF_MS", "40"),
+        ("STEPS_DEADLINE_MS", "8000"),
+        ("CLAIM_SECS", "30"),
+    ];
+    pairs.extend_from_slice(extra);
+    State::from_env(&Env::from_pairs(pairs), aws)
+        .await
+        .expect("state")
+}
+
+impl World {
+    async fn new() -> Self {
+        Self::with_env(&[]).await
+    }
+
+    async fn with_env(extra: &[(&str, &str)]) -> Self {
+        let t = TestDb::new().await;
+        let aws = testkit::aws_config().await;
+        let kms_key = testkit::kms_key(&aws).await;
+        let (vapi, twilio) = (FakeVapi::start().await, FakeTwilio::start().await);
+        let state = build_state(&t, &vapi, &twilio, &aws, &kms_key, extra).await;
+        let probe = PoolProbe::new([state.db.clone()]);
+        let providers = Providers {
+            probe: Some(probe.clone()),
+            ..Default::default()
+        };
+        // Twilio only as the platform's main account; Vapi only with its key.
+        Mock::given(path_regex(r"^/Accounts"))
+            .and(basic_auth(TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN))
+            .respond_with(providers.clone())
+            .mount(&twilio.server)
+            .await;
+        Mock::given(path_regex(r"^/phone-number"))
+            .and(bearer_token(VAPI_KEY))
+            .respond_with(providers.clone())
+            .mount(&vapi.server)
+            .await;
+        let credentials = VapiCredentials::new().probed(probe);
+        credentials.mount(&vapi).await;
+        Self {
+            t,
+            vapi,
+            twilio,
+            aws,
+            kms_key,
+            state,
+            providers,
+            credentials,
+        }
+    }
+
+    async fn another_instance(&self) -> State {
+        build_state(
+            &self.t,
+            &self.vapi,
+            &self.twilio,
+            &self.aws,
+            &self.kms_key,
+            &[],
+        )
+        .await
+    }
+
+    fn event(&self, org: OrgId, body: &Value) -> ApiEvent {
+        ApiEvent::new("POST", ROUTE, ROUTE)
+            .caller(&org.to_string(), "user-1")
+            .scopes(&["telephony:write"])
+            .json(body)
+    }
+
+    async fn buy_with(&self, state: &State, org: OrgId, body: Value) -> (u16, Value) {
+        read_response(&handle(state, self.event(org, &body).request()).await)
+    }
+
+    async fn buy(&self, org: OrgId, number: &str) -> (u16, Value) {
+        self.buy_with(
+            &self.state,
+            org,
+            json!({"phoneNumber": number, "assistantId": ASSISTANT, "name": "Front desk"}),
+        )
+        .await
+    }
+
+    async fn row(&self, number: &str) -> Option<Value> {
+        self.t
+            .client()
+            .await
+            .query_opt(
+                "SELECT to_jsonb(n) FROM managed_phone_numbers n WHERE phone_number = $1 ORDER BY created_at DESC LIMIT 1",
+                &[&number],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0))
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.t
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn calls(&self, server: &wiremock::MockServer, m: &str, p: &str) -> Vec<Request> {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() == m && r.url.path() == p)
+            .collect()
+    }
+
+    /// Make the org's claim look abandoned (its instance was killed).
+    async fn expire_claims(&self) {
+        self.t
+            .client()
+            .await
+            .execute(
+                "UPDATE managed_phone_numbers SET claimed_until = now() - interval '1 second',
+                        next_attempt_at = now() - interval '1 second', updated_at = now() - interval '1 minute'
+                  WHERE status = 'provisioning'",
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn new_org() -> OrgId {
+    OrgId::new(uuid::Uuid::new_v4())
+}
+
+#[tokio::test]
+async fn a_first_purchase_creates_the_subaccount_fills_the_slot_buys_imports_and_routes() {
+    let (logs, _guard) = testkit::logs::capture();
+    let w = World::new().await;
+    let org = new_org();
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["phoneNumber"], NUMBER);
+    assert_eq!(body["assistantId"], ASSISTANT);
+    assert_eq!(body["name"], "Front desk");
+    assert_eq!(body["vapiPhoneId"], "vapi-phone-1");
+    let pn = body["twilioPhoneSid"].as_str().unwrap().to_owned();
+
+    // Twilio: looked the subaccount up by name, created it, bought exactly the number on it.
+    let looked = w.calls(&w.twilio.server, "GET", "/Accounts.json").await;
+    assert_eq!(looked.len(), 1);
+    let q: Vec<(String, String)> = looked[0].url.query_pairs().into_owned().collect();
+    assert!(
+        q.contains(&("FriendlyName".into(), format!("org:{org}"))),
+        "{q:?}"
+    );
+    assert!(q.contains(&("Status".into(), "active".into())));
+    assert_eq!(
+        w.calls(&w.twilio.server, "POST", "/Accounts.json")
+            .await
+            .len(),
+        1
+    );
+    let buys = w
+        .calls(
+            &w.twilio.server,
+            "POST",
+            &format!("/Accounts/{SUB}/IncomingPhoneNumbers.json"),
+        )
+        .await;
+    assert_eq!(buys.len(), 1);
+    let f = form(&buys[0]);
+    assert_eq!(f["PhoneNumber"], NUMBER);
+    let row = w.row(NUMBER).await.unwrap();
+    assert_eq!(
+        f["FriendlyName"],
+        format!("purchase {}", row["operation_id"].as_str().unwrap())
+    );
+    // Vapi: imported with the subaccount's credentials, the assistant and the name.
+    let imports = w.calls(&w.vapi.server, "POST", "/phone-number").await;
+    assert_eq!(imports.len(), 1);
+    let sent: Value = serde_json::from_slice(&imports[0].body).unwrap();
+    assert_eq!(
+        sent,
+        json!({"provider": "twilio", "number": NUMBER, "twilioAccountSid": SUB,
+               "twilioAuthToken": SUB_TOKEN, "assistantId": ASSISTANT, "name": "Front desk"})
+    );
+    // The slot holds the subaccount, mirrored to Vapi as the org's credential.
+    let held = w.credentials.held();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].account_sid.as_str(), held[0].auth_token.as_str()),
+        (SUB, SUB_TOKEN)
+    );
+    assert_eq!(held[0].name.as_deref(), Some(format!("org-{org}").as_str()));
+    let slot: (String, Value) = {
+        let r =
+            w.t.client()
+                .await
+                .query_one(
+                    "SELECT source, metadata FROM org_credentials WHERE org_id = $1",
+                    &[&org.as_uuid()],
+                )
+                .await
+                .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        slot,
+        (
+            "managed".into(),
+            json!({"accountSid": SUB, "phoneNumber": NUMBER})
+        )
+    );
+    // The database: active, both SIDs, routed to the assistant, audited.
+    assert_eq!(row["status"], "active");
+    assert_eq!(row["twilio_phone_sid"], pn.as_str());
+    assert_eq!(row["twilio_subaccount_sid"], SUB);
+    assert_eq!(row["assistant_id"], ASSISTANT);
+    let routed: String = w
+        .t
+        .client()
+        .await
+        .query_one(
+            "SELECT vapi_assistant_id FROM phone_number_mapping WHERE inbound_phone_number = $1",
+            &[&NUMBER],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(routed, ASSISTANT);
+    assert_eq!(
+        w.count("SELECT count(*) FROM audit_log WHERE action = 'number.purchase'")
+            .await,
+        2,
+        "requested, active"
+    );
+    let sub_on_org: Option<String> =
+        w.t.client()
+            .await
+            .query_one(
+                "SELECT twilio_subaccount_sid FROM organizations WHERE id = $1",
+                &[&org.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(sub_on_org.as_deref(), Some(SUB));
+    // The subaccount's token reached Twilio-side calls and Vapi only: never a log
+    // line, the database in the clear, or the answer.
+    assert!(!body.to_string().contains(SUB_TOKEN));
+    assert!(!w.t.dump().await.contains(SUB_TOKEN));
+    assert!(
+        !logs.text().contains(SUB_TOKEN),
+        "the subaccount token reached the logs"
+    );
+    assert!(logs.text().contains("provider call"));
+
+    // A second purchase: the subaccount is known (its token read back), the slot is
+    // already it, so only the purchase and the import happen.
+    let (status, body) = w.buy(org, "+14155550151").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        w.calls(&w.twilio.server, "POST", "/Accounts.json")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        w.calls(&w.twilio.server, "GET", "/Accounts.json")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        w.calls(&w.twilio.server, "GET", &format!("/Accounts/{SUB}.json"))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(w.credentials.held().len(), 1, "no second Vapi credential");
+}
+
+#[tokio::test]
+async fn no_connection_is_held_while_a_provider_is_called() {
+    let w = World::new().await;
+    assert_eq!(w.buy(new_org(), NUMBER).await.0, 201);
+    let probe = w.providers.probe.clone().unwrap();
+    let samples = probe.samples();
+    assert!(samples.len() >= 5, "{samples:?}");
+    assert!(samples.iter().all(|n| *n == 0), "{samples:?}");
+}
+
+#[tokio::test]
+async fn repeating_a_finished_purchase_answers_200_and_calls_nothing() {
+    let w = World::new().await;
+    let org = new_org();
+    assert_eq!(w.buy(org, NUMBER).await.0, 201);
+    let before = w.twilio.server.received_requests().await.unwrap().len()
+        + w.vapi.server.received_requests().await.unwrap().len();
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("active")),
+        "{body}"
+    );
+    let after = w.twilio.server.received_requests().await.unwrap().len()
+        + w.vapi.server.received_requests().await.unwrap().len();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn a_byoc_org_gets_409_and_nothing_happens() {
+    let w = World::new().await;
+    let org = new_org();
+    w.t.client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO organizations (id) VALUES ('{org}');
+             INSERT INTO org_credentials (org_id, provider, source, encrypted_config, metadata)
+             VALUES ('{org}', 'twilio', 'byoc', '{{\"v\":1,\"kid\":\"k\",\"edk\":\"e\",\"iv\":\"i\",\"ct\":\"c\"}}', '{{}}')"
+        ))
+        .await
+        .unwrap();
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("byoc_in_use")),
+        "{body}"
+    );
+    assert!(w.row(NUMBER).await.is_none());
+    assert!(
+        w.twilio
+            .server
+            .received_requests()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.vapi.server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn another_orgs_number_is_409_and_calls_nothing() {
+    let w = World::new().await;
+    let other = w.t.org().await;
+    w.t.managed_number(other, NUMBER, Some("vapi-x")).await;
+    let (status, body) = w.buy(new_org(), NUMBER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("number_taken")),
+        "{body}"
+    );
+    assert!(
+        w.twilio
+            .server
+            .received_requests()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn two_orgs_buying_one_number_from_two_instances_buy_it_once() {
+    let w = World::new().await;
+    let b = w.another_instance().await;
+    w.providers.lock().buy_delay = Duration::from_millis(200);
+    let (x, y) = tokio::join!(
+        w.buy_with(&w.state, new_org(), json!({"phoneNumber": NUMBER})),
+        w.buy_with(&b, new_org(), json!({"phoneNumber": NUMBER})),
+    );
+    let mut statuses = [x.0, y.0];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{x:?} {y:?}");
+    let loser = if x.0 == 409 { &x.1 } else { &y.1 };
+    assert_eq!(loser["error"]["code"], "number_taken");
+    assert_eq!(w.providers.lock().bought.len(), 1, "bought once");
+    assert_eq!(
+        w.count("SELECT count(*) FROM managed_phone_numbers").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn one_org_buying_twice_at_once_buys_once() {
+    let w = World::new().await;
+    let b = w.another_instance().await;
+    w.providers.lock().buy_delay = Duration::from_millis(300);
+    let org = new_org();
+    let (x, y) = tokio::join!(
+        w.buy_with(&w.state, org, json!({"phoneNumber": NUMBER})),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            w.buy_with(&b, org, json!({"phoneNumber": NUMBER})).await
+        }
+    );
+    let mut got = [(x.0, x.1["status"].clone()), (y.0, y.1["status"].clone())];
+    got.sort_by_key(|g| g.0);
+    assert_eq!(
+        got,
+        [(201, json!("active")), (202, json!("provisioning"))],
+        "{x:?} {y:?}"
+    );
+    assert_eq!(w.providers.lock().bought.len(), 1);
+}
+
+#[tokio::test]
+async fn a_number_taken_in_between_is_409_and_leaves_nothing() {
+    let w = World::new().await;
+    w.providers.lock().taken.push(NUMBER.into());
+    let (status, body) = w.buy(new_org(), NUMBER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("number_unavailable")),
+        "{body}"
+    );
+    assert!(w.row(NUMBER).await.is_none(), "the intent is closed");
+    assert!(
+        w.calls(&w.vapi.server, "POST", "/phone-number")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM audit_log WHERE action = 'number.purchase' AND outcome = 'refused'").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_purchase_that_timed_out_after_twilio_bought_is_adopted() {
+    let w = World::new().await;
+    // Twilio buys the number but answers after the client gave up.
+    w.providers.lock().buy_delay = Duration::from_secs(3);
+    let (status, body) = w.buy(new_org(), NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    let buys = w
+        .calls(
+            &w.twilio.server,
+            "POST",
+            &format!("/Accounts/{SUB}/IncomingPhoneNumbers.json"),
+        )
+        .await;
+    assert_eq!(buys.len(), 1, "never bought twice");
+    let lookups = w
+        .calls(
+            &w.twilio.server,
+            "GET",
+            &format!("/Accounts/{SUB}/IncomingPhoneNumbers.json"),
+        )
+        .await;
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(w.providers.lock().bought.len(), 1);
+    assert_eq!(
+        body["twilioPhoneSid"],
+        w.providers.lock().bought[0].2.as_str()
+    );
+}
+
+#[tokio::test]
+async fn twilio_failing_leaves_it_provisioning_and_a_repeat_finishes_it() {
+    let w = World::new().await;
+    let org = new_org();
+    w.providers.lock().buy_fails_500 = true;
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "provisioning");
+    assert_eq!(body["pending"], json!(["twilio", "vapi"]));
+    assert_eq!(body["errors"], json!({"twilio": "twilio_unavailable"}));
+    let row = w.row(NUMBER).await.unwrap();
+    assert_eq!(row["status"], "provisioning");
+    assert!(row["claim_token"].is_null(), "the claim is let go");
+    // The status route shows it.
+    let list = list_numbers::State::from_env(
+        &Env::from_pairs([("DATABASE_URL", w.t.url().as_str())]),
+        &w.aws,
+    )
+    .await
+    .unwrap();
+    let ev = ApiEvent::new(
+        "GET",
+        "/api/managed-telephony/status",
+        "/api/managed-telephony/status",
+    )
+    .caller(&org.to_string(), "user-1");
+    let (_, listed) = read_response(&list_numbers::handle(&list, ev.request()).await);
+    let n = &listed["numbers"][0];
+    assert_eq!(n["status"], "provisioning");
+    assert_eq!(n["purchase"]["pending"], json!(["twilio", "vapi"]));
+    assert_eq!(
+        n["purchase"]["errors"],
+        json!({"twilio": "twilio_unavailable"})
+    );
+    assert!(n["twilioPhoneSid"].is_null());
+
+    w.providers.lock().buy_fails_500 = false;
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    // The resumed purchase looked before buying.
+    let path = format!("/Accounts/{SUB}/IncomingPhoneNumbers.json");
+    assert_eq!(
+        w.calls(&w.twilio.server, "GET", &path).await.len(),
+        2,
+        "after the 500, and on resume"
+    );
+    assert_eq!(w.providers.lock().bought.len(), 1);
+}
+
+#[tokio::test]
+async fn vapi_refusing_the_import_releases_what_was_bought() {
+    let w = World::new().await;
+    let org = new_org();
+    w.providers.lock().import_answer = Some(FakeVapi::error(400, "twilioAuthToken is invalid"));
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("vapi_refused_import")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was released"),
+        "{body}"
+    );
+    let h = w.providers.lock();
+    assert!(h.bought.is_empty(), "released at Twilio");
+    assert_eq!(h.released.len(), 1);
+    drop(h);
+    let row = w.row(NUMBER).await.unwrap();
+    assert_eq!(row["status"], "released");
+    assert_eq!(
+        w.count("SELECT count(*) FROM phone_number_mapping").await,
+        0
+    );
+    // And the number can be bought again.
+    let (status, _) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn an_import_without_an_answer_is_found_at_vapi_and_adopted() {
+    let w = World::new().await;
+    w.providers.lock().import_delay = Duration::from_secs(3);
+    let (status, body) = w.buy(new_org(), NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        w.calls(&w.vapi.server, "POST", "/phone-number").await.len(),
+        1,
+        "never imported twice"
+    );
+    assert_eq!(
+        w.calls(&w.vapi.server, "GET", "/phone-number").await.len(),
+        1
+    );
+    assert_eq!(body["vapiPhoneId"], "vapi-phone-1");
+}
+
+#[tokio::test]
+async fn a_purchase_left_by_a_killed_instance_is_finished_by_reconcile() {
+    let w = World::new().await;
+    let org = new_org();
+    // The instance died after buying (stamped) and before importing.
+    w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
+    let (status, _) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 202);
+    w.expire_claims().await;
+    let release = release_number::State::from_env(
+        &Env::from_pairs([
+            ("DATABASE_URL", w.t.url().as_str()),
+            ("VAPI_BASE_URL", w.vapi.uri().as_str()),
+            ("TWILIO_BASE_URL", w.twilio.uri().as_str()),
+            ("VAPI_PRIVATE_KEY", VAPI_KEY),
+            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ]),
+        &w.aws,
+    )
+    .await
+    .unwrap();
+    let report = release
+        .release
+        .reconcile(10, "reconcile", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.purchases.claimed, report.purchases.activated),
+        (1, 1),
+        "{report:?}"
+    );
+    let row = w.row(NUMBER).await.unwrap();
+    assert_eq!(row["status"], "active");
+    assert_eq!(w.providers.lock().bought.len(), 1);
+    assert_eq!(w.providers.lock().imported.len(), 1);
+    // Vapi was looked at after the 503, and again by reconcile before importing.
+    assert_eq!(
+        w.calls(&w.vapi.server, "GET", "/phone-number").await.len(),
+        2
+    );
+    let actor: String =
+        w.t.client()
+            .await
+            .query_one("SELECT actor FROM audit_log WHERE outcome = 'active'", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(actor, "system:reconcile");
+    assert_eq!(report.at_risk.stuck_purchases, 0);
+}
+
+#[tokio::test]
+async fn every_bad_input_is_4xx_and_changes_nothing() {
+    let w = World::new().await;
+    let org = new_org();
+    let base = || {
+        ApiEvent::new("POST", ROUTE, ROUTE)
+            .caller(&org.to_string(), "user-1")
+            .scopes(&["telephony:write"])
+    };
+    let cases: Vec<(&str, ApiEvent, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            base()
+                .header("content-type", "application/json")
+                .body("{\"phoneNumber\":"),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown field",
+            base().json(&json!({"phoneNumber": NUMBER, "orgId": "x"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "missing number",
+            base().json(&json!({"assistantId": ASSISTANT})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "bad number",
+            base().json(&json!({"phoneNumber": "4155550150"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "number as integer",
+            base().json(&json!({"phoneNumber": 14155550150u64})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "bad assistant",
+            base().json(&json!({"phoneNumber": NUMBER, "assistantId": "asst_1"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "long name",
+            base().json(&json!({"phoneNumber": NUMBER, "name": "n".repeat(41)})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "oversized",
+            base()
+                .header("content-type", "application/json")
+                .body(format!("{{\"x\":\"{}\"}}", "a".repeat(17 * 1024))),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "query parameter",
+            base().query("org=x").json(&json!({"phoneNumber": NUMBER})),
+            400,
+            "unknown_query_parameter",
+        ),
+        (
+            "no scope",
+            base()
+                .scopes(&["telephony:read"])
+                .json(&json!({"phoneNumber": NUMBER})),
+            403,
+            "forbidden",
+        ),
+        (
+            "no org claim",
+            base()
+                .without_claim("org_id")
+                .json(&json!({"phoneNumber": NUMBER})),
+            401,
+            "unauthenticated",
+        ),
+        (
+            "unrecordable sub",
+            base()
+                .claim("sub", &"u".repeat(300))
+                .json(&json!({"phoneNumber": NUMBER})),
+            401,
+            "unrecordable_subject",
+        ),
+    ];
+    for (what, ev, status, code) in cases {
+        let (s, body) = read_response(&handle(&w.state, ev.request()).await);
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(w.t.dump().await, "", "nothing stored");
+    assert!(
+        w.twilio
+            .server
+            .received_requests()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.vapi.server.received_requests().await.unwrap().is_empty());
+}
