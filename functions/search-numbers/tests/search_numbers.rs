@@ -1,0 +1,256 @@
+//! search-numbers end to end: API Gateway events through the real handler, and
+//! Twilio's search and Pricing API as wiremock servers asserting what was asked.
+//! No database: the route needs only the Twilio main account.
+
+use search_numbers::{State, handle};
+use serde_json::{Value, json};
+use shared::config::Env;
+use testkit::event::{ApiEvent, read_response};
+use testkit::fakes::{FakeTwilio, TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN};
+use wiremock::matchers::{basic_auth, method, path, query_param};
+use wiremock::{Mock, ResponseTemplate};
+
+const ROUTE: &str = "/api/managed-telephony/available-numbers";
+const ORG: &str = "0d3e0000-0000-4000-8000-000000000001";
+
+fn available(number: &str, address: &str) -> Value {
+    json!({
+        "friendly_name": "(415) 555-0150", "phone_number": number, "lata": "722",
+        "locality": "San Francisco", "rate_center": "SNFC CNTL", "latitude": "37.77",
+        "longitude": "-122.41", "region": "CA", "postal_code": "94110", "iso_country": "US",
+        "address_requirements": address, "beta": false,
+        "capabilities": {"voice": true, "SMS": true, "MMS": false, "fax": false}
+    })
+}
+
+fn prices() -> Value {
+    json!({
+        "country": "United States", "iso_country": "US", "price_unit": "USD",
+        "phone_number_prices": [
+            {"number_type": "local", "base_price": "1.15", "current_price": "1.15"},
+            {"number_type": "toll free", "base_price": "2.15", "current_price": "2.15"}
+        ],
+        "url": "https://pricing.twilio.com/v1/PhoneNumbers/Countries/US"
+    })
+}
+
+async fn state(twilio: &FakeTwilio) -> State {
+    let aws = testkit::aws_config().await;
+    let (base, pricing) = (twilio.uri(), format!("{}/pricing", twilio.uri()));
+    State::from_env(
+        &Env::from_pairs([
+            ("TWILIO_BASE_URL", base.as_str()),
+            ("TWILIO_PRICING_BASE_URL", pricing.as_str()),
+            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+            ("PROVIDER_TIMEOUT_MS", "1000"),
+            ("PROVIDER_MIN_BACKOFF_MS", "10"),
+            ("PROVIDER_MAX_BACKOFF_MS", "40"),
+        ]),
+        &aws,
+    )
+    .await
+    .expect("state")
+}
+
+async fn search(state: &State, query: Option<&str>) -> (u16, Value) {
+    let mut ev = ApiEvent::new("GET", ROUTE, ROUTE).caller(ORG, "user-1");
+    if let Some(q) = query {
+        ev = ev.query(q);
+    }
+    read_response(&handle(state, ev.request()).await)
+}
+
+fn local_search() -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/Accounts/{TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/Local.json"
+        )))
+        .and(basic_auth(TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN))
+}
+
+fn pricing() -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path("/pricing/PhoneNumbers/Countries/US"))
+        .and(basic_auth(TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN))
+}
+
+#[tokio::test]
+async fn numbers_that_need_no_address_with_their_monthly_price() {
+    let twilio = FakeTwilio::start().await;
+    local_search()
+        .and(query_param("AreaCode", "415"))
+        .and(query_param("Contains", "555"))
+        .and(query_param("VoiceEnabled", "true"))
+        .and(query_param("ExcludeAllAddressRequired", "true"))
+        .and(query_param("PageSize", "5"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [
+                available("+14155550150", "none"),
+                available("+14155550151", "any"),
+                available("+14155550152", "none"),
+                available("not-a-number", "none"),
+            ],
+            "uri": "/2010-04-01/Accounts/AC/AvailablePhoneNumbers/US/Local.json"
+        })))
+        .expect(2)
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(ResponseTemplate::new(200).set_body_json(prices()))
+        .expect(1)
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    let (status, body) = search(&state, Some("areaCode=415&contains=555&limit=5")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["country"], "US");
+    assert_eq!(body["type"], "local");
+    assert_eq!(body["pricesAvailable"], true);
+    let numbers = body["numbers"].as_array().unwrap();
+    let listed: Vec<&str> = numbers
+        .iter()
+        .map(|n| n["phoneNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["+14155550150", "+14155550152"],
+        "no address-needing or malformed numbers"
+    );
+    assert_eq!(
+        numbers[0],
+        json!({
+            "phoneNumber": "+14155550150", "friendlyName": "(415) 555-0150",
+            "locality": "San Francisco", "region": "CA", "isoCountry": "US",
+            "capabilities": {"voice": true, "sms": true, "mms": false},
+            "addressRequirements": "none",
+            "monthlyPrice": {"amount": "1.15", "currency": "USD"}
+        })
+    );
+    // The prices are cached per instance: a second search asks Twilio's search only.
+    let (status, _) = search(&state, Some("areaCode=415&contains=555&limit=5")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn without_prices_the_numbers_are_still_listed() {
+    let twilio = FakeTwilio::start().await;
+    local_search()
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [available("+14155550150", "none")]
+        })))
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(FakeTwilio::error(503, 20503, "Service Unavailable"))
+        .mount(&twilio.server)
+        .await;
+    let (status, body) = search(&state(&twilio).await, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pricesAvailable"], false);
+    assert!(body["numbers"][0]["monthlyPrice"].is_null());
+}
+
+#[tokio::test]
+async fn toll_free_uses_its_own_resource_and_price() {
+    let twilio = FakeTwilio::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/Accounts/{TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/TollFree.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [available("+18335550100", "none")]
+        })))
+        .expect(1)
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(ResponseTemplate::new(200).set_body_json(prices()))
+        .mount(&twilio.server)
+        .await;
+    let (status, body) = search(&state(&twilio).await, Some("type=toll_free")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["numbers"][0]["monthlyPrice"],
+        json!({"amount": "2.15", "currency": "USD"})
+    );
+}
+
+#[tokio::test]
+async fn twilio_down_is_503_and_its_refusal_422() {
+    let twilio = FakeTwilio::start().await;
+    local_search()
+        .and(query_param("AreaCode", "212"))
+        .respond_with(FakeTwilio::error(503, 20503, "Service Unavailable"))
+        .mount(&twilio.server)
+        .await;
+    local_search()
+        .and(query_param("AreaCode", "999"))
+        .respond_with(FakeTwilio::error(400, 21451, "Invalid area code"))
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(ResponseTemplate::new(200).set_body_json(prices()))
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    let (status, body) = search(&state, Some("areaCode=212")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("twilio_unavailable")),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("Service Unavailable"),
+        "never the provider's text"
+    );
+    let (status, body) = search(&state, Some("areaCode=999")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("search_refused")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn bad_filters_are_400_naming_the_parameter_and_call_nothing() {
+    let twilio = FakeTwilio::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    for (query, status, code, names) in [
+        ("areaCode=41", 400, "invalid_query_parameter", "areaCode"),
+        ("country=USA", 400, "invalid_query_parameter", "country"),
+        ("type=mobile", 400, "invalid_query_parameter", "type"),
+        ("limit=500", 400, "invalid_query_parameter", "limit"),
+        ("contains=a%20b", 400, "invalid_query_parameter", "contains"),
+        ("limit=2&limit=3", 400, "invalid_query_parameter", "limit"),
+        ("page=2", 400, "unknown_query_parameter", "page"),
+        (
+            "addressRequired=any",
+            422,
+            "address_required_unsupported",
+            "addressRequired",
+        ),
+    ] {
+        let (s, body) = search(&state, Some(query)).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{query}: {body}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(names),
+            "{query}: {body}"
+        );
+    }
+    let ev = ApiEvent::new("GET", ROUTE, ROUTE);
+    let (s, body) = read_response(&handle(&state, ev.request()).await);
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+}

@@ -1,0 +1,429 @@
+//! update-number end to end: API Gateway events through the real handler, real
+//! Postgres, wiremock Vapi asserting every PATCH.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::config::Env;
+use shared::ids::OrgId;
+use testkit::event::{ApiEvent, read_response};
+use testkit::fakes::{FakeVapi, VAPI_KEY};
+use testkit::probe::PoolProbe;
+use testkit::{SeededNumber, TestDb};
+use update_number::{State, handle};
+use wiremock::matchers::{body_json, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+const ROUTE: &str = "/api/managed-telephony/numbers/{phoneNumber}";
+const OLD: &str = "0d3e0000-0000-4000-8000-0000000000aa";
+const NEW: &str = "0d3e0000-0000-4000-8000-0000000000bb";
+
+struct World {
+    t: TestDb,
+    vapi: FakeVapi,
+    aws: aws_config::SdkConfig,
+    state: State,
+    org: OrgId,
+    n: SeededNumber,
+}
+
+async fn build_state(t: &TestDb, vapi: &FakeVapi, aws: &aws_config::SdkConfig) -> State {
+    let (url, v) = (t.url(), vapi.uri());
+    State::from_env(
+        &Env::from_pairs([
+            ("DATABASE_URL", url.as_str()),
+            ("VAPI_BASE_URL", v.as_str()),
+            ("VAPI_PRIVATE_KEY", VAPI_KEY),
+            ("PROVIDER_TIMEOUT_MS", "1000"),
+            ("PROVIDER_MIN_BACKOFF_MS", "10"),
+            ("PROVIDER_MAX_BACKOFF_MS", "40"),
+            ("STEPS_DEADLINE_MS", "5000"),
+            ("CLAIM_SECS", "30"),
+        ]),
+        aws,
+    )
+    .await
+    .expect("state")
+}
+
+impl World {
+    async fn new() -> Self {
+        let t = TestDb::new().await;
+        let aws = testkit::aws_config().await;
+        let vapi = FakeVapi::start().await;
+        let state = build_state(&t, &vapi, &aws).await;
+        let org = t.org().await;
+        let n = t
+            .managed_number(org, "+14155550100", Some("vapi-phone-1"))
+            .await;
+        let c = t.client().await;
+        c.execute(
+            "UPDATE managed_phone_numbers SET assistant_id = $1, display_name = 'Front desk' WHERE phone_number = $2",
+            &[&OLD, &n.number],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "UPDATE phone_number_mapping SET vapi_assistant_id = $1 WHERE inbound_phone_number = $2",
+            &[&OLD, &n.number],
+        )
+        .await
+        .unwrap();
+        Self {
+            t,
+            vapi,
+            aws,
+            state,
+            org,
+            n,
+        }
+    }
+
+    fn event(&self, org: OrgId, raw: &str, body: &Value) -> ApiEvent {
+        ApiEvent::new(
+            "PATCH",
+            ROUTE,
+            &format!("/api/managed-telephony/numbers/{raw}"),
+        )
+        .caller(&org.to_string(), "user-1")
+        .scopes(&["telephony:write"])
+        .path_parameter("phoneNumber", raw)
+        .json(body)
+    }
+
+    async fn patch_with(&self, state: &State, body: Value) -> (u16, Value) {
+        let ev = self.event(self.org, &self.n.number, &body);
+        read_response(&handle(state, ev.request()).await)
+    }
+
+    async fn patch(&self, body: Value) -> (u16, Value) {
+        self.patch_with(&self.state, body).await
+    }
+
+    fn vapi_patch(&self) -> wiremock::MockBuilder {
+        self.vapi
+            .authed(Mock::given(method("PATCH")).and(path("/phone-number/vapi-phone-1")))
+    }
+
+    /// (assistant_id, display_name, assistant_pending, routing row's assistant)
+    async fn routing(&self) -> (Option<String>, Option<String>, bool, Option<String>) {
+        let r = self
+            .t
+            .client()
+            .await
+            .query_one(
+                "SELECT n.assistant_id, n.display_name, n.assistant_pending, m.vapi_assistant_id
+                   FROM managed_phone_numbers n
+                   LEFT JOIN phone_number_mapping m ON m.inbound_phone_number = n.phone_number
+                  WHERE n.phone_number = $1",
+                &[&self.n.number],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    }
+}
+
+#[tokio::test]
+async fn routes_the_number_to_another_assistant_at_vapi_and_in_the_database() {
+    let w = World::new().await;
+    let probe = PoolProbe::new([w.state.db.clone()]);
+    w.vapi_patch()
+        .and(body_json(json!({"assistantId": NEW, "name": "Sales"})))
+        .respond_with(
+            probe.answering(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"id": "vapi-phone-1", "assistantId": NEW})),
+            ),
+        )
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    let (status, body) = w.patch(json!({"assistantId": NEW, "name": "Sales"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"phoneNumber": w.n.number, "assistantId": NEW, "name": "Sales", "routed": true})
+    );
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(NEW.into()),
+            Some("Sales".into()),
+            false,
+            Some(NEW.into())
+        )
+    );
+    assert_eq!(
+        probe.samples(),
+        vec![0],
+        "no connection held during the PATCH"
+    );
+    let audit: (String, Value) = {
+        let r =
+            w.t.client()
+                .await
+                .query_one(
+                    "SELECT outcome, detail FROM audit_log WHERE action = 'number.route'",
+                    &[],
+                )
+                .await
+                .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(audit.0, "routed");
+    assert_eq!(audit.1["previousAssistantId"], OLD);
+}
+
+#[tokio::test]
+async fn vapi_down_leaves_it_pending_and_reconcile_sends_it_again() {
+    let w = World::new().await;
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(503, "Service Unavailable"))
+        .expect(3)
+        .mount(&w.vapi.server)
+        .await;
+    let (status, body) = w.patch(json!({"assistantId": NEW})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["routed"].clone(), body["code"].clone()),
+        (json!(false), json!("vapi_unavailable"))
+    );
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(NEW.into()),
+            Some("Front desk".into()),
+            true,
+            Some(OLD.into())
+        ),
+        "recorded as pending; routing unchanged until Vapi confirms"
+    );
+    w.vapi.server.verify().await;
+    w.vapi.server.reset().await;
+    w.vapi_patch()
+        .and(body_json(json!({"assistantId": NEW, "name": "Front desk"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "vapi-phone-1"})))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET updated_at = now() - interval '2 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let router = shared::routing::Router {
+        db: &w.state.db,
+        vapi: &w.state.vapi,
+        config: &w.state.steps,
+    };
+    assert_eq!(router.resume_pending(10, "reconcile").await.unwrap(), 1);
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(NEW.into()),
+            Some("Front desk".into()),
+            false,
+            Some(NEW.into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn vapi_refusing_the_assistant_keeps_the_previous_one() {
+    let w = World::new().await;
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(
+            400,
+            "assistantId must be an existing assistant",
+        ))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    let (status, body) = w.patch(json!({"assistantId": NEW, "name": "Sales"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("vapi_refused_assistant")),
+        "{body}"
+    );
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(OLD.into()),
+            Some("Front desk".into()),
+            false,
+            Some(OLD.into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn two_changes_at_once_from_two_instances_one_waits_its_turn() {
+    let w = World::new().await;
+    let b = build_state(&w.t, &w.vapi, &w.aws).await;
+    w.vapi_patch()
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "vapi-phone-1"}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&w.vapi.server)
+        .await;
+    let (x, y) = tokio::join!(w.patch(json!({"assistantId": NEW})), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w.patch_with(&b, json!({"assistantId": OLD})).await
+    });
+    assert_eq!(x.0, 200, "{x:?}");
+    assert_eq!(
+        (y.0, y.1["error"]["code"].as_str()),
+        (409, Some("update_in_progress")),
+        "{y:?}"
+    );
+    assert_eq!(w.routing().await.0.as_deref(), Some(NEW));
+}
+
+#[tokio::test]
+async fn another_orgs_or_an_inactive_number_is_refused_and_calls_nothing() {
+    let w = World::new().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&w.vapi.server)
+        .await;
+    let other = w.t.org().await;
+    let theirs =
+        w.t.managed_number(other, "+14155550199", Some("vapi-z"))
+            .await;
+    let ev = w.event(w.org, &theirs.number, &json!({"assistantId": NEW}));
+    let (status, body) = read_response(&handle(&w.state, ev.request()).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("number_not_found"))
+    );
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET status = 'release_pending', release_requested_at = now() WHERE phone_number = $1",
+            &[&w.n.number],
+        )
+        .await
+        .unwrap();
+    let (status, body) = w.patch(json!({"assistantId": NEW})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("number_not_active")),
+        "{body}"
+    );
+    assert_eq!(w.routing().await.0.as_deref(), Some(OLD));
+}
+
+#[tokio::test]
+async fn every_bad_input_is_4xx_and_changes_nothing() {
+    let w = World::new().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&w.vapi.server)
+        .await;
+    let ok = json!({"assistantId": NEW});
+    let cases: Vec<(&str, ApiEvent, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            w.event(w.org, &w.n.number, &ok)
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "malformed_json",
+        ),
+        (
+            "missing assistant",
+            w.event(w.org, &w.n.number, &json!({"name": "x"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "bad assistant",
+            w.event(w.org, &w.n.number, &json!({"assistantId": "asst_1"})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "null assistant",
+            w.event(w.org, &w.n.number, &json!({"assistantId": null})),
+            400,
+            "invalid_body",
+        ),
+        (
+            "unknown field",
+            w.event(
+                w.org,
+                &w.n.number,
+                &json!({"assistantId": NEW, "serverUrl": "x"}),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            "control char name",
+            w.event(
+                w.org,
+                &w.n.number,
+                &json!({"assistantId": NEW, "name": "a\u{7}"}),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            "bad number",
+            w.event(w.org, "4155550100", &ok),
+            400,
+            "invalid_phone_number",
+        ),
+        (
+            "double-encoded",
+            w.event(w.org, "%252B14155550100", &ok),
+            400,
+            "invalid_phone_number",
+        ),
+        (
+            "no scope",
+            w.event(w.org, &w.n.number, &ok).scopes(&["telephony:read"]),
+            403,
+            "forbidden",
+        ),
+        (
+            "no org",
+            w.event(w.org, &w.n.number, &ok).without_claim("org_id"),
+            401,
+            "unauthenticated",
+        ),
+    ];
+    for (what, ev, status, code) in cases {
+        let (s, body) = read_response(&handle(&w.state, ev.request()).await);
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(OLD.into()),
+            Some("Front desk".into()),
+            false,
+            Some(OLD.into())
+        )
+    );
+    // The %2B form of a good number works.
+    w.vapi.server.reset().await;
+    w.vapi_patch()
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "vapi-phone-1"})))
+        .mount(&w.vapi.server)
+        .await;
+    let ev = w.event(w.org, "%2B14155550100", &ok);
+    assert_eq!(read_response(&handle(&w.state, ev.request()).await).0, 200);
+}
