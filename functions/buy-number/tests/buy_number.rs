@@ -36,6 +36,9 @@ struct Held {
     taken: Vec<String>,
     buy_delay: Duration,
     buy_fails_500: bool,
+    /// Twilio's own refusal of the purchase: (status, code).
+    buy_refused: Option<(u16, u32)>,
+    subaccount_delay: Duration,
     import_answer: Option<ResponseTemplate>,
     import_delay: Duration,
     released: Vec<String>,
@@ -80,9 +83,11 @@ impl Respond for Providers {
                 let f = form(req);
                 assert!(f["FriendlyName"].len() <= 64);
                 h.subaccounts.push(SUB.into());
-                ResponseTemplate::new(201).set_body_json(json!({
-                    "sid": SUB, "auth_token": SUB_TOKEN, "friendly_name": f["FriendlyName"], "status": "active"
-                }))
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({
+                        "sid": SUB, "auth_token": SUB_TOKEN, "friendly_name": f["FriendlyName"], "status": "active"
+                    }))
+                    .set_delay(h.subaccount_delay)
             }
             ("GET", x) if x == format!("/Accounts/{SUB}.json") => ResponseTemplate::new(200)
                 .set_body_json(json!({"sid": SUB, "auth_token": SUB_TOKEN, "status": "active"})),
@@ -90,6 +95,9 @@ impl Respond for Providers {
                 let number = form(req)["PhoneNumber"].clone();
                 if h.taken.contains(&number) {
                     return FakeTwilio::error(400, 21422, "PhoneNumber is not available");
+                }
+                if let Some((status, code)) = h.buy_refused {
+                    return FakeTwilio::error(status, code, "refused");
                 }
                 if h.buy_fails_500 {
                     return FakeTwilio::error(500, 20500, "Internal Server Error");
@@ -917,4 +925,91 @@ async fn every_bad_input_is_4xx_and_changes_nothing() {
             .is_empty()
     );
     assert!(w.vapi.server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_subaccount_created_without_an_answer_is_found_by_name_and_adopted() {
+    let w = World::new().await;
+    w.providers.lock().subaccount_delay = Duration::from_secs(3);
+    let (status, body) = w.buy(new_org(), NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        w.calls(&w.twilio.server, "POST", "/Accounts.json")
+            .await
+            .len(),
+        1,
+        "never created twice"
+    );
+    assert_eq!(
+        w.calls(&w.twilio.server, "GET", "/Accounts.json")
+            .await
+            .len(),
+        2,
+        "before, and after the timeout"
+    );
+    assert_eq!(w.providers.lock().subaccounts.len(), 1);
+}
+
+#[tokio::test]
+async fn twilio_refusals_close_the_intent_with_their_own_answer() {
+    for ((status, code), answer, api_code) in [
+        ((400, 21421), 422, "invalid_phone_number"),
+        ((400, 21631), 422, "address_required"),
+        ((400, 21610), 422, "twilio_refused_purchase"),
+        ((403, 10002), 503, "purchasing_unavailable"),
+    ] {
+        let w = World::new().await;
+        w.providers.lock().buy_refused = Some((status, code));
+        let (s, body) = w.buy(new_org(), NUMBER).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (answer, Some(api_code)),
+            "{code}: {body}"
+        );
+        assert!(
+            w.row(NUMBER).await.is_none(),
+            "{code}: the intent is closed"
+        );
+        assert!(
+            w.calls(&w.vapi.server, "POST", "/phone-number")
+                .await
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
+async fn releasing_a_number_still_being_bought_is_409() {
+    let w = World::new().await;
+    let org = new_org();
+    w.providers.lock().buy_fails_500 = true;
+    assert_eq!(w.buy(org, NUMBER).await.0, 202);
+    let release = release_number::State::from_env(
+        &Env::from_pairs([
+            ("DATABASE_URL", w.t.url().as_str()),
+            ("VAPI_BASE_URL", w.vapi.uri().as_str()),
+            ("TWILIO_BASE_URL", w.twilio.uri().as_str()),
+            ("VAPI_PRIVATE_KEY", VAPI_KEY),
+            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ]),
+        &w.aws,
+    )
+    .await
+    .unwrap();
+    let ev = ApiEvent::new(
+        "DELETE",
+        "/api/managed-telephony/numbers/{phoneNumber}",
+        "/api/managed-telephony/numbers/x",
+    )
+    .caller(&org.to_string(), "user-1")
+    .scopes(&["telephony:write"])
+    .path_parameter("phoneNumber", NUMBER);
+    let (status, body) = read_response(&release_number::handle(&release, ev.request()).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("purchase_in_progress")),
+        "{body}"
+    );
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "provisioning");
 }
