@@ -1,0 +1,134 @@
+//! How a purchase can fail, and what the caller is told.
+
+use crate::credential::byoc_in_use;
+use crate::db::DbError;
+use crate::error::ApiError;
+use crate::providers::ProviderError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    #[error("the organisation uses its own Twilio account")]
+    ByocInUse,
+    #[error("another organisation holds this number")]
+    Taken,
+    #[error("Twilio no longer offers this number")]
+    Unavailable,
+    #[error("Twilio says this number is invalid")]
+    InvalidNumber,
+    #[error("this number needs a registered address")]
+    AddressRequired,
+    #[error("the platform's Twilio account may not buy numbers ({0})")]
+    AccountRestricted(ProviderError),
+    #[error("Twilio refused the purchase: {0}")]
+    TwilioRefused(ProviderError),
+    #[error("Vapi refused to import the number: {error}")]
+    VapiRefused {
+        error: ProviderError,
+        released: bool,
+    },
+    /// Failed `RECONCILE_MAX_ATTEMPTS` times before anything was bought: closed.
+    #[error("the purchase failed too often at {0}: {1}")]
+    GaveUp(&'static str, ProviderError),
+    #[error("the number is being released")]
+    BeingReleased,
+    #[error("the number routes to another organisation")]
+    RoutedElsewhere,
+    /// The number changed state between two statements; try the intent again.
+    #[error("the number changed state; try again")]
+    Retry,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl PurchaseError {
+    /// The stable code an audit row of a closed intent records.
+    pub(super) fn refusal_code(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "number_unavailable",
+            Self::InvalidNumber => "invalid_phone_number",
+            Self::AddressRequired => "address_required",
+            Self::AccountRestricted(_) => "purchasing_unavailable",
+            Self::TwilioRefused(_) => "twilio_refused_purchase",
+            _ => "refused",
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for PurchaseError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<PurchaseError> for ApiError {
+    fn from(e: PurchaseError) -> Self {
+        let conflict = |code, message: &str| ApiError::Conflict {
+            code,
+            message: message.into(),
+        };
+        let unprocessable = |code, message: String| ApiError::Unprocessable { code, message };
+        match e {
+            PurchaseError::ByocInUse => byoc_in_use(),
+            PurchaseError::Taken => conflict("number_taken", "This number is not available."),
+            PurchaseError::Unavailable => conflict(
+                "number_unavailable",
+                "Twilio no longer offers this number (another buyer may have taken it); search again and pick another. Nothing was bought.",
+            ),
+            PurchaseError::InvalidNumber => unprocessable(
+                "invalid_phone_number",
+                "Twilio says this number is not a valid number to buy. Nothing was bought.".into(),
+            ),
+            PurchaseError::AddressRequired => unprocessable(
+                "address_required",
+                "This number needs a registered address, which is not supported yet; pick a number that needs none. Nothing was bought.".into(),
+            ),
+            PurchaseError::AccountRestricted(p) => {
+                tracing::error!(error = %p, code = p.stable_code(), "the main Twilio account may not buy numbers");
+                ApiError::Unavailable {
+                    code: "purchasing_unavailable",
+                    message: "Numbers cannot be bought right now; nothing was bought. Support has been told.".into(),
+                }
+            }
+            PurchaseError::TwilioRefused(p) => unprocessable(
+                "twilio_refused_purchase",
+                format!(
+                    "Twilio refused the purchase (HTTP {}{}). Nothing was bought.",
+                    p.status().unwrap_or_default(),
+                    p.provider_code().map(|c| format!(", code {c}")).unwrap_or_default()
+                ),
+            ),
+            PurchaseError::VapiRefused { error, released } => unprocessable(
+                "vapi_refused_import",
+                format!(
+                    "Vapi refused the number ({}), so the purchase was undone: the number {}.",
+                    error.stable_code(),
+                    if released {
+                        "was released and is not billed"
+                    } else {
+                        "is being released (see its status)"
+                    }
+                ),
+            ),
+            PurchaseError::GaveUp(step, p) => ApiError::Unavailable {
+                code: "purchase_failed",
+                message: format!(
+                    "The purchase could not be finished ({step}: {}); nothing was bought. Try again later.",
+                    p.stable_code()
+                ),
+            },
+            PurchaseError::BeingReleased => conflict(
+                "number_being_released",
+                "This number of your organisation is being released; buy it again once it is released.",
+            ),
+            PurchaseError::RoutedElsewhere => conflict(
+                "number_already_routed",
+                "This number already routes to another organisation.",
+            ),
+            PurchaseError::Retry => ApiError::Unavailable {
+                code: "try_again",
+                message: "The number changed state while buying it; try again.".into(),
+            },
+            PurchaseError::Db(db) => db.into(),
+        }
+    }
+}
