@@ -34,6 +34,7 @@ async fn main() {
     let kms_key = testkit::kms_key(&aws).await;
     let (vapi, twilio) = (FakeVapi::start().await, FakeTwilio::start().await);
     let (url, v, tw) = (t.url(), vapi.uri(), twilio.uri());
+    let pricing = format!("{tw}/pricing");
     let env = Env::from_pairs([
         ("DATABASE_URL", url.as_str()),
         ("KEYRING", "kms"),
@@ -43,6 +44,7 @@ async fn main() {
         ("VAPI_PRIVATE_KEY", VAPI_KEY),
         ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
         ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ("TWILIO_PRICING_BASE_URL", pricing.as_str()),
     ]);
     let save = save_credential::State::from_env(&env, &aws)
         .await
@@ -53,7 +55,21 @@ async fn main() {
     let release = release_number::State::from_env(&env, &aws)
         .await
         .expect("release state");
-    let probe = PoolProbe::new([save.db.clone(), release.release.db.clone()]);
+    let search = search_numbers::State::from_env(&env, &aws)
+        .await
+        .expect("search state");
+    let buy = buy_number::State::from_env(&env, &aws)
+        .await
+        .expect("buy state");
+    let update = update_number::State::from_env(&env, &aws)
+        .await
+        .expect("update state");
+    let probe = PoolProbe::new([
+        save.db.clone(),
+        release.release.db.clone(),
+        buy.db.clone(),
+        update.db.clone(),
+    ]);
     let ok = |status: u16, body: serde_json::Value| {
         probe.answering(
             ResponseTemplate::new(status)
@@ -91,6 +107,67 @@ async fn main() {
     Mock::given(method("DELETE"))
         .and(path_regex("^/phone-number/"))
         .respond_with(ok(200, json!({})))
+        .mount(&vapi.server)
+        .await;
+    // The purchase's calls: the org's subaccount (looked up, created, its token
+    // read back), the purchase, the import, the assistant change, the search.
+    let sub = "AC5ab5ab5ab5ab5ab5ab5ab5ab5ab5ab5a";
+    let sub_account = json!({"sid": sub, "auth_token": "5ab70ce05ab70ce05ab70ce05ab70ce0", "status": "active", "friendly_name": "org"});
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/Accounts\.json$"))
+        .respond_with(ok(200, json!({"accounts": []})))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/Accounts\.json$"))
+        .respond_with(ok(201, sub_account.clone()))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(format!(r"^/Accounts/{sub}\.json$")))
+        .respond_with(ok(200, sub_account))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(
+            r"^/Accounts/AC[0-9a-f]{32}/IncomingPhoneNumbers\.json$",
+        ))
+        .respond_with(ok(
+            201,
+            json!({"sid": "PN0123456789abcdef0123456789abcdef", "phone_number": "+1"}),
+        ))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/Accounts/AC[0-9a-f]{32}/AvailablePhoneNumbers/US/Local\.json$",
+        ))
+        .respond_with(ok(
+            200,
+            json!({"available_phone_numbers": (0..20).map(|i| json!({
+            "phone_number": format!("+1415555{i:04}"), "locality": "San Francisco", "region": "CA",
+            "iso_country": "US", "address_requirements": "none",
+            "capabilities": {"voice": true, "SMS": true, "MMS": false}})).collect::<Vec<_>>()}),
+        ))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/pricing/PhoneNumbers/Countries/US$"))
+        .respond_with(ok(
+            200,
+            json!({"price_unit": "USD", "phone_number_prices": [
+            {"number_type": "local", "base_price": "1.15", "current_price": "1.15"}]}),
+        ))
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/phone-number$"))
+        .respond_with(ok(201, json!({"id": "vapi-phone-bench"})))
+        .mount(&vapi.server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex("^/phone-number/"))
+        .respond_with(ok(200, json!({"id": "vapi-phone-bench"})))
         .mount(&vapi.server)
         .await;
 
@@ -150,6 +227,78 @@ async fn main() {
         let release = &release;
         async move {
             let resp = release_number::handle(release, ev.request()).await;
+            assert_eq!(resp.status(), 200);
+        }
+    })
+    .await
+    .print();
+
+    let find = ApiEvent::new(
+        "GET",
+        "/api/managed-telephony/available-numbers",
+        "/api/managed-telephony/available-numbers",
+    )
+    .caller(&org_s, "bench")
+    .query("areaCode=415");
+    measure(
+        &label("search-numbers GET (prices cached)"),
+        warm,
+        n,
+        |_| async {
+            let resp = search_numbers::handle(&search, find.request()).await;
+            assert_eq!(resp.status(), 200);
+        },
+    )
+    .await
+    .print();
+
+    // Purchases by a second org: its first (subaccount + slot) in the warm-up, then
+    // one purchase per call.
+    let buyer = t.org().await.to_string();
+    let assistant = "0d3e0000-0000-4000-8000-0000000000aa";
+    let buy_event = |number: &str| {
+        ApiEvent::new(
+            "POST",
+            "/api/managed-telephony/numbers",
+            "/api/managed-telephony/numbers",
+        )
+        .caller(&buyer, "bench")
+        .scopes(&["telephony:write"])
+        .json(&json!({"phoneNumber": number, "assistantId": assistant}))
+    };
+    // The org's first purchase also creates its subaccount and fills its slot.
+    let first = std::time::Instant::now();
+    let resp = buy_number::handle(&buy, buy_event("+12120000000").request()).await;
+    assert_eq!(resp.status(), 201);
+    println!(
+        "{:<48} n=1      {:>8.3} ms (subaccount lookup + create, slot: KMS + Vapi credential)",
+        label("buy-number POST, the org's first"),
+        first.elapsed().as_secs_f64() * 1000.0
+    );
+    let bought: Vec<String> = (1..=n + warm).map(|i| format!("+1212{i:07}")).collect();
+    measure(&label("buy-number POST"), warm, n, |i| {
+        let resp = buy_number::handle(&buy, buy_event(&bought[i]).request());
+        async move {
+            assert_eq!(resp.await.status(), 201);
+        }
+    })
+    .await
+    .print();
+
+    measure(&label("update-number PATCH"), warm, n, |i| {
+        let number = bought[i % bought.len()].clone();
+        let ev = ApiEvent::new(
+            "PATCH",
+            "/api/managed-telephony/numbers/{phoneNumber}",
+            "/x",
+        )
+        .caller(&buyer, "bench")
+        .scopes(&["telephony:write"])
+        .path_parameter("phoneNumber", &number)
+        .json(&json!({"assistantId": assistant}));
+        let update = &update;
+        async move {
+            let resp = update_number::handle(update, ev.request()).await;
             assert_eq!(resp.status(), 200);
         }
     })
