@@ -1013,3 +1013,38 @@ async fn releasing_a_number_still_being_bought_is_409() {
     );
     assert_eq!(w.row(NUMBER).await.unwrap()["status"], "provisioning");
 }
+
+#[tokio::test]
+async fn a_purchase_failing_too_often_after_buying_is_undone_and_released() {
+    let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "2")]).await;
+    let org = new_org();
+    for _ in 0..2 {
+        w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
+    }
+    let (status, _) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        w.providers.lock().bought.len(),
+        1,
+        "bought on the first attempt"
+    );
+    w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("purchase_failed")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was released"),
+        "{body}"
+    );
+    assert!(
+        w.providers.lock().bought.is_empty(),
+        "what was bought is released"
+    );
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "released");
+}

@@ -21,9 +21,15 @@ pub enum PurchaseError {
     AccountRestricted(ProviderError),
     #[error("Twilio refused the purchase: {0}")]
     TwilioRefused(ProviderError),
-    #[error("Vapi refused to import the number: {error}")]
-    VapiRefused {
+    /// Bought, but could not be finished (Vapi refused the import, or the steps
+    /// failed `RECONCILE_MAX_ATTEMPTS` times): what was bought is released.
+    #[error("the purchase was undone at {step}: {error}")]
+    Undone {
+        step: &'static str,
         error: ProviderError,
+        /// Failed too often (not refused).
+        gave_up: bool,
+        /// Released already (else pending release, finished by reconcile).
         released: bool,
     },
     /// Failed `RECONCILE_MAX_ATTEMPTS` times before anything was bought: closed.
@@ -97,18 +103,35 @@ impl From<PurchaseError> for ApiError {
                     p.provider_code().map(|c| format!(", code {c}")).unwrap_or_default()
                 ),
             ),
-            PurchaseError::VapiRefused { error, released } => unprocessable(
-                "vapi_refused_import",
-                format!(
-                    "Vapi refused the number ({}), so the purchase was undone: the number {}.",
-                    error.stable_code(),
-                    if released {
-                        "was released and is not billed"
-                    } else {
-                        "is being released (see its status)"
+            PurchaseError::Undone {
+                step,
+                error,
+                gave_up,
+                released,
+            } => {
+                let what_was_bought = if released {
+                    "was released and is not billed"
+                } else {
+                    "is being released (see its status)"
+                };
+                if gave_up {
+                    ApiError::Unavailable {
+                        code: "purchase_failed",
+                        message: format!(
+                            "The purchase could not be finished ({step}: {}), so it was undone: the number {what_was_bought}. Try again later.",
+                            error.stable_code()
+                        ),
                     }
-                ),
-            ),
+                } else {
+                    unprocessable(
+                        "vapi_refused_import",
+                        format!(
+                            "Vapi refused the number ({}), so the purchase was undone: the number {what_was_bought}.",
+                            error.stable_code()
+                        ),
+                    )
+                }
+            }
             PurchaseError::GaveUp(step, p) => ApiError::Unavailable {
                 code: "purchase_failed",
                 message: format!(

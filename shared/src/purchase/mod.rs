@@ -226,41 +226,65 @@ impl Purchaser<'_> {
                 Ok(self.provisioning(&claim, Some((step, &error))))
             }
             // Tried too often: give up, releasing whatever was bought.
-            Progress::Pending(step, error) | Progress::CannotFinish(step, error) => {
-                if claim.number_sid.is_none() {
-                    tracing::error!(step, error = %error, "purchase given up; nothing was bought");
-                    outcome::close(self.db, &claim, caller, request_id, "gave_up").await?;
-                    return Err(PurchaseError::GaveUp(step, error));
-                }
-                tracing::error!(step, error = %error, code = error.stable_code(), "purchase cannot be finished; releasing what was bought");
-                let recorded = json!({ step: StepError::from(&error) });
-                if !outcome::unwind(self.db, &claim, caller, request_id, &recorded).await? {
-                    return Ok(self.provisioning(&claim, None));
-                }
-                let releaser = Releaser {
-                    db: self.db,
-                    vapi: self.vapi,
-                    twilio: self.twilio,
-                    config: self.config,
-                };
-                let released = releaser
-                    .release(caller, request_id, &claim.number, deadline)
+            // Tried too often, or refused after buying: undo, releasing what was bought.
+            Progress::Pending(step, error) => {
+                self.undo(claim, caller, request_id, deadline, step, error, true)
                     .await
-                    .map_err(|e| match e {
-                        crate::release::ReleaseError::Db(db) => PurchaseError::Db(db),
-                        // The unwound row is ours and claimable: a bug if not.
-                        other => PurchaseError::Db(DbError::Shape(other.to_string())),
-                    })?;
-                Err(PurchaseError::VapiRefused {
-                    error,
-                    released: matches!(released, ReleaseOutcome::Released { .. }),
-                })
+            }
+            Progress::CannotFinish(step, error) => {
+                self.undo(claim, caller, request_id, deadline, step, error, false)
+                    .await
             }
             Progress::Refused(e) => {
                 outcome::close(self.db, &claim, caller, request_id, e.refusal_code()).await?;
                 Err(e)
             }
         }
+    }
+
+    /// A purchase that cannot be finished: closed if nothing was bought; otherwise
+    /// handed to the release protocol and released now if the deadline allows.
+    #[allow(clippy::too_many_arguments)]
+    async fn undo(
+        &self,
+        claim: PurchaseClaim,
+        caller: &Caller,
+        request_id: &str,
+        deadline: Deadline,
+        step: &'static str,
+        error: ProviderError,
+        gave_up: bool,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        if claim.number_sid.is_none() {
+            tracing::error!(step, error = %error, "purchase given up; nothing was bought");
+            outcome::close(self.db, &claim, caller, request_id, "gave_up").await?;
+            return Err(PurchaseError::GaveUp(step, error));
+        }
+        tracing::error!(step, error = %error, code = error.stable_code(), "purchase cannot be finished; releasing what was bought");
+        let recorded = json!({ step: StepError::from(&error) });
+        if !outcome::unwind(self.db, &claim, caller, request_id, &recorded).await? {
+            return Ok(self.provisioning(&claim, None));
+        }
+        let releaser = Releaser {
+            db: self.db,
+            vapi: self.vapi,
+            twilio: self.twilio,
+            config: self.config,
+        };
+        let released = releaser
+            .release(caller, request_id, &claim.number, deadline)
+            .await
+            .map_err(|e| match e {
+                crate::release::ReleaseError::Db(db) => PurchaseError::Db(db),
+                // The unwound row is ours and claimable: a bug if not.
+                other => PurchaseError::Db(DbError::Shape(other.to_string())),
+            })?;
+        Err(PurchaseError::Undone {
+            step,
+            error,
+            gave_up,
+            released: matches!(released, ReleaseOutcome::Released { .. }),
+        })
     }
 
     fn provisioning(
