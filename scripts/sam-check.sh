@@ -52,7 +52,7 @@ export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
 export AWS_EC2_METADATA_DISABLED=true
 export CARGO_TERM_COLOR=never
 if [ "${CI:-}" = "true" ]; then
-  # CI proves the build path (template → cargo-lambda → zig → five arm64 bootstraps),
+  # CI proves the build path (template → cargo-lambda → zig → eight arm64 bootstraps),
   # not the optimised output: without LTO, at opt-level 1 and with many codegen units
   # it builds in a fraction of the time. Real sizes: run without CI=true.
   export CARGO_PROFILE_RELEASE_LTO=off
@@ -88,6 +88,9 @@ Loader.add_multi_constructor(
 )
 t = yaml.load(open(sys.argv[1]), Loader=Loader)
 common = t.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+# A function takes a Globals variable away with `!Ref AWS::NoValue` (SAM's merge lets
+# the function's value win; CloudFormation then drops the key): it is not set.
+NO_VALUE = "<Ref AWS::NoValue>"
 # The database login (DbConfig::from_env): DB_AUTH picks the secret (password) or DB_USER
 # with an IAM token (iam); the template sets whichever DbAuth selects.
 db = ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST"]
@@ -101,21 +104,49 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
     "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
                        "STEPS_DEADLINE_MS", "CLAIM_SECS", "METRICS_NAMESPACE", "STACK_NAME"],
     "migrate": db,
+    # Twilio's search and Pricing API as the main account; no database (`forbidden` below).
+    "search-numbers": ["TWILIO_MAIN_SECRET_ARN"],
+    # The purchase protocol: DB, Vapi, Twilio main account, KMS data keys for the slot.
+    "buy-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "KEYRING", "KMS_KEY_ID",
+                        "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS"],
+    "update-number": db + ["VAPI_SECRET_ARN", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
 }
+# Least privilege: what a function must NOT be given. search-numbers never opens a
+# database connection: no database settings (from Globals or its own) and no
+# DatabaseLoginPolicy; no Vapi or KMS either.
+forbidden = {
+    "search-numbers": ["DB_AUTH", "DB_SECRET_ARN", "DB_USER", "DB_HOST", "DB_PORT", "DB_NAME",
+                       "DB_TLS", "DB_POOL_SIZE", "DB_MAX_LIFETIME_SECS",
+                       "VAPI_SECRET_ARN", "KEYRING", "KMS_KEY_ID"],
+}
+no_db_login = {"search-numbers"}
 seen, bad = set(), []
 for name, res in t["Resources"].items():
     if res.get("Type") != "AWS::Serverless::Function":
         continue
     binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
     env = {**common, **res.get("Properties", {}).get("Environment", {}).get("Variables", {})}
+    env = {k: v for k, v in env.items() if v != NO_VALUE}
     seen.add(binary)
     for var in needs.get(binary, []):
         if var not in env:
             bad.append(f"{name} ({binary}) lacks {var}")
+    for var in forbidden.get(binary, []):
+        if var in env:
+            bad.append(f"{name} ({binary}) must not be given {var} (least privilege)")
+    policies = res["Properties"].get("Policies", [])
+    policy_text = str(policies)
+    if binary in no_db_login:
+        # No database login of any kind: neither the shared policy nor its parts.
+        if "DatabaseLoginPolicy" in policy_text or "DbSecretArn" in policy_text \
+                or "rds-db" in policy_text:
+            bad.append(f"{name} ({binary}) must not be able to log in to the database")
+        if "kms:" in policy_text or "VapiSecretArn" in policy_text:
+            bad.append(f"{name} ({binary}) must not have KMS or the Vapi secret")
     # …and its role may log in the way DB_AUTH says (secret or rds-db:connect).
-    if "<Ref DatabaseLoginPolicy>" not in res["Properties"].get("Policies", []):
+    elif "<Ref DatabaseLoginPolicy>" not in policies:
         bad.append(f"{name} ({binary}) lacks the DatabaseLoginPolicy")
-    if binary == "save-credential" and env.get("KEYRING") != "kms":
+    if binary in ("save-credential", "buy-number") and env.get("KEYRING") != "kms":
         bad.append(f"{name}: KEYRING must be kms when deployed")
 missing = set(needs) - seen
 if missing:
@@ -135,7 +166,7 @@ for name, res in t["Resources"].items():
         bad.append(f"{name} has no AWS/Lambda Errors alarm (dimension FunctionName: !Ref {name})")
     if res.get("Metadata", {}).get("BuildProperties", {}).get("Binary") == "reconcile":
         reconcile_env = res["Properties"].get("Environment", {}).get("Variables", {})
-for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention"]:
+for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention", "StuckPurchases"]:
     on = [a for a in alarms if a.get("MetricName") == metric]
     if not on:
         bad.append(f"no alarm on reconcile's {metric}")
@@ -162,8 +193,9 @@ for row in rows:
         bad.append(f"README: {cells[1]} names {cells[2]}, but {route} is served by {serves.get(route)}")
 if bad:
     sys.exit("template.yaml: " + "; ".join(bad))
-print("every function's environment names what it loads and it has an Errors alarm; "
-      "reconcile's alarms read its metrics; every sample event names its function")
+print("every function's environment names what it loads (and search-numbers no database) "
+      "and it has an Errors alarm; reconcile's alarms read its metrics; every sample event "
+      "names its function")
 PY
 
 started=$SECONDS

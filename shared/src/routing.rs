@@ -186,10 +186,19 @@ impl Router<'_> {
 
     /// Reconcile: send changes Vapi has not confirmed again (holder gone), at
     /// most `batch`. Returns how many were confirmed.
-    pub async fn resume_pending(&self, batch: usize, request_id: &str) -> Result<usize, DbError> {
+    pub async fn resume_pending(
+        &self,
+        batch: usize,
+        request_id: &str,
+        time_left: &impl Fn() -> std::time::Duration,
+    ) -> Result<usize, DbError> {
         let (db, vapi, config) = (self.db, self.vapi, self.config);
         let mut confirmed = 0;
         for _ in 0..batch {
+            let budget = time_left().saturating_sub(config.outcome_margin);
+            if budget < config.deadline.min(std::time::Duration::from_secs(5)) {
+                break;
+            }
             let token = ClaimToken::new();
             let row = db
                 .query_opt(
@@ -207,7 +216,7 @@ impl Router<'_> {
             let Some(row) = row else { break };
             let claim = claim_from_row(&row, token);
             let caller = Caller::system(claim.org, "system:reconcile");
-            let deadline = Deadline::after(config.deadline);
+            let deadline = Deadline::after(budget.min(config.deadline));
             match finish(db, vapi, &claim, &caller, request_id, deadline).await {
                 Ok(r) if r.routed => confirmed += 1,
                 Ok(_) => {}
@@ -262,6 +271,12 @@ async fn finish(
         {
             restore(db, claim).await?;
             return Err(RouteError::Refused(e));
+        }
+        // Vapi no longer has the number: nothing to route until it is imported again.
+        Err(e) if e.is_gone() => {
+            tracing::warn!("Vapi no longer has the number; the change is not kept");
+            restore(db, claim).await?;
+            return Err(RouteError::NotImported(claim.number.clone()));
         }
         other => other,
     };

@@ -74,7 +74,7 @@ impl Respond for Providers {
                 let accounts: Vec<Value> = h
                     .subaccounts
                     .iter()
-                    .filter(|_| q.get("FriendlyName").is_some())
+                    .filter(|_| q.contains_key("FriendlyName"))
                     .map(|sid| json!({"sid": sid, "friendly_name": q["FriendlyName"], "status": "active", "auth_token": SUB_TOKEN}))
                     .collect();
                 ResponseTemplate::new(200).set_body_json(json!({"accounts": accounts}))
@@ -729,10 +729,11 @@ async fn vapi_refusing_the_import_releases_what_was_bought() {
             .contains("was released"),
         "{body}"
     );
-    let h = w.providers.lock();
-    assert!(h.bought.is_empty(), "released at Twilio");
-    assert_eq!(h.released.len(), 1);
-    drop(h);
+    {
+        let h = w.providers.lock();
+        assert!(h.bought.is_empty(), "released at Twilio");
+        assert_eq!(h.released.len(), 1);
+    }
     let row = w.row(NUMBER).await.unwrap();
     assert_eq!(row["status"], "released");
     assert_eq!(

@@ -220,7 +220,13 @@ async fn vapi_down_leaves_it_pending_and_reconcile_sends_it_again() {
         vapi: &w.state.vapi,
         config: &w.state.steps,
     };
-    assert_eq!(router.resume_pending(10, "reconcile").await.unwrap(), 1);
+    assert_eq!(
+        router
+            .resume_pending(10, "reconcile", &|| Duration::from_secs(600))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         w.routing().await,
         (

@@ -149,9 +149,9 @@ impl Purchaser<'_> {
                 number,
                 created: false,
             }),
-            Err(Existing::InProgress) => Ok(PurchaseOutcome::Provisioning {
+            Err(Existing::InProgress(pending)) => Ok(PurchaseOutcome::Provisioning {
                 phone_number: req.phone_number.to_string(),
-                pending: Vec::new(),
+                pending,
                 errors: BTreeMap::new(),
             }),
             Err(Existing::Releasing) => Err(PurchaseError::BeingReleased),
@@ -167,7 +167,9 @@ impl Purchaser<'_> {
         request_id: &str,
         time_left: &impl Fn() -> std::time::Duration,
     ) -> Result<PurchaseReport, DbError> {
-        let run_started = chrono::Utc::now();
+        // The database's clock, which the rows' `updated_at` come from.
+        let run_started: chrono::DateTime<chrono::Utc> =
+            self.db.query_one("SELECT now()", &[]).await?.get(0);
         let mut report = PurchaseReport::default();
         while report.claimed < batch {
             let budget = time_left().saturating_sub(self.config.outcome_margin);
@@ -206,12 +208,21 @@ impl Purchaser<'_> {
             .provider_steps(&mut claim, caller, request_id, deadline)
             .await?;
         match progress {
-            Progress::Done => match outcome::activate(self.db, &claim, caller, request_id).await? {
-                Some(number) => Ok(PurchaseOutcome::Active {
+            Progress::Done => match outcome::activate(self.db, &claim, caller, request_id).await {
+                Ok(Some(number)) => Ok(PurchaseOutcome::Active {
                     number,
                     created: true,
                 }),
-                None => Ok(self.provisioning(&claim, None)),
+                Ok(None) => Ok(self.provisioning(&claim, None)),
+                // Bought and imported, but it cannot route here: retrying cannot
+                // change that, so what was bought is released.
+                Err(PurchaseError::RoutedElsewhere) => {
+                    let recorded = json!({ "routing": { "code": "number_already_routed" } });
+                    self.release_bought(&claim, caller, request_id, deadline, &recorded)
+                        .await?;
+                    Err(PurchaseError::RoutedElsewhere)
+                }
+                Err(e) => Err(e),
             },
             Progress::Lost => {
                 tracing::warn!(
@@ -262,8 +273,33 @@ impl Purchaser<'_> {
         }
         tracing::error!(step, error = %error, code = error.stable_code(), "purchase cannot be finished; releasing what was bought");
         let recorded = json!({ step: StepError::from(&error) });
-        if !outcome::unwind(self.db, &claim, caller, request_id, &recorded).await? {
+        let Some(released) = self
+            .release_bought(&claim, caller, request_id, deadline, &recorded)
+            .await?
+        else {
             return Ok(self.provisioning(&claim, None));
+        };
+        Err(PurchaseError::Undone {
+            step,
+            error,
+            gave_up,
+            released,
+        })
+    }
+
+    /// Hand a bought number to the release protocol and release it now if the
+    /// deadline allows: `Some(released)`, or `None` if the claim was lost (its new
+    /// holder decides).
+    async fn release_bought(
+        &self,
+        claim: &PurchaseClaim,
+        caller: &Caller,
+        request_id: &str,
+        deadline: Deadline,
+        recorded: &serde_json::Value,
+    ) -> Result<Option<bool>, PurchaseError> {
+        if !outcome::unwind(self.db, claim, caller, request_id, recorded).await? {
+            return Ok(None);
         }
         let releaser = Releaser {
             db: self.db,
@@ -279,12 +315,7 @@ impl Purchaser<'_> {
                 // The unwound row is ours and claimable: a bug if not.
                 other => PurchaseError::Db(DbError::Shape(other.to_string())),
             })?;
-        Err(PurchaseError::Undone {
-            step,
-            error,
-            gave_up,
-            released: matches!(released, ReleaseOutcome::Released { .. }),
-        })
+        Ok(Some(matches!(released, ReleaseOutcome::Released { .. })))
     }
 
     fn provisioning(

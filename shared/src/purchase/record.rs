@@ -47,8 +47,8 @@ impl PurchaseClaim {
 /// What a number already is when this request could not claim it.
 #[derive(Debug)]
 pub(super) enum Existing {
-    /// Another request of this org is buying it right now.
-    InProgress,
+    /// Another request of this org is buying it right now: the steps it has left.
+    InProgress(Vec<&'static str>),
     /// Already ours and active (a repeated request).
     Active(ActiveNumber),
     /// Ours, being released.
@@ -255,7 +255,8 @@ async fn existing(
 ) -> Result<Existing, PurchaseError> {
     let row = tx
         .query_typed_opt(
-            "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name
+            "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name,
+                    twilio_subaccount_sid IS NULL, bought_at IS NULL, imported_at IS NULL
                FROM managed_phone_numbers WHERE phone_number = $2 AND status <> 'released'",
             &[(&org.as_uuid(), Type::UUID), (&number.as_str(), Type::TEXT)],
         )
@@ -268,7 +269,13 @@ async fn existing(
         return Ok(Existing::Taken);
     }
     Ok(match row.get::<_, &str>(1) {
-        "provisioning" => Existing::InProgress,
+        "provisioning" => Existing::InProgress(
+            [(6, "subaccount"), (7, "twilio"), (8, "vapi")]
+                .into_iter()
+                .filter(|(i, _)| row.get::<_, bool>(*i))
+                .map(|(_, step)| step)
+                .collect(),
+        ),
         "active" => Existing::Active(ActiveNumber {
             phone_number: number.to_string(),
             twilio_phone_sid: row.get(2),

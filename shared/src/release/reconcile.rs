@@ -169,7 +169,7 @@ impl ReleaseService {
                 vapi: &self.vapi,
                 config: &self.config,
             };
-            match router.resume_pending(batch, request_id).await {
+            match router.resume_pending(batch, request_id, &time_left).await {
                 Ok(n) => report.assistants_confirmed = n,
                 Err(e) => {
                     tracing::error!(error = %e, "reconcile could not resume assistant changes");

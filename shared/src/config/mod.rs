@@ -1,0 +1,175 @@
+//! Configuration: non-secrets from environment variables, secrets from Secrets
+//! Manager (or, for local runs, from the environment).
+//!
+//! Every function loads only what it needs ([`SecretLoader`] has one method per
+//! secret) and fetches its secrets concurrently at cold start. The loader is kept in
+//! the function's state, so a secret rotated under a warm instance can be fetched
+//! again after a provider 401 or a Postgres 28P01 ([`Rotating`]).
+//!
+//! This module imports nothing but the vocabulary: each consumer assembles its own
+//! configuration from the [`Env`] and the raw secrets here (`DbConfig::from_env` in
+//! `db`, `KeyringConfig::from_env` in `envelope`, …).
+
+mod rotating;
+mod secrets;
+
+pub use rotating::{Refetch, Rotating, SameSecret};
+pub use secrets::{DbSecret, SecretLoader, TwilioMainAccount, VapiKey};
+
+use std::collections::HashMap;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error("secret {arn} could not be read: {why}")]
+    Secret { arn: String, why: String },
+}
+
+impl ConfigError {
+    /// [`ConfigError::Invalid`] for the setting `name`.
+    pub fn invalid(name: &'static str, why: impl Into<String>) -> Self {
+        Self::Invalid {
+            name,
+            why: why.into(),
+        }
+    }
+}
+
+/// A snapshot of environment variables. Tests build one from pairs instead of
+/// mutating the process environment.
+#[derive(Clone, Default)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Set (or override) a variable in this snapshot.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.0.insert(name.to_owned(), value.into());
+    }
+
+    /// A set, non-empty variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn parse_or<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|e: T::Err| ConfigError::invalid(name, e.to_string())),
+        }
+    }
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets (local runs put keys in the environment): names only.
+        let mut names: Vec<_> = self.0.keys().collect();
+        names.sort();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
+}
+
+/// How callers are identified and authorised (see [`crate::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// JWT claim holding the org id. `ORG_CLAIM`, default `org_id`.
+    pub org_claim: String,
+    /// Scope required by state-changing routes. `WRITE_SCOPE`, default `telephony:write`.
+    pub write_scope: String,
+}
+
+impl IdentityConfig {
+    pub fn from_env(env: &Env) -> Self {
+        Self {
+            org_claim: env.get("ORG_CLAIM").unwrap_or("org_id").to_owned(),
+            write_scope: env
+                .get("WRITE_SCOPE")
+                .unwrap_or("telephony:write")
+                .to_owned(),
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self::from_env(&Env::default())
+    }
+}
+
+/// Base URLs of the providers: the real ones unless `VAPI_BASE_URL` /
+/// `TWILIO_BASE_URL` point elsewhere (tests, the local API's stand-ins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderUrls {
+    pub vapi: String,
+    pub twilio: String,
+    /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL`, default
+    /// `https://pricing.twilio.com/v1`).
+    pub twilio_pricing: String,
+}
+
+impl ProviderUrls {
+    pub fn from_env(env: &Env) -> Self {
+        let trim = |s: &str| s.trim_end_matches('/').to_owned();
+        Self {
+            vapi: trim(env.get("VAPI_BASE_URL").unwrap_or("https://api.vapi.ai")),
+            twilio: trim(
+                env.get("TWILIO_BASE_URL")
+                    .unwrap_or("https://api.twilio.com/2010-04-01"),
+            ),
+            twilio_pricing: trim(
+                env.get("TWILIO_PRICING_BASE_URL")
+                    .unwrap_or("https://pricing.twilio.com/v1"),
+            ),
+        }
+    }
+}
+
+/// The AWS SDK configuration every function shares. Honours the SDK's standard
+/// settings, `AWS_ENDPOINT_URL` included (the emulator in tests and local runs).
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_defaults() {
+        let c = IdentityConfig::default();
+        assert_eq!(c.org_claim, "org_id");
+        assert_eq!(c.write_scope, "telephony:write");
+    }
+}

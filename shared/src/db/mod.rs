@@ -1,0 +1,299 @@
+//! Postgres through RDS Proxy.
+//!
+//! A Lambda instance serves one request at a time, so its pool holds one connection
+//! (`DB_POOL_SIZE`, default 1), reused across invocations. Nothing here creates
+//! session state the proxy would pin a connection for: queries go through
+//! `query_typed` (one round trip, unnamed statement), there is no statement cache, no
+//! `SET`, no advisory lock. Recycling sends nothing (`RecyclingMethod::Fast`), and a
+//! connection older than `DB_MAX_LIFETIME_SECS` (below the proxy's idle timeout) is
+//! replaced instead of reused.
+//!
+//! The configuration comes from the environment and the DB secret
+//! ([`DbConfig::from_env`]).
+//!
+//! Login is with the DB secret's password, or with an IAM auth token signed per
+//! [`crate::rds_iam`] (`DB_AUTH=iam`): the pool's connector hands each new connection
+//! the token [`IamLogin::refresh`] keeps young, refreshed before every checkout.
+//!
+//! A connection the proxy dropped while the instance was frozen fails on first use.
+//! [`Db::query`] and [`Db::transaction`] retry exactly that once: a single statement
+//! that is safe to repeat, and a transaction whose `BEGIN` failed has done nothing.
+//!
+//! Here: the [`Db`] handle and its retry rules. Where to connect and how to log in
+//! is in `config`, the pool and its connector in `pool`.
+
+mod config;
+mod pool;
+
+pub use config::{DbAuth, DbConfig, TlsMode};
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use deadpool_postgres::{Object, Pool, PoolError};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::config::{Rotating, SecretLoader};
+use crate::rds_iam::{IamLogin, IamTokenError};
+
+use pool::build_pool;
+
+/// What [`Db`]'s rotating credentials are, for the log.
+const SECRET: &str = "the database secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] PoolError),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The credentials could not be fetched again after a 28P01.
+    #[error("database secret: {0}")]
+    Secret(String),
+    #[error("database login: {0}")]
+    IamToken(#[from] IamTokenError),
+    /// A row that does not have the shape the code expects (a bug or a bad migration).
+    #[error("unexpected row: {0}")]
+    Shape(String),
+}
+
+impl DbError {
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Query(e) => e.code(),
+            DbError::Pool(PoolError::Backend(e)) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// The connection, not the statement, failed (see [`connection_lost`]): the
+    /// statement's outcome is unknown if it was sent.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, DbError::Query(e) if connection_lost(e))
+    }
+
+    /// The constraint a violation names, for mapping to a 4xx.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e.as_db_error().and_then(|d| d.constraint()),
+            _ => None,
+        }
+    }
+}
+
+/// A database handle: the pool plus the retry rules above. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    /// The pool and the configuration it was built from; replaced as a whole when
+    /// the credentials are fetched again.
+    pool: Arc<RwLock<(Pool, Arc<DbConfig>)>>,
+    /// The configuration, and where it came from: when the server refuses the
+    /// password (28P01, the secret was rotated under a warm instance), it is fetched
+    /// again once and the pool rebuilt if it changed. Fixed: tests, `DATABASE_URL`.
+    credentials: Arc<Rotating<DbConfig>>,
+    /// Under IAM auth: the token the pool's connector logs in with.
+    iam: Option<IamLogin>,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("status", &self.status())
+            .field("refetches_secret", &self.credentials.refetches())
+            .field("iam", &self.iam)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Builds the pool; connects lazily on first use (cold start does no I/O here).
+    pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
+        let (pool, iam) = build_pool(cfg)?;
+        Ok(Self {
+            pool: Arc::new(RwLock::new((pool, Arc::new(cfg.clone())))),
+            credentials: Arc::new(Rotating::fixed(SECRET, cfg.clone())),
+            iam,
+        })
+    }
+
+    /// Fetch the credentials again through `secrets` ([`DbConfig::from_env`]) when the
+    /// server refuses the password (28P01), once per refusal, and rebuild the pool if
+    /// they changed. (Under IAM auth there is no secret: a refused token is signed
+    /// afresh on the next login.)
+    pub fn refetching_secret_from(mut self, secrets: SecretLoader) -> Self {
+        let cfg = DbConfig::clone(&self.credentials.current());
+        self.credentials = Arc::new(Rotating::refetched(SECRET, cfg, Some(secrets), |s| {
+            Box::pin(DbConfig::from_env(s))
+        }));
+        self
+    }
+
+    /// The pool in use and the configuration it was built from.
+    fn current_pool(&self) -> (Pool, Arc<DbConfig>) {
+        self.pool
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The pool for `cfg`, which replaces the one in use unless that one was already
+    /// built from it (by a concurrent refusal).
+    fn pool_for(&self, cfg: Arc<DbConfig>) -> Result<Pool, DbError> {
+        let mut slot = self.pool.write().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&slot.1, &cfg) {
+            let (pool, _) = build_pool(&cfg)?;
+            *slot = (pool, cfg);
+        }
+        Ok(slot.0.clone())
+    }
+
+    async fn connection(&self) -> Result<Object, DbError> {
+        if let Some(iam) = &self.iam {
+            // A failed re-signing need not fail the query: an open connection needs no
+            // login, and the last token may still be valid. With no token at all there
+            // is nothing to try.
+            if let Err(e) = iam.refresh().await {
+                if iam.token().is_none() {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "could not sign a new database auth token; using the last one");
+            }
+        }
+        let (pool, used) = self.current_pool();
+        match pool.get().await {
+            Err(PoolError::Backend(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
+                let refused = PoolError::Backend(e);
+                if let Some(iam) = &self.iam {
+                    iam.forget();
+                    tracing::error!(
+                        "the database refused the IAM auth token (28P01): the role needs \
+                         rds-db:connect on the proxy's dbuser ARN, and the proxy must take \
+                         IAM auth for this user"
+                    );
+                    return Err(refused.into());
+                }
+                if !self.credentials.refetches() {
+                    return Err(refused.into());
+                }
+                tracing::warn!(
+                    "the database refused the password (28P01); fetching its secret again once"
+                );
+                match self.credentials.refetch_if_changed(&used).await {
+                    Err(e) => Err(DbError::Secret(e.to_string())),
+                    // The same password: the refusal stands.
+                    Ok(None) => Err(refused.into()),
+                    Ok(Some(fresh)) => Ok(self.pool_for(fresh)?.get().await?),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Run one statement outside a transaction (`query_typed`: one round trip, an
+    /// unnamed statement). If the pooled connection turns out to be dead it is retried
+    /// once on a fresh one, so use this only for statements that are safe to repeat:
+    /// reads, and conditional updates whose repeat cannot do the work twice.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.connection().await?;
+        match client.query_typed(sql, params).await {
+            Err(e) if connection_lost(&e) => {
+                tracing::warn!("pooled database connection was dead; reconnecting once");
+                drop(Object::take(client));
+                let client = self.connection().await?;
+                Ok(client.query_typed(sql, params).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// [`Db::query`] expecting at most one row.
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<Row>, DbError> {
+        let mut rows = self.query(sql, params).await?;
+        if rows.len() > 1 {
+            return Err(DbError::Shape(format!(
+                "expected at most one row, got {}",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop())
+    }
+
+    /// [`Db::query`] expecting exactly one row.
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Row, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Shape("expected one row, got none".into()))
+    }
+
+    /// Run `f` in a transaction and commit if it returns `Ok`. A dead pooled
+    /// connection shows at `BEGIN`, before anything was done, so only that is retried.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let mut client = self.connection().await?;
+        match tokio_postgres::Client::transaction(&mut client).await {
+            Ok(tx) => return commit_after(tx, f).await,
+            Err(e) if connection_lost(&e) => {
+                tracing::warn!("pooled database connection was dead at BEGIN; reconnecting once");
+            }
+            Err(e) => return Err(DbError::from(e).into()),
+        }
+        drop(Object::take(client));
+        let mut client = self.connection().await?;
+        let tx = tokio_postgres::Client::transaction(&mut client)
+            .await
+            .map_err(DbError::from)?;
+        commit_after(tx, f).await
+    }
+
+    /// A pooled connection for work that needs the client itself (migrations).
+    pub async fn dedicated_connection(&self) -> Result<Object, DbError> {
+        self.connection().await
+    }
+
+    /// The pool's state (size, idle), for tests and diagnostics.
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.current_pool().0.status()
+    }
+}
+
+/// The connection, not the statement, failed: closed under us, reset, or the server
+/// said it is terminating the session (`pg_terminate_backend`, a restart, a failover).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    let shutdown = [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
+    e.is_closed()
+        || e.code().is_some_and(|c| shutdown.contains(c))
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+async fn commit_after<T, E, F>(tx: tokio_postgres::Transaction<'_>, f: F) -> Result<T, E>
+where
+    F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let out = f(&tx).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(out)
+}

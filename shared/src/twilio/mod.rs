@@ -1,0 +1,280 @@
+//! Twilio's REST API (`/2010-04-01`): HTTP Basic with an account SID and auth token,
+//! JSON through the `.json` suffix, errors as `{"code","message","more_info","status"}`.
+//!
+//! The client, acting with an org's own credentials (checking an account) or as the
+//! platform's main account (releasing a number; the 401-then-refetch rule lives in
+//! `as_main`). What the platform provisions for an org (subaccounts, numbers, prices)
+//! is in `provisioning`.
+
+mod provisioning;
+
+pub use provisioning::{
+    AvailableNumber, AvailableSearch, Capabilities, CountryPrices, NumberPrice, Subaccount,
+};
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::config::{Rotating, SecretLoader, TwilioMainAccount};
+use crate::ids::{AccountSid, AuthToken, PhoneNumberSid};
+use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
+use crate::vapi::urlencode;
+
+const PROVIDER: &str = "twilio";
+
+pub struct TwilioClient {
+    http: reqwest::Client,
+    base: String,
+    /// The Pricing API (`https://pricing.twilio.com/v1`).
+    pricing_base: String,
+    policy: CallPolicy,
+    /// The platform's main account, for releasing numbers of its subaccounts,
+    /// fetched again after a 401. `None` for functions that never act as the
+    /// platform (save-credential).
+    main: Option<Rotating<TwilioMainAccount>>,
+}
+
+/// What Twilio says about an account whose credentials it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCheck {
+    Active,
+    /// `suspended` or `closed`: the credentials work but the account cannot call.
+    NotActive(String),
+    /// 401 (code 20003): wrong SID or token; or 403/404 from Twilio for this SID.
+    Rejected,
+}
+
+#[derive(Deserialize)]
+struct Account {
+    status: String,
+}
+
+impl TwilioClient {
+    pub fn new(http: reqwest::Client, base: impl Into<String>, policy: CallPolicy) -> Self {
+        let base = base.into();
+        Self {
+            pricing_base: format!("{base}/__pricing_not_configured"),
+            http,
+            base,
+            policy,
+            main: None,
+        }
+    }
+
+    /// Where the Pricing API is (`TWILIO_PRICING_BASE_URL`).
+    pub fn with_pricing_base(mut self, base: impl Into<String>) -> Self {
+        self.pricing_base = base.into();
+        self
+    }
+
+    /// Also act as the platform's main account; `secrets` re-reads it after a 401.
+    pub fn with_main_account(
+        mut self,
+        main: TwilioMainAccount,
+        secrets: Option<SecretLoader>,
+    ) -> Self {
+        self.main = Some(Rotating::refetched(
+            "the Twilio main account's credentials",
+            main,
+            secrets,
+            |s| Box::pin(s.twilio_main()),
+        ));
+        self
+    }
+
+    /// `GET /Accounts/{sid}.json` with the org's own credentials.
+    pub async fn check_account(
+        &self,
+        sid: &AccountSid,
+        token: &AuthToken,
+    ) -> Result<AccountCheck, ProviderError> {
+        let url = format!("{}/Accounts/{}.json", self.base, sid.as_str());
+        let answer = call_idempotent(
+            PROVIDER,
+            Method::GET,
+            "/Accounts/{AccountSid}.json",
+            || {
+                self.http
+                    .get(&url)
+                    .basic_auth(sid.as_str(), Some(token.expose()))
+            },
+            &self.policy,
+        )
+        .await;
+        match answer {
+            Ok(a) => {
+                let account: Account = a.json(PROVIDER)?;
+                Ok(if account.status == "active" {
+                    AccountCheck::Active
+                } else {
+                    AccountCheck::NotActive(account.status)
+                })
+            }
+            // 401 (20003): wrong SID or token; 403/404 in Twilio's JSON: the SID is not
+            // an account these credentials may read.
+            Err(ProviderError::Status {
+                status: 401 | 403 | 404,
+                ..
+            }) => Ok(AccountCheck::Rejected),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the main
+    /// account (a main account's SID and token may act on its subaccounts). A 404 is
+    /// returned as an error; the release counts it as done only with code 20404
+    /// ([`ProviderError::is_gone`]).
+    pub async fn release_number(
+        &self,
+        subaccount: &AccountSid,
+        number: &PhoneNumberSid,
+    ) -> Result<(), ProviderError> {
+        let path = format!(
+            "/Accounts/{}/IncomingPhoneNumbers/{}.json",
+            urlencode(subaccount.as_str()),
+            urlencode(number.as_str())
+        );
+        self.as_main(MainCall::idempotent(
+            Method::DELETE,
+            "/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
+            path,
+        ))
+        .await
+        .map(drop)
+    }
+
+    fn main_account(&self) -> Result<&Rotating<TwilioMainAccount>, ProviderError> {
+        self.main.as_ref().ok_or(ProviderError::Status {
+            provider: PROVIDER,
+            status: 401,
+            code: None,
+            message: Some("no main account configured".into()),
+        })
+    }
+
+    /// One call as the platform's main account; after a 401 the credentials are
+    /// fetched again once ([`Rotating`]) and the call repeated if they changed.
+    async fn as_main(&self, call: MainCall<'_>) -> Result<Answer, ProviderError> {
+        let rotating = self.main_account()?;
+        let url = call
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.base, call.path));
+        let attempt = |main: Arc<TwilioMainAccount>| {
+            let url = url.clone();
+            let call = &call;
+            async move {
+                let build = || {
+                    let mut req = self.http.request(call.method.clone(), &url).basic_auth(
+                        main.account_sid.as_str(),
+                        Some(main.auth_token.expose_secret()),
+                    );
+                    if !call.query.is_empty() {
+                        req = req.query(&call.query);
+                    }
+                    if !call.form.is_empty() {
+                        req = req.form(&call.form);
+                    }
+                    req
+                };
+                if call.creates {
+                    call_once(
+                        PROVIDER,
+                        call.method.clone(),
+                        call.template,
+                        build(),
+                        &self.policy,
+                    )
+                    .await
+                } else {
+                    call_idempotent(
+                        PROVIDER,
+                        call.method.clone(),
+                        call.template,
+                        build,
+                        &self.policy,
+                    )
+                    .await
+                }
+            }
+        };
+        let main = rotating.current();
+        match attempt(main.clone()).await {
+            Err(ProviderError::Status { status: 401, .. }) => {
+                match rotating.refetch_if_changed(&main).await {
+                    Ok(Some(fresh)) => attempt(fresh).await,
+                    Ok(None) | Err(_) => Err(ProviderError::Status {
+                        provider: PROVIDER,
+                        status: 401,
+                        code: Some(20003),
+                        message: None,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// One request as the main account.
+struct MainCall<'a> {
+    method: Method,
+    /// The path template for the log line.
+    template: &'static str,
+    /// Under the API base.
+    path: String,
+    /// Instead of base + path (the Pricing API has its own host).
+    url: Option<String>,
+    query: Vec<(&'a str, String)>,
+    form: Vec<(&'a str, String)>,
+    /// Creates something: one attempt, never retried.
+    creates: bool,
+}
+
+impl<'a> MainCall<'a> {
+    fn idempotent(method: Method, template: &'static str, path: String) -> Self {
+        Self {
+            method,
+            template,
+            path,
+            url: None,
+            query: Vec::new(),
+            form: Vec::new(),
+            creates: false,
+        }
+    }
+
+    fn create(template: &'static str, path: String) -> Self {
+        Self {
+            creates: true,
+            ..Self::idempotent(Method::POST, template, path)
+        }
+    }
+
+    fn query<V: ToString>(mut self, pairs: &[(&'a str, V)]) -> Self {
+        self.query
+            .extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
+        self
+    }
+
+    fn form<V: ToString>(mut self, pairs: &[(&'a str, V)]) -> Self {
+        self.form
+            .extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
+        self
+    }
+
+    fn absolute(mut self, url: String) -> Self {
+        self.url = Some(url);
+        self
+    }
+}
+
+fn bad_body(status: u16) -> ProviderError {
+    ProviderError::UnexpectedBody {
+        provider: PROVIDER,
+        status,
+    }
+}
