@@ -317,6 +317,24 @@ impl World {
             .collect()
     }
 
+    /// release-number (and reconcile) on the same database and providers.
+    async fn release_state(&self) -> release_number::State {
+        let (url, v, tw) = (self.t.url(), self.vapi.uri(), self.twilio.uri());
+        release_number::State::from_env(
+            &Env::from_pairs([
+                ("DATABASE_URL", url.as_str()),
+                ("VAPI_BASE_URL", v.as_str()),
+                ("TWILIO_BASE_URL", tw.as_str()),
+                ("VAPI_PRIVATE_KEY", VAPI_KEY),
+                ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+                ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+            ]),
+            &self.aws,
+        )
+        .await
+        .expect("release state")
+    }
+
     /// Make the org's claim look abandoned (its instance was killed).
     async fn expire_claims(&self) {
         self.t
@@ -772,19 +790,7 @@ async fn a_purchase_left_by_a_killed_instance_is_finished_by_reconcile() {
     let (status, _) = w.buy(org, NUMBER).await;
     assert_eq!(status, 202);
     w.expire_claims().await;
-    let release = release_number::State::from_env(
-        &Env::from_pairs([
-            ("DATABASE_URL", w.t.url().as_str()),
-            ("VAPI_BASE_URL", w.vapi.uri().as_str()),
-            ("TWILIO_BASE_URL", w.twilio.uri().as_str()),
-            ("VAPI_PRIVATE_KEY", VAPI_KEY),
-            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
-            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
-        ]),
-        &w.aws,
-    )
-    .await
-    .unwrap();
+    let release = w.release_state().await;
     let report = release
         .release
         .reconcile(10, "reconcile", || Duration::from_secs(600))
@@ -985,19 +991,7 @@ async fn releasing_a_number_still_being_bought_is_409() {
     let org = new_org();
     w.providers.lock().buy_fails_500 = true;
     assert_eq!(w.buy(org, NUMBER).await.0, 202);
-    let release = release_number::State::from_env(
-        &Env::from_pairs([
-            ("DATABASE_URL", w.t.url().as_str()),
-            ("VAPI_BASE_URL", w.vapi.uri().as_str()),
-            ("TWILIO_BASE_URL", w.twilio.uri().as_str()),
-            ("VAPI_PRIVATE_KEY", VAPI_KEY),
-            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
-            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
-        ]),
-        &w.aws,
-    )
-    .await
-    .unwrap();
+    let release = w.release_state().await;
     let ev = ApiEvent::new(
         "DELETE",
         "/api/managed-telephony/numbers/{phoneNumber}",
