@@ -18,7 +18,8 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::clients::ClientKit;
+use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::CredentialStore;
 use shared::db::{Db, DbConfig};
 use shared::envelope::{Keyring, KeyringConfig};
@@ -26,7 +27,6 @@ use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
 };
 use shared::identity::Caller;
-use shared::providers::{CallPolicy, http_client};
 use shared::purchase::{PurchaseOutcome, PurchaseRequest, Purchaser};
 use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
@@ -54,21 +54,12 @@ impl State {
             secrets.vapi(),
             secrets.twilio_main()
         )?;
-        let urls = ProviderUrls::from_env(env);
-        let policy = CallPolicy::from_env(env)?;
-        let http = http_client()?;
+        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
+            db: Db::new(&db)?.refetching_secret_from(secrets),
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
-            vapi: VapiClient::new(
-                http.clone(),
-                urls.vapi,
-                vapi_key,
-                Some(secrets.clone()),
-                policy.clone(),
-            ),
-            twilio: TwilioClient::new(http, urls.twilio, policy)
-                .with_main_account(main, Some(secrets)),
+            vapi: clients.vapi(vapi_key),
+            twilio: clients.twilio_main(main),
             identity: IdentityConfig::from_env(env),
             steps: StepsConfig::from_env(env)?,
         })

@@ -10,7 +10,8 @@
 //! request's deadline. See `shared::credential` for the protocol.
 
 use lambda_http::{Body, Request, Response};
-use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::clients::ClientKit;
+use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::{CredentialStore, TwilioCredential};
 use shared::db::{Db, DbConfig};
 use shared::envelope::{Keyring, KeyringConfig};
@@ -19,7 +20,6 @@ use shared::http::{
 };
 use shared::identity::Caller;
 use shared::ids::CredentialSource;
-use shared::providers::{CallPolicy, http_client};
 use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
 use shared::vapi::VapiClient;
@@ -41,20 +41,12 @@ impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
         let (db, vapi_key) = tokio::try_join!(DbConfig::from_env(&secrets), secrets.vapi())?;
-        let urls = ProviderUrls::from_env(env);
-        let policy = CallPolicy::from_env(env)?;
-        let http = http_client()?;
+        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
+            db: Db::new(&db)?.refetching_secret_from(secrets),
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
-            vapi: VapiClient::new(
-                http.clone(),
-                urls.vapi,
-                vapi_key,
-                Some(secrets),
-                policy.clone(),
-            ),
-            twilio: TwilioClient::new(http, urls.twilio, policy),
+            vapi: clients.vapi(vapi_key),
+            twilio: clients.twilio(),
             identity: IdentityConfig::from_env(env),
             steps: StepsConfig::from_env(env)?,
         })

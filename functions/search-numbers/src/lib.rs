@@ -13,10 +13,10 @@
 //! and its Pricing API (prices cached per instance for an hour), concurrently.
 
 use lambda_http::{Body, Request, RequestExt, Response};
-use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::clients::ClientKit;
+use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::http::{Reply, lambda_deadline, reject_unknown_query, respond};
 use shared::identity::Caller;
-use shared::providers::{CallPolicy, http_client};
 use shared::search::{self, PriceBook, SearchQuery};
 use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
@@ -35,11 +35,8 @@ impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
         let main = secrets.twilio_main().await?;
-        let urls = ProviderUrls::from_env(env);
         Ok(Self {
-            twilio: TwilioClient::new(http_client()?, urls.twilio, CallPolicy::from_env(env)?)
-                .with_pricing_base(urls.twilio_pricing)
-                .with_main_account(main, Some(secrets)),
+            twilio: ClientKit::from_env(env, &secrets)?.twilio_main(main),
             prices: PriceBook::default(),
             identity: IdentityConfig::from_env(env),
             steps: StepsConfig::from_env(env)?,

@@ -11,14 +11,14 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use shared::config::{Env, IdentityConfig, ProviderUrls, SecretLoader};
+use shared::clients::ClientKit;
+use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::db::{Db, DbConfig};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, path_phone_number, reject_unknown_query,
     request_id, respond,
 };
 use shared::identity::Caller;
-use shared::providers::{CallPolicy, http_client};
 use shared::routing::{RouteChange, Router};
 use shared::steps::StepsConfig;
 use shared::vapi::VapiClient;
@@ -37,16 +37,10 @@ impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
         let (db, vapi_key) = tokio::try_join!(DbConfig::from_env(&secrets), secrets.vapi())?;
-        let urls = ProviderUrls::from_env(env);
+        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
-            vapi: VapiClient::new(
-                http_client()?,
-                urls.vapi,
-                vapi_key,
-                Some(secrets),
-                CallPolicy::from_env(env)?,
-            ),
+            db: Db::new(&db)?.refetching_secret_from(secrets),
+            vapi: clients.vapi(vapi_key),
             identity: IdentityConfig::from_env(env),
             steps: StepsConfig::from_env(env)?,
         })

@@ -135,20 +135,11 @@ impl ReleaseService {
             secrets.vapi(),
             secrets.twilio_main()
         )?;
-        let urls = crate::config::ProviderUrls::from_env(env);
-        let policy = crate::providers::CallPolicy::from_env(env)?;
-        let http = crate::providers::http_client()?;
+        let clients = crate::clients::ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets.clone()),
-            vapi: VapiClient::new(
-                http.clone(),
-                urls.vapi,
-                vapi_key,
-                Some(secrets.clone()),
-                policy.clone(),
-            ),
-            twilio: TwilioClient::new(http, urls.twilio, policy)
-                .with_main_account(main, Some(secrets)),
+            db: Db::new(&db)?.refetching_secret_from(secrets),
+            vapi: clients.vapi(vapi_key),
+            twilio: clients.twilio_main(main),
             config: StepsConfig::from_env(env)?,
         })
     }
