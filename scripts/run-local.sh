@@ -3,10 +3,13 @@
 #   scripts/run-local.sh
 # Installs PostgreSQL when missing and starts a throwaway cluster (or uses
 # DATABASE_URL when set), seals credentials with the local keyring (a dev key kept
-# in .local/keyring.key), builds and starts `local-api`: the three routes behind a
+# in .local/keyring.key), builds and starts `local-api`: the routes behind a
 # local JWT authorizer, stateful Vapi and Twilio stand-ins (or the real providers
 # when VAPI_BASE_URL / TWILIO_BASE_URL and their keys are set), and the telephony
-# page. Prints a token and curl lines. Ctrl-C stops everything it started.
+# page. With the stand-ins, Twilio offers numbers to buy in area code 415
+# (+14155550150…162, two of them needing an address) and toll-free +1833555010x,
+# and the demo org's numbers are held under its subaccount at both stand-ins.
+# Prints a token and curl lines. Ctrl-C stops everything it started.
 #
 # Ports: PORT (API, default 8080), STANDINS_PORT (8090), WEB_PORT (8081).
 # READY_FILE=path: write {api, web, standins, token} there once serving (scripts).

@@ -21,12 +21,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const SAVE_ROUTE: &str = "PUT /api/telephony/credentials/twilio";
 pub const STATUS_ROUTE: &str = "GET /api/managed-telephony/status";
 pub const RELEASE_ROUTE: &str = "DELETE /api/managed-telephony/numbers/{phoneNumber}";
+pub const SEARCH_ROUTE: &str = "GET /api/managed-telephony/available-numbers";
+pub const BUY_ROUTE: &str = "POST /api/managed-telephony/numbers";
+pub const UPDATE_ROUTE: &str = "PATCH /api/managed-telephony/numbers/{phoneNumber}";
 
-/// The three route functions, built exactly as their Lambda `main`s build them.
+/// Routes any valid token may call; every other route needs the write scope (the
+/// template's `AuthorizationScopes`).
+pub const READ_ROUTES: &[&str] = &[STATUS_ROUTE, SEARCH_ROUTE];
+
+/// The route functions, built exactly as their Lambda `main`s build them.
 pub struct Functions {
     pub save: save_credential::State,
     pub list: list_numbers::State,
     pub release: release_number::State,
+    pub search: search_numbers::State,
+    pub buy: buy_number::State,
+    pub update: update_number::State,
 }
 
 impl Functions {
@@ -35,6 +45,9 @@ impl Functions {
             save: save_credential::State::from_env(env, aws).await?,
             list: list_numbers::State::from_env(env, aws).await?,
             release: release_number::State::from_env(env, aws).await?,
+            search: search_numbers::State::from_env(env, aws).await?,
+            buy: buy_number::State::from_env(env, aws).await?,
+            update: update_number::State::from_env(env, aws).await?,
         })
     }
 
@@ -49,6 +62,9 @@ impl Functions {
             SAVE_ROUTE => save_credential::handle(&self.save, req).await,
             STATUS_ROUTE => list_numbers::handle(&self.list, req).await,
             RELEASE_ROUTE => release_number::handle(&self.release, req).await,
+            SEARCH_ROUTE => search_numbers::handle(&self.search, req).await,
+            BUY_ROUTE => buy_number::handle(&self.buy, req).await,
+            UPDATE_ROUTE => update_number::handle(&self.update, req).await,
             _ => {
                 let mut resp = lambda_http::Response::new(Body::Text(
                     json!({"message": "Not Found"}).to_string(),
@@ -182,10 +198,16 @@ pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<
     match (method.as_str(), path) {
         ("PUT", "/api/telephony/credentials/twilio") => Some((SAVE_ROUTE, None)),
         ("GET", "/api/managed-telephony/status") => Some((STATUS_ROUTE, None)),
-        ("DELETE", p) => {
+        ("GET", "/api/managed-telephony/available-numbers") => Some((SEARCH_ROUTE, None)),
+        ("POST", "/api/managed-telephony/numbers") => Some((BUY_ROUTE, None)),
+        ("DELETE" | "PATCH", p) => {
+            let route = if method == Method::DELETE {
+                RELEASE_ROUTE
+            } else {
+                UPDATE_ROUTE
+            };
             let number = p.strip_prefix("/api/managed-telephony/numbers/")?;
-            (!number.is_empty() && !number.contains('/'))
-                .then(|| (RELEASE_ROUTE, Some(number.to_owned())))
+            (!number.is_empty() && !number.contains('/')).then(|| (route, Some(number.to_owned())))
         }
         _ => None,
     }
@@ -222,7 +244,7 @@ async fn forward(
     let Some((claims, scopes)) = gw.authorizer.verify(&headers) else {
         return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
-    let writes = route != STATUS_ROUTE;
+    let writes = !READ_ROUTES.contains(&route);
     if writes && !scopes.iter().any(|s| s == &gw.write_scope) {
         return gateway_error(StatusCode::FORBIDDEN, "Forbidden");
     }

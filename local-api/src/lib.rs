@@ -4,9 +4,12 @@
 //!   JWT (HS256 with `LOCAL_JWT_SECRET`, checking `exp`, `nbf`, `iss`, `aud`), builds
 //!   the same HTTP API 2.0 event Lambda receives, with the claims under
 //!   `requestContext.authorizer.jwt`, and calls the functions' own handlers.
-//! - [`standins`]: stateful Vapi and Twilio stand-ins that speak their APIs, check
-//!   auth and bodies, answer the providers' error JSON, and can be told to fail.
-//! - [`demo`]: a demo org with a credential and managed numbers.
+//! - [`standins`]: stateful Vapi and Twilio stand-ins that speak their APIs
+//!   (credentials, subaccounts, number search, purchase, import, routing, release,
+//!   prices), check auth and bodies, answer the providers' error JSON, and can be
+//!   told to fail, per provider or per endpoint.
+//! - [`demo`]: a demo org with a credential and managed numbers, held at the
+//!   stand-ins as if the platform had bought them.
 //! - [`server`]: starts all of it (and the telephony page on its own origin).
 
 pub mod demo;

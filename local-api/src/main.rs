@@ -1,7 +1,7 @@
 //! `local-api`: the whole API on localhost. Started by `scripts/run-local.sh`, which
 //! provides the database and the local keyring; see the README.
 
-use local_api::demo::{DEMO_NUMBERS, DEMO_ORG};
+use local_api::demo::{DEMO_ASSISTANT, DEMO_NUMBERS, DEMO_ORG};
 use local_api::gateway::BoxError;
 use local_api::server::{Running, start};
 use shared::config::{Env, aws_sdk_config};
@@ -24,8 +24,19 @@ curl -s -X PUT http://{api}/api/telephony/credentials/twilio -H "Authorization: 
   -d '{{"accountSid":"AC0123456789abcdef0123456789abcdef","authToken":"5f4dcc3b5aa765d61d8327deb882cf99","phoneNumber":"+14155550123"}}'
 curl -s -X DELETE http://{api}/api/managed-telephony/numbers/{number} -H "Authorization: Bearer $TOKEN"
 
-# make the next 3 Twilio calls fail with a 500 (modes: 500, 429, timeout, none):
+# search area code 415, buy one, route it to another assistant, release it:
+curl -s 'http://{api}/api/managed-telephony/available-numbers?areaCode=415&limit=5' -H "Authorization: Bearer $TOKEN"
+curl -s -X POST http://{api}/api/managed-telephony/numbers -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{{"phoneNumber":"+14155550150","assistantId":"{DEMO_ASSISTANT}","name":"Front desk"}}'
+curl -s -X PATCH http://{api}/api/managed-telephony/numbers/%2B14155550150 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{{"assistantId":"0d3e0000-0000-4000-8000-0000000000ab"}}'
+curl -s -X DELETE http://{api}/api/managed-telephony/numbers/%2B14155550150 -H "Authorization: Bearer $TOKEN"
+
+# make the next 3 Twilio calls fail with a 500 (modes: 500, 429, timeout, lost, none), or
+# only the next Vapi import; let another buyer take a number:
 curl -s -X POST http://{standins}/__control/fail -H 'Content-Type: application/json' -d '{{"provider":"twilio","mode":"500","times":3}}'
+curl -s -X POST http://{standins}/__control/fail -H 'Content-Type: application/json' -d '{{"endpoint":"import","mode":"500","times":1}}'
+curl -s -X POST http://{standins}/__control/take -H 'Content-Type: application/json' -d '{{"phoneNumber":"+14155550151"}}'
 "#
     )
 }

@@ -19,7 +19,10 @@ use tower_http::services::ServeDir;
 
 use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
-use crate::standins::{LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins};
+use crate::standins::{
+    LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins, TWILIO_API_PREFIX,
+    TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
+};
 
 /// Where everything listens once started.
 pub struct Running {
@@ -41,7 +44,7 @@ async fn bind(env: &Env, var: &'static str, default: u16) -> Result<TcpListener,
 }
 
 /// CORS as the template configures it: the configured origins (by default the
-/// page's own origin), the three routes' methods, `authorization` and
+/// page's own origin), the routes' methods, `authorization` and
 /// `content-type`, `x-request-id` exposed.
 pub fn cors(origins: &str) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins
@@ -50,7 +53,14 @@ pub fn cors(origins: &str) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             HeaderName::from_static("authorization"),
             HeaderName::from_static("content-type"),
@@ -73,7 +83,8 @@ fn web_app(dir: PathBuf, api_base: String, token: String) -> Router {
 }
 
 /// Connections per function's pool in the local API unless `DB_POOL_SIZE` is set
-/// (three pools, so at most three times this many connections).
+/// (one pool per function with a database: five, so at most five times this many
+/// connections).
 pub const LOCAL_DB_POOL_SIZE: usize = 8;
 
 /// Start everything on the ports `PORT` (default 8080), `STANDINS_PORT` (8090) and
@@ -95,16 +106,23 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     let fake_vapi = env.get("VAPI_BASE_URL").is_none();
     let fake_twilio = env.get("TWILIO_BASE_URL").is_none();
     if fake_vapi {
-        env.set("VAPI_BASE_URL", format!("{standins_url}/vapi"));
+        env.set("VAPI_BASE_URL", format!("{standins_url}{VAPI_PREFIX}"));
         env.set("VAPI_PRIVATE_KEY", LOCAL_VAPI_KEY);
     }
     if fake_twilio {
         env.set(
             "TWILIO_BASE_URL",
-            format!("{standins_url}/twilio/2010-04-01"),
+            format!("{standins_url}{TWILIO_API_PREFIX}"),
+        );
+        env.set(
+            "TWILIO_PRICING_BASE_URL",
+            format!("{standins_url}{TWILIO_PRICING_PREFIX}"),
         );
         env.set("TWILIO_MAIN_ACCOUNT_SID", LOCAL_TWILIO_MAIN_SID);
         env.set("TWILIO_MAIN_AUTH_TOKEN", LOCAL_TWILIO_MAIN_TOKEN);
+        // What a search finds: area code 415 and toll-free numbers (see
+        // `standins::seed_numbers`); the demo data takes out what it holds.
+        standins_state.offer(seed_numbers());
     }
     let app = standins_state.router();
     tokio::spawn(async move { axum::serve(standins_listener, app).await });

@@ -1,11 +1,13 @@
-//! Every file in `events/` goes through its function's real handler, against local
-//! services (a fresh database with the demo data, the stand-ins, the local keyring),
+//! Every file in `events/` goes through its function's real handler (the local API's
+//! dispatch by route key knows every route's function), against local services of
+//! its own (a fresh database with the demo data, the stand-ins, the local keyring),
 //! and answers the status the README's "Sample events" table promises for it. So
 //! `sam local invoke <Function> -e events/<file>.json` does what the README says.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use testkit::TestDb;
@@ -22,6 +24,7 @@ fn repo() -> PathBuf {
 /// What the README promises for one event. (That its function column names the
 /// function serving the event's route is checked against template.yaml by
 /// scripts/sam-check.sh.)
+#[derive(Clone)]
 struct Promise {
     status: u16,
     /// For a refusal: the error code (the first `code` in the row's last cell).
@@ -52,11 +55,15 @@ fn promised() -> BTreeMap<String, Promise> {
         .collect()
 }
 
-#[tokio::test]
-async fn every_sample_event_answers_what_the_readme_promises() {
-    let db = TestDb::new().await;
-    let running = common::start_local(&db).await;
+/// How many events run at once, each against its own database and local API.
+const CONCURRENT: usize = 4;
 
+/// Each event runs against a fresh database with the demo data and fresh stand-ins,
+/// as `sam local invoke` of that one file against a fresh `scripts/run-local.sh`
+/// would: the table's promises hold for each file on its own, in any order (a
+/// release of `+14155550101` does not decide what a later update of it answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sample_event_answers_what_the_readme_promises() {
     let promised = promised();
     let mut files: Vec<String> = std::fs::read_dir(repo().join("events"))
         .expect("events/")
@@ -70,44 +77,60 @@ async fn every_sample_event_answers_what_the_readme_promises() {
         "every file in events/ has a row in the README's Sample events table, and every row a file"
     );
 
-    for (file, promise) in &promised {
-        let Promise { status, code } = promise;
-        let text = std::fs::read_to_string(repo().join(file)).expect("event file");
-        let req = lambda_http::request::from_str(&text)
-            .unwrap_or_else(|e| panic!("{file} is not an API Gateway HTTP API 2.0 event: {e}"));
-        assert!(
-            matches!(
-                req.request_context_ref(),
-                Some(RequestContext::ApiGatewayV2(_))
-            ),
-            "{file}: not a payload 2.0 event"
+    let failures: Vec<String> = futures::stream::iter(promised.iter())
+        .map(|(file, promise)| async move {
+            tokio::spawn(check_event(file.clone(), promise.clone()))
+                .await
+                .err()
+                .map(|e| format!("{file}: {e}"))
+        })
+        .buffer_unordered(CONCURRENT)
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One event through its function's handler, against fresh local services.
+async fn check_event(file: String, promise: Promise) {
+    let Promise { status, code } = promise;
+    let text = std::fs::read_to_string(repo().join(&file)).expect("event file");
+    let req = lambda_http::request::from_str(&text)
+        .unwrap_or_else(|e| panic!("{file} is not an API Gateway HTTP API 2.0 event: {e}"));
+    assert!(
+        matches!(
+            req.request_context_ref(),
+            Some(RequestContext::ApiGatewayV2(_))
+        ),
+        "{file}: not a payload 2.0 event"
+    );
+    let db = TestDb::new().await;
+    let running = common::start_local(&db).await;
+    let (db_before, providers_before) = (db.dump().await, running.standins_state.state());
+    let resp = running.gateway.functions.dispatch(req).await;
+    let (got, body) = testkit::event::read_response(&resp);
+    assert_eq!(got, status, "{file}: {body}");
+    if let Some(code) = code {
+        assert_eq!(body["error"]["code"], code.as_str(), "{file}: {body}");
+        assert_eq!(
+            db.dump().await,
+            db_before,
+            "{file}: a refusal changed the database"
         );
-        let (db_before, providers_before) = (db.dump().await, running.standins_state.state());
-        let resp = running.gateway.functions.dispatch(req).await;
-        let (got, body) = testkit::event::read_response(&resp);
-        assert_eq!(got, *status, "{file}: {body}");
-        if let Some(code) = code {
-            assert_eq!(body["error"]["code"], code.as_str(), "{file}: {body}");
-            assert_eq!(
-                db.dump().await,
-                db_before,
-                "{file}: a refusal changed the database"
-            );
-            assert_eq!(
-                running.standins_state.state(),
-                providers_before,
-                "{file}: a refusal reached a provider"
-            );
-        }
-        assert!(
-            resp.headers().contains_key("x-request-id"),
-            "{file}: no x-request-id"
+        assert_eq!(
+            running.standins_state.state(),
+            providers_before,
+            "{file}: a refusal reached a provider"
         );
-        if got >= 400 {
-            assert!(
-                body["error"]["code"].is_string() && body["error"]["message"].is_string(),
-                "{file}: error shape {body}"
-            );
-        }
+    }
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "{file}: no x-request-id"
+    );
+    if got >= 400 {
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{file}: error shape {body}"
+        );
     }
 }

@@ -5,11 +5,14 @@
 //   DATABASE_URL  the API's database, to check rows directly with psql
 //   ARTIFACTS_DIR where screenshots go (default ../artifacts)
 //   CHROMIUM      the browser binary (default /usr/bin/chromium)
-// Needs the local API's demo data, fresh: the demo org's three active numbers.
+// Needs the local API's demo data, fresh: the demo org's three active numbers, and
+// the stand-ins' inventory (area code 415, local numbers at 1.15 USD a month).
+// What it buys is released again at the end, so a re-run on the same database works.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,6 +29,11 @@ const [KEPT, RELEASED, PENDING] = ["+14155550100", "+14155550101", "+14155550102
 const OTHER_ORGS_NUMBER = "+14155550199";
 const SEEDED_AUTH_TOKEN = "d3e0d3e0d3e0d3e0d3e0d3e0d3e0d3e0"; // the demo credential's token
 const WAIT = 15_000;
+const AREA_CODE = "415";
+const ASSISTANT = randomUUID(); // a Vapi assistant id, as the buyer types it
+const OTHER_ASSISTANT = randomUUID();
+/** Numbers this run bought (released again in `after`). */
+const bought = new Set();
 
 // ---- helpers -----------------------------------------------------------------
 
@@ -39,14 +47,37 @@ async function apiNumber(phoneNumber) {
   return body.numbers.find((n) => n.phoneNumber === phoneNumber);
 }
 
-async function failProvider(provider, mode, times) {
+async function failProvider(provider, mode, times, endpoint) {
   const r = await fetch(`${standins}/__control/fail`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ provider, mode, times }),
+    body: JSON.stringify({ provider, mode, times, endpoint }),
   });
-  assert.equal(r.status, 200, `control endpoint answered ${r.status}`);
+  assert.equal(r.status, 200, `control endpoint answered ${r.status}: ${await r.text()}`);
 }
+
+/** The API's search, to compare the page with. */
+async function apiSearch(areaCode) {
+  const r = await fetch(`${api}/api/managed-telephony/available-numbers?areaCode=${areaCode}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  assert.equal(r.status, 200, `search answered ${r.status}`);
+  return r.json();
+}
+
+/** The stand-ins' control: another buyer takes an available number. */
+async function takeNumber(phoneNumber) {
+  const r = await fetch(`${standins}/__control/take`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ phoneNumber }),
+  });
+  assert.equal(r.status, 200, `take answered ${r.status}: ${await r.text()}`);
+}
+
+/** The page's price for a USD amount: "$1.15/month". */
+const usd = (amount) => `$${Number(amount).toFixed(2)}/month`;
+const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** One value from the database (psql -At). */
 function sql(query) {
@@ -102,6 +133,14 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  // Release what this run bought, so the demo data is as it was (re-runs on the same database).
+  for (const n of bought) {
+    const r = await fetch(`${api}/api/managed-telephony/numbers/${encodeURIComponent(n)}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    if (![200, 202, 404].includes(r.status)) console.error(`releasing ${n} answered ${r.status}`);
+  }
 });
 
 // ---- the main flow (in order: each step starts where the last one ended) -----
@@ -243,6 +282,205 @@ test("a provider failure shows the number as pending release; Retry finishes it"
   assert.deepEqual(consoleErrors, []);
 });
 
+// ---- buying a number (the same page, continuing) ---------------------------------
+
+/** Search on the page; returns the offered numbers in the page's order. */
+async function searchOnPage(p, areaCode) {
+  await p.getByLabel("Area code").fill(areaCode);
+  await p.getByRole("button", { name: "Search" }).click();
+  await p.locator("#offers li.offer").first().waitFor();
+  return p.locator("li.offer").evaluateAll((rows) => rows.map((r) => r.dataset.number));
+}
+
+let target; // the number bought below
+
+test("search by area code: numbers with their place, capabilities and monthly price", async () => {
+  const fromApi = await apiSearch(AREA_CODE);
+  assert.ok(fromApi.numbers.length >= 3, `the stand-ins offer ${fromApi.numbers.length} numbers in ${AREA_CODE}`);
+  assert.equal(fromApi.pricesAvailable, true);
+
+  const offered = await searchOnPage(page, AREA_CODE);
+  assert.deepEqual(offered, fromApi.numbers.map((n) => n.phoneNumber));
+  assert.match(await page.locator("#offers").innerText(), new RegExp(`${fromApi.numbers.length} numbers available in area code 415`));
+  for (const n of fromApi.numbers) {
+    const shown = await page.locator(`li.offer[data-number="${n.phoneNumber}"]`).innerText();
+    assert.equal(n.monthlyPrice.currency, "USD");
+    assert.ok(shown.includes(usd(n.monthlyPrice.amount)), `${n.phoneNumber}: ${shown}`);
+    assert.ok(shown.includes(`${n.locality}, ${n.region}`), shown);
+    const caps = [n.capabilities.voice && "Voice", n.capabilities.sms && "SMS", n.capabilities.mms && "MMS"].filter(Boolean);
+    assert.ok(shown.includes(caps.join(", ")), shown);
+  }
+  // Our own numbers are not for sale.
+  for (const n of [KEPT, RELEASED, PENDING]) assert.ok(!offered.includes(n));
+  target = fromApi.numbers.find((n) => n.capabilities.voice && n.capabilities.sms).phoneNumber;
+  assert.equal(await page.locator("#buy-error").isHidden(), true, await page.locator("#buy-error").innerText());
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-search.png"), fullPage: true });
+});
+
+test("buying asks first (number and price), shows progress, then lists it as active with its assistant", async () => {
+  const dialog = page.getByRole("dialog");
+
+  // Cancel buys nothing.
+  await page.getByRole("button", { name: `Buy ${target}` }).click();
+  await dialog.waitFor({ state: "visible" });
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cancel");
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "hidden" });
+  const untouched = await apiNumber(target); // a re-run on the same database has it as released history
+  assert.ok(!untouched || untouched.status === "released", `Cancel bought it: ${JSON.stringify(untouched)}`);
+
+  // A malformed assistant id keeps the dialog open (the browser says why).
+  await page.getByRole("button", { name: `Buy ${target}` }).click();
+  await dialog.waitFor({ state: "visible" });
+  const asked = await dialog.innerText();
+  assert.match(asked, new RegExp(`Buy ${escape(target)}\\?`));
+  assert.ok(asked.includes(`${target} (San Francisco, CA): $1.15/month, billed to your account`), asked);
+  await dialog.getByLabel("Assistant id").fill("not-an-assistant");
+  await dialog.getByRole("button", { name: "Buy number" }).click();
+  assert.equal(await dialog.isVisible(), true, "the dialog closed with a malformed assistant id");
+  assert.equal(await dialog.getByLabel("Assistant id").evaluate((i) => i.validity.valid), false);
+
+  await dialog.getByLabel("Assistant id").fill(ASSISTANT);
+  await dialog.getByLabel("Name").fill("Front desk");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-buy-confirm.png") });
+
+  // Record whether the Buy button was ever disabled with "Buying…" (it may be brief).
+  await page.evaluate((n) => {
+    window.__sawBuying = false;
+    new MutationObserver((records) => {
+      for (const r of records)
+        for (const node of r.addedNodes) {
+          const b = node instanceof Element ? node.querySelector(`li.offer[data-number="${n}"] button`) : null;
+          if (b && b.disabled && b.textContent === "Buying…") window.__sawBuying = true;
+        }
+    }).observe(document.getElementById("offers"), { childList: true, subtree: true });
+  }, target);
+  await dialog.getByRole("button", { name: "Buy number" }).click();
+  bought.add(target);
+
+  await page.locator(`li.number[data-number="${target}"][data-status="active"]`).waitFor();
+  assert.equal(await page.evaluate(() => window.__sawBuying), true, "no 'Buying…' progress shown");
+  const notice = await waitForText(page, "#buy-notice", /active/);
+  assert.equal(notice, `${target} ("Front desk") is yours and active. Calls go to assistant ${ASSISTANT}.`);
+  assert.equal(await page.locator("#buy-error").isHidden(), true, await page.locator("#buy-error").innerText());
+  const listed = await row(page, target).innerText();
+  assert.match(listed, /Active/);
+  assert.ok(listed.includes(`Assistant ${ASSISTANT}`), listed);
+  assert.ok(listed.includes("Front desk"), listed);
+  await row(page, target).getByRole("button", { name: `Delete ${target}` }).waitFor();
+  // No longer offered.
+  assert.equal(await page.locator(`li.offer[data-number="${target}"]`).count(), 0);
+
+  const fromApi = await apiNumber(target);
+  assert.equal(fromApi.status, "active");
+  assert.equal(fromApi.assistantId, ASSISTANT);
+  assert.equal(fromApi.name, "Front desk");
+  assert.match(fromApi.twilioPhoneSid, /^PN/);
+  assert.equal(
+    sql(`SELECT status || ' ' || assistant_id FROM managed_phone_numbers WHERE phone_number = '${target}' ORDER BY created_at DESC LIMIT 1`),
+    `active ${ASSISTANT}`,
+  );
+  assert.equal(sql(`SELECT vapi_assistant_id FROM phone_number_mapping WHERE inbound_phone_number = '${target}'`), ASSISTANT);
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-bought.png"), fullPage: true });
+});
+
+test("Change assistant routes the bought number to another assistant", async () => {
+  await page.getByRole("button", { name: `Change the assistant of ${target}` }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  assert.equal(await dialog.getByLabel("Assistant id").inputValue(), ASSISTANT);
+  assert.equal(await dialog.getByLabel("Name").inputValue(), "Front desk");
+  await dialog.getByLabel("Assistant id").fill(OTHER_ASSISTANT);
+  await dialog.getByRole("button", { name: "Save" }).click();
+  assert.equal(
+    await waitForText(page, "#notice", /now go to/),
+    `Calls to ${target} now go to assistant ${OTHER_ASSISTANT}.`,
+  );
+  await page.waitForFunction(
+    ([n, a]) => document.querySelector(`li.number[data-number="${n}"]`)?.textContent?.includes(a),
+    [target, OTHER_ASSISTANT],
+  );
+  const fromApi = await apiNumber(target);
+  assert.equal(fromApi.assistantId, OTHER_ASSISTANT);
+  assert.equal(fromApi.assistantPending, false);
+  assert.equal(sql(`SELECT vapi_assistant_id FROM phone_number_mapping WHERE inbound_phone_number = '${target}'`), OTHER_ASSISTANT);
+});
+
+test("a number taken by someone else between search and buy: the 409 in words, nothing listed", async () => {
+  const offered = await searchOnPage(page, AREA_CODE);
+  assert.ok(!offered.includes(target), "a bought number is still offered");
+  const taken = offered[0];
+  await takeNumber(taken); // another buyer, after the page searched
+
+  await page.getByRole("button", { name: `Buy ${taken}` }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  await dialog.getByRole("button", { name: "Buy number" }).click();
+
+  const shown = await waitForText(page, "#buy-error", /409/);
+  assert.match(
+    shown,
+    new RegExp(`Could not buy ${escape(taken)}: it was taken by someone else in the meantime — search again.*\\(HTTP 409, number_unavailable\\)`),
+  );
+  assert.match(shown, /Request id: \S+/);
+  assert.equal(await page.locator(`li.offer[data-number="${taken}"]`).count(), 0, "the taken number is still offered");
+  assert.equal(await row(page, taken).count(), 0, "the taken number is listed");
+  assert.equal(await page.locator("#buy-notice").isHidden(), true);
+  assert.equal(await page.locator("#notice").isHidden(), true, "an earlier action's notice is still shown");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-buy-taken.png"), fullPage: true });
+
+  const fromApi = await apiNumber(taken);
+  assert.ok(!fromApi || fromApi.status === "released", `the API lists it: ${JSON.stringify(fromApi)}`);
+  assert.equal(
+    sql(`SELECT count(*) FROM managed_phone_numbers WHERE phone_number = '${taken}' AND status <> 'released'`),
+    "0",
+  );
+  assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE inbound_phone_number = '${taken}'`), "0");
+  // A new search no longer offers it.
+  assert.ok(!(await searchOnPage(page, AREA_CODE)).includes(taken));
+});
+
+test("a purchase cut short (Vapi down) is listed as Being set up, without Delete", async () => {
+  const offered = await searchOnPage(page, AREA_CODE);
+  const slow = offered[0];
+  await failProvider("vapi", "500", undefined, "import");
+  try {
+    await page.getByRole("button", { name: `Buy ${slow}` }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.waitFor({ state: "visible" });
+    await dialog.getByRole("button", { name: "Buy number" }).click();
+    bought.add(slow);
+
+    await page.locator(`li.number[data-number="${slow}"][data-status="provisioning"]`).waitFor({ timeout: 45_000 });
+    const notice = await waitForText(page, "#buy-notice", /being set up/);
+    assert.match(notice, /still being set up \(left: connecting it to Vapi.*\)\. It will finish on its own/);
+    assert.equal(await page.locator("#buy-notice").evaluate((n) => n.classList.contains("warning")), true);
+    const listed = await row(page, slow).innerText();
+    assert.match(listed, /Being set up/);
+    assert.match(listed, /Still to do: connecting it to Vapi/);
+    assert.match(listed, /finishes on its own/);
+    assert.equal(await row(page, slow).locator("button").count(), 0, "a number being set up has a button");
+    const fromApi = await apiNumber(slow);
+    assert.equal(fromApi.status, "provisioning");
+    assert.deepEqual(fromApi.purchase?.pending, ["vapi"]);
+    await page.screenshot({ path: path.join(ARTIFACTS, "telephony-provisioning.png"), fullPage: true });
+  } finally {
+    await failProvider("vapi", "none", undefined, "import");
+  }
+
+  // Repeating the request (what reconcile does) finishes it; the page shows it active.
+  const r = await fetch(`${api}/api/managed-telephony/numbers`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ phoneNumber: slow }),
+  });
+  assert.ok([200, 201].includes(r.status), `repeated purchase answered ${r.status}: ${await r.text()}`);
+  await page.locator("#refresh").click();
+  await page.locator(`li.number[data-number="${slow}"][data-status="active"]`).waitFor();
+  assert.match(await row(page, slow).innerText(), /No assistant/);
+  assert.deepEqual(consoleErrors, []);
+});
+
 // ---- errors, empty state, narrow screen: each on a fresh page -------------------
 
 async function freshPage(t, viewport = { width: 1024, height: 800 }) {
@@ -309,10 +547,39 @@ test("loading state, then empty state", async (t) => {
   assert.match(await p.locator("#credential").innerText(), /No Twilio credential connected/);
 });
 
+test("a result without a price cannot be bought: the page says so", async (t) => {
+  const p = await freshPage(t);
+  await p.route(`${api}/api/managed-telephony/available-numbers?**`, async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    for (const n of body.numbers) n.monthlyPrice = null;
+    body.pricesAvailable = false;
+    await route.fulfill({ response, json: body, headers: { ...response.headers(), "access-control-allow-origin": web } });
+  });
+  await p.goto(`${web}/`);
+  const offered = await searchOnPage(p, AREA_CODE);
+  assert.ok(offered.length > 0);
+  const text = await p.locator("#offers").innerText();
+  assert.match(text, /Prices could not be loaded, so these numbers cannot be bought right now/);
+  assert.match(await p.locator(`li.offer[data-number="${offered[0]}"]`).innerText(), /Price unavailable[\s\S]*Cannot be bought until its price is known/);
+  assert.equal(await p.locator("li.offer button").count(), 0, "a number without a price has a Buy button");
+});
+
+test("a bad area code: the API's 400 in words", async (t) => {
+  const p = await freshPage(t);
+  await p.goto(`${web}/`);
+  await p.getByLabel("Area code").fill("12");
+  await p.getByRole("button", { name: "Search" }).click();
+  const shown = await waitForText(p, "#buy-error", /400/);
+  assert.match(shown, /Could not search for numbers: areaCode: .*\(HTTP 400, invalid_query_parameter\)/);
+  assert.match(shown, /Request id: \S+/);
+});
+
 test("readable at 360 px: no horizontal scrolling, buttons full width", async (t) => {
   const p = await freshPage(t, { width: 360, height: 740 });
   await p.goto(`${web}/`);
   await row(p, KEPT).waitFor();
+  await searchOnPage(p, AREA_CODE);
   const { scroll, client } = await p.evaluate(() => ({
     scroll: document.documentElement.scrollWidth,
     client: document.documentElement.clientWidth,
@@ -320,5 +587,7 @@ test("readable at 360 px: no horizontal scrolling, buttons full width", async (t
   assert.ok(scroll <= client, `page is ${scroll}px wide in a ${client}px viewport`);
   const button = await p.getByRole("button", { name: `Delete ${KEPT}` }).boundingBox();
   assert.ok(button && button.width > 250, `Delete button is ${button?.width}px wide`);
+  const buyButton = await p.locator("li.offer button").first().boundingBox();
+  assert.ok(buyButton && buyButton.width > 250, `Buy button is ${buyButton?.width}px wide`);
   await p.screenshot({ path: path.join(ARTIFACTS, "telephony-narrow.png"), fullPage: true });
 });

@@ -5,6 +5,7 @@ use local_api::server::{Running, start};
 use shared::config::Env;
 use testkit::TestDb;
 
+#[allow(dead_code)] // not every test file that includes this module uses it
 pub async fn start_local(db: &TestDb) -> Running {
     start_local_with(db, &[]).await
 }

@@ -1,0 +1,375 @@
+//! The Vapi stand-in, under `/vapi`: `Authorization: Bearer <LOCAL_VAPI_KEY>`.
+//!
+//! - `POST /credential`, `GET /credential`, `PATCH /credential/{id}` (Twilio
+//!   credentials; never a token in an answer).
+//! - `POST /phone-number` (a Twilio number: `provider: "twilio"`, `number`,
+//!   `twilioAccountSid`, `twilioAuthToken` required; `name` ≤ 40, `assistantId` a
+//!   UUID). As Vapi does, it checks the credentials with Twilio (here: the Twilio
+//!   stand-in must know the account with that token) and that the account owns the
+//!   number; either failing is a 400. Importing a number twice is not refused (Vapi's
+//!   behaviour is undocumented), so a client's duplicate shows in the state.
+//! - `GET /phone-number` (newest first; `limit`, default 100, at most 1000; the
+//!   `createdAt…`/`updatedAt…` `Gt|Lt|Ge|Le` filters; any other parameter is a 400),
+//!   `GET /phone-number/{id}`, `PATCH /phone-number/{id}` (`assistantId` — a UUID, or
+//!   `null` to detach — `name`, and the Twilio credentials to rotate them),
+//!   `DELETE /phone-number/{id}` (200 with the deleted number, then 404).
+//!
+//! Validation errors answer `message` as an array (`property X should not exist`),
+//! like Vapi's; any other property than those above is refused.
+
+mod credentials;
+mod numbers;
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, patch, post};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::{Endpoint, LOCAL_VAPI_KEY, Standins, authorization, injected, vapi_error, vapi_time};
+
+/// The Vapi org the local key belongs to.
+const LOCAL_VAPI_ORG: &str = "local-vapi-org";
+
+pub(super) fn routes() -> Router<Standins> {
+    Router::new()
+        .route(
+            "/vapi/credential",
+            post(credentials::create).get(credentials::list),
+        )
+        .route("/vapi/credential/{id}", patch(credentials::update))
+        .route(
+            "/vapi/phone-number",
+            post(numbers::import).get(numbers::list),
+        )
+        .route(
+            "/vapi/phone-number/{id}",
+            get(numbers::fetch)
+                .patch(numbers::route)
+                .delete(numbers::delete),
+        )
+}
+
+/// A Vapi credential the stand-in holds. Not its token: Vapi never returns it, and
+/// nothing here needs it.
+#[derive(Debug, Clone)]
+struct VapiCredential {
+    name: String,
+    account_sid: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl VapiCredential {
+    /// The credential object as Vapi answers it (times in its millisecond ISO form).
+    fn to_json(&self, id: &str) -> Value {
+        json!({
+            "id": id,
+            "provider": "twilio",
+            "orgId": LOCAL_VAPI_ORG,
+            "createdAt": vapi_time(self.created_at),
+            "updatedAt": vapi_time(self.updated_at),
+            "name": self.name,
+            "accountSid": self.account_sid,
+        })
+    }
+}
+
+/// A Twilio number imported into Vapi. Its token is checked when given and not
+/// kept: nothing here answers it.
+#[derive(Debug, Clone)]
+struct VapiNumber {
+    number: String,
+    twilio_account_sid: String,
+    assistant_id: Option<String>,
+    name: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl VapiNumber {
+    fn to_json(&self, id: &str) -> Value {
+        let mut v = json!({
+            "id": id,
+            "orgId": LOCAL_VAPI_ORG,
+            "provider": "twilio",
+            "number": self.number,
+            "status": "active",
+            "twilioAccountSid": self.twilio_account_sid,
+            "createdAt": vapi_time(self.created_at),
+            "updatedAt": vapi_time(self.updated_at),
+        });
+        // Vapi leaves out what was never set.
+        if let Some(a) = &self.assistant_id {
+            v["assistantId"] = json!(a);
+        }
+        if let Some(n) = &self.name {
+            v["name"] = json!(n);
+        }
+        v
+    }
+}
+
+/// A number imported before the stand-in started (the demo data).
+pub struct SeededVapiNumber<'a> {
+    pub id: &'a str,
+    pub number: &'a str,
+    pub twilio_account_sid: &'a str,
+    pub assistant_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct VapiState {
+    credentials: BTreeMap<String, VapiCredential>,
+    phone_numbers: BTreeMap<String, VapiNumber>,
+}
+
+impl VapiState {
+    pub(super) fn add_phone_number(&mut self, n: SeededVapiNumber<'_>, now: DateTime<Utc>) {
+        self.phone_numbers.insert(
+            n.id.to_owned(),
+            VapiNumber {
+                number: n.number.to_owned(),
+                twilio_account_sid: n.twilio_account_sid.to_owned(),
+                assistant_id: n.assistant_id.map(str::to_owned),
+                name: n.name.map(str::to_owned),
+                created_at: now,
+                updated_at: now,
+            },
+        );
+    }
+
+    pub(super) fn add_credential(
+        &mut self,
+        id: &str,
+        name: &str,
+        account_sid: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.credentials.insert(
+            id.to_owned(),
+            VapiCredential {
+                name: name.to_owned(),
+                account_sid: account_sid.to_owned(),
+                created_at: now,
+                updated_at: now,
+            },
+        );
+    }
+
+    pub(super) fn credentials_state(&self) -> Value {
+        let map: Map<String, Value> = self
+            .credentials
+            .iter()
+            .map(|(id, c)| (id.clone(), c.to_json(id)))
+            .collect();
+        Value::Object(map)
+    }
+
+    pub(super) fn phone_numbers_state(&self) -> Value {
+        let map: Map<String, Value> = self
+            .phone_numbers
+            .iter()
+            .map(|(id, n)| (id.clone(), n.to_json(id)))
+            .collect();
+        Value::Object(map)
+    }
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    authorization(headers).is_some_and(|v| v == format!("Bearer {LOCAL_VAPI_KEY}"))
+}
+
+fn unauthorized() -> Response {
+    vapi_error(
+        StatusCode::UNAUTHORIZED,
+        json!("Invalid Key. Hot tip, make sure you're using the private key."),
+    )
+}
+
+fn bad_request(problems: Vec<String>) -> Response {
+    vapi_error(StatusCode::BAD_REQUEST, json!(problems))
+}
+
+/// Vapi's order for every call: the key, a failure the control endpoint asked for,
+/// then (for writes) the body as JSON (an empty body is `{}`, as for Vapi's body
+/// parser), which must be an object.
+async fn admit(
+    s: &Standins,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+    body: Option<&[u8]>,
+) -> Result<Map<String, Value>, Response> {
+    if !authorized(headers) {
+        return Err(unauthorized());
+    }
+    if let Some(r) = injected(s, endpoint).await {
+        return Err(r);
+    }
+    let Some(body) = body else {
+        return Ok(Map::new());
+    };
+    let value: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            vapi_error(
+                StatusCode::BAD_REQUEST,
+                json!(format!("Unexpected token in JSON: {e}")),
+            )
+        })?
+    };
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(bad_request(vec!["body must be an object".into()])),
+    }
+}
+
+/// Properties that are not in `allowed`, as Vapi's whitelist validation words them.
+fn unknown_properties(body: &Map<String, Value>, allowed: &[&str]) -> Vec<String> {
+    body.keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .map(|k| format!("property {k} should not exist"))
+        .collect()
+}
+
+/// `Some(text)` for a string property, `None` when absent; a problem otherwise.
+fn string_prop(body: &Map<String, Value>, key: &str, problems: &mut Vec<String>) -> Option<String> {
+    match body.get(key) {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            problems.push(format!("{key} must be a string"));
+            None
+        }
+    }
+}
+
+fn check_name(name: &Option<String>, problems: &mut Vec<String>) {
+    if name.as_ref().is_some_and(|n| n.chars().count() > 40) {
+        problems.push("name must be shorter than or equal to 40 characters".into());
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok() && s.len() == 36
+}
+
+/// The query of Vapi's list endpoints, as its validation reads it.
+struct ListQuery {
+    limit: usize,
+    /// `(createdAt?, greater?, inclusive?, bound)` for each `createdAtGt`, `…Lt`, `…Ge`,
+    /// `…Le`, `updatedAt…` given.
+    bounds: Vec<(bool, bool, bool, DateTime<Utc>)>,
+}
+
+/// An ISO-8601 time as JavaScript's `Date` reads one: a full RFC 3339 time, or a
+/// date (midnight UTC).
+fn parse_time(v: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+impl ListQuery {
+    /// `Err` holds the messages Vapi would answer in its 400.
+    fn parse(
+        query: &Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Self, Vec<String>> {
+        let pairs = match query {
+            Ok(Query(pairs)) => pairs,
+            Err(e) => return Err(vec![e.body_text()]),
+        };
+        let mut q = Self {
+            limit: 100,
+            bounds: Vec::new(),
+        };
+        let mut problems = Vec::new();
+        for (key, value) in pairs {
+            if key == "limit" {
+                match value.parse::<f64>() {
+                    Ok(n) if n.is_finite() && n > 1000.0 => {
+                        problems.push("limit must not be greater than 1000".into())
+                    }
+                    Ok(n) if n.is_finite() && n < 0.0 => {
+                        problems.push("limit must not be less than 0".into())
+                    }
+                    // In range: a whole number of items.
+                    Ok(n) if n.is_finite() => q.limit = n as usize,
+                    _ => problems.push(
+                        "limit must be a number conforming to the specified constraints".into(),
+                    ),
+                }
+                continue;
+            }
+            let (created, op) = match key.strip_prefix("createdAt") {
+                Some(op) => (true, op),
+                None => (false, key.strip_prefix("updatedAt").unwrap_or_default()),
+            };
+            let (greater, inclusive) = match op {
+                "Gt" => (true, false),
+                "Ge" => (true, true),
+                "Lt" => (false, false),
+                "Le" => (false, true),
+                _ => {
+                    problems.push(format!("property {key} should not exist"));
+                    continue;
+                }
+            };
+            match parse_time(value) {
+                Some(t) => q.bounds.push((created, greater, inclusive, t)),
+                None => problems.push(format!("{key} must be a Date instance")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(q)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn admits(&self, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> bool {
+        self.bounds
+            .iter()
+            .all(|&(created, greater, inclusive, bound)| {
+                let t = if created { created_at } else { updated_at };
+                match (greater, inclusive) {
+                    (true, false) => t > bound,
+                    (true, true) => t >= bound,
+                    (false, false) => t < bound,
+                    (false, true) => t <= bound,
+                }
+            })
+    }
+
+    /// The admitted items, newest first, at most `limit`.
+    fn page<'a, T: 'a>(
+        &self,
+        items: impl Iterator<Item = (&'a String, &'a T)>,
+        times: impl Fn(&T) -> (DateTime<Utc>, DateTime<Utc>),
+        to_json: impl Fn(&str, &T) -> Value,
+    ) -> Vec<Value> {
+        let mut found: Vec<(&String, &T, DateTime<Utc>)> = items
+            .filter_map(|(id, item)| {
+                let (created, updated) = times(item);
+                self.admits(created, updated).then_some((id, item, created))
+            })
+            .collect();
+        found.sort_by(|a, b| b.2.cmp(&a.2).then(b.0.cmp(a.0)));
+        found
+            .into_iter()
+            .take(self.limit)
+            .map(|(id, item, _)| to_json(id, item))
+            .collect()
+    }
+}

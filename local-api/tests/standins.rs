@@ -1,0 +1,688 @@
+//! The Twilio and Vapi stand-ins' provisioning endpoints on their own, over HTTP:
+//! auth, body checks and the providers' error JSON, state, and failure injection per
+//! endpoint.
+
+use local_api::demo::{DEMO_SUBACCOUNT, DEMO_SUBACCOUNT_TOKEN};
+use local_api::server::Running;
+use local_api::standins::{LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY};
+use serde_json::{Value, json};
+use testkit::TestDb;
+
+mod common;
+
+const MAIN: (&str, &str) = (LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN);
+
+struct Standins {
+    _db: TestDb,
+    running: Running,
+    http: reqwest::Client,
+}
+
+impl Standins {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let running = common::start_local(&db).await;
+        Self {
+            _db: db,
+            running,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.standins)
+    }
+
+    /// A Twilio call with Basic auth; `form` as the body of a POST.
+    async fn twilio(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.parse().expect("method"),
+            self.url(&format!("/twilio/2010-04-01{path}")),
+        );
+        if let Some((user, pass)) = auth {
+            req = req.basic_auth(user, Some(pass));
+        }
+        if !form.is_empty() {
+            req = req.form(form);
+        }
+        let resp = req.send().await.expect("twilio");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn vapi(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                self.url(&format!("/vapi{path}")),
+            )
+            .bearer_auth(LOCAL_VAPI_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("vapi");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn fail(&self, body: Value) -> u16 {
+        self.http
+            .post(self.url("/__control/fail"))
+            .json(&body)
+            .send()
+            .await
+            .expect("control")
+            .status()
+            .as_u16()
+    }
+}
+
+/// Twilio's error JSON with this status and code.
+fn twilio_refusal(got: &(u16, Value), status: u16, code: u32) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["message"].is_string() && body["more_info"].is_string(),
+        "{body}"
+    );
+}
+
+fn search_path(query: &str) -> String {
+    format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/Local.json?{query}")
+}
+
+fn found(body: &Value) -> Vec<String> {
+    body["available_phone_numbers"]
+        .as_array()
+        .expect("available_phone_numbers")
+        .iter()
+        .filter_map(|n| n["phone_number"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn twilio_search_filters_the_inventory_as_twilio_does() {
+    let s = Standins::start().await;
+    let (status, all) = s
+        .twilio("GET", &search_path("AreaCode=415"), Some(MAIN), &[])
+        .await;
+    assert_eq!(status, 200, "{all}");
+    let numbers = found(&all);
+    assert_eq!(numbers.len(), 13, "{all}");
+    let first = &all["available_phone_numbers"][0];
+    assert_eq!(first["phone_number"], "+14155550150");
+    assert_eq!(first["friendly_name"], "(415) 555-0150");
+    assert_eq!(first["locality"], "San Francisco");
+    assert_eq!(first["region"], "CA");
+    assert_eq!(first["iso_country"], "US");
+    assert_eq!(first["postal_code"], "94103");
+    assert_eq!(first["address_requirements"], "none");
+    assert_eq!(
+        first["capabilities"],
+        json!({"voice": true, "SMS": true, "MMS": true, "fax": false})
+    );
+
+    let (_, filtered) = s
+        .twilio(
+            "GET",
+            &search_path(
+                "AreaCode=415&VoiceEnabled=true&ExcludeAllAddressRequired=true&PageSize=50",
+            ),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    let expected: Vec<String> = (150..=159).map(|n| format!("+1415555{n:04}")).collect();
+    assert_eq!(found(&filtered), expected);
+    let (_, page) = s
+        .twilio(
+            "GET",
+            &search_path("AreaCode=415&PageSize=2"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(found(&page).len(), 2);
+    let (_, pattern) = s
+        .twilio("GET", &search_path("Contains=5550*52"), Some(MAIN), &[])
+        .await;
+    assert_eq!(found(&pattern), ["+14155550152"]);
+    let (_, other_area) = s
+        .twilio("GET", &search_path("AreaCode=212"), Some(MAIN), &[])
+        .await;
+    assert!(found(&other_area).is_empty());
+    let (_, toll_free) = s
+        .twilio(
+            "GET",
+            &format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/TollFree.json"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(found(&toll_free).len(), 5);
+
+    twilio_refusal(
+        &s.twilio("GET", &search_path("AreaCode=41"), Some(MAIN), &[])
+            .await,
+        400,
+        21451,
+    );
+    twilio_refusal(
+        &s.twilio("GET", &search_path("AreaCode=415"), None, &[])
+            .await,
+        401,
+        20003,
+    );
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &search_path("AreaCode=415"),
+            Some((LOCAL_TWILIO_MAIN_SID, DEMO_SUBACCOUNT_TOKEN)),
+            &[],
+        )
+        .await,
+        401,
+        20003,
+    );
+    // A subaccount may not search as the main account.
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &search_path("AreaCode=415"),
+            Some((DEMO_SUBACCOUNT, DEMO_SUBACCOUNT_TOKEN)),
+            &[],
+        )
+        .await,
+        404,
+        20404,
+    );
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/Pager.json"),
+            Some(MAIN),
+            &[],
+        )
+        .await,
+        404,
+        20404,
+    );
+}
+
+#[tokio::test]
+async fn twilio_subaccounts_purchases_and_prices() {
+    let s = Standins::start().await;
+    // Create, find by name, read back its token as the main account.
+    let (status, created) = s
+        .twilio(
+            "POST",
+            "/Accounts.json",
+            Some(MAIN),
+            &[("FriendlyName", "org:test")],
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let sid = created["sid"].as_str().expect("sid").to_owned();
+    let token = created["auth_token"]
+        .as_str()
+        .expect("auth_token")
+        .to_owned();
+    assert!(sid.starts_with("AC") && sid.len() == 34, "{sid}");
+    assert_eq!(token.len(), 32);
+    assert_eq!(created["status"], "active");
+    let (status, page) = s
+        .twilio(
+            "GET",
+            "/Accounts.json?FriendlyName=org%3Atest&Status=active",
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["accounts"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["accounts"][0]["sid"], sid.as_str());
+    let (status, read) = s
+        .twilio("GET", &format!("/Accounts/{sid}.json"), Some(MAIN), &[])
+        .await;
+    assert_eq!(
+        (status, read["auth_token"].as_str()),
+        (200, Some(token.as_str()))
+    );
+    // With its own credentials: itself; with a wrong token: 401.
+    let (status, _) = s
+        .twilio(
+            "GET",
+            &format!("/Accounts/{sid}.json"),
+            Some((&sid, &token)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &format!("/Accounts/{sid}.json"),
+            Some((&sid, DEMO_SUBACCOUNT_TOKEN)),
+            &[],
+        )
+        .await,
+        401,
+        20003,
+    );
+    // Only the main account creates subaccounts; names are at most 64 characters.
+    twilio_refusal(
+        &s.twilio(
+            "POST",
+            "/Accounts.json",
+            Some((&sid, &token)),
+            &[("FriendlyName", "x")],
+        )
+        .await,
+        401,
+        20003,
+    );
+    let long = "x".repeat(65);
+    let (status, _) = s
+        .twilio(
+            "POST",
+            "/Accounts.json",
+            Some(MAIN),
+            &[("FriendlyName", &long)],
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Buy on the subaccount as the main account.
+    let buy_path = format!("/Accounts/{sid}/IncomingPhoneNumbers.json");
+    let (standins, path) = (&s, &buy_path);
+    let buy = |number: &'static str| async move {
+        standins
+            .twilio(
+                "POST",
+                path,
+                Some(MAIN),
+                &[("PhoneNumber", number), ("FriendlyName", "purchase test")],
+            )
+            .await
+    };
+    let (status, bought) = buy("+14155550150").await;
+    assert_eq!(status, 201, "{bought}");
+    let pn = bought["sid"].as_str().expect("sid").to_owned();
+    assert!(pn.starts_with("PN") && pn.len() == 34, "{pn}");
+    assert_eq!(bought["account_sid"], sid.as_str());
+    assert_eq!(bought["status"], "in-use");
+    assert_eq!(bought["friendly_name"], "purchase test");
+    twilio_refusal(&buy("+14155550150").await, 400, 21422);
+    twilio_refusal(&buy("+14155550199").await, 400, 21422);
+    twilio_refusal(&buy("4155550151").await, 400, 21421);
+    twilio_refusal(&buy("+14155550160").await, 400, 21631);
+    // Another account's subaccount is not the demo org's to buy on.
+    twilio_refusal(
+        &s.twilio(
+            "POST",
+            &buy_path,
+            Some((DEMO_SUBACCOUNT, DEMO_SUBACCOUNT_TOKEN)),
+            &[("PhoneNumber", "+14155550151")],
+        )
+        .await,
+        404,
+        20404,
+    );
+    let (_, search) = s
+        .twilio("GET", &search_path("AreaCode=415"), Some(MAIN), &[])
+        .await;
+    assert!(!found(&search).contains(&"+14155550150".to_owned()));
+
+    // Found by number; released; then 404 (20404).
+    let (status, list) = s
+        .twilio(
+            "GET",
+            &format!("{buy_path}?PhoneNumber=%2B14155550150"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        list["incoming_phone_numbers"][0]["sid"],
+        pn.as_str(),
+        "{list}"
+    );
+    let (_, none) = s
+        .twilio(
+            "GET",
+            &format!("{buy_path}?PhoneNumber=%2B14155550151"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(none["incoming_phone_numbers"], json!([]));
+    let one = format!("/Accounts/{sid}/IncomingPhoneNumbers/{pn}.json");
+    assert_eq!(s.twilio("DELETE", &one, Some(MAIN), &[]).await.0, 204);
+    twilio_refusal(&s.twilio("DELETE", &one, Some(MAIN), &[]).await, 404, 20404);
+
+    // Prices, as the main account.
+    let prices = |auth| {
+        let req = s
+            .http
+            .get(s.url("/twilio-pricing/v1/PhoneNumbers/Countries/US"));
+        let req = match auth {
+            Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
+        };
+        req.send()
+    };
+    let resp = prices(Some(MAIN)).await.expect("pricing");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["iso_country"], "US");
+    assert_eq!(body["price_unit"], "USD");
+    assert_eq!(
+        body["phone_number_prices"],
+        json!([
+            {"number_type": "local", "base_price": "1.15", "current_price": "1.15"},
+            {"number_type": "toll free", "base_price": "2.15", "current_price": "2.15"}
+        ])
+    );
+    let resp = prices(None).await.expect("pricing");
+    assert_eq!(resp.status(), 401);
+    let resp = s
+        .http
+        .get(s.url("/twilio-pricing/v1/PhoneNumbers/Countries/ZZ"))
+        .basic_auth(MAIN.0, Some(MAIN.1))
+        .send()
+        .await
+        .expect("pricing");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.json::<Value>().await.expect("json")["code"], 20404);
+
+    // The state shows subaccounts and numbers, never a token.
+    let state = s.running.standins_state.state().to_string();
+    assert!(state.contains(&sid), "{state}");
+    for secret in [
+        token.as_str(),
+        DEMO_SUBACCOUNT_TOKEN,
+        LOCAL_TWILIO_MAIN_TOKEN,
+    ] {
+        assert!(!state.contains(secret), "a token in the state: {state}");
+    }
+}
+
+#[tokio::test]
+async fn vapi_imports_lists_routes_and_deletes_phone_numbers() {
+    let s = Standins::start().await;
+    // A number the demo subaccount holds at Twilio.
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &format!("/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json"),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550152")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let import = json!({
+        "provider": "twilio", "number": "+14155550152",
+        "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN,
+        "name": "Front desk", "assistantId": "0d3e0000-0000-4000-8000-0000000000aa",
+    });
+
+    // Refusals, in Vapi's shape.
+    let with = |changes: Value| {
+        let mut b = import.clone();
+        for (k, v) in changes.as_object().expect("object") {
+            if v.is_null() {
+                b.as_object_mut().expect("object").remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        b
+    };
+    let refusals = [
+        (
+            json!({"serverUrl": "https://x.example"}),
+            "property serverUrl should not exist",
+        ),
+        (
+            json!({"credentialId": "c"}),
+            "property credentialId should not exist",
+        ),
+        (json!({"twilioAuthToken": null}), "twilioAuthToken"),
+        (json!({"number": null}), "number"),
+        (json!({"name": "n".repeat(41)}), "name must be shorter"),
+        (
+            json!({"assistantId": "asst_1"}),
+            "assistantId must be a UUID",
+        ),
+        (json!({"provider": "vonage"}), "provider"),
+    ];
+    for (change, message) in refusals {
+        let (status, body) = s
+            .vapi("POST", "/phone-number", Some(with(change.clone())))
+            .await;
+        assert_eq!(status, 400, "{change}: {body}");
+        assert_eq!(body["statusCode"], 400);
+        assert_eq!(body["error"], "Bad Request");
+        assert!(body["message"].is_array(), "{body}");
+        assert!(
+            body["message"].to_string().contains(message),
+            "{change}: {body}"
+        );
+    }
+    // Credentials Twilio refuses, a number the account does not hold: 400.
+    for change in [
+        json!({"twilioAuthToken": "0123456789abcdef0123456789abcdef"}),
+        json!({"twilioAccountSid": "AC0123456789abcdef0123456789abcdef"}),
+        json!({"number": "+14155550153"}),
+    ] {
+        let (status, body) = s
+            .vapi("POST", "/phone-number", Some(with(change.clone())))
+            .await;
+        assert_eq!(status, 400, "{change}: {body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+    let held = s.running.standins_state.state()["vapi_phone_numbers"].to_string();
+    assert!(!held.contains("+14155550152"), "nothing imported: {held}");
+
+    let (status, created) = s.vapi("POST", "/phone-number", Some(import.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["provider"], "twilio");
+    assert_eq!(created["number"], "+14155550152");
+    assert_eq!(created["twilioAccountSid"], DEMO_SUBACCOUNT);
+    assert_eq!(created["assistantId"], import["assistantId"]);
+    assert_eq!(created["name"], "Front desk");
+    assert!(created["createdAt"].is_string() && created["updatedAt"].is_string());
+    assert!(
+        !created.to_string().contains(DEMO_SUBACCOUNT_TOKEN),
+        "{created}"
+    );
+
+    // Listed newest first, with Vapi's filters.
+    let (status, list) = s.vapi("GET", "/phone-number?limit=1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["id"], id.as_str());
+    let since = created["createdAt"].as_str().expect("createdAt");
+    let (_, newer) = s
+        .vapi("GET", &format!("/phone-number?createdAtGt={since}"), None)
+        .await;
+    assert_eq!(newer, json!([]));
+    let (_, demo) = s.vapi("GET", "/phone-number?limit=1000", None).await;
+    assert_eq!(
+        demo.as_array().map(Vec::len),
+        Some(5),
+        "four seeded and one imported: {demo}"
+    );
+    assert_eq!(s.vapi("GET", "/phone-number?number=1", None).await.0, 400);
+
+    // Routed to another assistant; unknown properties refused; a missing one 404.
+    let path = format!("/phone-number/{id}");
+    let other = "0d3e0000-0000-4000-8000-0000000000ab";
+    let (status, patched) = s
+        .vapi(
+            "PATCH",
+            &path,
+            Some(json!({"assistantId": other, "name": "Sales"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        (patched["assistantId"].as_str(), patched["name"].as_str()),
+        (Some(other), Some("Sales"))
+    );
+    let (status, body) = s
+        .vapi("PATCH", &path, Some(json!({"serverUrl": "x"})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].is_array());
+    assert_eq!(
+        s.vapi(
+            "PATCH",
+            "/phone-number/nope",
+            Some(json!({"assistantId": other}))
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, fetched) = s.vapi("GET", &path, None).await;
+    assert_eq!(fetched["assistantId"], other);
+
+    // Deleted: 200 with the number, then Vapi's 404.
+    let (status, deleted) = s.vapi("DELETE", &path, None).await;
+    assert_eq!((status, deleted["id"].as_str()), (200, Some(id.as_str())));
+    let (status, gone) = s.vapi("DELETE", &path, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(gone["statusCode"], 404);
+    assert_eq!(gone["error"], "Not Found");
+}
+
+#[tokio::test]
+async fn failures_can_be_injected_per_endpoint() {
+    let s = Standins::start().await;
+    let standins = &s;
+    let search = || async move {
+        standins
+            .twilio("GET", &search_path("AreaCode=415"), Some(MAIN), &[])
+            .await
+    };
+    let account = || async move {
+        standins
+            .twilio(
+                "GET",
+                &format!("/Accounts/{DEMO_SUBACCOUNT}.json"),
+                Some(MAIN),
+                &[],
+            )
+            .await
+    };
+
+    // One endpoint, twice: the others keep answering.
+    assert_eq!(
+        s.fail(json!({"endpoint": "search", "mode": "500", "times": 2}))
+            .await,
+        200
+    );
+    assert_eq!(account().await.0, 200);
+    twilio_refusal(&search().await, 500, 20500);
+    twilio_refusal(&search().await, 500, 20500);
+    assert_eq!(search().await.0, 200);
+
+    // With its provider named, and 429; cleared by mode none.
+    assert_eq!(
+        s.fail(json!({"provider": "twilio", "endpoint": "subaccount", "mode": "429"}))
+            .await,
+        200
+    );
+    twilio_refusal(&account().await, 429, 20429);
+    twilio_refusal(&account().await, 429, 20429);
+    assert_eq!(search().await.0, 200);
+    assert_eq!(
+        s.fail(json!({"endpoint": "subaccount", "mode": "none"}))
+            .await,
+        200
+    );
+    assert_eq!(account().await.0, 200);
+
+    // Vapi's import only.
+    assert_eq!(
+        s.fail(json!({"endpoint": "import", "mode": "500", "times": 1}))
+            .await,
+        200
+    );
+    let (status, body) = s
+        .vapi("POST", "/phone-number", Some(json!({"provider": "twilio"})))
+        .await;
+    assert_eq!((status, body["statusCode"].as_u64()), (500, Some(500)));
+    assert_eq!(s.vapi("GET", "/phone-number", None).await.0, 200);
+
+    // The provider-wide plan still works, and `none` for a provider clears its
+    // endpoints' plans too.
+    assert_eq!(
+        s.fail(json!({"provider": "twilio", "mode": "500"})).await,
+        200
+    );
+    assert_eq!(s.fail(json!({"endpoint": "buy", "mode": "429"})).await, 200);
+    twilio_refusal(&search().await, 500, 20500);
+    assert_eq!(
+        s.fail(json!({"provider": "twilio", "mode": "none"})).await,
+        200
+    );
+    assert_eq!(search().await.0, 200);
+    assert_eq!(s.running.standins_state.state()["endpoint_fail"], json!({}));
+
+    // A lost answer: the purchase is made, its answer never comes.
+    assert_eq!(
+        s.fail(json!({"endpoint": "buy", "mode": "lost", "times": 1}))
+            .await,
+        200
+    );
+    let gave_up = s
+        .http
+        .post(s.url(&format!(
+            "/twilio/2010-04-01/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json"
+        )))
+        .basic_auth(MAIN.0, Some(MAIN.1))
+        .form(&[("PhoneNumber", "+14155550157")])
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "no answer");
+    let (_, list) = s
+        .twilio(
+            "GET",
+            &format!(
+                "/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json?PhoneNumber=%2B14155550157"
+            ),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        list["incoming_phone_numbers"].as_array().map(Vec::len),
+        Some(1),
+        "bought all the same: {list}"
+    );
+
+    // Nonsense is refused.
+    for bad in [
+        json!({"endpoint": "nothing", "mode": "500"}),
+        json!({"provider": "vapi", "endpoint": "buy", "mode": "500"}),
+        json!({"mode": "500"}),
+        json!({"provider": "stripe", "mode": "500"}),
+    ] {
+        assert_eq!(s.fail(bad.clone()).await, 400, "{bad}");
+    }
+}
