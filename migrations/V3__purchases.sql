@@ -15,8 +15,12 @@ ALTER TABLE managed_phone_numbers
     ALTER COLUMN twilio_subaccount_sid DROP NOT NULL,
     -- The purchase's operation id (carried in the Twilio FriendlyName).
     ADD COLUMN operation_id uuid,
-    -- Per-step completion of a purchase, so a resumed one redoes only what is left.
+    -- Per-step completion of a purchase, so a resumed one redoes only what is left,
+    -- and each creating call's attempt, stamped before it is sent: once a purchase
+    -- or an import was attempted, its outcome is looked up, never assumed.
+    ADD COLUMN buy_attempted_at timestamptz,
     ADD COLUMN bought_at timestamptz,
+    ADD COLUMN import_attempted_at timestamptz,
     ADD COLUMN imported_at timestamptz,
     ADD COLUMN purchase_attempts integer NOT NULL DEFAULT 0 CHECK (purchase_attempts >= 0),
     -- {step, code, status, providerCode, message, at} of the last failed purchase step.
@@ -49,7 +53,19 @@ CREATE INDEX managed_phone_numbers_assistant_pending
     WHERE assistant_pending;
 
 -- Numbers bought before this migration route as they did.
-UPDATE managed_phone_numbers n SET assistant_id = m.vapi_assistant_id
+UPDATE managed_phone_numbers n SET assistant_id = lower(m.vapi_assistant_id)
   FROM phone_number_mapping m
  WHERE m.inbound_phone_number = n.phone_number AND m.org_id = n.org_id
-   AND n.status = 'active' AND m.vapi_assistant_id ~ '^[0-9a-f-]{36}$';
+   AND n.status = 'active' AND lower(m.vapi_assistant_id) ~ '^[0-9a-f-]{36}$';
+
+-- Orgs that already have a subaccount (numbers bought by the earlier system, or a
+-- managed slot) keep it: a purchase must not create a second one.
+UPDATE organizations o
+   SET twilio_subaccount_sid = coalesce(
+         (SELECT n.twilio_subaccount_sid FROM managed_phone_numbers n
+           WHERE n.org_id = o.id AND n.status <> 'released'
+           ORDER BY n.created_at LIMIT 1),
+         (SELECT c.metadata->>'accountSid' FROM org_credentials c
+           WHERE c.org_id = o.id AND c.provider = 'twilio' AND c.source = 'managed'
+             AND c.metadata->>'accountSid' ~ '^AC[0-9a-f]{32}$'))
+ WHERE o.twilio_subaccount_sid IS NULL;

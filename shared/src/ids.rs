@@ -175,8 +175,8 @@ impl std::str::FromStr for AssistantId {
 }
 string_newtype_serde!(AssistantId);
 
-/// The name a managed number carries at Vapi: 1 to 40 characters (Vapi's limit),
-/// no control characters, not only spaces.
+/// The name a managed number carries at Vapi: 1 to 40 UTF-16 units (Vapi's limit,
+/// as JavaScript counts), no control characters, not only spaces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NumberName(String);
 
@@ -189,7 +189,8 @@ impl NumberName {
 impl std::str::FromStr for NumberName {
     type Err = FormatError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = (1..=40).contains(&s.chars().count())
+        // Vapi counts JavaScript string length (UTF-16 units): an emoji is two.
+        let ok = (1..=40).contains(&s.encode_utf16().count())
             && !s.chars().any(char::is_control)
             && !s.trim().is_empty();
         if ok {
@@ -305,7 +306,14 @@ mod tests {
         }
         assert!("Front desk".parse::<NumberName>().is_ok());
         assert!("é".repeat(40).parse::<NumberName>().is_ok());
-        for bad in [String::new(), "   ".into(), "a".repeat(41), "a\nb".into()] {
+        assert!("😀".repeat(20).parse::<NumberName>().is_ok());
+        for bad in [
+            String::new(),
+            "   ".into(),
+            "a".repeat(41),
+            "a\nb".into(),
+            "😀".repeat(21),
+        ] {
             assert!(bad.parse::<NumberName>().is_err(), "{bad:?}");
         }
     }

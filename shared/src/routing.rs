@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::types::Type;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
@@ -121,10 +122,12 @@ const CLAIM: &str = "UPDATE managed_phone_numbers m
             display_name = coalesce($6, m.display_name),
             assistant_pending = true, updated_at = now()
        FROM (SELECT id, assistant_id, display_name FROM managed_phone_numbers
-              WHERE status = 'active' AND (claim_token IS NULL OR claimed_until < now() OR claim_token = $1)
-                AND CASE WHEN $3::uuid IS NOT NULL THEN org_id = $3 AND phone_number = $4
-                         -- reconcile: a change Vapi has not confirmed, left for a claim's length
-                         ELSE assistant_pending AND updated_at < now() - make_interval(secs => $2) END
+              WHERE status = 'active'
+                AND (claim_token = $1
+                     OR ((claim_token IS NULL OR claimed_until < now())
+                         AND CASE WHEN $3::uuid IS NOT NULL THEN org_id = $3 AND phone_number = $4
+                                  -- reconcile: a change Vapi has not confirmed, left for a claim's length
+                                  ELSE assistant_pending AND updated_at < now() - make_interval(secs => $2) END))
               ORDER BY updated_at
               LIMIT 1 FOR UPDATE SKIP LOCKED) old
       WHERE m.id = old.id
@@ -217,7 +220,11 @@ impl Router<'_> {
             let claim = claim_from_row(&row, token);
             let caller = Caller::system(claim.org, "system:reconcile");
             let deadline = Deadline::after(budget.min(config.deadline));
-            match finish(db, vapi, &claim, &caller, request_id, deadline).await {
+            let span = tracing::info_span!("reconcile_route", org_id = %claim.org);
+            match finish(db, vapi, &claim, &caller, request_id, deadline)
+                .instrument(span)
+                .await
+            {
                 Ok(r) if r.routed => confirmed += 1,
                 Ok(_) => {}
                 Err(RouteError::Db(e)) => return Err(e),
@@ -353,11 +360,16 @@ async fn finish(
     .await
 }
 
-/// Vapi refused (or cannot take) the change: the previous assistant stays.
+/// Vapi refused (or cannot take) the change: the number routes as last confirmed
+/// (its routing row, which follows only confirmed changes), not as the change
+/// before this one, which may itself have been unconfirmed.
 async fn restore(db: &Db, claim: &Claim) -> Result<(), DbError> {
     db.query(
-        "UPDATE managed_phone_numbers
-            SET assistant_id = $3, display_name = $4, assistant_pending = false,
+        "UPDATE managed_phone_numbers n
+            SET assistant_id = coalesce((SELECT m.vapi_assistant_id FROM phone_number_mapping m
+                                          WHERE m.inbound_phone_number = n.phone_number
+                                            AND m.org_id = n.org_id), $3),
+                display_name = $4, assistant_pending = false,
                 claim_token = NULL, claimed_until = NULL, updated_at = now()
           WHERE id = $1 AND claim_token = $2",
         &[

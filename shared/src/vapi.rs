@@ -294,6 +294,28 @@ impl VapiClient {
         })
     }
 
+    /// Whether Vapi knows the assistant: `GET /assistant/{id}` (200, or 404 in
+    /// Vapi's JSON for none).
+    pub async fn assistant_exists(&self, id: &str) -> Result<bool, ProviderError> {
+        let path = format!("/assistant/{}", urlencode(id));
+        let answer = self
+            .with_fresh_key(|| {
+                call_idempotent(
+                    PROVIDER,
+                    Method::GET,
+                    "/assistant/{id}",
+                    || self.request(Method::GET, &path),
+                    &self.policy,
+                )
+            })
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_gone() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `PATCH /phone-number/{id}` with the assistant (and name): idempotent, retried
     /// with backoff.
     pub async fn route_phone_number(

@@ -160,6 +160,14 @@ async fn main() {
         ))
         .mount(&twilio.server)
         .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/assistant/"))
+        .respond_with(ok(
+            200,
+            json!({"id": "0d3e0000-0000-4000-8000-0000000000aa"}),
+        ))
+        .mount(&vapi.server)
+        .await;
     Mock::given(method("POST"))
         .and(path_regex("^/phone-number$"))
         .respond_with(ok(201, json!({"id": "vapi-phone-bench"})))

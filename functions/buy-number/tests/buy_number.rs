@@ -39,6 +39,9 @@ struct Held {
     /// Twilio's own refusal of the purchase: (status, code).
     buy_refused: Option<(u16, u32)>,
     subaccount_delay: Duration,
+    subaccount_lookup_delay: Duration,
+    /// The next `n` lookups of bought numbers miss (Twilio's read-after-write lag).
+    lookup_lag: u32,
     import_answer: Option<ResponseTemplate>,
     import_delay: Duration,
     released: Vec<String>,
@@ -77,23 +80,43 @@ impl Respond for Providers {
                     .filter(|_| q.contains_key("FriendlyName"))
                     .map(|sid| json!({"sid": sid, "friendly_name": q["FriendlyName"], "status": "active", "auth_token": SUB_TOKEN}))
                     .collect();
-                ResponseTemplate::new(200).set_body_json(json!({"accounts": accounts}))
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"accounts": accounts}))
+                    .set_delay(h.subaccount_lookup_delay)
             }
             ("POST", "/Accounts.json") => {
                 let f = form(req);
                 assert!(f["FriendlyName"].len() <= 64);
-                h.subaccounts.push(SUB.into());
+                // The first is SUB; any later one another SID (a spare).
+                let sid = if h.subaccounts.is_empty() {
+                    SUB.to_owned()
+                } else {
+                    format!("AC{:0>32}", h.subaccounts.len())
+                };
+                h.subaccounts.push(sid.clone());
                 ResponseTemplate::new(201)
                     .set_body_json(json!({
-                        "sid": SUB, "auth_token": SUB_TOKEN, "friendly_name": f["FriendlyName"], "status": "active"
+                        "sid": sid, "auth_token": SUB_TOKEN, "friendly_name": f["FriendlyName"], "status": "active"
                     }))
                     .set_delay(h.subaccount_delay)
             }
-            ("GET", x) if x == format!("/Accounts/{SUB}.json") => ResponseTemplate::new(200)
-                .set_body_json(json!({"sid": SUB, "auth_token": SUB_TOKEN, "status": "active"})),
-            ("POST", x) if x == format!("/Accounts/{SUB}/IncomingPhoneNumbers.json") => {
+            ("GET", x)
+                if x.starts_with("/Accounts/AC")
+                    && x.ends_with(".json")
+                    && x.matches('/').count() == 2 =>
+            {
+                let sid = x.trim_start_matches("/Accounts/").trim_end_matches(".json");
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"sid": sid, "auth_token": SUB_TOKEN, "status": "active"}))
+            }
+            ("POST", x) if x.ends_with("/IncomingPhoneNumbers.json") => {
+                let sub = x
+                    .trim_start_matches("/Accounts/")
+                    .trim_end_matches("/IncomingPhoneNumbers.json")
+                    .to_owned();
                 let number = form(req)["PhoneNumber"].clone();
-                if h.taken.contains(&number) {
+                // Not available: taken by another buyer, or already bought (also by us).
+                if h.taken.contains(&number) || h.bought.iter().any(|(_, n, _)| *n == number) {
                     return FakeTwilio::error(400, 21422, "PhoneNumber is not available");
                 }
                 if let Some((status, code)) = h.buy_refused {
@@ -102,22 +125,31 @@ impl Respond for Providers {
                 if h.buy_fails_500 {
                     return FakeTwilio::error(500, 20500, "Internal Server Error");
                 }
-                let sid = format!("PN{:0>32}", h.bought.len() + 1);
-                h.bought.push((SUB.into(), number.clone(), sid.clone()));
+                let sid = format!("PN{:0>32}", h.bought.len() + h.released.len() + 1);
+                h.bought.push((sub.clone(), number.clone(), sid.clone()));
                 ResponseTemplate::new(201)
-                    .set_body_json(json!({"sid": sid, "account_sid": SUB, "phone_number": number, "status": "in-use"}))
+                    .set_body_json(json!({"sid": sid, "account_sid": sub, "phone_number": number, "status": "in-use"}))
                     .set_delay(h.buy_delay)
             }
-            ("GET", x) if x == format!("/Accounts/{SUB}/IncomingPhoneNumbers.json") => {
+            ("GET", x) if x.ends_with("/IncomingPhoneNumbers.json") => {
+                let sub = x
+                    .trim_start_matches("/Accounts/")
+                    .trim_end_matches("/IncomingPhoneNumbers.json")
+                    .to_owned();
+                if h.lookup_lag > 0 {
+                    h.lookup_lag -= 1;
+                    return ResponseTemplate::new(200)
+                        .set_body_json(json!({"incoming_phone_numbers": []}));
+                }
                 let found: Vec<Value> = h
                     .bought
                     .iter()
-                    .filter(|(_, n, _)| Some(n) == q.get("PhoneNumber"))
+                    .filter(|(s, n, _)| *s == sub && Some(n) == q.get("PhoneNumber"))
                     .map(|(_, n, sid)| json!({"sid": sid, "phone_number": n}))
                     .collect();
                 ResponseTemplate::new(200).set_body_json(json!({"incoming_phone_numbers": found}))
             }
-            ("DELETE", x) if x.starts_with(&format!("/Accounts/{SUB}/IncomingPhoneNumbers/PN")) => {
+            ("DELETE", x) if x.contains("/IncomingPhoneNumbers/PN") => {
                 let sid = x
                     .rsplit('/')
                     .next()
@@ -127,6 +159,14 @@ impl Respond for Providers {
                 h.bought.retain(|(_, _, s)| *s != sid);
                 h.released.push(sid);
                 ResponseTemplate::new(204)
+            }
+            ("GET", x) if x.starts_with("/assistant/") => {
+                if x.ends_with(ASSISTANT) {
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"id": ASSISTANT, "name": "Receptionist"}))
+                } else {
+                    FakeVapi::error(404, "Couldn't Get Assistant. `assistantId` 404 Not Found")
+                }
             }
             ("POST", "/phone-number") => {
                 let body: Value = serde_json::from_slice(&req.body).unwrap();
@@ -233,7 +273,7 @@ impl World {
             .respond_with(providers.clone())
             .mount(&twilio.server)
             .await;
-        Mock::given(path_regex(r"^/phone-number"))
+        Mock::given(path_regex(r"^/(phone-number|assistant/)"))
             .and(bearer_token(VAPI_KEY))
             .respond_with(providers.clone())
             .mount(&vapi.server)
@@ -319,20 +359,23 @@ impl World {
 
     /// release-number (and reconcile) on the same database and providers.
     async fn release_state(&self) -> release_number::State {
+        self.release_state_with(&[]).await
+    }
+
+    async fn release_state_with(&self, extra: &[(&str, &str)]) -> release_number::State {
         let (url, v, tw) = (self.t.url(), self.vapi.uri(), self.twilio.uri());
-        release_number::State::from_env(
-            &Env::from_pairs([
-                ("DATABASE_URL", url.as_str()),
-                ("VAPI_BASE_URL", v.as_str()),
-                ("TWILIO_BASE_URL", tw.as_str()),
-                ("VAPI_PRIVATE_KEY", VAPI_KEY),
-                ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
-                ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
-            ]),
-            &self.aws,
-        )
-        .await
-        .expect("release state")
+        let mut pairs = vec![
+            ("DATABASE_URL", url.as_str()),
+            ("VAPI_BASE_URL", v.as_str()),
+            ("TWILIO_BASE_URL", tw.as_str()),
+            ("VAPI_PRIVATE_KEY", VAPI_KEY),
+            ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
+            ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ];
+        pairs.extend_from_slice(extra);
+        release_number::State::from_env(&Env::from_pairs(pairs), &self.aws)
+            .await
+            .expect("release state")
     }
 
     /// Make the org's claim look abandoned (its instance was killed).
@@ -1013,9 +1056,7 @@ async fn releasing_a_number_still_being_bought_is_409() {
 async fn a_purchase_failing_too_often_after_buying_is_undone_and_released() {
     let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "2")]).await;
     let org = new_org();
-    for _ in 0..2 {
-        w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
-    }
+    w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
     let (status, _) = w.buy(org, NUMBER).await;
     assert_eq!(status, 202);
     assert_eq!(
@@ -1023,23 +1064,126 @@ async fn a_purchase_failing_too_often_after_buying_is_undone_and_released() {
         1,
         "bought on the first attempt"
     );
+    // A user repeating the request during the outage never gives it up.
+    for _ in 0..3 {
+        w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
+        assert_eq!(w.buy(org, NUMBER).await.0, 202);
+    }
+    assert_eq!(w.providers.lock().bought.len(), 1, "still held");
+    // Reconcile, after its backoff, does: what was bought is released.
     w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
-    let (status, body) = w.buy(org, NUMBER).await;
+    w.expire_claims().await;
+    let report = w
+        .release_state_with(&[("RECONCILE_MAX_ATTEMPTS", "2")])
+        .await
+        .release
+        .reconcile(10, "reconcile", || Duration::from_secs(600))
+        .await
+        .unwrap();
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (503, Some("purchase_failed")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("was released"),
-        "{body}"
+        (report.purchases.claimed, report.purchases.undone),
+        (1, 1),
+        "{report:?}"
     );
     assert!(
         w.providers.lock().bought.is_empty(),
         "what was bought is released"
     );
     assert_eq!(w.row(NUMBER).await.unwrap()["status"], "released");
+}
+
+#[tokio::test]
+async fn an_assistant_vapi_does_not_know_is_422_before_anything_is_bought() {
+    let w = World::new().await;
+    let (status, body) = w
+        .buy_with(
+            &w.state,
+            new_org(),
+            json!({"phoneNumber": NUMBER, "assistantId": "0d3e0000-0000-4000-8000-0000000000ff"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_assistant")),
+        "{body}"
+    );
+    assert!(w.providers.lock().bought.is_empty(), "nothing bought");
+    assert!(w.row(NUMBER).await.is_none());
+}
+
+#[tokio::test]
+async fn a_purchase_landing_late_is_never_forgotten() {
+    let w = World::new().await;
+    let org = new_org();
+    // Twilio buys, answers after the client gave up, and its lookups lag twice.
+    {
+        let mut h = w.providers.lock();
+        h.buy_delay = Duration::from_secs(3);
+        h.lookup_lag = 2;
+    }
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 202, "{body}");
+    w.providers.lock().buy_delay = Duration::ZERO;
+    // The repeat looks (lag: nothing), buys again, and Twilio says "not available"
+    // — it is ours: the intent stays, it is not closed.
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["errors"], json!({"twilio": "twilio_rejected"}));
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "provisioning");
+    // Now the lookup sees it: adopted, imported, active. Bought once.
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(w.providers.lock().bought.len(), 1);
+}
+
+#[tokio::test]
+async fn two_first_purchases_of_one_org_end_on_one_subaccount() {
+    let w = World::new().await;
+    let b = w.another_instance().await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.subaccount_delay = Duration::from_millis(300);
+        h.subaccount_lookup_delay = Duration::from_millis(300);
+    }
+    let (x, y) = tokio::join!(
+        w.buy_with(&w.state, org, json!({"phoneNumber": NUMBER})),
+        w.buy_with(&b, org, json!({"phoneNumber": "+14155550151"})),
+    );
+    assert_eq!((x.0, y.0), (201, 201), "{x:?} {y:?}");
+    assert_eq!(w.providers.lock().subaccounts.len(), 2, "both created one");
+    let subs: Vec<String> =
+        w.t.client()
+            .await
+            .query(
+                "SELECT DISTINCT twilio_subaccount_sid FROM managed_phone_numbers",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    let on_org: String =
+        w.t.client()
+            .await
+            .query_one(
+                "SELECT twilio_subaccount_sid FROM organizations WHERE id = $1",
+                &[&org.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(
+        subs,
+        vec![on_org.clone()],
+        "both numbers on the org's one subaccount"
+    );
+    assert!(
+        w.providers
+            .lock()
+            .bought
+            .iter()
+            .all(|(s, _, _)| *s == on_org)
+    );
 }

@@ -103,6 +103,8 @@ pub enum Endpoint {
     Route,
     /// Vapi `DELETE /phone-number/{id}`.
     Delete,
+    /// Vapi `GET /assistant/{id}`.
+    Assistant,
 }
 
 impl Endpoint {
@@ -124,7 +126,12 @@ impl Endpoint {
     fn is_vapi(self) -> bool {
         matches!(
             self,
-            Self::Credential | Self::Import | Self::List | Self::Route | Self::Delete
+            Self::Credential
+                | Self::Import
+                | Self::List
+                | Self::Route
+                | Self::Delete
+                | Self::Assistant
         )
     }
 }

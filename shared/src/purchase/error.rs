@@ -17,6 +17,9 @@ pub enum PurchaseError {
     InvalidNumber,
     #[error("this number needs a registered address")]
     AddressRequired,
+    /// Vapi does not know the assistant (checked before buying).
+    #[error("Vapi has no such assistant")]
+    UnknownAssistant,
     #[error("the platform's Twilio account may not buy numbers ({0})")]
     AccountRestricted(ProviderError),
     #[error("Twilio refused the purchase: {0}")]
@@ -53,6 +56,7 @@ impl PurchaseError {
             Self::Unavailable => "number_unavailable",
             Self::InvalidNumber => "invalid_phone_number",
             Self::AddressRequired => "address_required",
+            Self::UnknownAssistant => "unknown_assistant",
             Self::AccountRestricted(_) => "purchasing_unavailable",
             Self::TwilioRefused(_) => "twilio_refused_purchase",
             _ => "refused",
@@ -87,6 +91,10 @@ impl From<PurchaseError> for ApiError {
             PurchaseError::AddressRequired => unprocessable(
                 "address_required",
                 "This number needs a registered address, which is not supported yet; pick a number that needs none. Nothing was bought.".into(),
+            ),
+            PurchaseError::UnknownAssistant => unprocessable(
+                "unknown_assistant",
+                "Vapi has no assistant with this assistantId; nothing was bought.".into(),
             ),
             PurchaseError::AccountRestricted(p) => {
                 tracing::error!(error = %p, code = p.stable_code(), "the main Twilio account may not buy numbers");

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument;
 
 pub use error::PurchaseError;
 pub use record::{ActiveNumber, PurchaseClaim};
@@ -99,6 +100,16 @@ enum Progress {
     CannotFinish(&'static str, ProviderError),
 }
 
+/// Who is finishing a purchase.
+struct Attempt<'x> {
+    caller: &'x Caller,
+    request_id: &'x str,
+    deadline: Deadline,
+    /// Reconcile, after its backoff: may give a purchase up (releasing what was
+    /// bought). A user's repeated request never does.
+    may_give_up: bool,
+}
+
 /// Buys numbers; one per function instance (buy-number) or reconcile run.
 pub struct Purchaser<'a> {
     pub db: &'a Db,
@@ -144,7 +155,15 @@ impl Purchaser<'_> {
             }
         };
         match claimed {
-            Ok(claim) => self.finish(claim, caller, request_id, deadline).await,
+            Ok(claim) => {
+                let at = Attempt {
+                    caller,
+                    request_id,
+                    deadline,
+                    may_give_up: false,
+                };
+                self.finish(claim, &at).await
+            }
             Err(Existing::Active(number)) => Ok(PurchaseOutcome::Active {
                 number,
                 created: false,
@@ -183,7 +202,14 @@ impl Purchaser<'_> {
             report.claimed += 1;
             let caller = Caller::system(claim.org, "system:reconcile");
             let deadline = Deadline::after(budget.min(self.config.deadline));
-            match self.finish(claim, &caller, request_id, deadline).await {
+            let span = tracing::info_span!("reconcile_purchase", org_id = %claim.org);
+            let at = Attempt {
+                caller: &caller,
+                request_id,
+                deadline,
+                may_give_up: true,
+            };
+            match self.finish(claim, &at).instrument(span).await {
                 Ok(PurchaseOutcome::Active { .. }) => report.activated += 1,
                 Ok(PurchaseOutcome::Provisioning { .. }) => report.still_pending += 1,
                 Err(PurchaseError::Db(e)) => return Err(e),
@@ -200,83 +226,102 @@ impl Purchaser<'_> {
     async fn finish(
         &self,
         mut claim: PurchaseClaim,
-        caller: &Caller,
-        request_id: &str,
-        deadline: Deadline,
+        at: &Attempt<'_>,
     ) -> Result<PurchaseOutcome, PurchaseError> {
-        let progress = self
-            .provider_steps(&mut claim, caller, request_id, deadline)
-            .await?;
+        let (progress, sub) = self.provider_steps(&mut claim, at.deadline).await?;
         match progress {
-            Progress::Done => match outcome::activate(self.db, &claim, caller, request_id).await {
-                Ok(Some(number)) => Ok(PurchaseOutcome::Active {
-                    number,
-                    created: true,
-                }),
-                Ok(None) => Ok(self.provisioning(&claim, None)),
-                // Bought and imported, but it cannot route here: retrying cannot
-                // change that, so what was bought is released.
-                Err(PurchaseError::RoutedElsewhere) => {
-                    let recorded = json!({ "routing": { "code": "number_already_routed" } });
-                    self.release_bought(&claim, caller, request_id, deadline, &recorded)
-                        .await?;
-                    Err(PurchaseError::RoutedElsewhere)
+            Progress::Done => {
+                match outcome::activate(self.db, &claim, at.caller, at.request_id).await {
+                    Ok(Some(number)) => {
+                        // After the outcome, off the path that decides what bills, and
+                        // alone, so its transactions never overlap a provider call.
+                        if let Some(sub) = &sub {
+                            self.fill_slot(&claim, sub, at.caller, at.request_id, at.deadline)
+                                .await;
+                        }
+                        Ok(PurchaseOutcome::Active {
+                            number,
+                            created: true,
+                        })
+                    }
+                    Ok(None) => Ok(self.provisioning(&claim, None)),
+                    // Bought and imported, but it cannot route here: retrying cannot
+                    // change that, so what was bought is released.
+                    Err(PurchaseError::RoutedElsewhere) => {
+                        let recorded = json!({ "routing": { "code": "number_already_routed" } });
+                        self.release_bought(&claim, at, &recorded).await?;
+                        Err(PurchaseError::RoutedElsewhere)
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Progress::Lost => {
                 tracing::warn!(
                     "purchase claim was taken over; leaving the outcome to its new holder"
                 );
                 Ok(self.provisioning(&claim, None))
             }
-            Progress::Pending(step, error) if claim.attempts < self.config.max_attempts => {
-                tracing::warn!(step, error = %error, code = error.stable_code(), "purchase step failed; the purchase stays provisioning");
-                let recorded = json!({ step: StepError::from(&error) });
-                outcome::leave_pending(self.db, &claim, &recorded).await?;
-                Ok(self.provisioning(&claim, Some((step, &error))))
+            // Only reconcile gives up, after its backoff: a user repeating the
+            // request during an outage never loses the number they bought.
+            Progress::Pending(step, error)
+                if !at.may_give_up || claim.attempts < self.config.max_attempts =>
+            {
+                self.pending(&claim, step, error).await
             }
-            // Tried too often: give up, releasing whatever was bought.
-            // Tried too often, or refused after buying: undo, releasing what was bought.
-            Progress::Pending(step, error) => {
-                self.undo(claim, caller, request_id, deadline, step, error, true)
-                    .await
-            }
-            Progress::CannotFinish(step, error) => {
-                self.undo(claim, caller, request_id, deadline, step, error, false)
-                    .await
-            }
+            Progress::Pending(step, error) => self.undo(claim, at, step, error, true).await,
+            Progress::CannotFinish(step, error) => self.undo(claim, at, step, error, false).await,
             Progress::Refused(e) => {
-                outcome::close(self.db, &claim, caller, request_id, e.refusal_code()).await?;
+                outcome::close(self.db, &claim, at.caller, at.request_id, e.refusal_code()).await?;
                 Err(e)
             }
         }
     }
 
-    /// A purchase that cannot be finished: closed if nothing was bought; otherwise
-    /// handed to the release protocol and released now if the deadline allows.
-    #[allow(clippy::too_many_arguments)]
+    async fn pending(
+        &self,
+        claim: &PurchaseClaim,
+        step: &'static str,
+        error: ProviderError,
+    ) -> Result<PurchaseOutcome, PurchaseError> {
+        tracing::warn!(step, error = %error, code = error.stable_code(), "purchase step failed; the purchase stays provisioning");
+        let recorded = json!({ step: StepError::from(&error) });
+        outcome::leave_pending(self.db, claim, &recorded).await?;
+        Ok(self.provisioning(claim, Some((step, &error))))
+    }
+
+    /// A purchase that cannot be finished: closed if nothing was bought (after a
+    /// last lookup when a purchase was attempted); otherwise handed to the release
+    /// protocol and released now if the deadline allows.
     async fn undo(
         &self,
-        claim: PurchaseClaim,
-        caller: &Caller,
-        request_id: &str,
-        deadline: Deadline,
+        mut claim: PurchaseClaim,
+        at: &Attempt<'_>,
         step: &'static str,
         error: ProviderError,
         gave_up: bool,
     ) -> Result<PurchaseOutcome, PurchaseError> {
+        if claim.number_sid.is_none() && claim.buy_attempted {
+            match self.find_late_purchase(&claim, at.deadline).await {
+                Ok(Some(pn)) => {
+                    tracing::warn!("a purchase given up for lost was made after all; releasing it");
+                    if !record::stamp(self.db, &claim, record::Stamp::Bought(&pn)).await? {
+                        return Ok(self.provisioning(&claim, None));
+                    }
+                    claim.number_sid = Some(pn);
+                }
+                Ok(None) => {}
+                // Cannot tell whether it was bought: never close on a guess.
+                Err(e) => return self.pending(&claim, "twilio", e).await,
+            }
+        }
         if claim.number_sid.is_none() {
             tracing::error!(step, error = %error, "purchase given up; nothing was bought");
-            outcome::close(self.db, &claim, caller, request_id, "gave_up").await?;
+            outcome::close(self.db, &claim, at.caller, at.request_id, "gave_up").await?;
             return Err(PurchaseError::GaveUp(step, error));
         }
         tracing::error!(step, error = %error, code = error.stable_code(), "purchase cannot be finished; releasing what was bought");
         let recorded = json!({ step: StepError::from(&error) });
-        let Some(released) = self
-            .release_bought(&claim, caller, request_id, deadline, &recorded)
-            .await?
-        else {
+        let Some(released) = self.release_bought(&claim, at, &recorded).await? else {
             return Ok(self.provisioning(&claim, None));
         };
         Err(PurchaseError::Undone {
@@ -293,11 +338,10 @@ impl Purchaser<'_> {
     async fn release_bought(
         &self,
         claim: &PurchaseClaim,
-        caller: &Caller,
-        request_id: &str,
-        deadline: Deadline,
+        at: &Attempt<'_>,
         recorded: &serde_json::Value,
     ) -> Result<Option<bool>, PurchaseError> {
+        let (caller, request_id, deadline) = (at.caller, at.request_id, at.deadline);
         if !outcome::unwind(self.db, claim, caller, request_id, recorded).await? {
             return Ok(None);
         }

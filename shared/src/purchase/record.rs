@@ -34,14 +34,10 @@ pub struct PurchaseClaim {
     /// When the intent was first committed: nothing of this purchase can exist at
     /// a provider from before.
     pub(super) started_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl PurchaseClaim {
-    /// An earlier attempt may have created things whose outcome it never learnt:
-    /// look before creating.
-    pub(super) fn resumed(&self) -> bool {
-        self.attempts > 1
-    }
+    /// A purchase / an import was sent before (its attempt is stamped first): its
+    /// outcome is looked up, never assumed.
+    pub(super) buy_attempted: bool,
+    pub(super) import_attempted: bool,
 }
 
 /// What a number already is when this request could not claim it.
@@ -74,7 +70,7 @@ const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
     purchase_attempts, assistant_id, display_name,
     (SELECT jsonb_build_array(c.source, c.metadata->>'accountSid') FROM org_credentials c
       WHERE c.org_id = managed_phone_numbers.org_id AND c.provider = 'twilio'),
-    created_at";
+    created_at, buy_attempted_at IS NOT NULL, import_attempted_at IS NOT NULL";
 
 fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError> {
     let shape = |what: &str| DbError::Shape(format!("provisioning row: {what}"));
@@ -112,6 +108,8 @@ fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError
             Some((source, v.get(1).and_then(Value::as_str).map(str::to_owned)))
         }),
         started_at: row.get(11),
+        buy_attempted: row.get(12),
+        import_attempted: row.get(13),
     })
 }
 
@@ -141,7 +139,12 @@ pub(super) async fn claim(
                 )
                 .await?;
             if slot.is_some_and(|r| r.get::<_, &str>(0) == "byoc") {
-                return Err(PurchaseError::ByocInUse);
+                // A repeat of a purchase that finished before the switch is still
+                // answered as such; anything else is refused.
+                return match existing(tx, org, &req.phone_number).await {
+                    Ok(found @ Existing::Active(_)) => Ok(Err(found)),
+                    _ => Err(PurchaseError::ByocInUse),
+                };
             }
             let inserted = tx
                 .query_typed_opt(
@@ -165,7 +168,21 @@ pub(super) async fn claim(
                 )
                 .await?;
             let row = match inserted {
-                Some(row) => Some(row),
+                Some(row) => {
+                    // A routing row of another org (left behind) would refuse the
+                    // number only after buying it: refuse it now (the insert rolls back).
+                    let routed_elsewhere = tx
+                        .query_typed_opt(
+                            "SELECT 1 FROM phone_number_mapping
+                              WHERE inbound_phone_number = $2 AND org_id <> $1",
+                            &[(&org.as_uuid(), Type::UUID), (&req.phone_number.as_str(), Type::TEXT)],
+                        )
+                        .await?;
+                    if routed_elsewhere.is_some() {
+                        return Err(PurchaseError::RoutedElsewhere);
+                    }
+                    Some(row)
+                }
                 // This org's unfinished purchase of the number: ours if its claim
                 // expired (a dead holder) or is ours already (a re-sent intent).
                 None => tx
@@ -175,8 +192,13 @@ pub(super) async fn claim(
                                 SET purchase_attempts = purchase_attempts
                                         + CASE WHEN claim_token IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END,
                                     claim_token = $3, claimed_until = now() + make_interval(secs => $4),
-                                    assistant_id = coalesce($5, assistant_id),
-                                    display_name = coalesce($6, display_name), updated_at = now()
+                                    -- Once imported, Vapi holds the assistant and name it was
+                                    -- imported with: a repeat does not change them here.
+                                    assistant_id = CASE WHEN imported_at IS NULL THEN coalesce($5, assistant_id)
+                                                        ELSE assistant_id END,
+                                    display_name = CASE WHEN imported_at IS NULL THEN coalesce($6, display_name)
+                                                        ELSE display_name END,
+                                    updated_at = now()
                               WHERE org_id = $1 AND phone_number = $2 AND status = 'provisioning'
                                 AND (claim_token IS NULL OR claimed_until < now() OR claim_token = $3)
                               RETURNING {CLAIM_COLS}"
@@ -287,33 +309,38 @@ async fn existing(
     })
 }
 
-/// Stamp a finished step (the subaccount, the bought number, the Vapi import) while
-/// the claim is ours. `false`: the claim was taken over (its new holder looks the
+/// Stamp a step (an attempt before a creating call, or a finished step) while the
+/// claim is ours. `false`: the claim was taken over (its new holder looks the
 /// step's result up before acting).
 pub(super) async fn stamp(
     db: &Db,
     claim: &PurchaseClaim,
     step: Stamp<'_>,
 ) -> Result<bool, DbError> {
-    let (sql, value): (&str, String) = match step {
-        Stamp::Subaccount(sid) => (
-            "WITH org AS (UPDATE organizations SET twilio_subaccount_sid = coalesce(twilio_subaccount_sid, $3)
-                           WHERE id = (SELECT org_id FROM managed_phone_numbers WHERE id = $1))
-             UPDATE managed_phone_numbers SET twilio_subaccount_sid = $3, updated_at = now()
-              WHERE id = $1 AND claim_token = $2 RETURNING 1",
-            sid.to_string(),
+    let (sql, value): (&str, Option<String>) = match step {
+        Stamp::BuyAttempt => (
+            "UPDATE managed_phone_numbers SET buy_attempted_at = coalesce(buy_attempted_at, now()),
+                    updated_at = now()
+              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL RETURNING 1",
+            None,
         ),
         Stamp::Bought(sid) => (
             "UPDATE managed_phone_numbers SET twilio_phone_sid = $3, bought_at = coalesce(bought_at, now()),
                     updated_at = now()
               WHERE id = $1 AND claim_token = $2 RETURNING 1",
-            sid.to_string(),
+            Some(sid.to_string()),
+        ),
+        Stamp::ImportAttempt => (
+            "UPDATE managed_phone_numbers SET import_attempted_at = coalesce(import_attempted_at, now()),
+                    updated_at = now()
+              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL RETURNING 1",
+            None,
         ),
         Stamp::Imported(id) => (
             "UPDATE managed_phone_numbers SET vapi_phone_id = $3, imported_at = coalesce(imported_at, now()),
                     updated_at = now()
               WHERE id = $1 AND claim_token = $2 RETURNING 1",
-            id.to_owned(),
+            Some(id.to_owned()),
         ),
     };
     let row = db
@@ -330,9 +357,46 @@ pub(super) async fn stamp(
 }
 
 pub(super) enum Stamp<'a> {
-    Subaccount(&'a AccountSid),
+    BuyAttempt,
     Bought(&'a PhoneNumberSid),
+    ImportAttempt,
     Imported(&'a str),
+}
+
+/// Record the org's subaccount while the claim is ours. The org keeps the first
+/// one recorded: when two first purchases of one org each created one, both use
+/// the org's (the other is left empty, billing nothing). Returns the org's
+/// subaccount, or `None` if the claim was taken over.
+pub(super) async fn stamp_subaccount(
+    db: &Db,
+    claim: &PurchaseClaim,
+    sid: &AccountSid,
+) -> Result<Option<AccountSid>, DbError> {
+    let row = db
+        .query_opt(
+            "WITH ours AS (
+                 SELECT org_id FROM managed_phone_numbers WHERE id = $1 AND claim_token = $2),
+             org AS (
+                 UPDATE organizations SET twilio_subaccount_sid = coalesce(twilio_subaccount_sid, $3)
+                  WHERE id = (SELECT org_id FROM ours)
+                  RETURNING twilio_subaccount_sid)
+             UPDATE managed_phone_numbers SET twilio_subaccount_sid = (SELECT twilio_subaccount_sid FROM org),
+                    updated_at = now()
+              WHERE id = $1 AND claim_token = $2
+              RETURNING twilio_subaccount_sid",
+            &[
+                (&claim.id, Type::UUID),
+                (&claim.token.as_uuid(), Type::UUID),
+                (&sid.as_str(), Type::TEXT),
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        r.get::<_, String>(0)
+            .parse()
+            .map_err(|_| DbError::Shape("organizations.twilio_subaccount_sid".into()))
+    })
+    .transpose()
 }
 
 /// Reconcile: claim the next provisioning row whose holder is gone and whose

@@ -14,50 +14,72 @@ use crate::twilio::Subaccount;
 use crate::vapi::NumberImport;
 
 impl Purchaser<'_> {
-    /// The subaccount, the slot, the purchase and the import, each skipped when an
-    /// earlier attempt stamped it.
+    /// The subaccount, the purchase and the import, each skipped when an earlier
+    /// attempt stamped it. Returns the subaccount for the slot, filled after the
+    /// outcome ([`Purchaser::fill_slot`]).
     pub(super) async fn provider_steps(
         &self,
         claim: &mut PurchaseClaim,
-        caller: &Caller,
-        request_id: &str,
         deadline: Deadline,
-    ) -> Result<Progress, DbError> {
+    ) -> Result<(Progress, Option<Subaccount>), DbError> {
         let sub = match self.subaccount(claim, deadline).await {
             Ok(sub) => sub,
-            Err(e) => return Ok(Progress::Pending("subaccount", e)),
+            Err(e) => return Ok((Progress::Pending("subaccount", e), None)),
         };
-        if !record::stamp(self.db, claim, Stamp::Subaccount(&sub.sid)).await? {
-            return Ok(Progress::Lost);
-        }
+        let Some(orgs) = record::stamp_subaccount(self.db, claim, &sub.sid).await? else {
+            return Ok((Progress::Lost, None));
+        };
+        // Another first purchase of the org recorded its subaccount first: use it.
+        let sub = if orgs == sub.sid {
+            sub
+        } else {
+            tracing::warn!("the org already has a subaccount; using it (the new one stays empty)");
+            match deadline.run("twilio", self.twilio.subaccount(&orgs)).await {
+                Ok(theirs) => theirs,
+                Err(e) => return Ok((Progress::Pending("subaccount", e), None)),
+            }
+        };
         claim.subaccount = Some(sub.sid.clone());
 
         if claim.number_sid.is_none() {
-            let pn = match self.buy_on(claim, &sub, deadline).await {
+            if let Some(refused) = self.check_assistant(claim, deadline).await {
+                return Ok((refused, Some(sub)));
+            }
+            let pn = match self.buy_on(claim, &sub, deadline).await? {
                 Ok(pn) => pn,
-                Err(progress) => return Ok(progress),
+                Err(progress) => return Ok((progress, Some(sub))),
             };
             if !record::stamp(self.db, claim, Stamp::Bought(&pn)).await? {
-                return Ok(Progress::Lost);
+                return Ok((Progress::Lost, Some(sub)));
             }
             claim.number_sid = Some(pn);
         }
 
         if claim.vapi_phone_id.is_none() {
-            let id = match self.import(claim, &sub, deadline).await {
+            let id = match self.import(claim, &sub, deadline).await? {
                 Ok(id) => id,
-                Err(progress) => return Ok(progress),
+                Err(progress) => return Ok((progress, Some(sub))),
             };
             if !record::stamp(self.db, claim, Stamp::Imported(&id)).await? {
-                return Ok(Progress::Lost);
+                return Ok((Progress::Lost, Some(sub)));
             }
             claim.vapi_phone_id = Some(id);
         }
-        // Last, off the path that decides what bills: the slot (its own protocol;
-        // run alone, so its transactions never overlap a provider call above).
-        self.fill_slot(claim, &sub, caller, request_id, deadline)
-            .await;
-        Ok(Progress::Done)
+        Ok((Progress::Done, Some(sub)))
+    }
+
+    /// An assistant Vapi does not know would make it refuse the import after the
+    /// number was bought: checked before buying.
+    async fn check_assistant(&self, claim: &PurchaseClaim, deadline: Deadline) -> Option<Progress> {
+        let assistant = claim.assistant.as_ref()?;
+        match deadline
+            .run("vapi", self.vapi.assistant_exists(assistant.as_str()))
+            .await
+        {
+            Ok(true) => None,
+            Ok(false) => Some(Progress::Refused(PurchaseError::UnknownAssistant)),
+            Err(e) => Some(Progress::Pending("vapi", e)),
+        }
     }
 
     /// The org's subaccount with its current token: known, found by name, or created.
@@ -96,7 +118,7 @@ impl Purchaser<'_> {
     /// The org's slot becomes its subaccount (`managed`) when empty or managed with
     /// another account; never over a BYOC credential. Best effort: the purchase
     /// does not depend on it, and the org's next purchase tries again.
-    async fn fill_slot(
+    pub(super) async fn fill_slot(
         &self,
         claim: &PurchaseClaim,
         sub: &Subaccount,
@@ -140,58 +162,72 @@ impl Purchaser<'_> {
         }
     }
 
-    /// Buy exactly the number on the subaccount; look before buying on a resumed
-    /// purchase, and after an unknown outcome.
+    /// Buy exactly the number on the subaccount. Once a purchase was attempted
+    /// (stamped before the POST), its outcome is looked up first and adopted; a
+    /// later "not available" (21422) may be our own purchase landing late, so it
+    /// never closes such an intent: it stays pending and is looked up again.
     async fn buy_on(
         &self,
         claim: &PurchaseClaim,
         sub: &Subaccount,
         deadline: Deadline,
-    ) -> Result<PhoneNumberSid, Progress> {
+    ) -> Result<Result<PhoneNumberSid, Progress>, DbError> {
         let find = || deadline.run("twilio", self.twilio.find_bought(&sub.sid, &claim.number));
-        if claim.resumed() {
+        if claim.buy_attempted {
             match find().await {
-                Ok(Some(pn)) => return Ok(pn),
+                Ok(Some(pn)) => return Ok(Ok(pn)),
                 Ok(None) => {}
-                Err(e) => return Err(Progress::Pending("twilio", e)),
+                Err(e) => return Ok(Err(Progress::Pending("twilio", e))),
             }
+        } else if !record::stamp(self.db, claim, Stamp::BuyAttempt).await? {
+            return Ok(Err(Progress::Lost));
         }
         let friendly = format!("purchase {}", claim.operation_id);
-        match deadline
-            .run(
-                "twilio",
-                self.twilio.buy_number(&sub.sid, &claim.number, &friendly),
-            )
-            .await
-        {
-            Ok(pn) => Ok(pn),
-            Err(e) if e.outcome_unknown() => {
-                tracing::warn!(error = %e, "buying ended without an answer; looking the number up");
-                match find().await {
-                    Ok(Some(pn)) => Ok(pn),
-                    _ => Err(Progress::Pending("twilio", e)),
+        Ok(
+            match deadline
+                .run(
+                    "twilio",
+                    self.twilio.buy_number(&sub.sid, &claim.number, &friendly),
+                )
+                .await
+            {
+                Ok(pn) => Ok(pn),
+                Err(e) if e.outcome_unknown() => {
+                    tracing::warn!(error = %e, "buying ended without an answer; looking the number up");
+                    match find().await {
+                        Ok(Some(pn)) => Ok(pn),
+                        _ => Err(Progress::Pending("twilio", e)),
+                    }
                 }
-            }
-            Err(e) => Err(classify_twilio_refusal(e)),
-        }
+                Err(e) if claim.buy_attempted && e.provider_code() == Some(21422) => {
+                    tracing::warn!(
+                        "not available after an earlier attempt: it may be ours; looking again later"
+                    );
+                    Err(Progress::Pending("twilio", e))
+                }
+                Err(e) => Err(classify_twilio_refusal(e)),
+            },
+        )
     }
 
-    /// Import into Vapi with the subaccount's credentials; look first on a resumed
-    /// purchase and after an unknown outcome.
+    /// Import into Vapi with the subaccount's credentials. Once an import was
+    /// attempted (stamped before the POST), it is looked up first and adopted.
     async fn import(
         &self,
         claim: &PurchaseClaim,
         sub: &Subaccount,
         deadline: Deadline,
-    ) -> Result<String, Progress> {
+    ) -> Result<Result<String, Progress>, DbError> {
         let since = claim.started_at - chrono::Duration::minutes(5);
         let find = || deadline.run("vapi", self.vapi.find_phone_number(&claim.number, since));
-        if claim.resumed() {
+        if claim.import_attempted {
             match find().await {
-                Ok(Some(id)) => return Ok(id),
+                Ok(Some(id)) => return Ok(Ok(id)),
                 Ok(None) => {}
-                Err(e) => return Err(Progress::Pending("vapi", e)),
+                Err(e) => return Ok(Err(Progress::Pending("vapi", e))),
             }
+        } else if !record::stamp(self.db, claim, Stamp::ImportAttempt).await? {
+            return Ok(Err(Progress::Lost));
         }
         let import = NumberImport {
             number: &claim.number,
@@ -200,18 +236,35 @@ impl Purchaser<'_> {
             name: claim.name.as_ref().map(NumberName::as_str),
             assistant_id: claim.assistant.as_ref().map(AssistantId::as_str),
         };
-        match deadline.run("vapi", self.vapi.import_number(&import)).await {
-            Ok(id) => Ok(id),
-            Err(e) if e.outcome_unknown() => {
-                tracing::warn!(error = %e, "importing ended without an answer; looking the number up at Vapi");
-                match find().await {
-                    Ok(Some(id)) => Ok(id),
-                    _ => Err(Progress::Pending("vapi", e)),
+        Ok(
+            match deadline.run("vapi", self.vapi.import_number(&import)).await {
+                Ok(id) => Ok(id),
+                Err(e) if e.outcome_unknown() => {
+                    tracing::warn!(error = %e, "importing ended without an answer; looking the number up at Vapi");
+                    match find().await {
+                        Ok(Some(id)) => Ok(id),
+                        _ => Err(Progress::Pending("vapi", e)),
+                    }
                 }
-            }
-            Err(e) if is_refusal(&e) => Err(Progress::CannotFinish("vapi", e)),
-            Err(e) => Err(Progress::Pending("vapi", e)),
-        }
+                Err(e) if is_refusal(&e) => Err(Progress::CannotFinish("vapi", e)),
+                Err(e) => Err(Progress::Pending("vapi", e)),
+            },
+        )
+    }
+
+    /// At giving up, the last word on a purchase that was attempted but never
+    /// seen: looked up once more, long after the attempt.
+    pub(super) async fn find_late_purchase(
+        &self,
+        claim: &PurchaseClaim,
+        deadline: Deadline,
+    ) -> Result<Option<PhoneNumberSid>, ProviderError> {
+        let Some(sub) = &claim.subaccount else {
+            return Ok(None);
+        };
+        deadline
+            .run("twilio", self.twilio.find_bought(sub, &claim.number))
+            .await
     }
 }
 

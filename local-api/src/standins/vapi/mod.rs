@@ -26,6 +26,7 @@ use axum::Router;
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
@@ -53,6 +54,36 @@ pub(super) fn routes() -> Router<Standins> {
                 .patch(numbers::route)
                 .delete(numbers::delete),
         )
+        .route("/vapi/assistant/{id}", get(assistant))
+}
+
+/// `GET /assistant/{id}`: the stand-in knows every assistant id (a lowercase UUID)
+/// except those starting `00000000-`, which are Vapi's JSON 404, so the purchase's
+/// "unknown assistant" answer can be shown locally.
+async fn assistant(
+    axum::extract::State(s): axum::extract::State<Standins>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&s, &headers, Endpoint::Assistant, None).await {
+        return r;
+    }
+    let known = uuid::Uuid::try_parse(&id).is_ok_and(|u| u.hyphenated().to_string() == id)
+        && !id.starts_with("00000000-");
+    if !known {
+        return vapi_error(
+            StatusCode::NOT_FOUND,
+            json!("Couldn't Get Assistant. `assistantId` 404 Not Found"),
+        );
+    }
+    axum::Json(json!({
+        "id": id,
+        "orgId": LOCAL_VAPI_ORG,
+        "name": format!("Assistant {}", &id[id.len() - 4..]),
+        "createdAt": vapi_time(Utc::now()),
+        "updatedAt": vapi_time(Utc::now()),
+    }))
+    .into_response()
 }
 
 /// A Vapi credential the stand-in holds. Not its token: Vapi never returns it, and
