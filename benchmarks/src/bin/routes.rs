@@ -126,6 +126,8 @@ async fn main() {
     Mock::given(method("GET"))
         .and(path_regex(format!(r"^/Accounts/{sub}\.json$")))
         .respond_with(ok(200, sub_account))
+        // Before the account check above, which matches any account.
+        .with_priority(1)
         .mount(&twilio.server)
         .await;
     Mock::given(method("POST"))
@@ -287,7 +289,8 @@ async fn main() {
     measure(&label("buy-number POST"), warm, n, |i| {
         let resp = buy_number::handle(&buy, buy_event(&bought[i]).request());
         async move {
-            assert_eq!(resp.await.status(), 201);
+            let (status, body) = testkit::event::read_response(&resp.await);
+            assert_eq!(status, 201, "{body}");
         }
     })
     .await
