@@ -22,7 +22,15 @@ impl Purchaser<'_> {
         claim: &mut PurchaseClaim,
         deadline: Deadline,
     ) -> Result<(Progress, Option<Subaccount>), DbError> {
-        let sub = match self.subaccount(claim, deadline).await {
+        // Two independent reads, concurrently: the subaccount (and its token) and,
+        // before anything is bought, whether Vapi knows the assistant.
+        let (sub, assistant) = tokio::join!(self.subaccount(claim, deadline), async {
+            match claim.number_sid {
+                None => self.check_assistant(claim, deadline).await,
+                Some(_) => None,
+            }
+        });
+        let sub = match sub {
             Ok(sub) => sub,
             Err(e) => return Ok((Progress::Pending("subaccount", e), None)),
         };
@@ -42,7 +50,7 @@ impl Purchaser<'_> {
         claim.subaccount = Some(sub.sid.clone());
 
         if claim.number_sid.is_none() {
-            if let Some(refused) = self.check_assistant(claim, deadline).await {
+            if let Some(refused) = assistant {
                 return Ok((refused, Some(sub)));
             }
             let pn = match self.buy_on(claim, &sub, deadline).await? {
