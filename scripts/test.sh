@@ -3,7 +3,8 @@
 # installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
 # PostgreSQL cluster and the AWS emulator, runs every test (cargo tests, then the
 # contract test of the running local API, the browser test of the telephony page,
-# sam validate --lint and sam build), stops what it started.
+# sam validate --lint and sam build, every sample event through the built artefacts),
+# stops what it started.
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
@@ -33,6 +34,10 @@ contract_db=$(create_database contract)
 DATABASE_URL="$contract_db" bash scripts/contract-test.sh
 # The telephony page in headless Chromium against the local API (fresh database).
 bash scripts/browser-test.sh
-# The deploy path, offline: sam validate --lint, sam build (five arm64 bootstraps).
+# The deploy path, offline: sam validate --lint, sam build (eight arm64 bootstraps).
 bash scripts/sam-check.sh </dev/null
+# Every sample event through the artefacts just built (no second build): the Runtime
+# Interface Emulator, the arm64 bootstraps under qemu, a fresh demo database and local
+# API per event, the README's Sample events table; and two failing starts.
+bash scripts/invoke-events.sh </dev/null
 log "all tests took $(($(date +%s) - started))s"
