@@ -686,3 +686,27 @@ async fn failures_can_be_injected_per_endpoint() {
         assert_eq!(s.fail(bad.clone()).await, 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn vapi_knows_every_assistant_but_the_reserved_unknown_ones() {
+    let s = Standins::start().await;
+    let (status, body) = s
+        .vapi(
+            "GET",
+            "/assistant/0d3e0000-0000-4000-8000-0000000000aa",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (200, Some("0d3e0000-0000-4000-8000-0000000000aa"))
+    );
+    for unknown in ["00000000-0000-4000-8000-0000000000aa", "not-a-uuid"] {
+        let (status, body) = s.vapi("GET", &format!("/assistant/{unknown}"), None).await;
+        assert_eq!(
+            (status, body["statusCode"].as_i64()),
+            (404, Some(404)),
+            "{unknown}: {body}"
+        );
+    }
+}
