@@ -13,6 +13,7 @@
 //! demo org end to end.
 
 use shared::credential::TwilioCredential;
+use shared::db::Db;
 use shared::identity::Caller;
 use shared::ids::{CredentialSource, OrgId};
 use shared::purchase::subaccount_name;
@@ -43,8 +44,9 @@ fn vapi_phone_id(e164: &str) -> String {
     format!("vapi-phone-{}", &e164[1..])
 }
 
-pub async fn seed(functions: &Functions, standins: &Standins) -> Result<(), BoxError> {
-    let db = &functions.list.db;
+/// Seed as the schema's owner (`db`): the functions' own logins may not write
+/// everything a seed writes.
+pub async fn seed(functions: &Functions, db: &Db, standins: &Standins) -> Result<(), BoxError> {
     let orgs = [
         (DEMO_ORG, "Demo org", DEMO_SUBACCOUNT),
         (OTHER_ORG, "Another org", OTHER_SUBACCOUNT),
@@ -98,7 +100,7 @@ pub async fn seed(functions: &Functions, standins: &Standins) -> Result<(), BoxE
         )
         .await?;
     }
-    sync_standins(functions, standins).await?;
+    sync_standins(db, standins).await?;
     // The managed credential, through the same code the platform's provisioning uses.
     let org = DEMO_ORG.parse::<OrgId>()?;
     let has_slot = !db
@@ -134,8 +136,7 @@ pub async fn seed(functions: &Functions, standins: &Standins) -> Result<(), BoxE
 /// at each provider (subaccounts, numbers, Vapi numbers and credentials), so a restart against the same database keeps them in step.
 /// Subaccounts they do not know yet (created by purchases before a restart) get the
 /// token the stand-in derives for them, as it did when it created them.
-async fn sync_standins(functions: &Functions, standins: &Standins) -> Result<(), BoxError> {
-    let db = &functions.list.db;
+async fn sync_standins(db: &Db, standins: &Standins) -> Result<(), BoxError> {
     let subaccounts = db
         .query(
             "SELECT id, twilio_subaccount_sid FROM organizations WHERE twilio_subaccount_sid IS NOT NULL

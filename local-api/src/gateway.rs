@@ -1,6 +1,7 @@
 //! API Gateway's part, locally: route matching, the JWT authorizer (with the
-//! template's scope rule on state-changing routes), the HTTP API 2.0 event, and a
-//! call to the same handler Lambda calls.
+//! template's scope rules: the read scope on the GET routes, the write scope on the
+//! state-changing ones), the HTTP API 2.0 event, and a call to the same handler
+//! Lambda calls.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,8 +26,8 @@ pub const SEARCH_ROUTE: &str = "GET /api/managed-telephony/available-numbers";
 pub const BUY_ROUTE: &str = "POST /api/managed-telephony/numbers";
 pub const UPDATE_ROUTE: &str = "PATCH /api/managed-telephony/numbers/{phoneNumber}";
 
-/// Routes any valid token may call; every other route needs the write scope (the
-/// template's `AuthorizationScopes`).
+/// Routes that need the read scope; every other route needs the write scope (the
+/// template's `AuthorizationScopes`). Neither implies the other.
 pub const READ_ROUTES: &[&str] = &[STATUS_ROUTE, SEARCH_ROUTE];
 
 /// The route functions, built exactly as their Lambda `main`s build them.
@@ -40,10 +41,16 @@ pub struct Functions {
 }
 
 impl Functions {
-    pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, BoxError> {
+    /// Each function as its `main` builds it; list-numbers from `reader_env` (its
+    /// read-only database login), the others from `env` (the routes' login).
+    pub async fn from_env(
+        env: &Env,
+        reader_env: &Env,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Self, BoxError> {
         Ok(Self {
             save: save_credential::State::from_env(env, aws).await?,
-            list: list_numbers::State::from_env(env, aws).await?,
+            list: list_numbers::State::from_env(reader_env, aws).await?,
             release: release_number::State::from_env(env, aws).await?,
             search: search_numbers::State::from_env(env, aws).await?,
             buy: buy_number::State::from_env(env, aws).await?,
@@ -183,8 +190,10 @@ impl LocalAuthorizer {
 pub struct Gateway {
     pub functions: Functions,
     pub authorizer: LocalAuthorizer,
-    /// Scopes the template's `AuthorizationScopes` require on state-changing routes.
+    /// The scope the template's `AuthorizationScopes` require on state-changing routes.
     pub write_scope: String,
+    /// The scope the template's `AuthorizationScopes` require on the GET routes.
+    pub read_scope: String,
 }
 
 fn gateway_error(status: StatusCode, message: &str) -> Response {
@@ -244,8 +253,13 @@ async fn forward(
     let Some((claims, scopes)) = gw.authorizer.verify(&headers) else {
         return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
-    let writes = !READ_ROUTES.contains(&route);
-    if writes && !scopes.iter().any(|s| s == &gw.write_scope) {
+    // API Gateway's JWT authorizer: the route's scope, or 403 before any function runs.
+    let needed = if READ_ROUTES.contains(&route) {
+        &gw.read_scope
+    } else {
+        &gw.write_scope
+    };
+    if !scopes.iter().any(|s| s == needed) {
         return gateway_error(StatusCode::FORBIDDEN, "Forbidden");
     }
     let route_path = route.split_once(' ').map(|(_, p)| p).unwrap_or(route);

@@ -10,8 +10,11 @@
 //!   told to fail, per provider or per endpoint.
 //! - [`demo`]: a demo org with a credential and managed numbers, held at the
 //!   stand-ins as if the platform had bought them.
+//! - [`database`]: the owner migrates and seeds; the functions log in as their own
+//!   roles (`telephony_route`, `telephony_read`), as deployed.
 //! - [`server`]: starts all of it (and the telephony page on its own origin).
 
+pub mod database;
 pub mod demo;
 pub mod gateway;
 pub mod server;

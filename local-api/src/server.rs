@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
+use crate::database;
 use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
 use crate::standins::{
@@ -29,7 +30,7 @@ pub struct Running {
     pub api: SocketAddr,
     pub standins: SocketAddr,
     pub web: SocketAddr,
-    /// A demo-org token with the write scope, valid 12 hours.
+    /// A demo-org token with the read and write scopes, valid 12 hours.
     pub token: String,
     /// The stand-ins' state, for tests that look inside or inject failures.
     pub standins_state: Standins,
@@ -135,22 +136,27 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     if env.get("DB_POOL_SIZE").is_none() {
         env.set("DB_POOL_SIZE", LOCAL_DB_POOL_SIZE.to_string());
     }
-    let functions = Functions::from_env(&env, aws).await?;
-    let applied = shared::migrate::run(&functions.list.db).await?;
-    tracing::info!(?applied, "migrations applied");
+    let database = database::prepare(&env, aws).await?;
+    let functions = Functions::from_env(&database.route_env, &database.reader_env, aws).await?;
     // Demo data only against the stand-ins: never a demo credential at a real Vapi.
     if fake_vapi && fake_twilio {
-        demo::seed(&functions, &standins_state).await?;
+        demo::seed(&functions, &database.owner, &standins_state).await?;
     } else {
         tracing::warn!("real providers configured: no demo data seeded");
     }
 
     let authorizer = LocalAuthorizer::from_env(&env);
-    let write_scope = IdentityConfig::from_env(&env).write_scope;
+    let IdentityConfig {
+        write_scope,
+        read_scope,
+        ..
+    } = IdentityConfig::from_env(&env);
+    // The page reads and changes: its token carries both scopes (neither implies
+    // the other).
     let token = authorizer.mint(
         DEMO_ORG,
         "demo-user",
-        &[&write_scope],
+        &[&read_scope, &write_scope],
         Duration::from_secs(12 * 3600),
     )?;
     let default_origins = format!("http://127.0.0.1:{0},http://localhost:{0}", web.port());
@@ -162,6 +168,7 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         functions,
         authorizer,
         write_scope,
+        read_scope,
     });
     let app = Router::new()
         .fallback(serve)

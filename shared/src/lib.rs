@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod metrics;
+#[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod rds_iam;
 pub mod telemetry;

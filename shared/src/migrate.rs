@@ -1,11 +1,33 @@
 //! The schema comes only from `migrations/`, embedded at build time and applied in
-//! order by refinery (history in `refinery_schema_history`).
+//! order by refinery (history in `refinery_schema_history`), by the schema's owner.
+//!
+//! Two runs never overlap: [`run`] holds a session advisory lock for the whole run
+//! (the `migrate` function has reserved concurrency 1 as well; the lock also covers
+//! a local run against the same database). Only migrations take it — no route ever
+//! does, since an advisory lock pins an RDS Proxy connection.
+//!
+//! After the schema, the owner sets up the logins the functions use ([`Login`],
+//! [`set_up_login`]): each is made a member of the group role migration V4 defines
+//! (`telephony_route` or `telephony_read`), with its password stored as a SCRAM
+//! verifier computed here (the clear password never reaches the server's logs), or
+//! for IAM database auth granted `rds_iam` and no password.
 
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ConfigError, SecretLoader};
 use crate::db::{Db, DbError};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
 }
+
+/// The advisory lock key of a migration run ("telemigr").
+const LOCK_KEY: i64 = 0x7465_6c65_6d69_6772;
+/// How long a run waits for another run's lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -13,17 +35,250 @@ pub enum MigrateError {
     Db(#[from] DbError),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    #[error("another migration run held the lock for {0:?}; try again when it is done")]
+    Locked(Duration),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("login {user:?}: {why}")]
+    Login { user: String, why: String },
 }
 
-/// Apply every pending migration; returns the names of those applied now.
+/// Apply every pending migration, under the migration lock; returns the names of
+/// those applied now. The connection is taken out of the pool and closed afterwards,
+/// so the session lock cannot outlive the run.
 pub async fn run(db: &Db) -> Result<Vec<String>, MigrateError> {
-    let mut client = db.dedicated_connection().await?;
-    let report = embedded::migrations::runner()
-        .run_async(&mut **client)
-        .await?;
-    Ok(report
+    let mut client = deadpool_postgres::Object::take(db.dedicated_connection().await?);
+    let started = Instant::now();
+    loop {
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+            .await
+            .map_err(DbError::from)?;
+        if row.get::<_, bool>(0) {
+            break;
+        }
+        if started.elapsed() > LOCK_WAIT {
+            return Err(MigrateError::Locked(started.elapsed()));
+        }
+        tracing::info!("another migration run holds the lock; waiting");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let report = embedded::migrations::runner().run_async(&mut *client).await;
+    // Unlock even when a migration failed; closing the connection would too.
+    let _ = client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+    Ok(report?
         .applied_migrations()
         .iter()
         .map(|m| m.to_string())
         .collect())
+}
+
+/// The group role a login is made a member of (migration V4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// `telephony_route`: the route functions and reconcile.
+    Route,
+    /// `telephony_read`: list-numbers.
+    Read,
+}
+
+impl Grant {
+    pub fn role(self) -> &'static str {
+        match self {
+            Grant::Route => "telephony_route",
+            Grant::Read => "telephony_read",
+        }
+    }
+}
+
+/// How a login proves itself.
+pub enum LoginAuth {
+    /// A password (the login's DB secret); stored as a SCRAM-SHA-256 verifier.
+    Password(SecretString),
+    /// An RDS IAM auth token: the login is granted `rds_iam` and has no password.
+    Iam,
+}
+
+/// A login role a function logs in as.
+pub struct Login {
+    pub user: String,
+    pub grant: Grant,
+    pub auth: LoginAuth,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match self.auth {
+            LoginAuth::Password(_) => "password [REDACTED]",
+            LoginAuth::Iam => "iam",
+        };
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("grant", &self.grant)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+impl Login {
+    /// The logins the `migrate` function sets up, from its environment:
+    /// `DB_ROUTE_SECRET_ARN` / `DB_READER_SECRET_ARN` (the RDS secret layout, for
+    /// password login), else `DB_ROUTE_USER` / `DB_READER_USER` with
+    /// `DB_ROUTE_PASSWORD` / `DB_READER_PASSWORD` (local runs) or, under
+    /// `DB_AUTH=iam`, without a password. A login none of these names is left alone.
+    pub async fn from_env(secrets: &SecretLoader) -> Result<Vec<Login>, ConfigError> {
+        let env = secrets.env();
+        let iam = env.get("DB_AUTH") == Some("iam");
+        let mut logins = Vec::new();
+        for (grant, arn, user, password) in [
+            (
+                Grant::Route,
+                "DB_ROUTE_SECRET_ARN",
+                "DB_ROUTE_USER",
+                "DB_ROUTE_PASSWORD",
+            ),
+            (
+                Grant::Read,
+                "DB_READER_SECRET_ARN",
+                "DB_READER_USER",
+                "DB_READER_PASSWORD",
+            ),
+        ] {
+            if let Some(secret) = secrets.db_secret_named(arn).await? {
+                logins.push(Login {
+                    user: secret.username,
+                    grant,
+                    auth: LoginAuth::Password(secret.password),
+                });
+            } else if let Some(name) = env.get(user) {
+                let auth = match (env.get(password), iam) {
+                    (Some(p), _) => LoginAuth::Password(SecretString::from(p.to_owned())),
+                    (None, true) => LoginAuth::Iam,
+                    (None, false) => return Err(ConfigError::Missing(password)),
+                };
+                logins.push(Login {
+                    user: name.to_owned(),
+                    grant,
+                    auth,
+                });
+            }
+        }
+        Ok(logins)
+    }
+}
+
+/// A role name this code may put in SQL: plain lowercase identifier characters
+/// (it is quoted as well).
+fn valid_role_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 63
+}
+
+/// Create `login` if missing, let it log in (with its password's SCRAM verifier, or
+/// `rds_iam`), and make it a member of its group role, in one transaction. Refuses a
+/// login that is a superuser or the owner running this: a route must never log in
+/// with more than its group's rights.
+pub async fn set_up_login(db: &Db, login: &Login) -> Result<(), MigrateError> {
+    let user = &login.user;
+    let refuse = |why: &str| MigrateError::Login {
+        user: user.clone(),
+        why: why.to_owned(),
+    };
+    if !valid_role_name(user) {
+        return Err(refuse(
+            "a login name must be 1 to 63 of a-z, 0-9 and _, not starting with a digit",
+        ));
+    }
+    let mut client = db.dedicated_connection().await?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
+    let existing = tx
+        .query_opt(
+            "SELECT rolsuper OR rolname = current_user FROM pg_roles WHERE rolname = $1",
+            &[user],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if existing.as_ref().is_some_and(|r| r.get::<_, bool>(0)) {
+        return Err(refuse(
+            "it is a superuser or the schema's owner; give the functions their own login",
+        ));
+    }
+    let quoted = format!("\"{user}\"");
+    if existing.is_none() {
+        tx.batch_execute(&format!("CREATE ROLE {quoted} LOGIN"))
+            .await
+            .map_err(DbError::from)?;
+    }
+    let password = match &login.auth {
+        LoginAuth::Password(p) => {
+            let verifier = postgres_protocol::password::scram_sha_256(p.expose_secret().as_bytes());
+            // The verifier is base64 and `$`/`:` only; never a quote.
+            debug_assert!(!verifier.contains('\''));
+            format!("'{verifier}'")
+        }
+        LoginAuth::Iam => "NULL".to_owned(),
+    };
+    tx.batch_execute(&format!(
+        "ALTER ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {password}; \
+         GRANT {} TO {quoted}",
+        login.grant.role()
+    ))
+    .await
+    .map_err(DbError::from)?;
+    let database: String = tx
+        .query_one("SELECT current_database()", &[])
+        .await
+        .map_err(DbError::from)?
+        .get(0);
+    tx.batch_execute(&format!(
+        "GRANT CONNECT ON DATABASE \"{}\" TO {quoted}",
+        database.replace('"', "\"\"")
+    ))
+    .await
+    .map_err(DbError::from)?;
+    if matches!(login.auth, LoginAuth::Iam) {
+        let rds_iam = tx
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'", &[])
+            .await
+            .map_err(DbError::from)?;
+        if rds_iam.is_none() {
+            return Err(refuse(
+                "DB_AUTH=iam, but this server has no rds_iam role (not RDS?)",
+            ));
+        }
+        tx.batch_execute(&format!("GRANT rds_iam TO {quoted}"))
+            .await
+            .map_err(DbError::from)?;
+    }
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_that_may_reach_sql() {
+        for ok in ["telephony_app", "_x", "app2"] {
+            assert!(valid_role_name(ok), "{ok}");
+        }
+        for bad in ["", "2app", "App", "a-b", "a\"b", "a b", &"a".repeat(64)] {
+            assert!(!valid_role_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_of_a_login_is_redacted() {
+        let l = Login {
+            user: "app".into(),
+            grant: Grant::Route,
+            auth: LoginAuth::Password(SecretString::from("s3cr3t-never".to_owned())),
+        };
+        assert!(!format!("{l:?}").contains("s3cr3t"));
+    }
 }

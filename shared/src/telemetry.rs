@@ -2,9 +2,10 @@
 //! request span (request id, route, org id). Library logs are capped at `info` so a
 //! `RUST_LOG=debug` never prints SDK or HTTP internals (headers, signed requests).
 
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{EnvFilter, Registry};
 
 const LIBRARY_CAPS: &[&str] = &[
     "aws_smithy_runtime=info",
@@ -30,11 +31,32 @@ const LIBRARY_CAPS: &[&str] = &[
     "lambda_http=info",
 ];
 
-fn filter(directives: &str) -> EnvFilter {
-    let mut f = EnvFilter::new(directives);
+/// `RUST_LOG`-style directives (`info`, `debug,shared=trace`; targets and levels
+/// only) as a static filter, with [`LIBRARY_CAPS`] applied last so they win. A
+/// directive that does not parse is skipped: a typo must not silence the logs.
+fn filter(directives: &str) -> Targets {
+    let mut f = Targets::new().with_default(LevelFilter::INFO);
+    for d in directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        f = match d.split_once('=') {
+            None => match d.parse::<LevelFilter>() {
+                Ok(level) => f.with_default(level),
+                Err(_) => f,
+            },
+            Some((target, level)) => match level.parse::<LevelFilter>() {
+                Ok(level) => f.with_target(target, level),
+                Err(_) => f,
+            },
+        };
+    }
     for cap in LIBRARY_CAPS {
-        if let Ok(d) = cap.parse() {
-            f = f.add_directive(d);
+        if let Some((target, level)) = cap.split_once('=')
+            && let Ok(level) = level.parse::<LevelFilter>()
+        {
+            f = f.with_target(target, level);
         }
     }
     f

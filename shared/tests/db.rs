@@ -36,7 +36,7 @@ fn constraint_of(e: &tokio_postgres::Error) -> String {
 #[tokio::test]
 async fn migrations_are_idempotent() {
     let t = TestDb::new().await;
-    let again = shared::migrate::run(&t.db).await.unwrap();
+    let again = shared::migrate::run(&t.owner_db()).await.unwrap();
     assert!(again.is_empty(), "nothing left to apply: {again:?}");
 }
 

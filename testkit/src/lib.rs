@@ -16,6 +16,24 @@ pub mod vapi_credentials;
 
 use shared::db::{Db, DbConfig};
 
+fn password_of(cfg: &DbConfig) -> &str {
+    cfg.password()
+        .map(secrecy::ExposeSecret::expose_secret)
+        .expect("a password login")
+}
+
+/// `postgres://user:password@host:port/db?sslmode=disable` of a password login.
+fn url_of(cfg: &DbConfig) -> String {
+    format!(
+        "postgres://{}:{}@{}:{}/{}?sslmode=disable",
+        cfg.user,
+        password_of(cfg),
+        cfg.host,
+        cfg.port,
+        cfg.dbname
+    )
+}
+
 /// Where the script's services are, or a clear instruction if they are not.
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -24,16 +42,27 @@ fn required_env(name: &str) -> String {
 }
 
 /// A fresh database in the throwaway cluster, named per test, with the migrations
-/// applied. The cluster is deleted with everything in it when the run ends.
+/// applied by the admin (the schema's owner, as `migrate` in a deployment) and the
+/// functions' logins set up as `migrate` sets them up: `<name>_route` (group
+/// `telephony_route`) and `<name>_read` (group `telephony_read`). The code under test
+/// logs in as the route login, as it does deployed; assertions use the admin.
+/// The cluster is deleted with everything in it when the run ends.
 pub struct TestDb {
     pub name: String,
+    /// The route functions' login: what the code under test connects with.
     pub config: DbConfig,
-    /// The pool the code under test uses.
+    /// The pool the code under test uses (the route login).
     pub db: Db,
+    /// list-numbers' read-only login.
+    pub reader: DbConfig,
+    /// The schema owner (the cluster's admin).
+    admin: DbConfig,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
+        use shared::migrate::{Grant, Login, LoginAuth};
+
         let admin_url = required_env("TEST_DATABASE_URL");
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
@@ -44,31 +73,61 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let mut config = DbConfig::from_url(&admin_url).expect("TEST_DATABASE_URL parses");
-        config.dbname = name.clone();
+        let mut admin = DbConfig::from_url(&admin_url).expect("TEST_DATABASE_URL parses");
+        admin.dbname = name.clone();
+        let owner = Db::new(&admin).expect("pool");
+        shared::migrate::run(&owner)
+            .await
+            .expect("migrations apply");
+        let login = |grant: Grant, suffix: &str| {
+            let mut cfg = admin.clone();
+            cfg.user = format!("{name}_{suffix}");
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            cfg.auth = shared::db::DbAuth::Password(secrecy::SecretString::from(password.clone()));
+            let login = Login {
+                user: cfg.user.clone(),
+                grant,
+                auth: LoginAuth::Password(secrecy::SecretString::from(password)),
+            };
+            (cfg, login)
+        };
+        let (config, route) = login(Grant::Route, "route");
+        let (reader, read) = login(Grant::Read, "read");
+        for l in [&route, &read] {
+            shared::migrate::set_up_login(&owner, l)
+                .await
+                .expect("set up login");
+        }
         let db = Db::new(&config).expect("pool");
-        shared::migrate::run(&db).await.expect("migrations apply");
-        Self { name, config, db }
+        Self {
+            name,
+            config,
+            db,
+            reader,
+            admin,
+        }
     }
 
-    /// The admin password the test database was created with.
-    fn password(&self) -> &str {
-        self.config
-            .password()
-            .map(secrecy::ExposeSecret::expose_secret)
-            .expect("TEST_DATABASE_URL logs in with a password")
+    /// A pool logged in as the schema's owner (applying migrations again, say).
+    pub fn owner_db(&self) -> Db {
+        Db::new(&self.admin).expect("pool")
     }
 
-    /// `DATABASE_URL` for this database (loopback, plain TCP).
+    /// `DATABASE_URL` for this database as the route login (loopback, plain TCP):
+    /// what a route function is given.
     pub fn url(&self) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}?sslmode=disable",
-            self.config.user,
-            self.password(),
-            self.config.host,
-            self.config.port,
-            self.name
-        )
+        url_of(&self.config)
+    }
+
+    /// `DATABASE_URL` as list-numbers' read-only login.
+    pub fn reader_url(&self) -> String {
+        url_of(&self.reader)
+    }
+
+    /// `DATABASE_URL` as the schema's owner: for what applies migrations and sets up
+    /// logins itself (the local API).
+    pub fn admin_url(&self) -> String {
+        url_of(&self.admin)
     }
 
     /// Every row of every application table as text: for asserting a secret is
@@ -108,13 +167,19 @@ impl TestDb {
         c
     }
 
-    /// A direct connection for assertions, outside the pool under test.
+    /// A direct connection as the admin, for set-up and assertions, outside the pool
+    /// under test.
     pub async fn client(&self) -> tokio_postgres::Client {
+        self.client_as(&self.admin).await
+    }
+
+    /// A direct connection as `cfg`'s login (a password login to this database).
+    pub async fn client_as(&self, cfg: &DbConfig) -> tokio_postgres::Client {
         let mut pg = tokio_postgres::Config::new();
-        pg.host(&self.config.host)
-            .port(self.config.port)
-            .user(&self.config.user)
-            .password(self.password())
+        pg.host(&cfg.host)
+            .port(cfg.port)
+            .user(&cfg.user)
+            .password(password_of(cfg))
             .dbname(&self.name);
         let (client, conn) = pg.connect(tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(conn);
@@ -215,7 +280,7 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
         "AWS_ENDPOINT_URL must be the local emulator, not {endpoint}"
     );
-    shared::config::aws_sdk_config().await
+    shared::config::aws_sdk_config(&shared::config::Env::from_process())
 }
 
 /// A fresh symmetric KMS key in the emulator.

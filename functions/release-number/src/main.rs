@@ -5,8 +5,9 @@ use shared::config::{Env, aws_sdk_config};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let aws = aws_sdk_config().await;
-    let state = State::from_env(&Env::from_process(), &aws).await?;
+    let env = Env::from_process();
+    let aws = aws_sdk_config(&env);
+    let state = State::from_env(&env, &aws).await?;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(state, req).await)

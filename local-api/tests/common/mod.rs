@@ -14,7 +14,7 @@ pub async fn start_local(db: &TestDb) -> Running {
 #[allow(dead_code)] // not every test file that includes this module uses it
 pub async fn start_local_with(db: &TestDb, extra: &[(&str, &str)]) -> Running {
     let mut env = Env::from_pairs([
-        ("DATABASE_URL", db.url().as_str()),
+        ("DATABASE_URL", db.admin_url().as_str()),
         ("KEYRING", "local"),
         // base64 of 32 bytes: a test key.
         (

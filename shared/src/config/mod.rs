@@ -108,6 +108,10 @@ pub struct IdentityConfig {
     pub org_claim: String,
     /// Scope required by state-changing routes. `WRITE_SCOPE`, default `telephony:write`.
     pub write_scope: String,
+    /// Scope required by the read routes (status, search). `READ_SCOPE`, default
+    /// `telephony:read`. The write scope does not imply it (least privilege: a
+    /// token is good for exactly the scopes it carries; a dashboard asks for both).
+    pub read_scope: String,
 }
 
 impl IdentityConfig {
@@ -118,6 +122,7 @@ impl IdentityConfig {
                 .get("WRITE_SCOPE")
                 .unwrap_or("telephony:write")
                 .to_owned(),
+            read_scope: env.get("READ_SCOPE").unwrap_or("telephony:read").to_owned(),
         }
     }
 }
@@ -156,10 +161,47 @@ impl ProviderUrls {
     }
 }
 
-/// The AWS SDK configuration every function shares. Honours the SDK's standard
-/// settings, `AWS_ENDPOINT_URL` included (the emulator in tests and local runs).
-pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// The AWS SDK configuration every function shares, from what Lambda puts in the
+/// environment: `AWS_REGION` (or `AWS_DEFAULT_REGION`), the role's credentials in
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and
+/// `AWS_ENDPOINT_URL` when set (the emulator in tests and local runs).
+///
+/// Deliberately not `aws_config::load_defaults`: its chains (profile files, SSO, STS
+/// web identity, IMDS, ECS) never apply on Lambda, cost cold-start work (profile
+/// reads, an IMDS probe without a region) and link SSO/STS clients and `ring` into
+/// every binary. Timeouts and retries are the SDK's standard ones.
+///
+/// Region and endpoint come from `env`; the credentials from the process environment,
+/// read by the SDK's environment provider.
+pub fn aws_sdk_config(env: &Env) -> aws_config::SdkConfig {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
+    let region = env
+        .get("AWS_REGION")
+        .or_else(|| env.get("AWS_DEFAULT_REGION"))
+        .map(|r| aws_config::Region::new(r.to_owned()));
+    let mut b = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .retry_config(RetryConfig::standard())
+        // The connect timeout `load_defaults` sets for this behaviour version.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_millis(3100))
+                .build(),
+        )
+        .time_source(aws_smithy_async::time::SystemTimeSource::new());
+    b.set_sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep());
+    if let Some(url) = env.get("AWS_ENDPOINT_URL") {
+        b = b.endpoint_url(url);
+    }
+    b.build()
 }
 
 #[cfg(test)]
@@ -171,5 +213,21 @@ mod tests {
         let c = IdentityConfig::default();
         assert_eq!(c.org_claim, "org_id");
         assert_eq!(c.write_scope, "telephony:write");
+        assert_eq!(c.read_scope, "telephony:read");
+    }
+
+    #[test]
+    fn scopes_are_configurable() {
+        let c = IdentityConfig::from_env(&Env::from_pairs([
+            ("READ_SCOPE", "numbers/read"),
+            ("WRITE_SCOPE", "numbers/write"),
+        ]));
+        assert_eq!(
+            (c.read_scope.as_str(), c.write_scope.as_str()),
+            ("numbers/read", "numbers/write")
+        );
+        // Set but empty is unset, as for every variable.
+        let c = IdentityConfig::from_env(&Env::from_pairs([("READ_SCOPE", "")]));
+        assert_eq!(c.read_scope, "telephony:read");
     }
 }

@@ -116,9 +116,15 @@ struct TwilioSecret {
 impl SecretLoader {
     /// The Secrets Manager client is built only when some `*_SECRET_ARN` is set.
     pub fn new(env: &Env, aws: &aws_config::SdkConfig) -> Self {
-        let any_arn = ["DB_SECRET_ARN", "VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN"]
-            .iter()
-            .any(|n| env.get(n).is_some());
+        let any_arn = [
+            "DB_SECRET_ARN",
+            "DB_ROUTE_SECRET_ARN",
+            "DB_READER_SECRET_ARN",
+            "VAPI_SECRET_ARN",
+            "TWILIO_MAIN_SECRET_ARN",
+        ]
+        .iter()
+        .any(|n| env.get(n).is_some());
         Self {
             env: env.clone(),
             client: any_arn.then(|| aws_sdk_secretsmanager::Client::new(aws)),
@@ -166,9 +172,17 @@ impl SecretLoader {
         &self.aws
     }
 
-    /// The database secret named by `DB_SECRET_ARN`, or `None` when it is unset.
+    /// The database secret named by `DB_SECRET_ARN` (this function's own login), or
+    /// `None` when it is unset.
     pub async fn db_secret(&self) -> Result<Option<DbSecret>, ConfigError> {
-        match self.env.get("DB_SECRET_ARN") {
+        self.db_secret_named("DB_SECRET_ARN").await
+    }
+
+    /// A database secret in the RDS layout whose ARN is in the variable `var` (the
+    /// `migrate` function reads the route and reader logins' secrets this way), or
+    /// `None` when it is unset.
+    pub async fn db_secret_named(&self, var: &str) -> Result<Option<DbSecret>, ConfigError> {
+        match self.env.get(var) {
             Some(arn) => self.fetch_json(arn).await.map(Some),
             None => Ok(None),
         }

@@ -1,0 +1,210 @@
+//! Least privilege in the database (migration V4, `shared::migrate`): the routes' login
+//! can change what the routes change and nothing else; list-numbers' login only reads,
+//! and not the sealed credential; migration runs exclude each other.
+
+use shared::db::Db;
+use shared::migrate::{Grant, Login, LoginAuth};
+use testkit::TestDb;
+use tokio_postgres::error::SqlState;
+
+/// What the server answered to `sql` run as `cfg`'s login.
+async fn refusal(t: &TestDb, cfg: &shared::db::DbConfig, sql: &str) -> Option<SqlState> {
+    let c = t.client_as(cfg).await;
+    match c.batch_execute(sql).await {
+        Ok(()) => None,
+        Err(e) => Some(
+            e.code()
+                .cloned()
+                .expect("a server error, not a lost connection"),
+        ),
+    }
+}
+
+async fn seeded(t: &TestDb) -> String {
+    let org = t.org().await;
+    t.managed_number(org, "+14155550100", Some("vapi-1")).await;
+    t.client()
+        .await
+        .execute(
+            "INSERT INTO audit_log (org_id, actor, action, target, request_id, outcome)
+             VALUES ($1, 'u', 'release', '+14155550100', 'r', 'released')",
+            &[&org.as_uuid()],
+        )
+        .await
+        .unwrap();
+    org.to_string()
+}
+
+#[tokio::test]
+async fn the_route_login_cannot_alter_the_schema_or_the_audit_log() {
+    let t = TestDb::new().await;
+    seeded(&t).await;
+    let denied = Some(SqlState::INSUFFICIENT_PRIVILEGE);
+    for sql in [
+        "DROP TABLE managed_phone_numbers",
+        "DROP TABLE audit_log",
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+        "ALTER TABLE managed_phone_numbers DROP CONSTRAINT managed_phone_numbers_one_owner",
+        "CREATE TABLE scratch (id int)",
+        "UPDATE audit_log SET outcome = 'forged'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "SELECT * FROM audit_log",
+        "DELETE FROM organizations",
+        "DELETE FROM org_credentials",
+        "SELECT * FROM refinery_schema_history",
+        "CREATE ROLE sneaky LOGIN",
+    ] {
+        assert_eq!(refusal(&t, &t.config, sql).await, denied, "{sql}");
+    }
+    // Nothing happened.
+    let c = t.client().await;
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE outcome = 'released'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+    assert!(
+        t.dump().await.contains("+14155550100"),
+        "the number is still there"
+    );
+}
+
+#[tokio::test]
+async fn the_route_login_can_do_what_the_routes_do() {
+    let t = TestDb::new().await;
+    let org = seeded(&t).await;
+    let c = t.client_as(&t.config).await;
+    c.batch_execute(&format!(
+        "BEGIN;
+         SELECT * FROM organizations WHERE id = '{org}' FOR UPDATE;
+         UPDATE managed_phone_numbers SET status = 'releasing', claimed_until = now(),
+                claim_token = gen_random_uuid() WHERE org_id = '{org}';
+         DELETE FROM phone_number_mapping WHERE org_id = '{org}';
+         INSERT INTO audit_log (org_id, actor, action, target, request_id, outcome)
+              VALUES ('{org}', 'u', 'release', '+14155550100', 'r2', 'released');
+         COMMIT;"
+    ))
+    .await
+    .expect("the routes' statements are allowed");
+}
+
+#[tokio::test]
+async fn the_reader_login_only_reads_and_never_the_sealed_credential() {
+    let t = TestDb::new().await;
+    seeded(&t).await;
+    let denied = Some(SqlState::INSUFFICIENT_PRIVILEGE);
+    for sql in [
+        "SELECT encrypted_config FROM org_credentials",
+        "SELECT * FROM org_credentials",
+        "UPDATE managed_phone_numbers SET status = 'released'",
+        "INSERT INTO organizations (id) VALUES (gen_random_uuid())",
+        "DELETE FROM phone_number_mapping",
+        "SELECT * FROM audit_log",
+        "DROP TABLE organizations",
+    ] {
+        assert_eq!(refusal(&t, &t.reader, sql).await, denied, "{sql}");
+    }
+    for sql in [
+        "SELECT phone_number, status FROM managed_phone_numbers",
+        "SELECT metadata, source, updated_at FROM org_credentials",
+        "SELECT vapi_credential_id FROM organizations",
+    ] {
+        assert_eq!(refusal(&t, &t.reader, sql).await, None, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn a_superuser_or_the_owner_is_never_set_up_as_a_function_login() {
+    let t = TestDb::new().await;
+    let owner = t.owner_db();
+    for user in ["postgres"] {
+        let err = shared::migrate::set_up_login(
+            &owner,
+            &Login {
+                user: user.into(),
+                grant: Grant::Route,
+                auth: LoginAuth::Password("x".to_owned().into()),
+            },
+        )
+        .await
+        .expect_err("refused");
+        assert!(err.to_string().contains("superuser"), "{err}");
+    }
+    let err = shared::migrate::set_up_login(
+        &owner,
+        &Login {
+            user: "Robert\"; DROP TABLE audit_log; --".into(),
+            grant: Grant::Route,
+            auth: LoginAuth::Iam,
+        },
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("login name"), "{err}");
+}
+
+#[tokio::test]
+async fn a_login_set_up_again_gets_its_new_password() {
+    let t = TestDb::new().await;
+    let owner = t.owner_db();
+    let mut cfg = t.config.clone();
+    let new = "rotated-password";
+    shared::migrate::set_up_login(
+        &owner,
+        &Login {
+            user: cfg.user.clone(),
+            grant: Grant::Route,
+            auth: LoginAuth::Password(new.to_owned().into()),
+        },
+    )
+    .await
+    .unwrap();
+    cfg.auth = shared::db::DbAuth::Password(new.to_owned().into());
+    assert_eq!(testkit::ask(&Db::new(&cfg).unwrap()).await.unwrap(), 7);
+    // Stored as a SCRAM verifier, never in the clear.
+    let stored: Option<String> = t
+        .client()
+        .await
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&cfg.user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let stored = stored.unwrap();
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
+    assert!(!stored.contains(new));
+}
+
+#[tokio::test]
+async fn two_migration_runs_at_once_apply_each_migration_once() {
+    let admin_url = std::env::var("TEST_DATABASE_URL").expect("run through scripts/test.sh");
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let (c, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut cfg = shared::db::DbConfig::from_url(&admin_url).unwrap();
+    cfg.dbname = name;
+    // Two instances: two pools, so the database, not a process lock, excludes.
+    let (a, b) = (Db::new(&cfg).unwrap(), Db::new(&cfg).unwrap());
+    let (ra, rb) = tokio::join!(shared::migrate::run(&a), shared::migrate::run(&b));
+    let (ra, rb) = (ra.expect("first run"), rb.expect("second run"));
+    let total = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .unwrap()
+        .count();
+    assert_eq!(ra.len() + rb.len(), total, "{ra:?} {rb:?}");
+    assert!(
+        ra.is_empty() || rb.is_empty(),
+        "one run applied all: {ra:?} {rb:?}"
+    );
+}
