@@ -10,6 +10,16 @@ sets (AWS_LAMBDA_FUNCTION_NAME, memory, timeout, region, ...).
 Local values come from the environment: INVOKE_DATABASE_URL, INVOKE_STANDINS_URL,
 INVOKE_KEYRING_FILE / LOCAL_KEYRING_KEY, VAPI_PRIVATE_KEY, TWILIO_MAIN_ACCOUNT_SID,
 TWILIO_MAIN_AUTH_TOKEN, AWS_ENDPOINT_URL (the AWS emulator, passed on when set).
+
+The database login follows the template's role split: a function whose DB_SECRET_ARN /
+DB_USER is the route role's (DbRouteSecretArn / DbRouteUser) gets INVOKE_DATABASE_URL
+as the local route login, list-numbers (the reader's) as the local read-only login,
+migrate (the owner's) INVOKE_DATABASE_URL itself, plus DB_ROUTE_USER / DB_READER_USER
+and their passwords so it sets those logins up as deployed migrate does. The local
+logins are the ones the local API sets up on its database (local-api/src/database.rs:
+`<database>_route` and `<database>_read`, with the owner's password);
+INVOKE_ROUTE_DATABASE_URL / INVOKE_READER_DATABASE_URL name others, and
+INVOKE_DB_ROLES=owner runs every function as the owner instead.
 Prints shell assignments (ARCH, TIMEOUT, MEMORY, FUNCTION_NAME) on stdout; the
 overrides go to stderr. Needs PyYAML (the SAM CLI venv has it) and Python 3.11+.
 """
@@ -18,9 +28,11 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import sys
 import tomllib
+import urllib.parse
 
 import yaml
 
@@ -130,6 +142,9 @@ class Resolver:
             return self.value(a[1])[int(self.value(a[0]))]
         if k == "Fn::Split":
             return str(self.value(a[1])).split(a[0])
+        if k == "Fn::FindInMap":
+            m, top, second = (str(self.value(i)) for i in a)
+            return self.t.get("Mappings", {})[m][top][second]
         if k == "Fn::Sub":
             text, extra = (a, {}) if isinstance(a, str) else (a[0], a[1])
             extra = {n: self.value(x) for n, x in extra.items()}
@@ -153,6 +168,63 @@ class Resolver:
                 i = end + 1
             return "".join(out)
         return v
+
+
+# The template's database roles: which parameters name each role's login.
+DB_ROLE_PARAMS = {
+    "owner": ("DbOwnerSecretArn", "DbOwnerUser"),
+    "route": ("DbRouteSecretArn", "DbRouteUser"),
+    "reader": ("DbReaderSecretArn", "DbReaderUser"),
+}
+
+
+def names(node):
+    """The parameters and resources a template node refers to (Ref, ${...} of Sub)."""
+    out = set()
+    if isinstance(node, list):
+        for x in node:
+            out |= names(x)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref" and isinstance(v, str):
+                out.add(v)
+            elif k == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                out |= set(re.findall(r"\$\{([A-Za-z0-9_:]+)\}", text))
+            else:
+                out |= names(v)
+    return out
+
+
+def db_role(raw_env):
+    """The database role whose login the function's DB_SECRET_ARN / DB_USER name."""
+    used = names([raw_env.get("DB_SECRET_ARN"), raw_env.get("DB_USER")])
+    for role, params in DB_ROLE_PARAMS.items():
+        if used & set(params):
+            return role
+    return None
+
+
+def local_login_name(dbname, suffix):
+    """local-api/src/database.rs login_name: the local login of a role on dbname."""
+    base = "".join(c if c in "abcdefghijklmnopqrstuvwxyz0123456789_" else
+                   c.lower() if "A" <= c <= "Z" else "_" for c in dbname)[:63 - len(suffix) - 2]
+    if base[:1].isdigit():
+        base = "_" + base
+    return f"{base}_{suffix}"
+
+
+def as_login(url, user):
+    """url with its user replaced (the password, host, database and options kept)."""
+    u = urllib.parse.urlsplit(url)
+    password = urllib.parse.unquote(u.password or "")
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}@{host}"
+    if u.port:
+        netloc += f":{u.port}"
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 
 def parse_overrides(items):
@@ -212,6 +284,7 @@ def main():
     props = res.get("Properties", {})
     merged = {**g.get("Environment", {}).get("Variables", {}),
               **props.get("Environment", {}).get("Variables", {})}
+    role = db_role(merged)
     env = {}
     for k, v in merged.items():
         val = r.value(v)
@@ -243,7 +316,30 @@ def main():
             override(k, None, "the local database comes from DATABASE_URL")
         override("DB_AUTH", "password", "DATABASE_URL's own password")
         override("DB_TLS", "disable", "plain TCP to the loopback database")
-        override("DATABASE_URL", db_url or "", "the local database")
+        # The function's own role's login, as deployed (the template's DB_SECRET_ARN /
+        # DB_USER say which): the local API set those logins up on its database.
+        url, why = db_url or "", "the local database"
+        dbname = urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/")) if url else ""
+        per_role = os.environ.get("INVOKE_DB_ROLES", "split") != "owner"
+        if role in ("route", "reader") and url and per_role:
+            suffix = "route" if role == "route" else "read"
+            given = os.environ.get(f"INVOKE_{role.upper()}_DATABASE_URL")
+            url = given or as_login(url, local_login_name(dbname, suffix))
+            why = (f"the local database as the {role} role's login "
+                   + ("(INVOKE_" + role.upper() + "_DATABASE_URL)" if given else
+                      f"({local_login_name(dbname, suffix)}, set up by the local API)"))
+        elif role == "owner":
+            why = "the local database as its owner (migrate's role)"
+        override("DATABASE_URL", url, why)
+        # migrate sets up the other roles' logins: deployed from their secrets (password)
+        # or as IAM users; locally the same logins the local API uses, same password.
+        for k in ("DB_ROUTE_SECRET_ARN", "DB_READER_SECRET_ARN", "DB_ROUTE_USER", "DB_READER_USER"):
+            override(k, None, "the local logins instead (below)")
+        if role == "owner" and db_url and per_role:
+            password = urllib.parse.unquote(urllib.parse.urlsplit(db_url).password or "")
+            for k, suffix in (("ROUTE", "route"), ("READER", "read")):
+                override(f"DB_{k}_USER", local_login_name(dbname, suffix), "the local login, as the local API names it")
+                override(f"DB_{k}_PASSWORD", password, "the local logins share the owner's password")
     if "KEYRING" in env:
         override("KMS_KEY_ID", None, "no KMS locally")
         override("KEYRING", "local", "the local keyring (the local API's key)")
