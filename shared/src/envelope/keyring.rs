@@ -5,9 +5,7 @@
 
 use std::fmt;
 
-#[cfg(feature = "decrypt")]
-use aws_lc_rs::aead::NONCE_LEN;
-use aws_lc_rs::aead::{Aad, Nonce};
+use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_sdk_kms::error::DisplayErrorContext;
 #[cfg(feature = "decrypt")]
@@ -175,7 +173,33 @@ impl LocalKeyring {
         SystemRandom::new()
             .fill(plaintext.as_mut_slice())
             .map_err(|_| CryptoError::Random)?;
-        let nonce = random_nonce()?;
+        self.wrap(context, plaintext, random_nonce()?)
+    }
+
+    /// A [`DataKey`] for a given data key, wrapped with a given nonce: only for
+    /// reproducing the published test vector (`docs/envelope.md`, checked by
+    /// `tests/envelope_vector.rs`). Exists only with the `decrypt` feature, which no
+    /// function is built with; they get fresh random keys and nonces from
+    /// [`Keyring::generate_data_key`].
+    #[cfg(feature = "decrypt")]
+    #[doc(hidden)]
+    pub fn data_key_for_test_vector(
+        &self,
+        context: &EncryptionContext,
+        data_key: [u8; KEY_LEN],
+        wrap_nonce: [u8; NONCE_LEN],
+    ) -> Result<DataKey, CryptoError> {
+        self.wrap(context, Zeroizing::new(data_key), wrap_nonce)
+    }
+
+    /// Wrap `plaintext` under the master key: `nonce || AES-256-GCM(ct || tag)`, with
+    /// the context's associated data.
+    fn wrap(
+        &self,
+        context: &EncryptionContext,
+        plaintext: Zeroizing<[u8; KEY_LEN]>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<DataKey, CryptoError> {
         let mut wrapped = plaintext.to_vec();
         aead_key(&self.master)
             .seal_in_place_append_tag(

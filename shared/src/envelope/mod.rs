@@ -162,8 +162,31 @@ impl fmt::Debug for DataKey {
 }
 
 impl DataKey {
+    /// Seal `plaintext` under this data key with a fresh random nonce.
     pub fn seal(self, plaintext: &[u8]) -> Result<Envelope, CryptoError> {
-        let nonce = random_nonce()?;
+        self.seal_with_nonce(random_nonce()?, plaintext)
+    }
+
+    /// [`DataKey::seal`] with a given nonce: only for reproducing the published test
+    /// vector (`docs/envelope.md`, checked by `tests/envelope_vector.rs`). A fixed
+    /// nonce reused under one key breaks AES-GCM, so this exists only with the
+    /// `decrypt` feature, which no function is built with; `seal` is the only path
+    /// they have.
+    #[cfg(feature = "decrypt")]
+    #[doc(hidden)]
+    pub fn seal_for_test_vector(
+        self,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        self.seal_with_nonce(nonce, plaintext)
+    }
+
+    fn seal_with_nonce(
+        self,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
         let mut buf = plaintext.to_vec();
         let sealed = aead_key(&self.plaintext).seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
