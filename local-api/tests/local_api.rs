@@ -1,5 +1,5 @@
 //! The local API over real HTTP: the authorizer's checks (signature, `exp`, `nbf`,
-//! `iss`, `aud`, the write scope), CORS as the template sets it, the page's origin,
+//! `iss`, `aud`, the read and write scopes), CORS as the template sets it, the page's origin,
 //! and the stand-ins' state, auth and failure control.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -59,7 +59,7 @@ fn now() -> u64 {
 fn token_with(changes: Value, secret: &str) -> String {
     let mut claims = json!({
         "iss": "http://localhost/local-issuer", "aud": "telephony-local", "sub": "tester",
-        "org_id": DEMO_ORG, "scope": "telephony:write", "nbf": now() - 5, "exp": now() + 600,
+        "org_id": DEMO_ORG, "scope": "telephony:read telephony:write", "nbf": now() - 5, "exp": now() + 600,
     });
     for (k, v) in changes.as_object().expect("object") {
         if v.is_null() {
@@ -175,6 +175,48 @@ async fn state_changing_routes_need_the_write_scope() {
     assert_eq!(listed.map(|n| n["status"].clone()), Some(json!("active")));
     let twilio = l.running.standins_state.state()["twilio_numbers"].to_string();
     assert!(twilio.contains(DEMO_NUMBERS[0]), "{twilio}");
+}
+
+#[tokio::test]
+async fn the_read_routes_need_the_read_scope_which_the_write_scope_does_not_imply() {
+    let l = Local::start().await;
+    let forbidden = (403, json!({"message": "Forbidden"}));
+    let search = "/api/managed-telephony/available-numbers?areaCode=415";
+    let providers_before = l.running.standins_state.state();
+    for (why, scope) in [
+        ("write only", json!("telephony:write")),
+        ("no scope", Value::Null),
+        ("look-alike", json!("telephony:reader")),
+    ] {
+        let token = token_with(json!({ "scope": scope }), DEFAULT_LOCAL_JWT_SECRET);
+        for path in [STATUS, search] {
+            // The authorizer's own refusal (API Gateway's shape), before any function runs.
+            assert_eq!(
+                l.call("GET", path, Some(&token)).await,
+                forbidden,
+                "{why}: {path}"
+            );
+        }
+    }
+    assert_eq!(
+        l.running.standins_state.state(),
+        providers_before,
+        "no provider was asked"
+    );
+    // The read scope alone reads, and the printed token carries both scopes.
+    let reader = token_with(json!({"scope": "telephony:read"}), DEFAULT_LOCAL_JWT_SECRET);
+    for token in [&reader, &l.running.token] {
+        assert_eq!(l.call("GET", STATUS, Some(token)).await.0, 200);
+        assert_eq!(l.call("GET", search, Some(token)).await.0, 200);
+    }
+    let (status, _) = l
+        .call(
+            "DELETE",
+            &format!("/api/managed-telephony/numbers/{}", DEMO_NUMBERS[0]),
+            Some(&l.running.token),
+        )
+        .await;
+    assert_eq!(status, 200, "the printed token also writes");
 }
 
 #[tokio::test]

@@ -33,6 +33,14 @@ pub enum ApiError {
     /// 422: well-formed but refused (e.g. Twilio rejected the credentials).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// 429: a limit of the caller's org is reached; allowed again in
+    /// `retry_after_secs` (sent as the `Retry-After` header).
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// 503: a dependency is down; worth retrying later.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -78,6 +86,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,12 +99,23 @@ impl ApiError {
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. }
+            | Self::TooManyRequests { code, .. }
             | Self::Unavailable { code, .. }
             | Self::Unauthenticated { code, .. } => code,
             Self::Forbidden(_) => "forbidden",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Seconds after which the request may succeed (the `Retry-After` header).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 

@@ -81,7 +81,8 @@ fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str)
 
 /// Run `route` for `req` inside the request span and turn its result into the HTTP
 /// response. Errors are logged here once: 5xx with their cause at `error`, 4xx at
-/// `info` with their code.
+/// `info` with their code. An error that says when to come back (a 429) carries it
+/// as `Retry-After` (seconds).
 pub async fn respond<F, Fut>(mut req: Request, route: &'static str, handler: F) -> Response<Body>
 where
     F: FnOnce(Request) -> Fut,
@@ -97,9 +98,11 @@ where
     );
     async move {
         let started = Instant::now();
+        let mut retry_after = None;
         let (status, body) = match handler(req).await {
             Ok(reply) => (reply.status, reply.body),
             Err(err) => {
+                retry_after = err.retry_after_secs();
                 if err.status().is_server_error() {
                     let cause = std::error::Error::source(&err)
                         .map(|c| c.to_string())
@@ -116,7 +119,12 @@ where
             duration_ms = started.elapsed().as_millis() as u64,
             "request done"
         );
-        json_response(status, &body, &request_id)
+        let mut resp = json_response(status, &body, &request_id);
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
     }
     .instrument(span)
     .await

@@ -185,6 +185,7 @@ mod tests {
         let cfg = IdentityConfig {
             org_claim: "custom:org".into(),
             write_scope: "w".into(),
+            read_scope: "r".into(),
         };
         let c = Caller::from_claims(&claims(&[("custom:org", ORG), ("sub", "u")]), None, &cfg);
         assert!(c.is_ok());

@@ -211,7 +211,8 @@ async fn main() {
         "/api/managed-telephony/status",
         "/api/managed-telephony/status",
     )
-    .caller(&org_s, "bench");
+    .caller(&org_s, "bench")
+    .scopes(&["telephony:read"]);
     measure(
         &format!("list-numbers GET ({} numbers)", n + warm),
         10,
@@ -249,6 +250,7 @@ async fn main() {
         "/api/managed-telephony/available-numbers",
     )
     .caller(&org_s, "bench")
+    .scopes(&["telephony:read"])
     .query("areaCode=415");
     measure(
         &label("search-numbers GET (prices cached)"),

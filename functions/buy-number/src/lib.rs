@@ -15,6 +15,13 @@
 //!   longer offers it), `409 byoc_in_use` (the org uses its own Twilio account),
 //!   `409 number_being_released`, `422 invalid_phone_number`, `422 address_required`,
 //!   `422 vapi_refused_import` (bought, refused by Vapi, released again).
+//! - `429 purchase_limit_reached` with `Retry-After` (seconds) — the org made
+//!   `PURCHASES_PER_ORG_PER_DAY` (default 10) new purchases in the last 24 hours;
+//!   nothing is recorded, audited or sent to a provider. The message says the limit
+//!   and when the next purchase is allowed. A repeat of a purchase already made or
+//!   in progress is not a new one and is answered as above. The refusal is not
+//!   audited: like the other refusals before the intent (`byoc_in_use`,
+//!   `number_taken`), it changes nothing; it is logged (`warn`) with the org id.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -27,7 +34,7 @@ use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
 };
 use shared::identity::Caller;
-use shared::purchase::{PurchaseOutcome, PurchaseRequest, Purchaser};
+use shared::purchase::{PurchaseLimit, PurchaseOutcome, PurchaseRequest, Purchaser};
 use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
 use shared::vapi::VapiClient;
@@ -43,11 +50,17 @@ pub struct State {
     pub twilio: TwilioClient,
     pub identity: IdentityConfig,
     pub steps: StepsConfig,
+    /// New purchases per org in any rolling 24 hours (`PURCHASES_PER_ORG_PER_DAY`).
+    pub purchase_limit: PurchaseLimit,
 }
 
 impl State {
-    /// Loads the database, Vapi and Twilio main-account secrets concurrently.
+    /// Loads the database, Vapi and Twilio main-account secrets concurrently. The
+    /// plain settings are checked first, so a bad one fails the cold start before
+    /// any secret is fetched.
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        let steps = StepsConfig::from_env(env)?;
+        let purchase_limit = PurchaseLimit::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
         let (db, vapi_key, main) = tokio::try_join!(
             DbConfig::from_env(&secrets),
@@ -61,7 +74,8 @@ impl State {
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
             identity: IdentityConfig::from_env(env),
-            steps: StepsConfig::from_env(env)?,
+            steps,
+            purchase_limit,
         })
     }
 
@@ -91,7 +105,13 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         let deadline = state.steps.deadline_for(lambda_deadline(&req));
         let outcome = state
             .purchaser()
-            .buy(&caller, &request_id(&req), &purchase, deadline)
+            .buy(
+                &caller,
+                &request_id(&req),
+                &purchase,
+                state.purchase_limit,
+                deadline,
+            )
             .await?;
         let status = match &outcome {
             PurchaseOutcome::Active { created: true, .. } => StatusCode::CREATED,

@@ -229,6 +229,19 @@ async fn build_state(
     kms_key: &str,
     extra: &[(&str, &str)],
 ) -> State {
+    try_build_state(t, vapi, twilio, aws, kms_key, extra)
+        .await
+        .expect("state")
+}
+
+async fn try_build_state(
+    t: &TestDb,
+    vapi: &FakeVapi,
+    twilio: &FakeTwilio,
+    aws: &aws_config::SdkConfig,
+    kms_key: &str,
+    extra: &[(&str, &str)],
+) -> Result<State, buy_number::Error> {
     let (url, v, tw) = (t.url(), vapi.uri(), twilio.uri());
     let mut pairs = vec![
         ("DATABASE_URL", url.as_str()),
@@ -246,9 +259,7 @@ async fn build_state(
         ("CLAIM_SECS", "30"),
     ];
     pairs.extend_from_slice(extra);
-    State::from_env(&Env::from_pairs(pairs), aws)
-        .await
-        .expect("state")
+    State::from_env(&Env::from_pairs(pairs), aws).await
 }
 
 impl World {
@@ -293,13 +304,18 @@ impl World {
     }
 
     async fn another_instance(&self) -> State {
+        self.another_instance_with(&[]).await
+    }
+
+    /// A second instance (its own pool) with `extra` settings.
+    async fn another_instance_with(&self, extra: &[(&str, &str)]) -> State {
         build_state(
             &self.t,
             &self.vapi,
             &self.twilio,
             &self.aws,
             &self.kms_key,
-            &[],
+            extra,
         )
         .await
     }
@@ -748,7 +764,8 @@ async fn twilio_failing_leaves_it_provisioning_and_a_repeat_finishes_it() {
         "/api/managed-telephony/status",
         "/api/managed-telephony/status",
     )
-    .caller(&org.to_string(), "user-1");
+    .caller(&org.to_string(), "user-1")
+    .scopes(&["telephony:read"]);
     let (_, listed) = read_response(&list_numbers::handle(&list, ev.request()).await);
     let n = &listed["numbers"][0];
     assert_eq!(n["status"], "provisioning");
@@ -1186,4 +1203,261 @@ async fn two_first_purchases_of_one_org_end_on_one_subaccount() {
             .iter()
             .all(|(s, _, _)| *s == on_org)
     );
+}
+
+/// All the requests Twilio and Vapi received so far.
+async fn provider_requests(w: &World) -> usize {
+    w.twilio.server.received_requests().await.unwrap().len()
+        + w.vapi.server.received_requests().await.unwrap().len()
+}
+
+/// The org's purchase, refused by the daily limit: the 429, its message and
+/// `Retry-After` (seconds).
+async fn refused_by_the_limit(w: &World, state: &State, org: OrgId, number: &str) -> (Value, u64) {
+    let body = json!({"phoneNumber": number, "assistantId": ASSISTANT});
+    let resp = handle(state, w.event(org, &body).request()).await;
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (status, body) = read_response(&resp);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("purchase_limit_reached")),
+        "{number}: {body}"
+    );
+    let retry_after = retry_after.unwrap_or_else(|| panic!("no Retry-After: {:?}", resp.headers()));
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    (body, retry_after)
+}
+
+#[tokio::test]
+async fn the_purchase_over_the_orgs_daily_limit_is_429_and_nothing_happens() {
+    let w = World::with_env(&[("PURCHASES_PER_ORG_PER_DAY", "2")]).await;
+    let org = new_org();
+    assert_eq!(w.buy(org, NUMBER).await.0, 201);
+    assert_eq!(w.buy(org, "+14155550151").await.0, 201);
+
+    let (db_before, calls_before) = (w.t.dump().await, provider_requests(&w).await);
+    let (body, retry_after) = refused_by_the_limit(&w, &w.state, org, "+14155550152").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("limit of 2 numbers in the last 24 hours"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the next purchase is possible from 20"),
+        "{message}"
+    );
+    assert!(message.contains("Nothing was bought"), "{message}");
+    // The first of the two leaves the window in 24 hours from its purchase: now.
+    assert!(retry_after > 86_400 - 120, "{retry_after}");
+    assert_eq!(
+        provider_requests(&w).await,
+        calls_before,
+        "no provider called"
+    );
+    assert!(w.row("+14155550152").await.is_none(), "no row");
+    assert_eq!(
+        w.t.dump().await,
+        db_before,
+        "nothing recorded, nothing audited"
+    );
+
+    // Another org has its own limit.
+    assert_eq!(w.buy(new_org(), "+14155550152").await.0, 201);
+
+    // A rolling window: once the first purchase is 24 hours old, one more passes,
+    // and the next is refused until the second one leaves the window.
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET created_at = now() - interval '24 hours 1 minute'
+              WHERE phone_number = $1",
+            &[&NUMBER],
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.buy(org, "+14155550153").await.0, 201);
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET created_at = now() - interval '23 hours'
+              WHERE phone_number = '+14155550151'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, retry_after) = refused_by_the_limit(&w, &w.state, org, "+14155550154").await;
+    assert!(
+        (3600 - 120..=3600).contains(&retry_after),
+        "the second purchase leaves the window in an hour: {retry_after}"
+    );
+}
+
+#[tokio::test]
+async fn a_released_number_still_counts_toward_the_limit() {
+    let w = World::with_env(&[("PURCHASES_PER_ORG_PER_DAY", "1")]).await;
+    let org = new_org();
+    assert_eq!(w.buy(org, NUMBER).await.0, 201);
+    let release = w.release_state().await;
+    let ev = ApiEvent::new(
+        "DELETE",
+        "/api/managed-telephony/numbers/{phoneNumber}",
+        "/api/managed-telephony/numbers/x",
+    )
+    .caller(&org.to_string(), "user-1")
+    .scopes(&["telephony:write"])
+    .path_parameter("phoneNumber", NUMBER);
+    let (status, body) = read_response(&release_number::handle(&release, ev.request()).await);
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("released")),
+        "{body}"
+    );
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "released");
+
+    let calls_before = provider_requests(&w).await;
+    refused_by_the_limit(&w, &w.state, org, "+14155550151").await;
+    // Buying the released number again is a new purchase too.
+    refused_by_the_limit(&w, &w.state, org, NUMBER).await;
+    assert_eq!(provider_requests(&w).await, calls_before);
+    assert_eq!(
+        w.count("SELECT count(*) FROM managed_phone_numbers").await,
+        1,
+        "only the released row"
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_of_a_purchase_made_or_in_progress_is_not_refused_by_the_limit() {
+    let w = World::with_env(&[("PURCHASES_PER_ORG_PER_DAY", "1")]).await;
+    // Made: the repeat answers 200 as before.
+    let org = new_org();
+    assert_eq!(w.buy(org, NUMBER).await.0, 201);
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("active")),
+        "{body}"
+    );
+    refused_by_the_limit(&w, &w.state, org, "+14155550152").await;
+
+    // In progress: it counts against a new purchase, and its repeat finishes it.
+    let other = new_org();
+    w.providers.lock().buy_fails_500 = true;
+    assert_eq!(w.buy(other, "+14155550151").await.0, 202);
+    refused_by_the_limit(&w, &w.state, other, "+14155550152").await;
+    w.providers.lock().buy_fails_500 = false;
+    let (status, body) = w.buy(other, "+14155550151").await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (201, Some("active")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn instances_racing_for_the_last_slot_buy_once() {
+    let limit = [("PURCHASES_PER_ORG_PER_DAY", "2")];
+    let w = World::with_env(&limit).await;
+    // Four instances, each its own pool, each connected already.
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        let s = w.another_instance_with(&limit).await;
+        testkit::ask(&s.db).await.unwrap();
+        instances.push(s);
+    }
+    let w = &w;
+    let mut next_number = 150;
+    let mut number = || {
+        next_number += 1;
+        format!("+1415555{next_number:04}")
+    };
+
+    // An org with one purchase; the four race for its last slot, a few times over.
+    // The test holds the org's row FOR UPDATE, which every intent waits for (the
+    // org lock, or else the new row's foreign-key check), so all reach the count
+    // together when it lets go.
+    for round in 0..3 {
+        let org = new_org();
+        assert_eq!(w.buy(org, &number()).await.0, 201);
+        let mut c = w.t.client().await;
+        let hold = c.transaction().await.unwrap();
+        hold.execute(
+            "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE",
+            &[&org.as_uuid()],
+        )
+        .await
+        .unwrap();
+        let racers = instances.iter().map(|s| {
+            let body = json!({"phoneNumber": number()});
+            async move { w.buy_with(s, org, body).await }
+        });
+        let (answers, ()) = tokio::join!(futures::future::join_all(racers), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            hold.commit().await.unwrap();
+        });
+        let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        statuses.sort();
+        assert_eq!(statuses, [201, 429, 429, 429], "round {round}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .filter(|a| a.0 == 429)
+                .all(|a| a.1["error"]["code"] == "purchase_limit_reached")
+        );
+        let rows: i64 =
+            w.t.client()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM managed_phone_numbers WHERE org_id = $1",
+                    &[&org.as_uuid()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+        assert_eq!(rows, 2, "round {round}");
+    }
+
+    // A new org's first purchases (its row created by the first intent), three at
+    // once from three instances: two pass.
+    let fresh = new_org();
+    let racers = instances[..3].iter().map(|s| {
+        let body = json!({"phoneNumber": number()});
+        async move { w.buy_with(s, fresh, body).await }
+    });
+    let answers = futures::future::join_all(racers).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 201, 429], "{answers:?}");
+    assert_eq!(
+        w.providers.lock().bought.len(),
+        3 * 2 + 2,
+        "bought exactly what passed"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_purchase_limit_fails_the_configuration() {
+    let w = World::new().await;
+    for bad in ["0", "-3", "ten", "2.5"] {
+        let e = try_build_state(
+            &w.t,
+            &w.vapi,
+            &w.twilio,
+            &w.aws,
+            &w.kms_key,
+            &[("PURCHASES_PER_ORG_PER_DAY", bad)],
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{bad} was accepted"));
+        assert!(
+            e.to_string().contains("PURCHASES_PER_ORG_PER_DAY"),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(w.state.purchase_limit.per_day.get(), 10, "the default");
 }

@@ -5,6 +5,11 @@
 //! default the numbers that are active or still being released; `?include=released`
 //! adds the released history. Any other query parameter or value is a 400. One
 //! database round trip; needs only the database.
+//!
+//! Needs the read scope (`READ_SCOPE`, default `telephony:read`; 403 `forbidden`
+//! without it), which the template's authorizer also requires. The write scope
+//! does not imply it: least privilege, a token is good for exactly the scopes it
+//! carries, so a dashboard that reads and changes asks for both.
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::ApiError;
@@ -51,6 +56,7 @@ fn listing(req: &Request) -> Result<Listing, ApiError> {
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
     respond(req, "list-numbers", async |req: Request| {
         let caller = Caller::from_request(&req, &state.identity)?;
+        caller.require_scope(&state.identity.read_scope)?;
         let status = numbers::status(&state.db, caller.org_id, listing(&req)?).await?;
         Reply::ok(status)
     })

@@ -19,8 +19,11 @@ async fn setup() -> (TestDb, State) {
     (t, state)
 }
 
+/// A GET as a caller with the read scope.
 async fn get(state: &State, org: OrgId, query: Option<&str>) -> (u16, Value) {
-    let mut ev = ApiEvent::new("GET", ROUTE, ROUTE).caller(&org.to_string(), "user-1");
+    let mut ev = ApiEvent::new("GET", ROUTE, ROUTE)
+        .caller(&org.to_string(), "user-1")
+        .scopes(&["telephony:read"]);
     if let Some(q) = query {
         ev = ev.query(q);
     }
@@ -191,9 +194,81 @@ async fn bad_queries_and_missing_identity_are_refused() {
     }
     let ev = ApiEvent::new("GET", ROUTE, ROUTE)
         .caller(&org.to_string(), "u")
+        .scopes(&["telephony:read"])
         .without_claim("org_id");
     assert_eq!(read_response(&handle(&state, ev.request()).await).0, 401);
     // Reading needs no write scope.
     let (status, _) = get(&state, org, None).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn without_the_read_scope_it_is_403_and_shows_nothing() {
+    let (t, state) = setup().await;
+    let org = t.org().await;
+    t.managed_number(org, "+14155550100", Some("vapi-a")).await;
+    let before = t.dump().await;
+    // No scopes at all, only the write scope (it does not imply reading), a
+    // look-alike, and a read scope of another name in the `scope` claim.
+    let base = || ApiEvent::new("GET", ROUTE, ROUTE).caller(&org.to_string(), "user-1");
+    for (why, ev) in [
+        ("no scope", base()),
+        ("write only", base().scopes(&["telephony:write"])),
+        ("look-alike", base().scopes(&["telephony:read-all"])),
+        (
+            "other claim",
+            base().claim("scope", "openid telephony:write"),
+        ),
+    ] {
+        let (status, body) = read_response(&handle(&state, ev.request()).await);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{why}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("telephony:read"),
+            "{why}: {body}"
+        );
+        assert!(body.get("numbers").is_none() && body.get("credential").is_none());
+        assert!(!body.to_string().contains("+14155550100"), "{why}: {body}");
+    }
+    assert_eq!(t.dump().await, before, "nothing changed");
+    // The scope from the `scope` claim counts as well as the authorizer's list.
+    let ev = base().claim("scope", "openid telephony:read");
+    assert_eq!(read_response(&handle(&state, ev.request()).await).0, 200);
+}
+
+#[tokio::test]
+async fn the_read_scope_is_configurable() {
+    let t = TestDb::new().await;
+    let aws = testkit::aws_config().await;
+    let url = t.url();
+    let state = State::from_env(
+        &Env::from_pairs([
+            ("DATABASE_URL", url.as_str()),
+            ("READ_SCOPE", "numbers/read"),
+        ]),
+        &aws,
+    )
+    .await
+    .unwrap();
+    let org = t.org().await;
+    let ev = |scope: &str| {
+        ApiEvent::new("GET", ROUTE, ROUTE)
+            .caller(&org.to_string(), "user-1")
+            .scopes(&[scope])
+            .request()
+    };
+    assert_eq!(
+        read_response(&handle(&state, ev("numbers/read")).await).0,
+        200
+    );
+    assert_eq!(
+        read_response(&handle(&state, ev("telephony:read")).await).0,
+        403
+    );
 }

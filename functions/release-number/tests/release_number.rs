@@ -1006,7 +1006,8 @@ async fn after_max_attempts_a_number_needs_attention_and_stays_visible() {
             "/api/managed-telephony/status",
             "/api/managed-telephony/status",
         )
-        .caller(&w.org.to_string(), "user-1");
+        .caller(&w.org.to_string(), "user-1")
+        .scopes(&["telephony:read"]);
         read_response(&list_numbers::handle(&state, ev.request()).await)
     };
     let listed = status_body["numbers"]

@@ -11,6 +11,11 @@
 //! monthlyPrice {amount, currency} | null}], pricesAvailable}`. A result is not a
 //! reservation. Needs only the Twilio main account (no database): Twilio's search
 //! and its Pricing API (prices cached per instance for an hour), concurrently.
+//!
+//! Needs the read scope (`READ_SCOPE`, default `telephony:read`; 403 `forbidden`
+//! before Twilio is called), as the template's authorizer does. The write scope
+//! does not imply it (least privilege: a frontend that searches and buys asks for
+//! both).
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::clients::ClientKit;
@@ -46,7 +51,8 @@ impl State {
 
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
     respond(req, "search-numbers", async |req: Request| {
-        Caller::from_request(&req, &state.identity)?;
+        let caller = Caller::from_request(&req, &state.identity)?;
+        caller.require_scope(&state.identity.read_scope)?;
         reject_unknown_query(&req, search::PARAMETERS)?;
         let params = req.query_string_parameters_ref();
         let query =

@@ -53,8 +53,11 @@ async fn state(twilio: &FakeTwilio) -> State {
     .expect("state")
 }
 
+/// A search as a caller with the read scope.
 async fn search(state: &State, query: Option<&str>) -> (u16, Value) {
-    let mut ev = ApiEvent::new("GET", ROUTE, ROUTE).caller(ORG, "user-1");
+    let mut ev = ApiEvent::new("GET", ROUTE, ROUTE)
+        .caller(ORG, "user-1")
+        .scopes(&["telephony:read"]);
     if let Some(q) = query {
         ev = ev.query(q);
     }
@@ -252,5 +255,48 @@ async fn bad_filters_are_400_naming_the_parameter_and_call_nothing() {
     assert_eq!(
         (s, body["error"]["code"].as_str()),
         (401, Some("unauthenticated"))
+    );
+}
+
+#[tokio::test]
+async fn without_the_read_scope_it_is_403_and_twilio_is_never_called() {
+    let twilio = FakeTwilio::start().await;
+    local_search()
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"available_phone_numbers": []})),
+        )
+        .expect(0)
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(ResponseTemplate::new(200).set_body_json(prices()))
+        .expect(0)
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    let base = || {
+        ApiEvent::new("GET", ROUTE, ROUTE)
+            .caller(ORG, "user-1")
+            .query("areaCode=415")
+    };
+    // The write scope does not imply the read scope.
+    for (why, ev) in [
+        ("no scope", base()),
+        ("write only", base().scopes(&["telephony:write"])),
+        (
+            "write in the claim",
+            base().claim("scope", "telephony:write"),
+        ),
+    ] {
+        let (s, body) = read_response(&handle(&state, ev.request()).await);
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{why}: {body}"
+        );
+    }
+    assert!(
+        twilio.server.received_requests().await.unwrap().is_empty(),
+        "no provider called"
     );
 }

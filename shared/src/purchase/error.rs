@@ -42,6 +42,15 @@ pub enum PurchaseError {
     BeingReleased,
     #[error("the number routes to another organisation")]
     RoutedElsewhere,
+    /// The org bought `per_day` numbers in the last 24 hours (see
+    /// [`super::PurchaseLimit`]); the next purchase is allowed at `next_at`, in
+    /// `retry_after_secs` (both by the database's clock). Nothing was recorded.
+    #[error("the organisation's limit of {per_day} purchases in 24 hours is reached")]
+    LimitReached {
+        per_day: u32,
+        next_at: chrono::DateTime<chrono::Utc>,
+        retry_after_secs: u64,
+    },
     /// The number changed state between two statements; try the intent again.
     #[error("the number changed state; try again")]
     Retry,
@@ -155,11 +164,86 @@ impl From<PurchaseError> for ApiError {
                 "number_already_routed",
                 "This number already routes to another organisation.",
             ),
+            PurchaseError::LimitReached {
+                per_day,
+                next_at,
+                retry_after_secs,
+            } => ApiError::TooManyRequests {
+                code: "purchase_limit_reached",
+                message: format!(
+                    "Your organisation has bought its limit of {per_day} {} in the last 24 hours; the next purchase is possible from {} (in {}). Nothing was bought.",
+                    if per_day == 1 { "number" } else { "numbers" },
+                    next_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    in_words(retry_after_secs),
+                ),
+                retry_after_secs,
+            },
             PurchaseError::Retry => ApiError::Unavailable {
                 code: "try_again",
                 message: "The number changed state while buying it; try again.".into(),
             },
             PurchaseError::Db(db) => db.into(),
+        }
+    }
+}
+
+/// A wait as a person reads it, rounded up to the minute: "3 h 12 min", "12 min",
+/// "40 s".
+fn in_words(secs: u64) -> String {
+    if secs < 60 {
+        return format!("{secs} s");
+    }
+    let minutes = secs.div_ceil(60);
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_a_429_saying_how_many_and_when() {
+        let next_at = chrono::DateTime::parse_from_rfc3339("2026-11-25T14:03:00Z")
+            .unwrap()
+            .to_utc();
+        let e = ApiError::from(PurchaseError::LimitReached {
+            per_day: 10,
+            next_at,
+            retry_after_secs: 3 * 3600 + 11 * 60 + 5,
+        });
+        assert_eq!(
+            (e.status().as_u16(), e.code()),
+            (429, "purchase_limit_reached")
+        );
+        assert_eq!(e.retry_after_secs(), Some(11465));
+        let message = e.to_string();
+        assert!(
+            message.contains("limit of 10 numbers in the last 24 hours"),
+            "{message}"
+        );
+        assert!(
+            message.contains("from 2026-11-25T14:03:00Z (in 3 h 12 min)"),
+            "{message}"
+        );
+        assert!(message.contains("Nothing was bought"), "{message}");
+    }
+
+    #[test]
+    fn waits_in_words() {
+        for (secs, words) in [
+            (0, "0 s"),
+            (59, "59 s"),
+            (60, "1 min"),
+            (61, "2 min"),
+            (3600, "1 h"),
+            (3601, "1 h 1 min"),
+            (86_400, "24 h"),
+        ] {
+            assert_eq!(in_words(secs), words, "{secs}");
         }
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! 1. **Intent** ([`record::claim`]): a `provisioning` row with an operation id,
 //!    claimed by this request (the one-owner index keeps two orgs from buying one
-//!    number), audited. A BYOC org is refused (409 `byoc_in_use`). A repeat of the
-//!    request (or a resume after a dead holder) claims the same row.
+//!    number), audited. A BYOC org is refused (409 `byoc_in_use`), and so is a new
+//!    purchase over the org's daily limit ([`PurchaseLimit`]: 429
+//!    `purchase_limit_reached`, counted in the same transaction under a lock on the
+//!    org's row). A repeat of the request (or a resume after a dead holder) claims
+//!    the same row, and is never refused by the limit.
 //! 2. **Provider steps**, no connection held, within the request's deadline:
 //!    - the org's Twilio **subaccount** (`org:<uuid>`): known on the org, else looked
 //!      up by name, else created (never blind-retried: after an unknown outcome,
@@ -30,6 +33,7 @@
 //!    release protocol (422 `vapi_refused_import`).
 
 mod error;
+mod limit;
 mod outcome;
 mod record;
 mod steps;
@@ -41,6 +45,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 pub use error::PurchaseError;
+pub use limit::PurchaseLimit;
 pub use record::{ActiveNumber, PurchaseClaim};
 
 use crate::credential::CredentialStore;
@@ -129,12 +134,15 @@ pub fn subaccount_name(org: OrgId) -> String {
 
 impl Purchaser<'_> {
     /// Buy `req.phone_number` for the caller's org (or resume its unfinished
-    /// purchase), with the provider steps finished before `deadline`.
+    /// purchase), with the provider steps finished before `deadline`. A new
+    /// purchase over the org's `limit` is refused before anything is recorded or
+    /// sent ([`PurchaseError::LimitReached`]); a repeat of one is not new.
     pub async fn buy(
         &self,
         caller: &Caller,
         request_id: &str,
         req: &PurchaseRequest,
+        limit: PurchaseLimit,
         deadline: Deadline,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         let mut attempt = 0;
@@ -146,6 +154,7 @@ impl Purchaser<'_> {
                 caller,
                 request_id,
                 req,
+                limit,
                 ClaimToken::new(),
             )
             .await

@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::{PurchaseError, PurchaseRequest};
+use super::{PurchaseError, PurchaseLimit, PurchaseRequest};
 use crate::audit::{self, AuditEntry};
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
@@ -116,13 +116,16 @@ fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError
 /// Step 1: the intent, in one transaction. Creates the org on its first purchase,
 /// refuses a BYOC org, and either inserts a `provisioning` row claimed by `token`
 /// (the one-owner index keeps two orgs from holding one number) or claims this
-/// org's own unfinished purchase of the number (a repeat, or a dead holder's).
+/// org's own unfinished purchase of the number (a repeat, or a dead holder's). A
+/// new row over the org's daily `limit` is refused and rolled back (see
+/// [`PurchaseLimit`] for why the org's row is locked first).
 pub(super) async fn claim(
     db: &Db,
     config: &StepsConfig,
     caller: &Caller,
     request_id: &str,
     req: &PurchaseRequest,
+    limit: PurchaseLimit,
     token: ClaimToken,
 ) -> Result<Result<PurchaseClaim, Existing>, PurchaseError> {
     let org = caller.org_id;
@@ -146,6 +149,15 @@ pub(super) async fn claim(
                     _ => Err(PurchaseError::ByocInUse),
                 };
             }
+            // Purchases of one org take turns here until COMMIT, so the count below
+            // sees every other purchase of the org that passed it (READ COMMITTED: a
+            // later statement, a fresh snapshot). NO KEY UPDATE, not UPDATE: the
+            // foreign-key checks of the org's other writes (KEY SHARE) never wait.
+            tx.query_typed(
+                "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
+                &[(&org.as_uuid(), Type::UUID)],
+            )
+            .await?;
             let inserted = tx
                 .query_typed_opt(
                     &format!(
@@ -169,17 +181,53 @@ pub(super) async fn claim(
                 .await?;
             let row = match inserted {
                 Some(row) => {
-                    // A routing row of another org (left behind) would refuse the
-                    // number only after buying it: refuse it now (the insert rolls back).
-                    let routed_elsewhere = tx
-                        .query_typed_opt(
-                            "SELECT 1 FROM phone_number_mapping
-                              WHERE inbound_phone_number = $2 AND org_id <> $1",
-                            &[(&org.as_uuid(), Type::UUID), (&req.phone_number.as_str(), Type::TEXT)],
+                    // A new purchase. A routing row of another org (left behind)
+                    // would refuse the number only after buying it: refuse it now
+                    // (the insert rolls back). Then the limit: when the org has
+                    // `per_day` other rows created in the last 24 hours, the
+                    // `per_day`-th newest of them leaving the window is when the
+                    // next purchase is allowed. The database's clock, as of this
+                    // statement (after the lock wait): `now()` is when the
+                    // transaction began, and a purchase that waited ahead of this
+                    // one may carry a later `created_at` than that.
+                    let new_id: Uuid = row.get(0);
+                    let per_day = i64::from(limit.per_day.get());
+                    let checks = tx
+                        .query_typed_one(
+                            "SELECT EXISTS (SELECT 1 FROM phone_number_mapping
+                                             WHERE inbound_phone_number = $2 AND org_id <> $1),
+                                    w.next_at,
+                                    ceil(extract(epoch FROM w.next_at - statement_timestamp()))::int8
+                               FROM (SELECT (SELECT created_at + interval '24 hours'
+                                               FROM managed_phone_numbers
+                                              WHERE org_id = $1 AND id <> $3
+                                                AND created_at > statement_timestamp() - interval '24 hours'
+                                              ORDER BY created_at DESC
+                                              OFFSET $4 - 1 LIMIT 1) AS next_at) w",
+                            &[
+                                (&org.as_uuid(), Type::UUID),
+                                (&req.phone_number.as_str(), Type::TEXT),
+                                (&new_id, Type::UUID),
+                                (&per_day, Type::INT8),
+                            ],
                         )
                         .await?;
-                    if routed_elsewhere.is_some() {
+                    if checks.get::<_, bool>(0) {
                         return Err(PurchaseError::RoutedElsewhere);
+                    }
+                    let next_at: Option<chrono::DateTime<chrono::Utc>> = checks.get(1);
+                    if let Some(next_at) = next_at {
+                        let retry_after_secs = checks.get::<_, i64>(2).clamp(1, 24 * 3600) as u64;
+                        tracing::warn!(
+                            per_day,
+                            %next_at,
+                            "purchase refused: the org's daily purchase limit is reached"
+                        );
+                        return Err(PurchaseError::LimitReached {
+                            per_day: limit.per_day.get(),
+                            next_at,
+                            retry_after_secs,
+                        });
                     }
                     Some(row)
                 }
