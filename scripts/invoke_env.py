@@ -17,7 +17,7 @@ as the local route login, list-numbers (the reader's) as the local read-only log
 migrate (the owner's) INVOKE_DATABASE_URL itself, plus DB_ROUTE_USER / DB_READER_USER
 and their passwords so it sets those logins up as deployed migrate does. The local
 logins are the ones the local API sets up on its database (local-api/src/database.rs:
-`<database>_route` and `<database>_read`, with the owner's password);
+`<database>_route_login` and `<database>_read_login`, with the owner's password);
 INVOKE_ROUTE_DATABASE_URL / INVOKE_READER_DATABASE_URL name others, and
 INVOKE_DB_ROLES=owner runs every function as the owner instead.
 Prints shell assignments (ARCH, TIMEOUT, MEMORY, FUNCTION_NAME) on stdout; the
@@ -207,6 +207,7 @@ def db_role(raw_env):
 
 def local_login_name(dbname, suffix):
     """local-api/src/database.rs login_name: the local login of a role on dbname."""
+    suffix = f"{suffix}_login"
     base = "".join(c if c in "abcdefghijklmnopqrstuvwxyz0123456789_" else
                    c.lower() if "A" <= c <= "Z" else "_" for c in dbname)[:63 - len(suffix) - 2]
     if base[:1].isdigit():
