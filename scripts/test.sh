@@ -36,6 +36,9 @@ DATABASE_URL="$contract_db" bash scripts/contract-test.sh
 bash scripts/browser-test.sh
 # The deploy path, offline: sam validate --lint, sam build (eight arm64 bootstraps).
 bash scripts/sam-check.sh </dev/null
+# Each zipped bootstrap against its budget in scripts/size-budget.json (the CI profile's
+# under CI=true, the deployed profile's otherwise).
+bash scripts/size-check.sh
 # Every sample event through the artefacts just built (no second build): the Runtime
 # Interface Emulator, the arm64 bootstraps under qemu, a fresh demo database and local
 # API per event, the README's Sample events table; and two failing starts.

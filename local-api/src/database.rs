@@ -1,8 +1,9 @@
 //! The local database split as a deployment splits it: `DATABASE_URL` is the
 //! schema's owner, which applies the migrations and seeds the demo; the functions log
 //! in as their own roles, set up the way `migrate` sets them up deployed — the routes
-//! as `<database>_route` (group `telephony_route`), list-numbers as `<database>_read`
-//! (group `telephony_read`).
+//! as `<database>_route_login` (group `telephony_route`), list-numbers as
+//! `<database>_read_login` (group `telephony_read`). The `_login` keeps a database
+//! named `telephony` (run-local's) from naming a login after a group role.
 //!
 //! Locally both logins share the owner's password: whoever has the owner's URL has
 //! everything anyway, and so two local APIs (or a restart) on one database agree on
@@ -24,9 +25,10 @@ pub struct LocalDatabase {
     pub reader_env: Env,
 }
 
-/// The login name for `dbname` and `suffix`: lowercase identifier characters, at
-/// most 63 bytes.
+/// The login name for `dbname` and `suffix` (`<dbname>_<suffix>_login`): lowercase
+/// identifier characters, at most 63 bytes.
 pub fn login_name(dbname: &str, suffix: &str) -> String {
+    let suffix = format!("{suffix}_login");
     let base: String = dbname
         .chars()
         .map(|c| match c {
@@ -104,9 +106,9 @@ mod tests {
 
     #[test]
     fn login_names_are_identifiers() {
-        assert_eq!(login_name("telephony", "route"), "telephony_route");
-        assert_eq!(login_name("Ev-1", "read"), "ev_1_read");
-        assert_eq!(login_name("9db", "read"), "_9db_read");
+        assert_eq!(login_name("telephony", "route"), "telephony_route_login");
+        assert_eq!(login_name("Ev-1", "read"), "ev_1_read_login");
+        assert_eq!(login_name("9db", "read"), "_9db_read_login");
         assert!(login_name(&"x".repeat(80), "route").len() <= 63);
     }
 }

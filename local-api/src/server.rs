@@ -69,6 +69,8 @@ pub fn cors(origins: &str) -> CorsLayer {
         .expose_headers([
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("apigw-requestid"),
+            // A purchase over the org's daily limit says when the next is allowed.
+            HeaderName::from_static("retry-after"),
         ])
         .max_age(Duration::from_secs(600))
 }

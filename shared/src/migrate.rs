@@ -188,6 +188,11 @@ pub async fn set_up_login(db: &Db, login: &Login) -> Result<(), MigrateError> {
         user: user.clone(),
         why: why.to_owned(),
     };
+    if [Grant::Route, Grant::Read].iter().any(|g| g.role() == user) {
+        return Err(refuse(
+            "it is a group role; a login must have a name of its own",
+        ));
+    }
     if !valid_role_name(user) {
         return Err(refuse(
             "a login name must be 1 to 63 of a-z, 0-9 and _, not starting with a digit",

@@ -119,10 +119,10 @@ async fn the_reader_login_only_reads_and_never_the_sealed_credential() {
 }
 
 #[tokio::test]
-async fn a_superuser_or_the_owner_is_never_set_up_as_a_function_login() {
+async fn a_superuser_the_owner_or_a_group_role_is_never_set_up_as_a_function_login() {
     let t = TestDb::new().await;
     let owner = t.owner_db();
-    for user in ["postgres"] {
+    for (user, why) in [("postgres", "superuser"), ("telephony_route", "group role")] {
         let err = shared::migrate::set_up_login(
             &owner,
             &Login {
@@ -133,7 +133,7 @@ async fn a_superuser_or_the_owner_is_never_set_up_as_a_function_login() {
         )
         .await
         .expect_err("refused");
-        assert!(err.to_string().contains("superuser"), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
     }
     let err = shared::migrate::set_up_login(
         &owner,
