@@ -8,12 +8,13 @@
 # (deflate, Python's zipfile) and compares it with the budget of the profile it was
 # built with:
 #   release  what is deployed: fat LTO, codegen-units 1 (Cargo.toml [profile.release]).
-#            The budgets are issue 14's target, 3.5 MB zipped for every function.
+#            Budgets: the sizes measured when they were set plus 5 %.
 #   ci       scripts/sam-check.sh under CI=true: no LTO, opt-level 1, 256 codegen units,
-#            so CI builds in minutes. Its binaries are ≈ 3× the release ones; its
-#            budgets are the sizes measured when they were set plus ≈ 10 %, so a new
-#            dependency or a feature that pulls one in fails CI the same way it would
-#            grow the deployed binary. Raise a budget only with the reason in the commit.
+#            so CI builds in minutes. Its zipped binaries are ≈ 1.25× the release ones
+#            (list-numbers 4.78 MB vs 3.80 MB); budgets: measured plus 10 %. A new
+#            dependency, or a feature that pulls one in, grows both, so CI fails the way
+#            the deployed binary would grow. Lower a budget when a change shrinks the
+#            binaries; raise one only with the reason in the commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-}
