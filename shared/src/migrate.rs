@@ -44,9 +44,17 @@ pub enum MigrateError {
 }
 
 /// Apply every pending migration, under the migration lock; returns the names of
-/// those applied now. The connection is taken out of the pool and closed afterwards,
-/// so the session lock cannot outlive the run.
+/// those applied now.
 pub async fn run(db: &Db) -> Result<Vec<String>, MigrateError> {
+    run_and_set_up(db, &[]).await
+}
+
+/// [`run`], then [`set_up_login`] for each of `logins` and take `CONNECT`/`TEMPORARY`
+/// on this database away from `PUBLIC` (so a login of another database on the same
+/// cluster cannot come in), all under the one lock: two runs never race on a login.
+/// The connection is taken out of the pool and closed afterwards, so the session lock
+/// cannot outlive the run.
+pub async fn run_and_set_up(db: &Db, logins: &[Login]) -> Result<Vec<String>, MigrateError> {
     let mut client = deadpool_postgres::Object::take(db.dedicated_connection().await?);
     let started = Instant::now();
     loop {
@@ -63,16 +71,42 @@ pub async fn run(db: &Db) -> Result<Vec<String>, MigrateError> {
         tracing::info!("another migration run holds the lock; waiting");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let report = embedded::migrations::runner().run_async(&mut *client).await;
-    // Unlock even when a migration failed; closing the connection would too.
+    let out = locked_run(&mut client, logins).await;
+    // Unlock even when a step failed; closing the connection would too.
     let _ = client
         .query_one("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await;
-    Ok(report?
+    out
+}
+
+async fn locked_run(
+    client: &mut tokio_postgres::Client,
+    logins: &[Login],
+) -> Result<Vec<String>, MigrateError> {
+    let report = embedded::migrations::runner().run_async(client).await?;
+    let applied = report
         .applied_migrations()
         .iter()
         .map(|m| m.to_string())
-        .collect())
+        .collect();
+    if !logins.is_empty() {
+        let database: String = client
+            .query_one("SELECT current_database()", &[])
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE \"{}\" FROM PUBLIC",
+                database.replace('"', "\"\"")
+            ))
+            .await
+            .map_err(DbError::from)?;
+    }
+    for login in logins {
+        set_up_login_on(client, login).await?;
+    }
+    Ok(applied)
 }
 
 /// The group role a login is made a member of (migration V4).
@@ -165,6 +199,14 @@ impl Login {
                 });
             }
         }
+        if let [a, b] = logins.as_slice()
+            && a.user == b.user
+        {
+            return Err(ConfigError::invalid(
+                "DB_READER_USER",
+                "the route and read-only logins must be different users",
+            ));
+        }
         Ok(logins)
     }
 }
@@ -180,17 +222,30 @@ fn valid_role_name(name: &str) -> bool {
 
 /// Create `login` if missing, let it log in (with its password's SCRAM verifier, or
 /// `rds_iam`), and make it a member of its group role, in one transaction. Refuses a
-/// login that is a superuser or the owner running this: a route must never log in
-/// with more than its group's rights.
+/// login that is a superuser, the owner running this, has any role-level right
+/// (CREATEROLE, CREATEDB, BYPASSRLS, REPLICATION) or another membership: a route must
+/// never log in with more than its group's rights. Needs CREATEROLE; on PostgreSQL 16
+/// also ADMIN OPTION on the group role (its creator has it) and on `rds_iam`.
 pub async fn set_up_login(db: &Db, login: &Login) -> Result<(), MigrateError> {
+    let mut client = db.dedicated_connection().await?;
+    set_up_login_on(&mut client, login).await
+}
+
+async fn set_up_login_on(
+    client: &mut tokio_postgres::Client,
+    login: &Login,
+) -> Result<(), MigrateError> {
     let user = &login.user;
     let refuse = |why: &str| MigrateError::Login {
         user: user.clone(),
         why: why.to_owned(),
     };
-    if [Grant::Route, Grant::Read].iter().any(|g| g.role() == user) {
+    if [Grant::Route, Grant::Read].iter().any(|g| g.role() == user)
+        || user.starts_with("pg_")
+        || user.starts_with("rds")
+    {
         return Err(refuse(
-            "it is a group role; a login must have a name of its own",
+            "it is a group or system role's name; a login must have a name of its own",
         ));
     }
     if !valid_role_name(user) {
@@ -198,19 +253,43 @@ pub async fn set_up_login(db: &Db, login: &Login) -> Result<(), MigrateError> {
             "a login name must be 1 to 63 of a-z, 0-9 and _, not starting with a digit",
         ));
     }
-    let mut client = db.dedicated_connection().await?;
     let tx = client.transaction().await.map_err(DbError::from)?;
     let existing = tx
         .query_opt(
-            "SELECT rolsuper OR rolname = current_user FROM pg_roles WHERE rolname = $1",
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication
+                    OR rolname = current_user
+                    OR EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                WHERE m.member = r.oid
+                                  AND g.rolname NOT IN ('telephony_route', 'telephony_read', 'rds_iam'))
+               FROM pg_roles r WHERE rolname = $1",
             &[user],
         )
         .await
         .map_err(DbError::from)?;
     if existing.as_ref().is_some_and(|r| r.get::<_, bool>(0)) {
         return Err(refuse(
-            "it is a superuser or the schema's owner; give the functions their own login",
+            "it is a superuser, the schema's owner, has CREATEROLE/CREATEDB/BYPASSRLS/REPLICATION \
+             or is a member of another role; give the functions a login of their own",
         ));
+    }
+    let other = match login.grant {
+        Grant::Route => Grant::Read,
+        Grant::Read => Grant::Route,
+    };
+    let in_other = tx
+        .query_opt(
+            "SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                        JOIN pg_roles r ON r.oid = m.member
+              WHERE r.rolname = $1 AND g.rolname = $2",
+            &[user, &other.role()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if in_other.is_some() {
+        return Err(refuse(&format!(
+            "it is already a member of {}; the route and read-only logins must differ",
+            other.role()
+        )));
     }
     let quoted = format!("\"{user}\"");
     if existing.is_none() {
@@ -228,7 +307,9 @@ pub async fn set_up_login(db: &Db, login: &Login) -> Result<(), MigrateError> {
         LoginAuth::Iam => "NULL".to_owned(),
     };
     tx.batch_execute(&format!(
-        "ALTER ROLE {quoted} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {password}; \
+        // Only LOGIN and PASSWORD: naming NOSUPERUSER/NOCREATEDB needs a superuser (RDS's
+        // master user is not one); the attributes are checked above instead.
+        "ALTER ROLE {quoted} LOGIN PASSWORD {password}; \
          GRANT {} TO {quoted}",
         login.grant.role()
     ))

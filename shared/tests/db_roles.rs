@@ -122,7 +122,10 @@ async fn the_reader_login_only_reads_and_never_the_sealed_credential() {
 async fn a_superuser_the_owner_or_a_group_role_is_never_set_up_as_a_function_login() {
     let t = TestDb::new().await;
     let owner = t.owner_db();
-    for (user, why) in [("postgres", "superuser"), ("telephony_route", "group role")] {
+    for (user, why) in [
+        ("postgres", "superuser"),
+        ("telephony_route", "group or system role"),
+    ] {
         let err = shared::migrate::set_up_login(
             &owner,
             &Login {
@@ -207,4 +210,74 @@ async fn two_migration_runs_at_once_apply_each_migration_once() {
         ra.is_empty() || rb.is_empty(),
         "one run applied all: {ra:?} {rb:?}"
     );
+}
+
+/// As on RDS: the owner is no superuser, only CREATEROLE and the database's owner.
+/// Migrations and the logins must still be set up, and a login with rights of its
+/// own is refused.
+#[tokio::test]
+async fn an_owner_that_is_no_superuser_migrates_and_sets_up_the_logins() {
+    let admin_url = std::env::var("TEST_DATABASE_URL").expect("run through scripts/test.sh");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (owner, dbname) = (format!("own_{id}"), format!("t_{id}"));
+    let (c, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!(
+        "CREATE ROLE {owner} LOGIN NOSUPERUSER CREATEROLE PASSWORD 'owner-pw'"
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {dbname} OWNER {owner}"))
+        .await
+        .unwrap();
+    let mut cfg = shared::db::DbConfig::from_url(&admin_url).unwrap();
+    cfg.dbname = dbname.clone();
+    cfg.user = owner.clone();
+    cfg.auth = shared::db::DbAuth::Password("owner-pw".to_owned().into());
+    let db = Db::new(&cfg).unwrap();
+    let route = Login {
+        user: format!("r_{id}"),
+        grant: Grant::Route,
+        auth: LoginAuth::Password("route-pw".to_owned().into()),
+    };
+    shared::migrate::run_and_set_up(&db, std::slice::from_ref(&route))
+        .await
+        .expect("a CREATEROLE owner migrates and sets up the route login");
+    let mut as_route = cfg.clone();
+    as_route.user = route.user.clone();
+    as_route.auth = shared::db::DbAuth::Password("route-pw".to_owned().into());
+    let r = Db::new(&as_route).unwrap();
+    r.query("SELECT count(*) FROM managed_phone_numbers", &[])
+        .await
+        .expect("the route login reads its tables");
+
+    // A login that could create roles is never made a function login.
+    c.batch_execute(&format!("CREATE ROLE x_{id} LOGIN CREATEROLE"))
+        .await
+        .unwrap();
+    let err = shared::migrate::set_up_login(
+        &db,
+        &Login {
+            user: format!("x_{id}"),
+            grant: Grant::Route,
+            auth: LoginAuth::Iam,
+        },
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("CREATEROLE"), "{err}");
+    // And the route login may not also be the reader.
+    let err = shared::migrate::set_up_login(
+        &db,
+        &Login {
+            user: route.user.clone(),
+            grant: Grant::Read,
+            auth: LoginAuth::Password("route-pw".to_owned().into()),
+        },
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("must differ"), "{err}");
 }

@@ -12,7 +12,7 @@ const ROUTE: &str = "/api/managed-telephony/status";
 async fn setup() -> (TestDb, State) {
     let t = TestDb::new().await;
     let aws = testkit::aws_config().await;
-    let url = t.url();
+    let url = t.reader_url();
     let state = State::from_env(&Env::from_pairs([("DATABASE_URL", url.as_str())]), &aws)
         .await
         .unwrap();
@@ -246,7 +246,7 @@ async fn without_the_read_scope_it_is_403_and_shows_nothing() {
 async fn the_read_scope_is_configurable() {
     let t = TestDb::new().await;
     let aws = testkit::aws_config().await;
-    let url = t.url();
+    let url = t.reader_url();
     let state = State::from_env(
         &Env::from_pairs([
             ("DATABASE_URL", url.as_str()),

@@ -29,15 +29,18 @@ async fn connect() -> Result<(Db, SecretLoader), Error> {
 }
 
 async fn apply(db: &Db, secrets: &SecretLoader) -> Result<Value, Error> {
-    let applied = migrate::run(db).await?;
+    // Read at each run, so a rotated login secret is picked up by the next deploy;
+    // set up under the same migration lock as the schema.
+    let to_set_up = Login::from_env(secrets).await?;
+    let applied = migrate::run_and_set_up(db, &to_set_up).await?;
     tracing::info!(?applied, "migrations applied");
-    // Read at each run, so a rotated login secret is picked up by the next deploy.
-    let mut logins = Vec::new();
-    for login in Login::from_env(secrets).await? {
-        migrate::set_up_login(db, &login).await?;
-        tracing::info!(user = %login.user, role = login.grant.role(), "login set up");
-        logins.push(json!({ "user": login.user, "role": login.grant.role() }));
-    }
+    let logins: Vec<_> = to_set_up
+        .iter()
+        .map(|l| {
+            tracing::info!(user = %l.user, role = l.grant.role(), "login set up");
+            json!({ "user": l.user, "role": l.grant.role() })
+        })
+        .collect();
     Ok(json!({ "applied": applied, "logins": logins }))
 }
 
