@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod rds_iam;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::ApiError;
 pub mod credential;

@@ -478,3 +478,63 @@ async fn each_reachable_constraint_maps_to_a_stable_4xx() {
     .await;
     assert_eq!(api.status().as_u16(), 500);
 }
+
+#[tokio::test]
+async fn the_cold_start_connection_is_the_one_the_first_request_uses() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    db.connect_at_cold_start(Duration::from_secs(3)).await;
+    assert_eq!(
+        (db.status().size, db.status().available),
+        (1, 1),
+        "open and back in the pool"
+    );
+    assert_eq!(relay.accepted(), 1);
+    let first = backend_pid(&db).await;
+    let _ = backend_pid(&db).await;
+    assert_eq!(relay.accepted(), 1, "the first request connected no more");
+    // A connection the proxy dropped while the instance waited for its first request
+    // is replaced by the usual retry.
+    relay.cut_silently();
+    assert_ne!(backend_pid(&db).await, first);
+}
+
+#[tokio::test]
+async fn a_database_down_at_cold_start_is_left_to_the_first_request() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    relay.refuse_new(true);
+    let started = std::time::Instant::now();
+    db.connect_at_cold_start(Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refused, not waited for"
+    );
+    assert_eq!(db.status().size, 0);
+    relay.refuse_new(false);
+    backend_pid(&db).await;
+    assert_eq!(db.status().size, 1);
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_at_cold_start_is_waited_for_within_the_bound() {
+    // A listener that accepts and never speaks: the login never completes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let t = TestDb::new().await;
+    let db = Db::new(&t.config_via(port)).unwrap();
+    let started = std::time::Instant::now();
+    db.connect_at_cold_start(Duration::from_millis(300)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    hold.abort();
+}

@@ -281,6 +281,7 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         "AWS_ENDPOINT_URL must be the local emulator, not {endpoint}"
     );
     shared::config::aws_sdk_config(&shared::config::Env::from_process())
+        .expect("the AWS SDK configuration")
 }
 
 /// A fresh symmetric KMS key in the emulator.

@@ -19,7 +19,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 async fn connect() -> Result<(Db, SecretLoader), Error> {
     let env = Env::from_process();
-    let aws = aws_sdk_config(&env);
+    let aws = aws_sdk_config(&env)?;
     let secrets = SecretLoader::new(&env, &aws);
     let cfg = DbConfig::from_env(&secrets).await?;
     Ok((

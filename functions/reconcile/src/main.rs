@@ -48,7 +48,7 @@ async fn run(
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let env = Env::from_process();
-    let aws = aws_sdk_config(&env);
+    let aws = aws_sdk_config(&env)?;
     let service = ReleaseService::from_env(&env, &aws).await?;
     let batch: usize = env.parse_or("RECONCILE_BATCH", 25)?;
     let metrics = MetricsConfig::from_env(&env);

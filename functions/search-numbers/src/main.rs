@@ -6,7 +6,7 @@ use shared::config::{Env, aws_sdk_config};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let env = Env::from_process();
-    let aws = aws_sdk_config(&env);
+    let aws = aws_sdk_config(&env)?;
     let state = State::from_env(&env, &aws).await?;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {

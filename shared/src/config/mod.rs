@@ -10,9 +10,11 @@
 //! configuration from the [`Env`] and the raw secrets here (`DbConfig::from_env` in
 //! `db`, `KeyringConfig::from_env` in `envelope`, …).
 
+mod aws_http;
 mod rotating;
 mod secrets;
 
+pub use aws_http::{CONNECT_TIMEOUT as AWS_CONNECT_TIMEOUT, ReqwestSdkClient};
 pub use rotating::{Refetch, Rotating, SameSecret};
 pub use secrets::{DbSecret, SecretLoader, TwilioMainAccount, VapiKey};
 
@@ -27,6 +29,8 @@ pub enum ConfigError {
     Invalid { name: &'static str, why: String },
     #[error("secret {arn} could not be read: {why}")]
     Secret { arn: String, why: String },
+    #[error("the AWS SDK's HTTP client could not be built: {0}")]
+    HttpClient(String),
 }
 
 impl ConfigError {
@@ -164,21 +168,32 @@ impl ProviderUrls {
 /// The AWS SDK configuration every function shares, from what Lambda puts in the
 /// environment: `AWS_REGION` (or `AWS_DEFAULT_REGION`), the role's credentials in
 /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and
-/// `AWS_ENDPOINT_URL` when set (the emulator in tests and local runs).
+/// `AWS_ENDPOINT_URL` when set (the emulator in tests and local runs). The HTTP client
+/// is [`ReqwestSdkClient`]: the instance's one HTTP/TLS stack, no system certificate
+/// store to load.
 ///
 /// Deliberately not `aws_config::load_defaults`: its chains (profile files, SSO, STS
 /// web identity, IMDS, ECS) never apply on Lambda, cost cold-start work (profile
 /// reads, an IMDS probe without a region) and link SSO/STS clients and `ring` into
-/// every binary. Timeouts and retries are the SDK's standard ones.
+/// every binary. Timeouts and retries are the SDK's standard ones (3 attempts, a
+/// 3.1 s connect timeout).
+///
+/// Not read, because nothing here sets them (they would be silently ignored, so
+/// they are listed): the per-service `AWS_ENDPOINT_URL_<SERVICE>` and
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE`,
+/// `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`, and the container
+/// credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, which Lambda SnapStart uses):
+/// a function moved to SnapStart or a FIPS region needs them added here.
 ///
 /// Region and endpoint come from `env`; the credentials from the process environment,
 /// read by the SDK's environment provider.
-pub fn aws_sdk_config(env: &Env) -> aws_config::SdkConfig {
+pub fn aws_sdk_config(env: &Env) -> Result<aws_config::SdkConfig, ConfigError> {
     use aws_config::environment::EnvironmentVariableCredentialsProvider;
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     use aws_credential_types::provider::SharedCredentialsProvider;
 
+    let http = ReqwestSdkClient::new().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
     let region = env
         .get("AWS_REGION")
         .or_else(|| env.get("AWS_DEFAULT_REGION"))
@@ -189,11 +204,11 @@ pub fn aws_sdk_config(env: &Env) -> aws_config::SdkConfig {
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
         ))
+        .http_client(http.shared())
         .retry_config(RetryConfig::standard())
-        // The connect timeout `load_defaults` sets for this behaviour version.
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_millis(3100))
+                .connect_timeout(AWS_CONNECT_TIMEOUT)
                 .build(),
         )
         .time_source(aws_smithy_async::time::SystemTimeSource::new());
@@ -201,7 +216,7 @@ pub fn aws_sdk_config(env: &Env) -> aws_config::SdkConfig {
     if let Some(url) = env.get("AWS_ENDPOINT_URL") {
         b = b.endpoint_url(url);
     }
-    b.build()
+    Ok(b.build())
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ use crate::rds_iam::{IamLogin, IamTokenError};
 
 use pool::build_pool;
 
+/// How long a function's init waits for [`Db::connect_at_cold_start`]: well inside
+/// Lambda's 10 s init limit; a database slower than this is left to the first request.
+pub const COLD_START_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What [`Db`]'s rotating credentials are, for the log.
 const SECRET: &str = "the database secret";
 
@@ -262,6 +266,27 @@ impl Db {
             .await
             .map_err(DbError::from)?;
         commit_after(tx, f).await
+    }
+
+    /// Opens the instance's connection during the Lambda init phase, so the first
+    /// request finds it in the pool instead of paying for the connect and the login
+    /// (TCP, TLS, SCRAM or an IAM token: most of a route's first-request cost, issue
+    /// 14). Init runs before the first request is handed over, at full CPU where an
+    /// invocation gets its memory's share, and with provisioned concurrency it runs
+    /// ahead of any request. Bounded by `within`; a failure is logged and left to the
+    /// first request, which connects as it always did (and a connection the proxy
+    /// dropped while the instance waited is replaced by [`Db::query`]'s retry).
+    pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
+        match tokio::time::timeout(within, self.connection()).await {
+            Ok(Ok(_returned_to_the_pool)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no database connection at cold start; the first request connects")
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = within.as_millis() as u64,
+                "no database connection within the cold-start bound; the first request connects"
+            ),
+        }
     }
 
     /// A pooled connection for work that needs the client itself (migrations).

@@ -2,7 +2,6 @@
 //! connector (TLS verified with rustls, or plain TCP on loopback; under IAM auth the
 //! current token as the password) and its recycling rules.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -19,20 +18,14 @@ use super::{DbAuth, DbConfig, DbError, TlsMode};
 use crate::rds_iam::IamLogin;
 
 fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = crate::tls::mozilla_roots();
     if let Some(path) = &cfg.ca_file {
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| DbError::Tls(e.to_string()))? {
             let cert = cert.map_err(|e| DbError::Tls(e.to_string()))?;
             roots.add(cert).map_err(|e| DbError::Tls(e.to_string()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| DbError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::tls::client_config(roots).map_err(|e| DbError::Tls(e.to_string()))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
