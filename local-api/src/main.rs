@@ -65,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
     shared::telemetry::init();
     let env = Env::from_process();
     let ready_file = env.get("READY_FILE").map(str::to_owned);
-    let aws = aws_sdk_config(&env);
+    let aws = aws_sdk_config(&env)?;
     let running = start(env, &aws).await?;
     println!("{}", banner(&running));
     if let Some(path) = ready_file {
