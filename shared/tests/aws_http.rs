@@ -17,6 +17,13 @@ fn client_for(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&aws_sdk_config(&env).expect("sdk config"))
 }
 
+/// Secrets Manager's answer: `status` with a JSON 1.1 body.
+fn answer(status: u16, body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/x-amz-json-1.1")
+        .set_body_json(body)
+}
+
 async fn get(client: &aws_sdk_secretsmanager::Client) -> Result<String, String> {
     client
         .get_secret_value()
@@ -36,13 +43,10 @@ async fn a_signed_json_request_and_its_answer() {
         .and(header("content-type", "application/x-amz-json-1.1"))
         .and(header_exists("authorization"))
         .and(header_exists("x-amz-date"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "application/x-amz-json-1.1")
-                .set_body_json(
-                    json!({"ARN": ARN, "Name": "vapi", "SecretString": "{\"privateKey\":\"k\"}"}),
-                ),
-        )
+        .respond_with(answer(
+            200,
+            json!({"ARN": ARN, "Name": "vapi", "SecretString": "{\"privateKey\":\"k\"}"}),
+        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -66,9 +70,7 @@ async fn a_service_error_is_the_service_s_not_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
-            ResponseTemplate::new(400)
-                .insert_header("content-type", "application/x-amz-json-1.1")
-                .set_body_json(json!({"__type": "ResourceNotFoundException", "message": "Secrets Manager can't find the specified secret."})),
+            answer(400, json!({"__type": "ResourceNotFoundException", "message": "Secrets Manager can't find the specified secret."})),
         )
         .expect(1)
         .mount(&server)
@@ -81,19 +83,18 @@ async fn a_service_error_is_the_service_s_not_retried() {
 async fn a_server_error_is_retried_by_the_sdk() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_json(json!({"__type": "InternalServiceError", "message": "boom"})),
-        )
+        .respond_with(answer(
+            500,
+            json!({"__type": "InternalServiceError", "message": "boom"}),
+        ))
         .up_to_n_times(2)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "application/x-amz-json-1.1")
-                .set_body_json(json!({"ARN": ARN, "Name": "vapi", "SecretString": "s"})),
-        )
+        .respond_with(answer(
+            200,
+            json!({"ARN": ARN, "Name": "vapi", "SecretString": "s"}),
+        ))
         .mount(&server)
         .await;
     assert_eq!(get(&client_for(&server.uri())).await.unwrap(), "s");
@@ -101,6 +102,18 @@ async fn a_server_error_is_retried_by_the_sdk() {
         server.received_requests().await.unwrap().len(),
         3,
         "two 500s, then the answer"
+    );
+}
+
+/// The SDK's error for an endpoint on `port` that fails at the connection: an I/O
+/// dispatch failure, which its retry strategy counts as transient.
+async fn assert_io_failure(port: u16) {
+    let err = get(&client_for(&format!("http://127.0.0.1:{port}")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("dispatch failure") && err.contains("io"),
+        "{err}"
     );
 }
 
@@ -118,13 +131,7 @@ async fn a_dropped_connection_is_transient_and_retried() {
             drop(s);
         }
     });
-    let err = get(&client_for(&format!("http://127.0.0.1:{port}")))
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("dispatch failure") && err.contains("io"),
-        "{err}"
-    );
+    assert_io_failure(port).await;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     closer.abort();
 }
@@ -135,13 +142,7 @@ async fn a_refused_connection_is_an_io_failure() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = get(&client_for(&format!("http://127.0.0.1:{port}")))
-        .await
-        .unwrap_err();
-    assert!(
-        err.contains("dispatch failure") && err.contains("io"),
-        "{err}"
-    );
+    assert_io_failure(port).await;
 }
 
 #[tokio::test]
