@@ -10,8 +10,9 @@
 #   release  what is deployed: fat LTO, codegen-units 1 (Cargo.toml [profile.release]).
 #            Budgets: the sizes measured when they were set plus 5 %.
 #   ci       scripts/sam-check.sh under CI=true: no LTO, opt-level 1, 256 codegen units,
-#            so CI builds in minutes. Its zipped binaries are ≈ 1.25× the release ones
-#            (list-numbers 4.78 MB vs 3.80 MB); budgets: measured plus 10 %. A new
+#            so CI builds in minutes. Its zipped binaries are ≈ 1.75× the release ones
+#            (list-numbers 4.85 MB vs 2.75 MB): without LTO nothing unused is dropped
+#            and opt-level 1 is bulkier than "s"; budgets: measured plus 10 %. A new
 #            dependency, or a feature that pulls one in, grows both, so CI fails the way
 #            the deployed binary would grow. Lower a budget when a change shrinks the
 #            binaries; raise one only with the reason in the commit.
