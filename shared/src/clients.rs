@@ -3,7 +3,7 @@
 //! policy from the environment, and the secrets each is given.
 
 use crate::config::{ConfigError, Env, ProviderUrls, SecretLoader, TwilioMainAccount, VapiKey};
-use crate::providers::{CallPolicy, http_client};
+use crate::providers::{CallPolicy, HttpClientError, http_client};
 use crate::twilio::TwilioClient;
 use crate::vapi::VapiClient;
 
@@ -21,7 +21,7 @@ pub enum ClientError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("the HTTP client could not be built: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] HttpClientError),
 }
 
 impl ClientKit {

@@ -61,19 +61,14 @@ impl CallPolicy {
 /// The one HTTP client of a function instance for the providers (connection pool,
 /// TLS, timeouts): HTTP/1.1 over [`crate::tls::client_config`], so building it reads
 /// no certificate files.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
+pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
+    Ok(crate::tls::http_client_builder()?
         .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .user_agent(concat!("telephony-backend/", env!("CARGO_PKG_VERSION")));
-    match crate::tls::client_config(crate::tls::mozilla_roots()) {
-        Ok(tls) => builder.tls_backend_preconfigured(tls),
-        // AWS-LC without rustls's safe defaults cannot happen with the pinned versions;
-        // reqwest's own rustls set-up would then report the same.
-        Err(_) => builder,
-    }
-    .build()
+        .user_agent(concat!("telephony-backend/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
+
+pub use crate::tls::HttpClientError;
 
 /// A failed provider call, classified. Carries the provider's error code and
 /// message for logs and the pending-release record; never shown to API callers.

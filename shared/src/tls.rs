@@ -7,8 +7,8 @@
 //! [`client_config`], so there is one trust decision and one crypto provider.
 //! Compiled-in roots instead of the system store is a cold-start choice: loading the
 //! system store (`rustls-native-certs`, `rustls-platform-verifier`) reads and parses
-//! every certificate file on each new process — measured at ≈ 5 ms of every route's
-//! init here (issue 14) — where these roots are already parsed constants. Extra roots
+//! every certificate file on each new process — measured at ≈ 5 ms of the init of
+//! every route with a provider client (issue 14) — where these roots are already parsed constants. Extra roots
 //! (a private CA) are added per use, as `DB_CA_FILE` does for the database.
 
 use std::sync::Arc;
@@ -30,6 +30,25 @@ pub fn client_config(roots: RootCertStore) -> Result<ClientConfig, rustls::Error
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// A reqwest client builder on [`client_config`] with Mozilla's roots: HTTP/1.1, a
+/// 50 s idle-connection timeout (below the providers' and AWS endpoints' own). Both
+/// of an instance's HTTP clients (the providers', the AWS SDK's) start here, so
+/// neither loads the system certificate store.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, rustls::Error> {
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(mozilla_roots())?)
+        .pool_idle_timeout(std::time::Duration::from_secs(50)))
+}
+
+/// Why an HTTP client could not be built (at cold start only).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
 }
 
 #[cfg(test)]

@@ -108,13 +108,19 @@ async fn a_server_error_is_retried_by_the_sdk() {
 /// The SDK's error for an endpoint on `port` that fails at the connection: an I/O
 /// dispatch failure, which its retry strategy counts as transient.
 async fn assert_io_failure(port: u16) {
-    let err = get(&client_for(&format!("http://127.0.0.1:{port}")))
+    let err = client_for(&format!("http://127.0.0.1:{port}"))
+        .get_secret_value()
+        .secret_id(ARN)
+        .send()
         .await
         .unwrap_err();
-    assert!(
-        err.contains("dispatch failure") && err.contains("io"),
-        "{err}"
-    );
+    // Typed, not by the message: "connection" alone contains "io".
+    match &err {
+        aws_sdk_secretsmanager::error::SdkError::DispatchFailure(f) => {
+            assert!(f.is_io(), "not an I/O failure: {err:?}")
+        }
+        other => panic!("not a dispatch failure: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -43,17 +43,11 @@ impl fmt::Debug for ReqwestSdkClient {
 }
 
 impl ReqwestSdkClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // Below the AWS endpoints' idle timeouts, as the SDK's own client.
-            .pool_idle_timeout(Duration::from_secs(50));
-        let builder = match crate::tls::client_config(crate::tls::mozilla_roots()) {
-            Ok(tls) => builder.tls_backend_preconfigured(tls),
-            Err(_) => builder,
-        };
+    pub fn new() -> Result<Self, crate::tls::HttpClientError> {
         Ok(Self {
-            http: builder.build()?,
+            http: crate::tls::http_client_builder()?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()?,
         })
     }
 
