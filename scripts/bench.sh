@@ -12,8 +12,10 @@
 #     same run a hello-world lambda_http binary and a Node.js 20 peer of
 #     list-numbers (benchmarks/node-peer). COLDSTART_ROUTES picks routes (default all
 #     six); COLDSTART_ENV="K=V ..." changes every route's environment last (e.g.
-#     RUST_LOG=debug); logs and results.json go to COLDSTART_DIR (default
-#     artifacts/coldstart). See README "Benchmarks".
+#     RUST_LOG=debug); COLDSTART_WRAP="cmd args" starts every target under a
+#     profiler (e.g. "strace -f -tt -o /tmp/cs/trace", "perf record -g -o ..."), so
+#     its figures are the profiler's, not the function's; logs and results.json go
+#     to COLDSTART_DIR (default artifacts/coldstart). See README "Benchmarks".
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 cd "$ROOT"
@@ -138,9 +140,10 @@ for r in "${routes[@]}"; do [ "$r" = list-numbers ] || env_for "$r"; done
 # reads), the read-only routes, then the ones that change the demo org — buy before
 # save-credential, which turns the org's slot to BYOC (a BYOC org cannot buy).
 order=(hello-lambda list-numbers node-list-numbers search-numbers update-number buy-number release-number save-credential)
-"$VENV/bin/python" - "$STATE_DIR/plan.json" "$runs" "$warm" "$out" "$ROOT" "$node" "${routes[*]}" "${order[@]}" <<'PY'
-import json, sys
-plan_path, runs, warm, out, root, node, routes, *order = sys.argv[1:]
+"$VENV/bin/python" - "$STATE_DIR/plan.json" "$runs" "$warm" "$out" "$ROOT" "$node" "${routes[*]}" "${COLDSTART_WRAP:-}" "${order[@]}" <<'PY'
+import json, shlex, sys
+plan_path, runs, warm, out, root, node, routes, wrap, *order = sys.argv[1:]
+wrap = shlex.split(wrap)
 routes, state = routes.split(), plan_path.rsplit("/", 1)[0]
 events = {r: f"{root}/events/{r}.json" for r in routes}
 targets = []
@@ -158,6 +161,9 @@ for name in order:
              "event_file": events[name], "cwd": f"{root}/target/release"}
     else:
         continue
+    if wrap:
+        t["args"] = wrap[1:] + [t["program"]] + t.get("args", [])
+        t["program"] = wrap[0]
     targets.append({"name": name, **t})
 json.dump({"runs": int(runs), "warm": int(warm), "timeout_secs": 60, "log_dir": out, "targets": targets},
           open(plan_path, "w"), indent=1)

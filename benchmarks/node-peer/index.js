@@ -3,7 +3,7 @@
 // `scripts/bench.sh coldstart`: the same work as functions/list-numbers — the
 // org from the JWT authorizer's claims (ORG_CLAIM, default `org_id`, trimmed, a
 // UUID; `sub` present and recordable), `include` the only query parameter, the
-// same single SQL statement (shared/src/numbers.rs `status`, copied verbatim)
+// same single SQL statement (shared/src/numbers.rs `STATUS_SQL`, copied verbatim)
 // through `pg` with one lazily opened connection, the same response shape — behind
 // a minimal Lambda Runtime API loop (node:http, keep-alive: next → handler →
 // response), as a `provided` runtime would run it. Not deployed anywhere.
@@ -20,59 +20,27 @@ const MAX_SUBJECT_CHARS = 256;
 // (as the Rust functions' pool does), reused across invocations.
 const pool = new Pool({ connectionString: process.env.DATABASE_URL, max: 1 });
 
-// shared/src/numbers.rs, `status`: keep in step with it.
+// shared/src/numbers.rs, STATUS_SQL: keep in step with it (one flat row per number).
 const STATUS_SQL = `SELECT
-                    (SELECT jsonb_build_object(
-                            'accountSid', cr.metadata->>'accountSid',
-                            'phoneNumber', cr.metadata->>'phoneNumber',
-                            'source', cr.source,
-                            'vapiCredentialId', o.vapi_credential_id,
-                            'updatedAt', cr.updated_at,
-                            'vapi', jsonb_build_object(
-                                'synced', o.vapi_credential_id IS NOT NULL
-                                          AND o.synced_generation = o.sync_generation,
-                                'syncedAt', o.vapi_synced_at,
-                                'code', CASE WHEN o.synced_generation < o.sync_generation THEN
-                                    CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
-                                         ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END))
-                       FROM org_credentials cr JOIN organizations o ON o.id = cr.org_id
-                      WHERE cr.org_id = $1 AND cr.provider = 'twilio' AND cr.is_active),
-                    (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                            'phoneNumber', n.phone_number,
-                            'status', n.status,
-                            'vapiPhoneId', n.vapi_phone_id,
-                            'twilioPhoneSid', n.twilio_phone_sid,
-                            'assistantId', n.assistant_id,
-                            'name', n.display_name,
-                            'assistantPending', n.assistant_pending,
-                            'createdAt', n.created_at,
-                            'releasedAt', n.released_at,
-                            'release', CASE WHEN n.status IN ('releasing', 'release_pending', 'needs_attention') THEN
-                                jsonb_build_object(
-                                    'pending', to_jsonb(array_remove(ARRAY[
-                                        CASE WHEN n.vapi_phone_id IS NOT NULL AND n.vapi_released_at IS NULL THEN 'vapi' END,
-                                        CASE WHEN n.twilio_released_at IS NULL THEN 'twilio' END], NULL)),
-                                    'attempts', n.release_attempts,
-                                    'nextAttemptAt', CASE WHEN n.status = 'release_pending' THEN n.next_attempt_at END,
-                                    'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
-                                                          FROM jsonb_each(n.last_release_error) AS e(step, err)),
-                                                       '{}'::jsonb))
-                            END,
-                            'purchase', CASE WHEN n.status = 'provisioning' THEN
-                                jsonb_build_object(
-                                    'pending', to_jsonb(array_remove(ARRAY[
-                                        CASE WHEN n.twilio_subaccount_sid IS NULL THEN 'subaccount' END,
-                                        CASE WHEN n.bought_at IS NULL THEN 'twilio' END,
-                                        CASE WHEN n.imported_at IS NULL THEN 'vapi' END], NULL)),
-                                    'attempts', n.purchase_attempts,
-                                    'nextAttemptAt', CASE WHEN n.claim_token IS NULL THEN n.next_attempt_at END,
-                                    'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
-                                                          FROM jsonb_each(n.last_purchase_error) AS e(step, err)),
-                                                       '{}'::jsonb))
-                            END)
-                            ORDER BY n.created_at DESC, n.id), '[]'::jsonb)
-                       FROM managed_phone_numbers n
-                      WHERE n.org_id = $1 AND ($2 OR n.status <> 'released'))`;
+        cr.org_id IS NOT NULL, cr.metadata->>'accountSid', cr.metadata->>'phoneNumber',
+        cr.source, o.vapi_credential_id, cr.updated_at,
+        o.vapi_credential_id IS NOT NULL AND o.synced_generation = o.sync_generation,
+        o.vapi_synced_at,
+        CASE WHEN o.synced_generation < o.sync_generation THEN
+            CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
+                 ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END,
+        n.phone_number, n.status, n.vapi_phone_id, n.twilio_phone_sid, n.assistant_id,
+        n.display_name, n.assistant_pending, n.created_at, n.released_at,
+        n.vapi_released_at IS NULL, n.twilio_released_at IS NULL, n.release_attempts,
+        n.next_attempt_at, n.last_release_error,
+        n.twilio_subaccount_sid IS NULL, n.bought_at IS NULL, n.imported_at IS NULL,
+        n.purchase_attempts, n.claim_token IS NULL, n.last_purchase_error
+    FROM (VALUES ($1::uuid)) AS q (org_id)
+    LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
+           ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
+    LEFT JOIN managed_phone_numbers n
+           ON n.org_id = q.org_id AND ($2 OR n.status <> 'released')
+    ORDER BY n.created_at DESC, n.id`;
 
 class ApiError extends Error {
   constructor(status, code, message) {
@@ -145,24 +113,51 @@ function withReleased(event) {
   throw new ApiError(400, 'invalid_query_parameter', 'include accepts only the value "released" (once)');
 }
 
-// The Rust types skip empty optional parts when they serialise: do the same.
-function number(n) {
-  const out = { ...n };
-  for (const part of ['release', 'purchase']) {
-    if (out[part] == null) delete out[part];
-    else if (out[part].errors && Object.keys(out[part].errors).length === 0) {
-      out[part] = { ...out[part] };
-      delete out[part].errors;
+// shared/src/numbers.rs `status`: the credential from the first row, a number
+// from every row that has one; empty optional parts skipped as the Rust types do.
+function errorCodes(lastError) {
+  const out = {};
+  if (lastError && typeof lastError === 'object' && !Array.isArray(lastError)) {
+    for (const [step, err] of Object.entries(lastError)) {
+      out[step] = err && typeof err === 'object' && 'code' in err ? err.code : null;
     }
   }
   return out;
 }
 
-function credential(c) {
-  if (c == null) return null;
-  const vapi = { ...c.vapi };
-  if (vapi.code == null) delete vapi.code;
-  return { ...c, vapi };
+function progress(pending, attempts, nextAttemptAt, lastError) {
+  const p = { pending, attempts, nextAttemptAt };
+  const errors = errorCodes(lastError);
+  if (Object.keys(errors).length > 0) p.errors = errors;
+  return p;
+}
+
+function credential(r) {
+  if (!r[0]) return null;
+  const vapi = { synced: r[6] === true, syncedAt: r[7] };
+  if (r[8] != null) vapi.code = r[8];
+  return { accountSid: r[1], phoneNumber: r[2], source: r[3], vapiCredentialId: r[4], updatedAt: r[5], vapi };
+}
+
+function number(r) {
+  const status = r[10];
+  const n = {
+    phoneNumber: r[9], status, vapiPhoneId: r[11], twilioPhoneSid: r[12], assistantId: r[13],
+    name: r[14], assistantPending: r[15], createdAt: r[16], releasedAt: r[17],
+  };
+  if (status === 'releasing' || status === 'release_pending' || status === 'needs_attention') {
+    const pending = [];
+    if (r[11] != null && r[18]) pending.push('vapi');
+    if (r[19]) pending.push('twilio');
+    n.release = progress(pending, r[20], status === 'release_pending' ? r[21] : null, r[22]);
+  } else if (status === 'provisioning') {
+    const pending = [];
+    if (r[23]) pending.push('subaccount');
+    if (r[24]) pending.push('twilio');
+    if (r[25]) pending.push('vapi');
+    n.purchase = progress(pending, r[26], r[27] ? r[21] : null, r[28]);
+  }
+  return n;
 }
 
 function reply(status, body, requestId) {
@@ -183,9 +178,11 @@ async function handler(event, requestId) {
     requireScope(who, READ_SCOPE);
     const released = withReleased(event);
     const { rows } = await pool.query({ text: STATUS_SQL, values: [who.orgId, released], rowMode: 'array' });
-    const [cred, numbers] = rows[0];
     status = 200;
-    body = { credential: credential(cred), numbers: (numbers || []).map(number) };
+    body = {
+      credential: rows.length > 0 ? credential(rows[0]) : null,
+      numbers: rows.filter((r) => r[9] != null).map(number),
+    };
   } catch (err) {
     if (err instanceof ApiError) {
       status = err.status;

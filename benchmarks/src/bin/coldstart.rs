@@ -22,7 +22,10 @@
 //! Measured per start: **init** = spawn → first `next`; **first response** = spawn
 //! → the first invocation's response received (the cold start: init + first
 //! request); **first request** = the first `next` answered → its response; **warm**
-//! = the same for each later invocation; **peak RSS** = `VmHWM` of
+//! = the same for each later invocation; **cold CPU** = the on-CPU time of all the
+//! process's threads (`/proc/<pid>/task/*/schedstat`) when it asks for the second
+//! invocation: what of the cold start was computing, the rest was waiting (on the
+//! database, the stand-ins, the scheduler); **peak RSS** = `VmHWM` of
 //! `/proc/<pid>/status`, read when the process asks for the invocation after the
 //! last one (so after all its work), then it is killed (SIGKILL). The table shows
 //! the median over the starts (warm: p50/p99 over every start's warm invocations)
@@ -124,6 +127,11 @@ struct Session {
     first_body: Option<String>,
     events: mpsc::UnboundedSender<Ev>,
     idle_signalled: bool,
+    /// The process's pid, once spawned: its CPU time is read from `/proc`.
+    pid: Option<u32>,
+    /// CPU time of all its threads when it asked for the invocation after the first
+    /// (init and the first request done, nothing else begun).
+    cold_cpu: Option<Duration>,
 }
 
 enum Ev {
@@ -151,6 +159,9 @@ async fn next(State(s): State<Shared>) -> Response {
     let served = {
         let mut sess = s.session.lock().expect("session lock");
         sess.first_next.get_or_insert(now);
+        if sess.ids.len() == 1 && sess.cold_cpu.is_none() {
+            sess.cold_cpu = sess.pid.and_then(cpu_time);
+        }
         if sess.ids.len() < sess.invocations {
             let id = uuid::Uuid::new_v4().to_string();
             sess.ids.push(id.clone());
@@ -288,10 +299,24 @@ struct Start {
     first_request: Duration,
     warm: Vec<Duration>,
     rss_kb: u64,
+    cold_cpu: Option<Duration>,
     first_status: String,
     warm_status: Vec<String>,
     first_body: String,
     wall: [u128; 3],
+}
+
+/// On-CPU time of every thread of `pid` (`/proc/<pid>/task/*/schedstat`, first
+/// field, ns): what the process computed, where the wall-clock figures also hold
+/// its waits on the database, the stand-ins and the scheduler. Threads that already
+/// exited are not counted.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 fn vm_hwm_kb(pid: u32) -> Result<u64, Error> {
@@ -334,6 +359,8 @@ async fn start_once(
         first_body: None,
         events: ev_tx,
         idle_signalled: false,
+        pid: None,
+        cold_cpu: None,
     }));
     let shared = Shared {
         session: session.clone(),
@@ -370,6 +397,7 @@ async fn start_once(
         .spawn()
         .map_err(|e| format!("{}: cannot start {}: {e}", t.name, t.program))?;
     let pid = child.id().ok_or("the child has no pid")?;
+    session.lock().expect("session lock").pid = Some(pid);
 
     enum End {
         Idle,
@@ -426,6 +454,7 @@ async fn start_once(
         first_request: latencies[0],
         warm: latencies[1..].to_vec(),
         rss_kb,
+        cold_cpu: sess.cold_cpu,
         first_status: statuses[0].clone(),
         warm_status: statuses[1..].to_vec(),
         first_body: sess.first_body.clone().unwrap_or_default(),
@@ -482,6 +511,7 @@ struct Row {
     warm_p50: f64,
     warm_p99: f64,
     rss_mb: f64,
+    cold_cpu: f64,
     statuses: String,
     spread: String,
 }
@@ -511,6 +541,7 @@ fn row(t: &Target, starts: &[Start]) -> Row {
         warm_p50: p50,
         warm_p99: p99,
         rss_mb: median(starts.iter().map(|s| s.rss_kb as f64 / 1024.0).collect()),
+        cold_cpu: median(starts.iter().filter_map(|s| s.cold_cpu.map(ms)).collect()),
         statuses: if later.is_empty() || later == first {
             first
         } else {
@@ -532,10 +563,11 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         "cold starts: median of {runs} fresh processes each; warm: p50/p99 of {warm} more invocations × {runs} processes"
     );
     println!(
-        "{:<18} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13} status",
+        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13} status",
         "route",
         "init",
         "first",
+        "cold",
         "first",
         "warm",
         "warm",
@@ -546,10 +578,11 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         "cold"
     );
     println!(
-        "{:<18} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13}",
+        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13}",
         "",
         "ms",
         "resp. ms",
+        "CPU ms",
         "req. ms",
         "p50 ms",
         "p99 ms",
@@ -563,10 +596,11 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         let vs_hello = hello.map_or("-".into(), |h| format!("{:.1}×", r.cold / h));
         let vs_node = node.map_or("-".into(), |n| format!("1/{:.1}", n / r.cold));
         println!(
-            "{:<18} {:>8.2} {:>10.2} {:>10.2} {:>9.3} {:>9.3} {:>9.2} {:>8.1} {:>8} {:>8}  {:<13} {}",
+            "{:<18} {:>8.2} {:>10.2} {:>8.2} {:>10.2} {:>9.3} {:>9.3} {:>9.2} {:>8.1} {:>8} {:>8}  {:<13} {}",
             r.name,
             r.init,
             r.cold,
+            r.cold_cpu,
             r.first_req,
             r.warm_p50,
             r.warm_p99,
@@ -583,6 +617,7 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
     }
     println!(
         "init: spawn → first `next`; first resp.: spawn → first response (the cold start = init + first request); \
+         cold CPU: on-CPU time of all the process's threads by the end of the first request (the rest of the cold start is waiting); \
          first req.: first `next` answered → its response; warm: the same for later invocations; \
          1st req. −p50: what the first request costs more than a warm one; peak RSS: VmHWM before the kill; ×hello / ÷Node: cold start against the peers' (÷Node 1/15 = 15× faster)"
     );
@@ -646,6 +681,7 @@ async fn main() -> Result<(), Error> {
                 "first_request_ms": ms(s.first_request),
                 "warm_ms": s.warm.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
                 "peak_rss_kb": s.rss_kb,
+                "cold_cpu_ms": s.cold_cpu.map(ms),
                 "first_status": s.first_status,
                 "warm_status": tally(s.warm_status.iter()),
                 "first_body": s.first_body.chars().take(600).collect::<String>(),

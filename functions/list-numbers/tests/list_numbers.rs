@@ -272,3 +272,201 @@ async fn the_read_scope_is_configurable() {
         403
     );
 }
+
+/// The status query before it returned plain columns: the server built the JSON
+/// (`jsonb_build_object`/`jsonb_agg`). Kept here as the reference the flat rows
+/// and [`shared::numbers::status`]'s assembly must reproduce, state by state.
+const SERVER_BUILT_STATUS_SQL: &str = r#"SELECT
+    (SELECT jsonb_build_object(
+            'accountSid', cr.metadata->>'accountSid',
+            'phoneNumber', cr.metadata->>'phoneNumber',
+            'source', cr.source,
+            'vapiCredentialId', o.vapi_credential_id,
+            'updatedAt', cr.updated_at,
+            'vapi', jsonb_build_object(
+                'synced', o.vapi_credential_id IS NOT NULL
+                          AND o.synced_generation = o.sync_generation,
+                'syncedAt', o.vapi_synced_at,
+                'code', CASE WHEN o.synced_generation < o.sync_generation THEN
+                    CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
+                         ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END))
+       FROM org_credentials cr JOIN organizations o ON o.id = cr.org_id
+      WHERE cr.org_id = $1 AND cr.provider = 'twilio' AND cr.is_active),
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'phoneNumber', n.phone_number,
+            'status', n.status,
+            'vapiPhoneId', n.vapi_phone_id,
+            'twilioPhoneSid', n.twilio_phone_sid,
+            'assistantId', n.assistant_id,
+            'name', n.display_name,
+            'assistantPending', n.assistant_pending,
+            'createdAt', n.created_at,
+            'releasedAt', n.released_at,
+            'release', CASE WHEN n.status IN ('releasing', 'release_pending', 'needs_attention') THEN
+                jsonb_build_object(
+                    'pending', to_jsonb(array_remove(ARRAY[
+                        CASE WHEN n.vapi_phone_id IS NOT NULL AND n.vapi_released_at IS NULL THEN 'vapi' END,
+                        CASE WHEN n.twilio_released_at IS NULL THEN 'twilio' END], NULL)),
+                    'attempts', n.release_attempts,
+                    'nextAttemptAt', CASE WHEN n.status = 'release_pending' THEN n.next_attempt_at END,
+                    'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
+                                          FROM jsonb_each(n.last_release_error) AS e(step, err)),
+                                       '{}'::jsonb))
+            END,
+            'purchase', CASE WHEN n.status = 'provisioning' THEN
+                jsonb_build_object(
+                    'pending', to_jsonb(array_remove(ARRAY[
+                        CASE WHEN n.twilio_subaccount_sid IS NULL THEN 'subaccount' END,
+                        CASE WHEN n.bought_at IS NULL THEN 'twilio' END,
+                        CASE WHEN n.imported_at IS NULL THEN 'vapi' END], NULL)),
+                    'attempts', n.purchase_attempts,
+                    'nextAttemptAt', CASE WHEN n.claim_token IS NULL THEN n.next_attempt_at END,
+                    'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
+                                          FROM jsonb_each(n.last_purchase_error) AS e(step, err)),
+                                       '{}'::jsonb))
+            END)
+            ORDER BY n.created_at DESC, n.id), '[]'::jsonb)
+       FROM managed_phone_numbers n
+      WHERE n.org_id = $1 AND ($2 OR n.status <> 'released'))"#;
+
+/// What the server-built query gives for `org`, through the same types.
+async fn reference_status(t: &TestDb, org: OrgId, with_released: bool) -> Value {
+    let row = t
+        .client()
+        .await
+        .query_one(SERVER_BUILT_STATUS_SQL, &[&org.as_uuid(), &with_released])
+        .await
+        .unwrap();
+    let credential: Option<Value> = row.get(0);
+    let numbers: Value = row.get(1);
+    serde_json::to_value(shared::numbers::Status {
+        credential: credential.map(|c| serde_json::from_value(c).unwrap()),
+        numbers: serde_json::from_value(numbers).unwrap(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_state_reads_as_the_server_built_json_did() {
+    let (t, state) = setup().await;
+    let (org, synced_org, bare_org) = (t.org().await, t.org().await, t.org().await);
+    let c = t.client().await;
+    for (i, (o, source)) in [(org, "managed"), (synced_org, "byoc")]
+        .into_iter()
+        .enumerate()
+    {
+        c.execute(
+            "INSERT INTO org_credentials (org_id, provider, source, encrypted_config, metadata)
+             VALUES ($1, 'twilio', $2, '{\"v\":1,\"kid\":\"k\",\"edk\":\"ZWRr\",\"iv\":\"aXY=\",\"ct\":\"Y3Q=\"}',
+                     jsonb_build_object('accountSid', 'AC0123456789abcdef0123456789abcde' || $3::text,
+                                        'phoneNumber', '+1415555010' || $3::text))",
+            &[&o.as_uuid(), &source, &i.to_string()],
+        )
+        .await
+        .unwrap();
+    }
+    // The first org's Vapi mirror is behind with a live lease; the second's is current.
+    c.execute(
+        "UPDATE organizations SET vapi_credential_id = 'vapi-cred-1', vapi_synced_at = now() - interval '1 hour',
+                sync_generation = 3, synced_generation = 2,
+                sync_lease_token = gen_random_uuid(), sync_lease_until = now() + interval '1 minute'
+          WHERE id = $1",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE organizations SET vapi_credential_id = 'vapi-cred-2', vapi_synced_at = now(),
+                sync_generation = 1, synced_generation = 1 WHERE id = $1",
+        &[&synced_org.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    // One number in every state, with the columns each state's progress reads.
+    let states = [
+        (
+            "+14155550110",
+            Some("vapi-a"),
+            "UPDATE managed_phone_numbers SET assistant_id = '0d3e0000-0000-4000-8000-0000000000aa',
+                    display_name = 'Front desk', assistant_pending = true",
+        ),
+        (
+            "+14155550111",
+            Some("vapi-b"),
+            "UPDATE managed_phone_numbers SET status = 'releasing', claim_token = gen_random_uuid(),
+                    claimed_until = now() + interval '1 minute', release_attempts = 1,
+                    next_attempt_at = now(), last_release_error = '{\"vapi\": {\"message\": \"no code\"}}'",
+        ),
+        (
+            "+14155550112",
+            Some("vapi-c"),
+            "UPDATE managed_phone_numbers SET status = 'release_pending', vapi_released_at = now(),
+                    release_attempts = 2, next_attempt_at = now() + interval '5 minutes',
+                    last_release_error = '{\"twilio\": {\"code\": \"twilio_unavailable\", \"message\": \"provider text\"}}'",
+        ),
+        (
+            "+14155550113",
+            None,
+            "UPDATE managed_phone_numbers SET status = 'needs_attention', release_attempts = 8,
+                    next_attempt_at = now(),
+                    last_release_error = '{\"twilio\": {\"code\": \"twilio_error\"}, \"vapi\": {\"code\": \"vapi_error\"}}'",
+        ),
+        (
+            "+14155550114",
+            Some("vapi-e"),
+            "UPDATE managed_phone_numbers SET status = 'released', released_at = now(),
+                    vapi_released_at = now(), twilio_released_at = now()",
+        ),
+        (
+            "+14155550115",
+            None,
+            "UPDATE managed_phone_numbers SET status = 'provisioning', twilio_phone_sid = NULL,
+                    twilio_subaccount_sid = NULL, operation_id = gen_random_uuid(), purchase_attempts = 3,
+                    next_attempt_at = now() + interval '2 minutes',
+                    last_purchase_error = '{\"subaccount\": {\"code\": \"twilio_unavailable\", \"message\": \"x\"}}'",
+        ),
+        (
+            "+14155550116",
+            Some("vapi-g"),
+            "UPDATE managed_phone_numbers SET status = 'provisioning', operation_id = gen_random_uuid(),
+                    bought_at = now(), claim_token = gen_random_uuid(), claimed_until = now() + interval '1 minute',
+                    next_attempt_at = now()",
+        ),
+    ];
+    for (minutes_ago, (number, vapi, update)) in (10..).zip(states) {
+        t.managed_number(org, number, vapi).await;
+        c.execute(&format!("{update} WHERE phone_number = $1"), &[&number])
+            .await
+            .unwrap();
+        set_created(&t, number, minutes_ago).await;
+    }
+    // Two numbers created in the same instant: the id breaks the tie.
+    t.managed_number(org, "+14155550117", None).await;
+    t.managed_number(org, "+14155550118", None).await;
+    c.execute(
+        "UPDATE managed_phone_numbers SET created_at = '2026-01-01T00:00:00Z'
+          WHERE phone_number IN ('+14155550117', '+14155550118')",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    for (o, query, with_released) in [
+        (org, None, false),
+        (org, Some("include=released"), true),
+        (synced_org, None, false),
+        (bare_org, Some("include=released"), true),
+    ] {
+        let (status, body) = get(&state, o, query).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            reference_status(&t, o, with_released).await,
+            "{query:?}"
+        );
+    }
+    let (_, body) = get(&state, org, Some("include=released")).await;
+    assert_eq!(body["numbers"].as_array().unwrap().len(), 9);
+    assert_eq!(body["credential"]["vapi"]["code"], "sync_in_progress");
+}
