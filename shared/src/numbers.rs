@@ -189,6 +189,14 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
     })
 }
 
+/// [`status`] for an org no row belongs to: list-numbers' warm-up at init (see
+/// [`Db::warm_up_at_cold_start`]).
+pub async fn warm_up(db: &Db) -> Result<(), DbError> {
+    status(db, OrgId::new(uuid::Uuid::nil()), Listing::Current)
+        .await
+        .map(drop)
+}
+
 /// Column `i` of a status row, or a [`DbError::Shape`] naming it (never a panic).
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, DbError> {
     row.try_get(i)

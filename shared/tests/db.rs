@@ -538,3 +538,71 @@ async fn a_database_that_does_not_answer_at_cold_start_is_waited_for_within_the_
     );
     hold.abort();
 }
+
+#[tokio::test]
+async fn the_warm_up_runs_at_cold_start_on_the_connection_the_first_request_uses() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    let warmed_on = std::sync::Mutex::new(None);
+    db.warm_up_at_cold_start(Duration::from_secs(3), async |db: &Db| {
+        *warmed_on.lock().unwrap() = Some(backend_pid(db).await);
+        Ok(())
+    })
+    .await;
+    let warmed_on = warmed_on.lock().unwrap().expect("the warm-up ran");
+    assert_eq!((db.status().size, db.status().available), (1, 1));
+    assert_eq!(backend_pid(&db).await, warmed_on, "the same backend");
+    assert_eq!(relay.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_warm_up_leaves_the_connection_to_the_first_request() {
+    let t = TestDb::new().await;
+    let (relay, db) = db_via_relay(&t).await;
+    db.warm_up_at_cold_start(Duration::from_secs(3), async |db: &Db| {
+        db.query("SELECT * FROM no_such_table", &[]).await.map(drop)
+    })
+    .await;
+    assert_eq!((db.status().size, db.status().available), (1, 1));
+    backend_pid(&db).await;
+    assert_eq!(
+        relay.accepted(),
+        1,
+        "the connection outlived the failed statement"
+    );
+}
+
+#[tokio::test]
+async fn a_warm_up_slower_than_the_bound_is_abandoned() {
+    let t = TestDb::new().await;
+    let (_relay, db) = db_via_relay(&t).await;
+    let started = std::time::Instant::now();
+    db.warm_up_at_cold_start(Duration::from_millis(500), async |db: &Db| {
+        db.query("SELECT pg_sleep(5)", &[]).await.map(drop)
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // The abandoned statement's connection is closed, not handed to the first
+    // request, which would wait behind the statement: it gets a fresh one.
+    assert_eq!(db.status().size, 0);
+    let started = std::time::Instant::now();
+    backend_pid(&db).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn list_numbers_login_may_run_its_warm_up() {
+    let t = TestDb::new().await;
+    // list-numbers' read-only login: the status query for no org (a failure would
+    // only be logged at cold start, so it is asserted here).
+    let reader = Db::new(&t.reader).unwrap();
+    shared::numbers::warm_up(&reader).await.unwrap();
+}

@@ -9,7 +9,10 @@ async fn main() -> Result<(), Error> {
     let env = Env::from_process();
     let aws = aws_sdk_config(&env)?;
     let state = State::from_env(&env, &aws).await?;
-    state.db.connect_at_cold_start(COLD_START_CONNECT).await;
+    state
+        .db
+        .warm_up_at_cold_start(COLD_START_CONNECT, shared::numbers::warm_up)
+        .await;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(state, req).await)

@@ -268,24 +268,66 @@ impl Db {
         commit_after(tx, f).await
     }
 
+    /// [`Db::warm_up_at_cold_start`] with nothing to warm up: the connection only.
+    ///
+    /// What the write routes do. A warm-up that read each table they write (by keys
+    /// no row has) made their init ≈ 3–4 ms longer and saved only ≈ 1.5–2.3 ms of
+    /// their first request (`scripts/bench.sh coldstart`, two same-run comparisons):
+    /// it loaded more than one request needs. Their first request's statements are
+    /// writes, which a warm-up cannot run for a row that does not exist without
+    /// passing through the route's own code.
+    pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
+        self.warm_up_at_cold_start(within, async |_: &Db| Ok(()))
+            .await
+    }
+
     /// Opens the instance's connection during the Lambda init phase, so the first
     /// request finds it in the pool instead of paying for the connect and the login
     /// (TCP, TLS, SCRAM or an IAM token: most of a route's first-request cost, issue
-    /// 14). Init runs before the first request is handed over, at full CPU where an
-    /// invocation gets its memory's share, and with provisioned concurrency it runs
-    /// ahead of any request. Bounded by `within`; a failure is logged and left to the
-    /// first request, which connects as it always did (and a connection the proxy
-    /// dropped while the instance waited is replaced by [`Db::query`]'s retry).
-    pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
-        match tokio::time::timeout(within, self.connection()).await {
+    /// 14), then runs `warm_up` on it: what the route's first request reads, for rows
+    /// that do not exist, so a fresh backend loads those tables' catalog entries and
+    /// this process runs those code paths before the first request instead of during
+    /// it. list-numbers, same-run comparison (`scripts/bench.sh coldstart`): first
+    /// request 5.4 → 1.35 ms (warm 0.9–1.3), init 9.0 → 11.7 ms, cold start
+    /// 14.5 → 13.2 ms. Init runs before the first request is handed
+    /// over, at full CPU where an invocation gets its memory's share, and with
+    /// provisioned concurrency it runs ahead of any request. Both steps together are
+    /// bounded by `within`; a failure is logged and left to the first request, which
+    /// connects as it always did (and a connection the proxy dropped while the
+    /// instance waited is replaced by [`Db::query`]'s retry). The warm-up goes
+    /// through the same `query_typed` path as every request: nothing is left on the
+    /// connection that would pin it at the proxy.
+    pub async fn warm_up_at_cold_start(
+        &self,
+        within: std::time::Duration,
+        warm_up: impl AsyncFnOnce(&Db) -> Result<(), DbError>,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        let bound = |step: &'static str| {
+            tracing::warn!(
+                timeout_ms = within.as_millis() as u64,
+                step,
+                "the cold-start database work did not finish within its bound; the first request does it"
+            )
+        };
+        match tokio::time::timeout_at(deadline, self.connection()).await {
             Ok(Ok(_returned_to_the_pool)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "no database connection at cold start; the first request connects")
+                tracing::warn!(error = %e, "no database connection at cold start; the first request connects");
+                return;
             }
-            Err(_) => tracing::warn!(
-                timeout_ms = within.as_millis() as u64,
-                "no database connection within the cold-start bound; the first request connects"
-            ),
+            Err(_) => return bound("connect"),
+        }
+        match tokio::time::timeout_at(deadline, warm_up(self)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the cold-start warm-up query failed"),
+            Err(_) => {
+                bound("warm-up");
+                // Its statement is still running on the connection, which went back
+                // to the pool when the warm-up was dropped: the first request would
+                // queue behind it. Close it; the first request connects afresh.
+                self.current_pool().0.retain(|_, _| false);
+            }
         }
     }
 
