@@ -192,7 +192,7 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
 /// [`status`] for an org no row belongs to: list-numbers' warm-up at init (see
 /// [`Db::warm_up_at_cold_start`]).
 pub async fn warm_up(db: &Db) -> Result<(), DbError> {
-    status(db, OrgId::new(uuid::Uuid::nil()), Listing::Current)
+    status(db, crate::ids::nobodys_number().0, Listing::Current)
         .await
         .map(drop)
 }

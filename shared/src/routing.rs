@@ -148,6 +148,27 @@ fn claim_from_row(row: &tokio_postgres::Row, token: ClaimToken) -> Claim {
     }
 }
 
+/// update-number's warm-up at init ([`Db::warm_up_at_cold_start`]): an update
+/// request's first statement, the claim, for a number no row has
+/// ([`crate::ids::nobodys_number`]): it matches nothing, so nothing changes and
+/// nothing is locked.
+pub async fn warm_up(db: &Db, config: &StepsConfig) -> Result<(), DbError> {
+    let (org, number) = crate::ids::nobodys_number();
+    db.query_opt(
+        CLAIM,
+        &[
+            (&ClaimToken::new().as_uuid(), Type::UUID),
+            (&config.claim_ttl.as_secs_f64(), Type::FLOAT8),
+            (&Some(org.as_uuid()), Type::UUID),
+            (&Some(number.as_str()), Type::TEXT),
+            (&None::<&str>, Type::TEXT),
+            (&None::<&str>, Type::TEXT),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 /// Routes managed numbers to assistants; one per function instance.
 pub struct Router<'a> {
     pub db: &'a Db,

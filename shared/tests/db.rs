@@ -599,10 +599,38 @@ async fn a_warm_up_slower_than_the_bound_is_abandoned() {
 }
 
 #[tokio::test]
-async fn list_numbers_login_may_run_its_warm_up() {
+async fn the_warm_ups_change_nothing_and_each_login_may_run_its_own() {
     let t = TestDb::new().await;
-    // list-numbers' read-only login: the status query for no org (a failure would
-    // only be logged at cold start, so it is asserted here).
+    let org = t.org().await;
+    t.managed_number(org, "+14155550100", Some("vapi-a")).await;
+    let before = t.dump().await;
+    let config = shared::steps::StepsConfig::default();
+    // A failure would only be logged at cold start, so each is asserted here, as
+    // the login its route uses: list-numbers' read-only one, the route login.
     let reader = Db::new(&t.reader).unwrap();
     shared::numbers::warm_up(&reader).await.unwrap();
+    let route = t.second_instance();
+    shared::release::warm_up(&route, &config).await.unwrap();
+    shared::routing::warm_up(&route, &config).await.unwrap();
+    assert_eq!(t.dump().await, before, "no row changed");
+    // Nor does a number the nil org might hold: `+0` is no row's.
+    let nil = shared::ids::nobodys_number();
+    assert_eq!(nil.1.as_str(), "+0");
+    let c = t.client().await;
+    let claimable: i64 = c
+        .query_one(
+            "SELECT count(*) FROM managed_phone_numbers WHERE phone_number = $1",
+            &[&nil.1.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimable, 0);
+    let refused = c
+        .execute(
+            "UPDATE managed_phone_numbers SET phone_number = '+0' WHERE org_id = $1",
+            &[&org.as_uuid()],
+        )
+        .await;
+    assert!(refused.is_err(), "the column's CHECK refuses +0");
 }

@@ -1,7 +1,7 @@
 use lambda_http::{Request, service_fn};
 use release_number::{Error, State, handle};
 use shared::config::{Env, aws_sdk_config};
-use shared::db::COLD_START_CONNECT;
+use shared::db::{COLD_START_CONNECT, Db};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,7 +12,9 @@ async fn main() -> Result<(), Error> {
     state
         .release
         .db
-        .connect_at_cold_start(COLD_START_CONNECT)
+        .warm_up_at_cold_start(COLD_START_CONNECT, async |db: &Db| {
+            shared::release::warm_up(db, &state.release.config).await
+        })
         .await;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {

@@ -270,12 +270,13 @@ impl Db {
 
     /// [`Db::warm_up_at_cold_start`] with nothing to warm up: the connection only.
     ///
-    /// What the write routes do. A warm-up that read each table they write (by keys
-    /// no row has) made their init ≈ 3–4 ms longer and saved only ≈ 1.5–2.3 ms of
-    /// their first request (`scripts/bench.sh coldstart`, two same-run comparisons):
-    /// it loaded more than one request needs. Their first request's statements are
-    /// writes, which a warm-up cannot run for a row that does not exist without
-    /// passing through the route's own code.
+    /// What buy-number and save-credential do: their first statements write, in a
+    /// transaction, so no warm-up can run them without a change. A generic one that
+    /// read each table the write routes use (by keys no row has) made their init
+    /// ≈ 3–4 ms longer and saved only ≈ 1.5–2.3 ms of their first request
+    /// (`scripts/bench.sh coldstart`, two same-run comparisons): it loaded more than
+    /// one request needs. The warm-ups that pay are a route's own first statements
+    /// (list-numbers, release-number, update-number).
     pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
         self.warm_up_at_cold_start(within, async |_: &Db| Ok(()))
             .await
@@ -287,9 +288,11 @@ impl Db {
     /// 14), then runs `warm_up` on it: what the route's first request reads, for rows
     /// that do not exist, so a fresh backend loads those tables' catalog entries and
     /// this process runs those code paths before the first request instead of during
-    /// it. list-numbers, same-run comparison (`scripts/bench.sh coldstart`): first
-    /// request 5.4 → 1.35 ms (warm 0.9–1.3), init 9.0 → 11.7 ms, cold start
-    /// 14.5 → 13.2 ms. Init runs before the first request is handed
+    /// it. Same-run comparisons (`scripts/bench.sh coldstart`), first request
+    /// against warm: list-numbers 5.4 → 1.35 ms (warm 0.9), release-number 3.2–3.8
+    /// → 1.3 ms (warm 0.7), update-number 7.4–8.3 → 4.6–5.0 ms (warm 2.4); the
+    /// cold start (init + first request) within ±1 ms, the warm-up's own statements
+    /// being the price. Init runs before the first request is handed
     /// over, at full CPU where an invocation gets its memory's share, and with
     /// provisioned concurrency it runs ahead of any request. Both steps together are
     /// bounded by `within`; a failure is logged and left to the first request, which

@@ -162,6 +162,19 @@ pub struct Releaser<'a> {
     pub config: &'a StepsConfig,
 }
 
+/// release-number's warm-up at init ([`Db::warm_up_at_cold_start`]): a release
+/// request's first two statements, the claim and the state read, for a number no
+/// row has ([`crate::ids::nobodys_number`]): the claim matches nothing, so nothing
+/// changes and nothing is locked.
+pub async fn warm_up(db: &Db, config: &StepsConfig) -> Result<(), DbError> {
+    let (org, number) = crate::ids::nobodys_number();
+    claim::claim_number(db, config, org, &number, ClaimToken::new()).await?;
+    match claim::current(db, org, &number).await {
+        Ok(_) | Err(ReleaseError::NotFound(_) | ReleaseError::Provisioning(_)) => Ok(()),
+        Err(ReleaseError::Db(e)) => Err(e),
+    }
+}
+
 impl Releaser<'_> {
     /// Release `number` of the caller's org (or resume its pending release),
     /// finishing the provider steps before `deadline`.
