@@ -134,9 +134,10 @@ impl E164 {
 }
 
 /// What the routes' warm-ups at init ask about, so that their statements match
-/// nothing: the nil org, and `+0`, which no row can hold (not E.164: the column's
-/// CHECK refuses it, as [`E164`]'s parser does; only this function makes one).
-pub fn nobodys_number() -> (OrgId, E164) {
+/// nothing: the nil org, and `+0`, which no row can hold (not E.164: the
+/// `phone_number` column's CHECK refuses it, as [`E164`]'s parser does). The one
+/// `E164` that is not a valid number, so it stays inside this crate.
+pub(crate) fn nobodys_number() -> (OrgId, E164) {
     (OrgId::new(Uuid::nil()), E164("+0".to_owned()))
 }
 

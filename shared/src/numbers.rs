@@ -2,9 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::types::Type;
-
 use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 
 use crate::db::{Db, DbError};
 use crate::ids::OrgId;
@@ -189,8 +188,9 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
     })
 }
 
-/// [`status`] for an org no row belongs to: list-numbers' warm-up at init (see
-/// [`Db::warm_up_at_cold_start`]).
+/// [`status`] for the nil org: list-numbers' warm-up at init (see
+/// [`Db::warm_up_at_cold_start`]). It only reads, so whatever that org holds (if a
+/// token ever named it) is read and dropped.
 pub async fn warm_up(db: &Db) -> Result<(), DbError> {
     status(db, crate::ids::nobodys_number().0, Listing::Current)
         .await
@@ -301,5 +301,33 @@ fn error_codes(
             })
             .collect(),
         _ => serde_json::Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_codes;
+    use serde_json::json;
+
+    #[test]
+    fn only_each_steps_code_leaves_a_last_error() {
+        let codes = error_codes(Some(json!({
+            "twilio": {"code": "twilio_unavailable", "message": "provider text"},
+            "vapi": {"message": "no code"},
+            "subaccount": "not an object",
+        })));
+        assert_eq!(
+            serde_json::Value::Object(codes),
+            json!({"twilio": "twilio_unavailable", "vapi": null, "subaccount": null})
+        );
+    }
+
+    #[test]
+    fn a_last_error_that_is_not_an_object_shows_no_codes() {
+        // The server-built query failed on these (jsonb_each of a non-object): a 500
+        // for the whole status. None is written; if one were, the rest still shows.
+        for v in [None, Some(json!(null)), Some(json!("x")), Some(json!([1]))] {
+            assert!(error_codes(v).is_empty());
+        }
     }
 }

@@ -154,19 +154,35 @@ fn claim_from_row(row: &tokio_postgres::Row, token: ClaimToken) -> Claim {
 /// nothing is locked.
 pub async fn warm_up(db: &Db, config: &StepsConfig) -> Result<(), DbError> {
     let (org, number) = crate::ids::nobodys_number();
+    claim_number(db, config, &ClaimToken::new(), org, &number, None, None)
+        .await
+        .map(drop)
+}
+
+/// Claims `number` of `org` for an update (reconcile claims by age instead): the
+/// row, with `assistant` and `name` set where given, or `None` when it is not
+/// claimable. One statement for the request and its warm-up, so they cannot drift.
+async fn claim_number(
+    db: &Db,
+    config: &StepsConfig,
+    token: &ClaimToken,
+    org: OrgId,
+    number: &E164,
+    assistant: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<tokio_postgres::Row>, DbError> {
     db.query_opt(
         CLAIM,
         &[
-            (&ClaimToken::new().as_uuid(), Type::UUID),
+            (&token.as_uuid(), Type::UUID),
             (&config.claim_ttl.as_secs_f64(), Type::FLOAT8),
             (&Some(org.as_uuid()), Type::UUID),
             (&Some(number.as_str()), Type::TEXT),
-            (&None::<&str>, Type::TEXT),
-            (&None::<&str>, Type::TEXT),
+            (&assistant, Type::TEXT),
+            (&name, Type::TEXT),
         ],
     )
     .await
-    .map(drop)
 }
 
 /// Routes managed numbers to assistants; one per function instance.
@@ -188,19 +204,16 @@ impl Router<'_> {
     ) -> Result<Routing, RouteError> {
         let (db, vapi, config) = (self.db, self.vapi, self.config);
         let token = ClaimToken::new();
-        let row = db
-            .query_opt(
-                CLAIM,
-                &[
-                    (&token.as_uuid(), Type::UUID),
-                    (&config.claim_ttl.as_secs_f64(), Type::FLOAT8),
-                    (&Some(caller.org_id.as_uuid()), Type::UUID),
-                    (&Some(number.as_str()), Type::TEXT),
-                    (&change.assistant_id.as_str(), Type::TEXT),
-                    (&change.name.as_ref().map(NumberName::as_str), Type::TEXT),
-                ],
-            )
-            .await?;
+        let row = claim_number(
+            db,
+            config,
+            &token,
+            caller.org_id,
+            number,
+            Some(change.assistant_id.as_str()),
+            change.name.as_ref().map(NumberName::as_str),
+        )
+        .await?;
         let Some(row) = row else {
             return Err(why_not(db, caller.org_id, number).await?);
         };

@@ -586,8 +586,8 @@ async fn a_warm_up_slower_than_the_bound_is_abandoned() {
         waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
-    // The abandoned statement's connection is closed, not handed to the first
-    // request, which would wait behind the statement: it gets a fresh one.
+    // The abandoned statement's connection is taken out of the pool, not handed to
+    // the first request, which would wait behind the statement: it gets a fresh one.
     assert_eq!(db.status().size, 0);
     let started = std::time::Instant::now();
     backend_pid(&db).await;
@@ -601,8 +601,37 @@ async fn a_warm_up_slower_than_the_bound_is_abandoned() {
 #[tokio::test]
 async fn the_warm_ups_change_nothing_and_each_login_may_run_its_own() {
     let t = TestDb::new().await;
+    let c = t.client().await;
+    // Bait for a warm-up bound wrongly: a number of the nil org (a token may name
+    // it), a change Vapi never confirmed (what the update claim takes without an
+    // org), a release that is due (what reconcile's claim takes).
+    let nil = shared::ids::OrgId::new(uuid::Uuid::nil());
+    c.execute(
+        "INSERT INTO organizations (id, name) VALUES ($1, 'nil')",
+        &[&nil.as_uuid()],
+    )
+    .await
+    .unwrap();
+    t.managed_number(nil, "+14155550199", Some("vapi-nil"))
+        .await;
     let org = t.org().await;
     t.managed_number(org, "+14155550100", Some("vapi-a")).await;
+    t.managed_number(org, "+14155550101", Some("vapi-b")).await;
+    c.execute(
+        "UPDATE managed_phone_numbers SET assistant_pending = true,
+                updated_at = now() - interval '1 day' WHERE phone_number = '+14155550100'",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE managed_phone_numbers SET status = 'release_pending', release_attempts = 1,
+                next_attempt_at = now() - interval '1 hour', updated_at = now() - interval '1 day'
+          WHERE phone_number = '+14155550101'",
+        &[],
+    )
+    .await
+    .unwrap();
     let before = t.dump().await;
     let config = shared::steps::StepsConfig::default();
     // A failure would only be logged at cold start, so each is asserted here, as
@@ -613,24 +642,34 @@ async fn the_warm_ups_change_nothing_and_each_login_may_run_its_own() {
     shared::release::warm_up(&route, &config).await.unwrap();
     shared::routing::warm_up(&route, &config).await.unwrap();
     assert_eq!(t.dump().await, before, "no row changed");
-    // Nor does a number the nil org might hold: `+0` is no row's.
-    let nil = shared::ids::nobodys_number();
-    assert_eq!(nil.1.as_str(), "+0");
-    let c = t.client().await;
-    let claimable: i64 = c
-        .query_one(
-            "SELECT count(*) FROM managed_phone_numbers WHERE phone_number = $1",
-            &[&nil.1.as_str()],
-        )
+    // Nothing left on the connections that would pin them at the proxy: no
+    // prepared statement, no open transaction (in one, now() would be its start,
+    // before the warm-ups ended).
+    let ended: chrono::DateTime<chrono::Utc> = c
+        .query_one("SELECT clock_timestamp()", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(claimable, 0);
+    for db in [&reader, &route] {
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_prepared_statements), now() >= $1",
+                &[(&ended, Type::TIMESTAMPTZ)],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (0, true));
+    }
+    // The warm-ups' number, `+0`, is one no row can hold.
     let refused = c
         .execute(
             "UPDATE managed_phone_numbers SET phone_number = '+0' WHERE org_id = $1",
             &[&org.as_uuid()],
         )
-        .await;
-    assert!(refused.is_err(), "the column's CHECK refuses +0");
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.as_db_error().and_then(|e| e.constraint()),
+        Some("managed_phone_numbers_phone_number_check")
+    );
 }

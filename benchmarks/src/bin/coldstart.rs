@@ -27,7 +27,8 @@
 //! invocation: what of the cold start was computing, the rest was waiting (on the
 //! database, the stand-ins, the scheduler); **peak RSS** = `VmHWM` of
 //! `/proc/<pid>/status`, read when the process asks for the invocation after the
-//! last one (so after all its work), then it is killed (SIGKILL). The table shows
+//! last one (so after all its work), then it is killed (SIGKILL, with its process
+//! group: anything it started, such as the program a profiler wraps). The table shows
 //! the median over the starts (warm: p50/p99 over every start's warm invocations)
 //! and the cold start (first response) as a multiple of the hello-world peer's and
 //! of the Node peer's. The function's stdout/stderr go to `log_dir/<name>.<i>.log`;
@@ -328,6 +329,16 @@ fn vm_hwm_kb(pid: u32) -> Result<u64, Error> {
         .ok_or_else(|| format!("no VmHWM in /proc/{pid}/status").into())
 }
 
+/// SIGKILL to the process group `pgid` (the target and anything it started), by
+/// `kill(1)`: the benchmarks crate links no libc bindings for one call.
+fn kill_group(pgid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 async fn start_once(
     t: &Target,
     warm: usize,
@@ -386,7 +397,10 @@ async fn start_once(
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group, killed as a whole: a target started under a
+        // profiler (`COLDSTART_WRAP`) must not outlive it holding its connections.
+        .process_group(0);
     if let Some(cwd) = &t.cwd {
         cmd.current_dir(cwd);
     }
@@ -422,6 +436,7 @@ async fn start_once(
         End::Idle => Some(vm_hwm_kb(pid)),
         _ => None,
     };
+    kill_group(pid);
     let _ = child.start_kill();
     let _ = child.wait().await;
     let _ = over_tx.send(true);

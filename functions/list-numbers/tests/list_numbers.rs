@@ -349,9 +349,10 @@ async fn reference_status(t: &TestDb, org: OrgId, with_released: bool) -> Value 
 #[tokio::test]
 async fn every_state_reads_as_the_server_built_json_did() {
     let (t, state) = setup().await;
-    let (org, synced_org, bare_org) = (t.org().await, t.org().await, t.org().await);
+    let (org, synced_org, stale_org, bare_org) =
+        (t.org().await, t.org().await, t.org().await, t.org().await);
     let c = t.client().await;
-    for (i, (o, source)) in [(org, "managed"), (synced_org, "byoc")]
+    for (i, (o, source)) in [(org, "managed"), (synced_org, "byoc"), (stale_org, "byoc")]
         .into_iter()
         .enumerate()
     {
@@ -379,6 +380,23 @@ async fn every_state_reads_as_the_server_built_json_did() {
         "UPDATE organizations SET vapi_credential_id = 'vapi-cred-2', vapi_synced_at = now(),
                 sync_generation = 1, synced_generation = 1 WHERE id = $1",
         &[&synced_org.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    // The third org's mirror is behind and its lease expired, with a recorded error,
+    // never synced (no Vapi id); its slot's metadata lacks the account SID.
+    c.execute(
+        "UPDATE organizations SET sync_generation = 2, synced_generation = 1,
+                sync_lease_token = gen_random_uuid(), sync_lease_until = now() - interval '1 minute',
+                vapi_sync_error = 'vapi_unavailable' WHERE id = $1",
+        &[&stale_org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE org_credentials SET metadata = metadata - 'accountSid' WHERE org_id = $1",
+        &[&stale_org.as_uuid()],
     )
     .await
     .unwrap();
@@ -456,6 +474,7 @@ async fn every_state_reads_as_the_server_built_json_did() {
         (org, None, false),
         (org, Some("include=released"), true),
         (synced_org, None, false),
+        (stale_org, None, false),
         (bare_org, Some("include=released"), true),
     ] {
         let (status, body) = get(&state, o, query).await;
@@ -469,4 +488,7 @@ async fn every_state_reads_as_the_server_built_json_did() {
     let (_, body) = get(&state, org, Some("include=released")).await;
     assert_eq!(body["numbers"].as_array().unwrap().len(), 9);
     assert_eq!(body["credential"]["vapi"]["code"], "sync_in_progress");
+    let (_, body) = get(&state, stale_org, None).await;
+    assert_eq!(body["credential"]["vapi"]["code"], "vapi_unavailable");
+    assert_eq!(body["credential"]["accountSid"], Value::Null);
 }

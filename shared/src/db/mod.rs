@@ -40,8 +40,9 @@ use crate::rds_iam::{IamLogin, IamTokenError};
 
 use pool::build_pool;
 
-/// How long a function's init waits for [`Db::connect_at_cold_start`]: well inside
-/// Lambda's 10 s init limit; a database slower than this is left to the first request.
+/// How long a function's init waits for [`Db::connect_at_cold_start`] (the connect
+/// and any warm-up together): well inside Lambda's 10 s init limit; a database
+/// slower than this is left to the first request.
 pub const COLD_START_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What [`Db`]'s rotating credentials are, for the log.
@@ -328,7 +329,9 @@ impl Db {
                 bound("warm-up");
                 // Its statement is still running on the connection, which went back
                 // to the pool when the warm-up was dropped: the first request would
-                // queue behind it. Close it; the first request connects afresh.
+                // queue behind it. Take it out of the pool (it closes once that
+                // statement ends: tokio-postgres reads every pending answer before
+                // it hangs up); the first request connects afresh.
                 self.current_pool().0.retain(|_, _| false);
             }
         }
