@@ -22,19 +22,22 @@ const pool = new Pool({ connectionString: process.env.DATABASE_URL, max: 1 });
 
 // shared/src/numbers.rs, STATUS_SQL: keep in step with it (one flat row per number).
 const STATUS_SQL = `SELECT
-        cr.org_id IS NOT NULL, cr.metadata->>'accountSid', cr.metadata->>'phoneNumber',
-        cr.source, o.vapi_credential_id, cr.updated_at,
-        o.vapi_credential_id IS NOT NULL AND o.synced_generation = o.sync_generation,
+        cr.org_id IS NOT NULL AS has_credential,
+        cr.metadata->>'accountSid' AS account_sid, cr.metadata->>'phoneNumber' AS slot_number,
+        cr.source, o.vapi_credential_id, cr.updated_at AS credential_updated_at,
+        o.vapi_credential_id IS NOT NULL AND o.synced_generation = o.sync_generation AS synced,
         o.vapi_synced_at,
         CASE WHEN o.synced_generation < o.sync_generation THEN
             CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
-                 ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END,
+                 ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END AS sync_code,
         n.phone_number, n.status, n.vapi_phone_id, n.twilio_phone_sid, n.assistant_id,
         n.display_name, n.assistant_pending, n.created_at, n.released_at,
-        n.vapi_released_at IS NULL, n.twilio_released_at IS NULL, n.release_attempts,
-        n.next_attempt_at, n.last_release_error,
-        n.twilio_subaccount_sid IS NULL, n.bought_at IS NULL, n.imported_at IS NULL,
-        n.purchase_attempts, n.claim_token IS NULL, n.last_purchase_error
+        n.vapi_released_at IS NULL AS vapi_release_pending,
+        n.twilio_released_at IS NULL AS twilio_release_pending,
+        n.release_attempts, n.next_attempt_at, n.last_release_error,
+        n.twilio_subaccount_sid IS NULL AS subaccount_pending,
+        n.bought_at IS NULL AS purchase_pending, n.imported_at IS NULL AS import_pending,
+        n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error
     FROM (VALUES ($1::uuid)) AS q (org_id)
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
@@ -133,29 +136,35 @@ function progress(pending, attempts, nextAttemptAt, lastError) {
 }
 
 function credential(r) {
-  if (!r[0]) return null;
-  const vapi = { synced: r[6] === true, syncedAt: r[7] };
-  if (r[8] != null) vapi.code = r[8];
-  return { accountSid: r[1], phoneNumber: r[2], source: r[3], vapiCredentialId: r[4], updatedAt: r[5], vapi };
+  if (!r.has_credential) return null;
+  const vapi = { synced: r.synced === true, syncedAt: r.vapi_synced_at };
+  if (r.sync_code != null) vapi.code = r.sync_code;
+  return {
+    accountSid: r.account_sid, phoneNumber: r.slot_number, source: r.source,
+    vapiCredentialId: r.vapi_credential_id, updatedAt: r.credential_updated_at, vapi,
+  };
 }
 
 function number(r) {
-  const status = r[10];
+  const status = r.status;
   const n = {
-    phoneNumber: r[9], status, vapiPhoneId: r[11], twilioPhoneSid: r[12], assistantId: r[13],
-    name: r[14], assistantPending: r[15], createdAt: r[16], releasedAt: r[17],
+    phoneNumber: r.phone_number, status, vapiPhoneId: r.vapi_phone_id, twilioPhoneSid: r.twilio_phone_sid,
+    assistantId: r.assistant_id, name: r.display_name, assistantPending: r.assistant_pending,
+    createdAt: r.created_at, releasedAt: r.released_at,
   };
   if (status === 'releasing' || status === 'release_pending' || status === 'needs_attention') {
     const pending = [];
-    if (r[11] != null && r[18]) pending.push('vapi');
-    if (r[19]) pending.push('twilio');
-    n.release = progress(pending, r[20], status === 'release_pending' ? r[21] : null, r[22]);
+    if (r.vapi_phone_id != null && r.vapi_release_pending) pending.push('vapi');
+    if (r.twilio_release_pending) pending.push('twilio');
+    n.release = progress(pending, r.release_attempts,
+      status === 'release_pending' ? r.next_attempt_at : null, r.last_release_error);
   } else if (status === 'provisioning') {
     const pending = [];
-    if (r[23]) pending.push('subaccount');
-    if (r[24]) pending.push('twilio');
-    if (r[25]) pending.push('vapi');
-    n.purchase = progress(pending, r[26], r[27] ? r[21] : null, r[28]);
+    if (r.subaccount_pending) pending.push('subaccount');
+    if (r.purchase_pending) pending.push('twilio');
+    if (r.import_pending) pending.push('vapi');
+    n.purchase = progress(pending, r.purchase_attempts, r.unclaimed ? r.next_attempt_at : null,
+      r.last_purchase_error);
   }
   return n;
 }
@@ -177,11 +186,11 @@ async function handler(event, requestId) {
     const who = caller(event);
     requireScope(who, READ_SCOPE);
     const released = withReleased(event);
-    const { rows } = await pool.query({ text: STATUS_SQL, values: [who.orgId, released], rowMode: 'array' });
+    const { rows } = await pool.query({ text: STATUS_SQL, values: [who.orgId, released] });
     status = 200;
     body = {
       credential: rows.length > 0 ? credential(rows[0]) : null,
-      numbers: rows.filter((r) => r[9] != null).map(number),
+      numbers: rows.filter((r) => r.phone_number != null).map(number),
     };
   } catch (err) {
     if (err instanceof ApiError) {

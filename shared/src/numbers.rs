@@ -143,19 +143,22 @@ pub enum Listing {
 /// numbers (`scripts/bench.sh routes`): list-numbers p50 ≈ 5.7 ms before, ≈ 2.6 ms
 /// after.
 const STATUS_SQL: &str = "SELECT
-        cr.org_id IS NOT NULL, cr.metadata->>'accountSid', cr.metadata->>'phoneNumber',
-        cr.source, o.vapi_credential_id, cr.updated_at,
-        o.vapi_credential_id IS NOT NULL AND o.synced_generation = o.sync_generation,
+        cr.org_id IS NOT NULL AS has_credential,
+        cr.metadata->>'accountSid' AS account_sid, cr.metadata->>'phoneNumber' AS slot_number,
+        cr.source, o.vapi_credential_id, cr.updated_at AS credential_updated_at,
+        o.vapi_credential_id IS NOT NULL AND o.synced_generation = o.sync_generation AS synced,
         o.vapi_synced_at,
         CASE WHEN o.synced_generation < o.sync_generation THEN
             CASE WHEN o.sync_lease_until >= now() THEN 'sync_in_progress'
-                 ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END,
+                 ELSE coalesce(o.vapi_sync_error, 'sync_unfinished') END END AS sync_code,
         n.phone_number, n.status, n.vapi_phone_id, n.twilio_phone_sid, n.assistant_id,
         n.display_name, n.assistant_pending, n.created_at, n.released_at,
-        n.vapi_released_at IS NULL, n.twilio_released_at IS NULL, n.release_attempts,
-        n.next_attempt_at, n.last_release_error,
-        n.twilio_subaccount_sid IS NULL, n.bought_at IS NULL, n.imported_at IS NULL,
-        n.purchase_attempts, n.claim_token IS NULL, n.last_purchase_error
+        n.vapi_released_at IS NULL AS vapi_release_pending,
+        n.twilio_released_at IS NULL AS twilio_release_pending,
+        n.release_attempts, n.next_attempt_at, n.last_release_error,
+        n.twilio_subaccount_sid IS NULL AS subaccount_pending,
+        n.bought_at IS NULL AS purchase_pending, n.imported_at IS NULL AS import_pending,
+        n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error
     FROM (VALUES ($1::uuid)) AS q (org_id)
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
@@ -197,76 +200,82 @@ pub async fn warm_up(db: &Db) -> Result<(), DbError> {
         .map(drop)
 }
 
-/// Column `i` of a status row, or a [`DbError::Shape`] naming it (never a panic).
-fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, DbError> {
-    row.try_get(i)
-        .map_err(|e| DbError::Shape(format!("status row, column {i}: {e}")))
+/// Column `name` of a status row, or a [`DbError::Shape`] naming it (never a panic).
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, DbError> {
+    row.try_get(name)
+        .map_err(|e| DbError::Shape(format!("status row, column {name}: {e}")))
 }
 
 fn credential_from_row(row: &Row) -> Result<Option<CredentialSummary>, DbError> {
-    if !col::<bool>(row, 0)? {
+    if !col::<bool>(row, "has_credential")? {
         return Ok(None);
     }
     Ok(Some(CredentialSummary {
-        account_sid: col(row, 1)?,
-        phone_number: col(row, 2)?,
-        source: col(row, 3)?,
-        vapi_credential_id: col(row, 4)?,
-        updated_at: col(row, 5)?,
+        account_sid: col(row, "account_sid")?,
+        phone_number: col(row, "slot_number")?,
+        source: col(row, "source")?,
+        vapi_credential_id: col(row, "vapi_credential_id")?,
+        updated_at: col(row, "credential_updated_at")?,
         vapi: VapiSyncState {
-            synced: col::<Option<bool>>(row, 6)?.unwrap_or(false),
-            synced_at: col(row, 7)?,
-            code: col(row, 8)?,
+            synced: col::<Option<bool>>(row, "synced")?.unwrap_or(false),
+            synced_at: col(row, "vapi_synced_at")?,
+            code: col(row, "sync_code")?,
         },
     }))
 }
 
 /// The number in a status row; `None` in the one row of an org without numbers.
 fn number_from_row(row: &Row) -> Result<Option<ManagedNumber>, DbError> {
-    let Some(phone_number) = col::<Option<String>>(row, 9)? else {
+    let Some(phone_number) = col::<Option<String>>(row, "phone_number")? else {
         return Ok(None);
     };
-    let status = NumberStatus::from_column(&col::<String>(row, 10)?)?;
-    let vapi_phone_id: Option<String> = col(row, 11)?;
+    let status = NumberStatus::from_column(&col::<String>(row, "status")?)?;
+    let vapi_phone_id: Option<String> = col(row, "vapi_phone_id")?;
     let release = match status {
         NumberStatus::Releasing | NumberStatus::ReleasePending | NumberStatus::NeedsAttention => {
             let mut pending = Vec::new();
-            if vapi_phone_id.is_some() && col::<bool>(row, 18)? {
+            if vapi_phone_id.is_some() && col::<bool>(row, "vapi_release_pending")? {
                 pending.push("vapi".to_owned());
             }
-            if col::<bool>(row, 19)? {
+            if col::<bool>(row, "twilio_release_pending")? {
                 pending.push("twilio".to_owned());
             }
             Some(ReleaseProgress {
                 pending,
-                attempts: col(row, 20)?,
+                attempts: col(row, "release_attempts")?,
                 next_attempt_at: match status {
-                    NumberStatus::ReleasePending => col(row, 21)?,
+                    NumberStatus::ReleasePending => col(row, "next_attempt_at")?,
                     _ => None,
                 },
-                errors: error_codes(col(row, 22)?),
+                errors: error_codes(col(row, "last_release_error")?),
             })
         }
         _ => None,
     };
     let purchase = match status {
         NumberStatus::Provisioning => {
-            let steps = [(23, "subaccount"), (24, "twilio"), (25, "vapi")];
+            let steps = [
+                ("subaccount_pending", "subaccount"),
+                ("purchase_pending", "twilio"),
+                ("import_pending", "vapi"),
+            ];
             let mut pending = Vec::new();
-            for (i, step) in steps {
-                if col::<bool>(row, i)? {
+            for (column, step) in steps {
+                if col::<bool>(row, column)? {
                     pending.push(step.to_owned());
                 }
             }
             Some(PurchaseProgress {
                 pending,
-                attempts: col(row, 26)?,
-                next_attempt_at: if col::<bool>(row, 27)? {
-                    col(row, 21)?
+                attempts: col(row, "purchase_attempts")?,
+                // A request holding the purchase finishes it now; reconcile's time
+                // is shown only while nobody does.
+                next_attempt_at: if col::<bool>(row, "unclaimed")? {
+                    col(row, "next_attempt_at")?
                 } else {
                     None
                 },
-                errors: error_codes(col(row, 28)?),
+                errors: error_codes(col(row, "last_purchase_error")?),
             })
         }
         _ => None,
@@ -275,12 +284,12 @@ fn number_from_row(row: &Row) -> Result<Option<ManagedNumber>, DbError> {
         phone_number,
         status,
         vapi_phone_id,
-        twilio_phone_sid: col(row, 12)?,
-        assistant_id: col(row, 13)?,
-        name: col(row, 14)?,
-        assistant_pending: col(row, 15)?,
-        created_at: col(row, 16)?,
-        released_at: col(row, 17)?,
+        twilio_phone_sid: col(row, "twilio_phone_sid")?,
+        assistant_id: col(row, "assistant_id")?,
+        name: col(row, "display_name")?,
+        assistant_pending: col(row, "assistant_pending")?,
+        created_at: col(row, "created_at")?,
+        released_at: col(row, "released_at")?,
         release,
         purchase,
     }))
