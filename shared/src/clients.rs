@@ -3,7 +3,8 @@
 //! policy from the environment, and the secrets each is given.
 
 use crate::config::{ConfigError, Env, ProviderUrls, SecretLoader, TwilioMainAccount, VapiKey};
-use crate::providers::{CallPolicy, HttpClientError, http_client};
+use crate::providers::{CallPolicy, http_client};
+use crate::tls::HttpClientError;
 use crate::twilio::TwilioClient;
 use crate::vapi::VapiClient;
 

@@ -61,14 +61,12 @@ impl CallPolicy {
 /// The one HTTP client of a function instance for the providers (connection pool,
 /// TLS, timeouts): HTTP/1.1 over [`crate::tls::client_config`], so building it reads
 /// no certificate files.
-pub fn http_client() -> Result<reqwest::Client, HttpClientError> {
+pub fn http_client() -> Result<reqwest::Client, crate::tls::HttpClientError> {
     Ok(crate::tls::http_client_builder()?
         .connect_timeout(Duration::from_secs(3))
         .user_agent(concat!("telephony-backend/", env!("CARGO_PKG_VERSION")))
         .build()?)
 }
-
-pub use crate::tls::HttpClientError;
 
 /// A failed provider call, classified. Carries the provider's error code and
 /// message for logs and the pending-release record; never shown to API callers.

@@ -8,8 +8,9 @@
 //! Compiled-in roots instead of the system store is a cold-start choice: loading the
 //! system store (`rustls-native-certs`, `rustls-platform-verifier`) reads and parses
 //! every certificate file on each new process — measured at ≈ 5 ms of the init of
-//! every route with a provider client (issue 14) — where these roots are already parsed constants. Extra roots
-//! (a private CA) are added per use, as `DB_CA_FILE` does for the database.
+//! every route with a provider client (issue 14) — where these roots are already
+//! parsed constants. Extra roots (a private CA) are added per use, as `DB_CA_FILE`
+//! does for the database.
 
 use std::sync::Arc;
 

@@ -293,9 +293,9 @@ impl Db {
     /// against warm: list-numbers 5.4 → 1.35 ms (warm 0.9), release-number 3.2–3.8
     /// → 1.3 ms (warm 0.7), update-number 7.4–8.3 → 4.6–5.0 ms (warm 2.4); the
     /// cold start (init + first request) within ±1 ms, the warm-up's own statements
-    /// being the price. Init runs before the first request is handed
-    /// over, at full CPU where an invocation gets its memory's share, and with
-    /// provisioned concurrency it runs ahead of any request. Both steps together are
+    /// being the price. Init runs before the first request is handed over, at full
+    /// CPU where an invocation gets its memory's share, and with provisioned
+    /// concurrency it runs ahead of any request. Both steps together are
     /// bounded by `within`; a failure is logged and left to the first request, which
     /// connects as it always did (and a connection the proxy dropped while the
     /// instance waited is replaced by [`Db::query`]'s retry). The warm-up goes
