@@ -308,19 +308,19 @@ async fn standins_check_auth_and_answer_the_providers_error_json() {
     assert_eq!(body["code"], 20003);
     assert!(body["more_info"].is_string());
 
-    // A SID ending in `dead` is a suspended account.
+    // A SID ending in `dead` is a suspended account: refused as Twilio does (403,
+    // code 20403), not answered with its status.
     let dead = "AC0123456789abcdef0123456789abdead";
-    let account: Value = l
+    let resp = l
         .http
         .get(format!("{base}/twilio/2010-04-01/Accounts/{dead}.json"))
         .basic_auth(dead, Some("11111111111111111111111111111111"))
         .send()
         .await
-        .expect("twilio")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(account["status"], "suspended");
+        .expect("twilio");
+    assert_eq!(resp.status(), 403);
+    let account: Value = resp.json().await.expect("json");
+    assert_eq!(account["code"], 20403);
 
     // A released Vapi number is gone the next time; `times` fails only that many calls.
     let delete_phone = || {

@@ -504,10 +504,12 @@ async fn vapi_imports_lists_routes_and_deletes_phone_numbers() {
     assert_eq!(created["assistantId"], import["assistantId"]);
     assert_eq!(created["name"], "Front desk");
     assert!(created["createdAt"].is_string() && created["updatedAt"].is_string());
-    assert!(
-        !created.to_string().contains(DEMO_SUBACCOUNT_TOKEN),
+    // Vapi's `TwilioPhoneNumber` answers may carry the token: the stand-in's do.
+    assert_eq!(
+        created["twilioAuthToken"], DEMO_SUBACCOUNT_TOKEN,
         "{created}"
     );
+    assert_eq!(created["smsEnabled"], true, "Vapi's default: {created}");
 
     // Listed newest first, with Vapi's filters.
     let (status, list) = s.vapi("GET", "/phone-number?limit=1", None).await;
@@ -709,4 +711,381 @@ async fn vapi_knows_every_assistant_but_the_reserved_unknown_ones() {
             "{unknown}: {body}"
         );
     }
+}
+
+/// Vapi's 400 for unknown properties, exactly.
+fn unknown_property(body: &(u16, Value), property: &str) {
+    assert_eq!(
+        *body,
+        (
+            400,
+            json!({"message": [format!("property {property} should not exist")],
+                   "error": "Bad Request", "statusCode": 400})
+        )
+    );
+}
+
+#[tokio::test]
+async fn vapi_phone_numbers_take_what_vapis_spec_allows_and_answer_the_token() {
+    let s = Standins::start().await;
+    for number in ["+14155550150", "+14155550151"] {
+        let (status, _) = s
+            .twilio(
+                "POST",
+                &format!("/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json"),
+                Some(MAIN),
+                &[("PhoneNumber", number)],
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let squad = "0d3e0000-0000-4000-8000-0000000000c1";
+    let workflow = "0d3e0000-0000-4000-8000-0000000000c2";
+    let server = json!({"url": "https://hooks.example/vapi", "timeoutSeconds": 20,
+                        "headers": {"x-secret": "server-header-secret"}});
+    let fallback = json!({"type": "number", "number": "+14155550199"});
+    let hooks = json!([{"on": "call.ringing", "do": []}]);
+    // Every property of CreateTwilioPhoneNumberDTO is accepted (the key pair with a
+    // token: the token is what Twilio checks).
+    let import = json!({
+        "provider": "twilio", "number": "+14155550150",
+        "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN,
+        "twilioApiKey": "SK0123456789abcdef0123456789abcdef", "twilioApiSecret": "api-secret-1",
+        "name": "Front desk", "squadId": squad, "workflowId": workflow,
+        "server": server, "fallbackDestination": fallback, "hooks": hooks,
+        "smsEnabled": false,
+    });
+    let (status, created) = s.vapi("POST", "/phone-number", Some(import)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["smsEnabled"], false);
+    assert_eq!(created["squadId"], squad);
+    assert_eq!(created["workflowId"], workflow);
+    assert_eq!(created["server"], server);
+    assert_eq!(created["fallbackDestination"], fallback);
+    assert_eq!(created["hooks"], hooks);
+    assert_eq!(created["twilioAuthToken"], DEMO_SUBACCOUNT_TOKEN);
+    // Without `smsEnabled`: Vapi's default, true.
+    let (status, plain) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(json!({"provider": "twilio", "number": "+14155550151",
+                        "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN})),
+        )
+        .await;
+    assert_eq!(status, 201, "{plain}");
+    let plain_id = plain["id"].as_str().expect("id").to_owned();
+
+    // The control state shows `smsEnabled`, never a token, API secret or header.
+    let state = s.running.standins_state.state();
+    assert_eq!(
+        state["vapi_phone_numbers"][&id]["smsEnabled"], false,
+        "{state}"
+    );
+    assert_eq!(state["vapi_phone_numbers"][&plain_id]["smsEnabled"], true);
+    let text = state.to_string();
+    for secret in [
+        DEMO_SUBACCOUNT_TOKEN,
+        "api-secret-1",
+        "server-header-secret",
+        LOCAL_TWILIO_MAIN_TOKEN,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the state: {text}");
+    }
+
+    // Still refused: what the DTO does not have, wrong types, a key pair alone (the
+    // stand-in's Twilio knows no API keys).
+    unknown_property(
+        &s.vapi(
+            "POST",
+            "/phone-number",
+            Some(json!({"provider": "twilio", "number": "+14155550151",
+                        "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN,
+                        "credentialId": "c"})),
+        )
+        .await,
+        "credentialId",
+    );
+    let base = json!({"provider": "twilio", "number": "+14155550151", "twilioAccountSid": DEMO_SUBACCOUNT,
+                      "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN});
+    for (change, message) in [
+        (
+            json!({"smsEnabled": "no"}),
+            "smsEnabled must be a boolean value",
+        ),
+        (json!({"hooks": {}}), "hooks must be an array"),
+        (
+            json!({"server": "https://x.example"}),
+            "server must be an object",
+        ),
+    ] {
+        let mut body = base.clone();
+        for (k, v) in change.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let (status, answer) = s.vapi("POST", "/phone-number", Some(body)).await;
+        assert_eq!(status, 400, "{change}: {answer}");
+        assert!(answer["message"].to_string().contains(message), "{answer}");
+    }
+    let (status, answer) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(json!({"provider": "twilio", "number": "+14155550151", "twilioAccountSid": DEMO_SUBACCOUNT,
+                        "twilioApiKey": "SK0123456789abcdef0123456789abcdef", "twilioApiSecret": "s"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authenticate")),
+        "{answer}"
+    );
+
+    // PATCH: every property of UpdateTwilioPhoneNumberDTO, none required.
+    let path = format!("/phone-number/{plain_id}");
+    let (status, patched) = s.vapi("PATCH", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "{patched}");
+    let (status, patched) = s
+        .vapi(
+            "PATCH",
+            &path,
+            Some(json!({
+                "provider": "twilio", "smsEnabled": false, "squadId": squad, "workflowId": workflow,
+                "server": {"url": "https://hooks.example/other"}, "hooks": [],
+                "fallbackDestination": fallback, "name": "Sales",
+                "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN,
+                "twilioApiKey": "SK0123456789abcdef0123456789abcdef", "twilioApiSecret": "api-secret-2",
+                "number": "+14155550151",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["smsEnabled"], false);
+    assert_eq!(patched["squadId"], squad);
+    assert_eq!(patched["name"], "Sales");
+    assert_eq!(
+        patched["twilioAuthToken"], DEMO_SUBACCOUNT_TOKEN,
+        "{patched}"
+    );
+    assert_eq!(
+        s.running.standins_state.state()["vapi_phone_numbers"][&plain_id]["smsEnabled"],
+        false
+    );
+    unknown_property(
+        &s.vapi(
+            "PATCH",
+            &path,
+            Some(json!({"serverUrl": "https://x.example"})),
+        )
+        .await,
+        "serverUrl",
+    );
+    let (status, answer) = s
+        .vapi("PATCH", &path, Some(json!({"provider": "vonage"})))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].is_array(), "{answer}");
+    // A new token Twilio refuses, a number the account does not hold: Vapi's 400.
+    for change in [
+        json!({"twilioAuthToken": "0123456789abcdef0123456789abcdef"}),
+        json!({"number": "+14155550152"}),
+    ] {
+        let (status, answer) = s.vapi("PATCH", &path, Some(change.clone())).await;
+        assert_eq!(status, 400, "{change}: {answer}");
+    }
+
+    // The token in every answer about the number: GET, list, PATCH (above), DELETE.
+    let (_, fetched) = s.vapi("GET", &path, None).await;
+    assert_eq!(fetched["twilioAuthToken"], DEMO_SUBACCOUNT_TOKEN);
+    let (_, listed) = s.vapi("GET", "/phone-number", None).await;
+    let listed = listed.as_array().expect("list");
+    assert!(
+        listed
+            .iter()
+            .all(|n| n["twilioAuthToken"].as_str().is_some_and(|t| t.len() == 32)),
+        "seeded numbers too: {listed:?}"
+    );
+    let (status, deleted) = s.vapi("DELETE", &path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(deleted["twilioAuthToken"], DEMO_SUBACCOUNT_TOKEN);
+}
+
+#[tokio::test]
+async fn vapi_credentials_take_what_vapis_spec_allows() {
+    let s = Standins::start().await;
+    let sid = "AC0123456789abcdef0123456789abcdef";
+    let (status, created) = s
+        .vapi(
+            "POST",
+            "/credential",
+            Some(json!({"provider": "twilio", "accountSid": sid,
+                        "authToken": "0123456789abcdef0123456789abcdef", "name": "org-x"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let path = format!("/credential/{id}");
+    // PATCH requires nothing and takes `provider`.
+    for body in [
+        json!({}),
+        json!({"provider": "twilio"}),
+        json!({"name": "renamed"}),
+        json!({"provider": "twilio", "accountSid": sid, "authToken": "fedcba9876543210fedcba9876543210"}),
+        json!({"apiKey": "SK0123456789abcdef0123456789abcdef", "apiSecret": "api-secret"}),
+    ] {
+        let (status, answer) = s.vapi("PATCH", &path, Some(body.clone())).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer["accountSid"], sid, "{answer}");
+        for secret in ["authToken", "apiSecret", "apiKey"] {
+            assert!(answer.get(secret).is_none(), "{answer}");
+        }
+    }
+    let (_, answer) = s.vapi("PATCH", &path, Some(json!({}))).await;
+    assert_eq!(answer["name"], "renamed", "kept: {answer}");
+    unknown_property(
+        &s.vapi("PATCH", &path, Some(json!({"credentialId": "x"})))
+            .await,
+        "credentialId",
+    );
+    for body in [
+        json!({"provider": "vonage"}),
+        json!({"accountSid": ""}),
+        json!({"name": "n".repeat(41)}),
+        json!({"authToken": 5}),
+    ] {
+        let (status, answer) = s.vapi("PATCH", &path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["message"].is_array(), "{answer}");
+    }
+    // Create still needs the provider, the account and a secret.
+    for body in [
+        json!({"accountSid": sid, "authToken": "0123456789abcdef0123456789abcdef"}),
+        json!({"provider": "twilio", "authToken": "0123456789abcdef0123456789abcdef"}),
+        json!({"provider": "twilio", "accountSid": sid}),
+    ] {
+        let (status, answer) = s.vapi("POST", "/credential", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_twilio_account_is_refused_as_twilio_does_and_the_save_says_so() {
+    let s = Standins::start().await;
+    // A SID ending in `dead`: a suspended account. Twilio refuses it (403, 20403)
+    // instead of answering 200 with its status.
+    let dead = "AC0123456789abcdef0123456789abdead";
+    let token = "0123456789abcdef0123456789abcdef";
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &format!("/Accounts/{dead}.json"),
+            Some((dead, token)),
+            &[],
+        )
+        .await,
+        403,
+        20403,
+    );
+    let live = "AC0123456789abcdef0123456789abcdef";
+    let (status, account) = s
+        .twilio(
+            "GET",
+            &format!("/Accounts/{live}.json"),
+            Some((live, token)),
+            &[],
+        )
+        .await;
+    assert_eq!((status, account["status"].as_str()), (200, Some("active")));
+
+    // A BYOC save with it: refused, saying the account may be suspended or closed.
+    let org = "0d3e0000-0000-4000-8000-0000000000d1";
+    let bearer = s
+        .running
+        .gateway
+        .authorizer
+        .mint(
+            org,
+            "tester",
+            &["telephony:write"],
+            std::time::Duration::from_secs(600),
+        )
+        .expect("token");
+    let resp = s
+        .http
+        .put(format!(
+            "http://{}/api/telephony/credentials/twilio",
+            s.running.api
+        ))
+        .bearer_auth(bearer)
+        .json(&json!({"accountSid": dead, "authToken": token, "phoneNumber": "+14155550100"}))
+        .send()
+        .await
+        .expect("save");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["code"], "twilio_rejected_credentials",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("suspended or closed")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn toll_free_answers_lower_case_capabilities_and_search_reads_them() {
+    let s = Standins::start().await;
+    let (status, toll_free) = s
+        .twilio(
+            "GET",
+            &format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/TollFree.json"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{toll_free}");
+    assert_eq!(
+        toll_free["available_phone_numbers"][0]["capabilities"],
+        json!({"voice": true, "sms": true, "mms": false, "fax": false})
+    );
+    // Through the search route: SMS read from the lower-case key (and MMS from the
+    // capitals of a local answer).
+    let search = |query: &'static str| {
+        s.http
+            .get(format!(
+                "http://{}/api/managed-telephony/available-numbers?{query}",
+                s.running.api
+            ))
+            .bearer_auth(&s.running.token)
+            .send()
+    };
+    let found: Value = search("type=toll_free")
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        found["numbers"][0]["capabilities"],
+        json!({"voice": true, "sms": true, "mms": false}),
+        "{found}"
+    );
+    let local: Value = search("areaCode=415")
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        local["numbers"][0]["capabilities"],
+        json!({"voice": true, "sms": true, "mms": true}),
+        "{local}"
+    );
 }

@@ -87,6 +87,11 @@ pub enum ProviderError {
     },
     #[error("{provider} answered with an unexpected body")]
     UnexpectedBody { provider: &'static str, status: u16 },
+    /// The provider's router does not know the path (Vapi's JSON 404 `Cannot
+    /// PATCH /credential/…`): the endpoint is gone from its API, or the base URL is
+    /// wrong. Not "not found", and repeating it cannot help.
+    #[error("{provider} does not know this endpoint")]
+    UnknownRoute { provider: &'static str, status: u16 },
 }
 
 impl ProviderError {
@@ -95,7 +100,7 @@ impl ProviderError {
         match self {
             Self::Timeout { .. } | Self::Unreachable { .. } => true,
             Self::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
-            Self::UnexpectedBody { .. } => false,
+            Self::UnexpectedBody { .. } | Self::UnknownRoute { .. } => false,
         }
     }
 
@@ -107,12 +112,16 @@ impl ProviderError {
             Self::Status { status, .. } => *status >= 500,
             // A success status with a body we could not read.
             Self::UnexpectedBody { status, .. } => (200..300).contains(status),
+            // The router refused the path: nothing was done.
+            Self::UnknownRoute { .. } => false,
         }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Status { status, .. } | Self::UnexpectedBody { status, .. } => Some(*status),
+            Self::Status { status, .. }
+            | Self::UnexpectedBody { status, .. }
+            | Self::UnknownRoute { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -122,14 +131,16 @@ impl ProviderError {
             Self::Timeout { provider }
             | Self::Unreachable { provider }
             | Self::Status { provider, .. }
-            | Self::UnexpectedBody { provider, .. } => provider,
+            | Self::UnexpectedBody { provider, .. }
+            | Self::UnknownRoute { provider, .. } => provider,
         }
     }
 
-    /// The provider said the thing does not exist: Twilio 404 with code 20404,
-    /// Vapi 404 in its JSON error shape. (A 404 without the provider's error JSON
-    /// is [`ProviderError::UnexpectedBody`], never this.)
-    pub fn is_gone(&self) -> bool {
+    /// The provider's own "not found": Twilio 404 with code 20404, Vapi 404 in its
+    /// JSON error shape. (A 404 without the provider's error JSON is
+    /// [`ProviderError::UnexpectedBody`], never this.) Not proof that a thing is
+    /// gone by itself: see [`ProviderError::is_gone`].
+    pub fn says_not_found(&self) -> bool {
         match self {
             Self::Status {
                 provider: "twilio",
@@ -144,6 +155,16 @@ impl ProviderError {
             } => true,
             _ => false,
         }
+    }
+
+    /// The provider's answer alone proves the thing does not exist: only Vapi's
+    /// JSON 404 (its unknown-route 404 is already [`ProviderError::UnexpectedBody`]).
+    /// Twilio's 20404 is not proof: its own error page lists a path that does not
+    /// exist and a wrong host or base URL among its causes, so a Twilio removal
+    /// confirms "gone" with a read of the account first
+    /// ([`crate::twilio::TwilioClient::release_number`]).
+    pub fn is_gone(&self) -> bool {
+        self.provider() == "vapi" && self.says_not_found()
     }
 
     pub fn provider_code(&self) -> Option<i64> {
@@ -165,7 +186,9 @@ impl ProviderError {
             Self::Status { status, .. } if *status >= 500 => "unavailable",
             Self::Unreachable { .. } => "unavailable",
             Self::Status { .. } => "rejected",
-            Self::UnexpectedBody { .. } => "bad_response",
+            // Kept as a bad response in general; the credential sync names it
+            // (`vapi_credentials_unavailable`).
+            Self::UnexpectedBody { .. } | Self::UnknownRoute { .. } => "bad_response",
         };
         match (provider, kind) {
             ("vapi", "timeout") => "vapi_timeout",
@@ -225,10 +248,11 @@ fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> Provid
     // provider's API (a wrong base URL, a proxy's HTML page): nothing can be
     // concluded from it, least of all "not found". 401/403/408/429 and 5xx keep
     // their meaning whatever the body.
-    if (!theirs || unknown_route)
-        && (400..500).contains(&status)
-        && ![401, 403, 408, 429].contains(&status)
-    {
+    let refusable = (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status);
+    if theirs && unknown_route && refusable {
+        return ProviderError::UnknownRoute { provider, status };
+    }
+    if !theirs && refusable {
         return ProviderError::UnexpectedBody { provider, status };
     }
     let message = parsed.as_ref().and_then(|b| b.message.as_ref()).map(|m| {
@@ -345,22 +369,29 @@ mod tests {
     #[test]
     fn gone_only_when_the_provider_said_so() {
         let twilio_404 = r#"{"code":20404,"message":"The requested resource was not found","more_info":"https://www.twilio.com/docs/errors/20404","status":404}"#;
-        assert!(err("twilio", 404, twilio_404).is_gone());
+        // Twilio's 20404 says "not found" but proves nothing alone (wrong base URL).
+        assert!(err("twilio", 404, twilio_404).says_not_found());
+        assert!(!err("twilio", 404, twilio_404).is_gone());
         let other_code = r#"{"code":20003,"message":"x","more_info":"y","status":404}"#;
-        assert!(!err("twilio", 404, other_code).is_gone());
+        assert!(!err("twilio", 404, other_code).says_not_found());
         let vapi_404 = r#"{"message":"Not Found","error":"Not Found","statusCode":404}"#;
         assert!(err("vapi", 404, vapi_404).is_gone());
         let unknown_route = r#"{"message":"Cannot DELETE /v1/phone-number/abc","error":"Not Found","statusCode":404}"#;
-        for bare in [
-            "",
-            "<html>404 Not Found</html>",
-            "{}",
-            r#"{"message":"x"}"#,
-            unknown_route,
-        ] {
+        // Vapi's router: the path is unknown, not the thing.
+        let e = err("vapi", 404, unknown_route);
+        assert!(!e.is_gone() && !e.says_not_found() && !e.is_retryable() && !e.outcome_unknown());
+        assert_eq!(
+            e,
+            ProviderError::UnknownRoute {
+                provider: "vapi",
+                status: 404
+            }
+        );
+        assert_eq!(e.stable_code(), "vapi_bad_response");
+        for bare in ["", "<html>404 Not Found</html>", "{}", r#"{"message":"x"}"#] {
             for p in ["vapi", "twilio"] {
                 let e = err(p, 404, bare);
-                assert!(!e.is_gone(), "{p} {bare:?}");
+                assert!(!e.is_gone() && !e.says_not_found(), "{p} {bare:?}");
                 assert_eq!(
                     e,
                     ProviderError::UnexpectedBody {

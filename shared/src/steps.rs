@@ -173,9 +173,10 @@ pub enum Step {
 }
 
 impl Step {
-    /// A removal (DELETE) step: done, or already gone *as the provider said so*
-    /// ([`ProviderError::is_gone`]: Twilio 404 with code 20404, Vapi's JSON 404).
-    /// Any other 404 (a wrong base URL, a proxy's page) is a failed step.
+    /// A removal (DELETE) step: done, or already gone *as the provider proved*
+    /// ([`ProviderError::is_gone`]: Vapi's JSON 404; Twilio's removal confirms its
+    /// 20404 itself and answers `Ok` when confirmed). Any other 404 (a wrong base
+    /// URL, a proxy's page, an unconfirmed 20404) is a failed step.
     pub fn removal(result: Result<(), ProviderError>) -> Self {
         match result {
             Ok(()) => Step::Done,

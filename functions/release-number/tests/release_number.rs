@@ -10,7 +10,7 @@ use shared::ids::OrgId;
 use testkit::event::{ApiEvent, read_response};
 use testkit::fakes::{FakeTwilio, FakeVapi, TWILIO_MAIN_SID, TWILIO_MAIN_TOKEN, VAPI_KEY};
 use testkit::{SeededNumber, TestDb};
-use wiremock::matchers::{any, method, path};
+use wiremock::matchers::{any, method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
 const ROUTE: &str = "/api/managed-telephony/numbers/{phoneNumber}";
@@ -96,6 +96,28 @@ impl World {
                 "/Accounts/{}/IncomingPhoneNumbers/{}.json",
                 n.subaccount_sid, n.number_sid
             ))))
+    }
+
+    /// `GET /Accounts/{sub}/IncomingPhoneNumbers.json?PhoneNumber=<E.164>`.
+    fn twilio_list(&self, n: &SeededNumber) -> wiremock::MockBuilder {
+        self.twilio.as_main_account(
+            Mock::given(method("GET"))
+                .and(path(format!(
+                    "/Accounts/{}/IncomingPhoneNumbers.json",
+                    n.subaccount_sid
+                )))
+                .and(query_param("PhoneNumber", n.number.as_str())),
+        )
+    }
+
+    /// Twilio's page of incoming numbers.
+    fn incoming_page(&self, numbers: &[Value]) -> Value {
+        json!({
+            "incoming_phone_numbers": numbers,
+            "page": 0,
+            "page_size": 50,
+            "next_page_uri": null,
+        })
     }
 
     async fn both_succeed(&self, n: &SeededNumber) {
@@ -332,8 +354,115 @@ async fn already_gone_at_either_provider_counts_as_done() {
         .expect(1)
         .mount(&w.twilio.server)
         .await;
+    // Twilio's 20404 is believed only once the subaccount's list confirms it.
+    w.twilio_list(&b)
+        .respond_with(ResponseTemplate::new(200).set_body_json(w.incoming_page(&[])))
+        .expect(1)
+        .mount(&w.twilio.server)
+        .await;
     assert_eq!(w.delete(&b.number).await.0, 200);
     assert_eq!(w.row(&b.number).await.0, "released");
+}
+
+/// What Twilio answers for a path it does not know: 404 with code 20404, the same
+/// as for a number that is gone.
+fn twilio_unknown_path() -> ResponseTemplate {
+    FakeTwilio::error(404, 20404, "The requested resource was not found")
+}
+
+#[tokio::test]
+async fn a_wrong_twilio_base_url_leaves_the_release_pending_and_says_why() {
+    // TWILIO_BASE_URL without `/2010-04-01`: every path is unknown to Twilio, which
+    // answers each with 404 code 20404. Nothing may be counted as released.
+    let w = World::new().await;
+    let n = w.number("+14155550105").await;
+    w.vapi_delete(&n)
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&w.vapi.server)
+        .await;
+    Mock::given(any())
+        .respond_with(twilio_unknown_path())
+        .expect(2)
+        .named("every Twilio path unknown")
+        .mount(&w.twilio.server)
+        .await;
+    let (status, body) = w.delete(&n.number).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "release_pending");
+    assert_eq!(body["pending"], json!(["twilio"]));
+    assert_eq!(body["errors"], json!({"twilio": "twilio_bad_response"}));
+    let (st, released, vapi_done, twilio_done, _, error) = w.row(&n.number).await;
+    assert_eq!(
+        (st.as_str(), released, vapi_done, twilio_done),
+        ("release_pending", false, true, false)
+    );
+    assert_eq!(error.unwrap()["twilio"]["code"], "twilio_bad_response");
+    // The calls made: the DELETE, then the confirming list read.
+    let got: Vec<String> = w
+        .twilio
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                "DELETE /Accounts/{}/IncomingPhoneNumbers/{}.json",
+                n.subaccount_sid, n.number_sid
+            ),
+            format!(
+                "GET /Accounts/{}/IncomingPhoneNumbers.json",
+                n.subaccount_sid
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_twilio_20404_with_the_number_still_listed_is_not_released() {
+    let w = World::new().await;
+    let a = w.number("+14155550106").await;
+    let b = w.number("+14155550107").await;
+    let c = w.number("+14155550108").await;
+    for n in [&a, &b, &c] {
+        w.vapi_delete(n)
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+            .mount(&w.vapi.server)
+            .await;
+        w.twilio_delete(n)
+            .respond_with(twilio_unknown_path())
+            .mount(&w.twilio.server)
+            .await;
+    }
+    // a: its SID is still listed.
+    w.twilio_list(&a)
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            w.incoming_page(&[json!({"sid": a.number_sid, "phone_number": a.number})]),
+        ))
+        .mount(&w.twilio.server)
+        .await;
+    // b: the subaccount holds the number under another SID.
+    w.twilio_list(&b)
+        .respond_with(ResponseTemplate::new(200).set_body_json(w.incoming_page(&[
+            json!({"sid": "PN99999999999999999999999999999999", "phone_number": b.number}),
+        ])))
+        .mount(&w.twilio.server)
+        .await;
+    // c: a 200 that is not Twilio's list.
+    w.twilio_list(&c)
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+        .mount(&w.twilio.server)
+        .await;
+    for n in [&a, &b, &c] {
+        let (status, body) = w.delete(&n.number).await;
+        assert_eq!(status, 202, "{} {body}", n.number);
+        assert_eq!(body["errors"], json!({"twilio": "twilio_bad_response"}));
+        assert_eq!(w.row(&n.number).await.0, "release_pending");
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@
 use lambda_http::{Body, Request, Response};
 use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::credential::{CredentialStore, TwilioCredential};
+use shared::credential::{
+    CredentialStore, SavedCredential, TwilioCredential, VAPI_CREDENTIALS_UNAVAILABLE,
+};
 use shared::db::{Db, DbConfig};
 use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
@@ -20,6 +22,7 @@ use shared::http::{
 };
 use shared::identity::Caller;
 use shared::ids::CredentialSource;
+use shared::metrics::{MetricSet, MetricsConfig, Unit, emit};
 use shared::steps::StepsConfig;
 use shared::twilio::TwilioClient;
 use shared::vapi::VapiClient;
@@ -34,6 +37,7 @@ pub struct State {
     pub twilio: TwilioClient,
     pub identity: IdentityConfig,
     pub steps: StepsConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl State {
@@ -49,6 +53,7 @@ impl State {
             twilio: clients.twilio(),
             identity: IdentityConfig::from_env(env),
             steps: StepsConfig::from_env(env)?,
+            metrics: MetricsConfig::from_env(env),
         })
     }
 
@@ -61,6 +66,15 @@ impl State {
             config: &self.steps,
         }
     }
+}
+
+/// What a save counts in CloudWatch (EMF): `VapiCredentialsUnavailable` when Vapi's
+/// router no longer knows its `/credential` endpoints (gone from its published
+/// spec since 2024-12; `docs/deploy.md`). No repeat can fix that, so nothing
+/// retries it: the template's alarm on this metric tells a person.
+pub fn sync_metrics(saved: &SavedCredential, cfg: &MetricsConfig) -> Option<MetricSet> {
+    (saved.vapi.code == Some(VAPI_CREDENTIALS_UNAVAILABLE))
+        .then(|| MetricSet::for_stack(cfg).value("VapiCredentialsUnavailable", Unit::Count, 1.0))
 }
 
 /// The Lambda handler.
@@ -81,6 +95,9 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
                 deadline,
             )
             .await?;
+        if let Some(set) = sync_metrics(&saved, &state.metrics) {
+            emit(&state.metrics, &[set], &mut std::io::stdout());
+        }
         Reply::ok(saved)
     })
     .await

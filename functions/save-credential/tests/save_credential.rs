@@ -486,11 +486,48 @@ async fn twilio_rejecting_the_credentials_is_422_and_stores_nothing() {
         .await;
     assert_eq!(status, 422);
     assert_eq!(resp["error"]["code"], "twilio_rejected_credentials");
-    assert_eq!(
-        resp["error"]["message"],
-        "Twilio rejected these credentials"
-    );
+    assert_eq!(resp["error"]["message"], REJECTED_MESSAGE);
     assert_eq!(w.t.dump().await, "", "nothing stored, not even the org");
+}
+
+/// What a save refused by Twilio says: Twilio refuses a suspended or closed account
+/// as it refuses wrong credentials, so the message names both.
+const REJECTED_MESSAGE: &str = "Twilio refused these credentials: the account may be suspended or closed, or the SID or token is wrong";
+
+#[tokio::test]
+async fn a_suspended_or_closed_account_is_refused_as_possibly_suspended() {
+    // Twilio lists "Account is suspended or closed" as a cause of 401/20003 and of
+    // 403/20403: it does not answer 200 with the status then.
+    let w = World::new().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&w.vapi.server)
+        .await;
+    for (status, code, message) in [(403, 20403, "Forbidden"), (401, 20003, "Authenticate")] {
+        w.twilio.server.reset().await;
+        Mock::given(method("GET"))
+            .and(path(format!("/Accounts/{SID}.json")))
+            .and(basic_auth(SID, TOKEN))
+            .respond_with(FakeTwilio::error(status, code, message))
+            .expect(1)
+            .mount(&w.twilio.server)
+            .await;
+        let org = OrgId::new(uuid::Uuid::new_v4());
+        let (s, resp) = w
+            .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+            .await;
+        assert_eq!(s, 422, "{status}/{code}: {resp}");
+        assert_eq!(
+            resp["error"]["code"], "twilio_rejected_credentials",
+            "{status}/{code}: {resp}"
+        );
+        let said = resp["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(said, REJECTED_MESSAGE, "{status}/{code}");
+        assert!(said.contains("suspended or closed"), "{said}");
+        assert!(!said.contains(TOKEN), "{said}");
+    }
+    assert_eq!(w.t.dump().await, "", "nothing stored");
 }
 
 #[tokio::test]
@@ -1323,4 +1360,98 @@ async fn a_save_behind_a_vapi_hang_past_the_deadline_is_409_and_the_next_save_ad
         sync_row(&w, org).await,
         (Some(all[0].id.clone()), 2, 2, false)
     );
+}
+
+/// Vapi's router answering a path it does not know (its `/credential` endpoints are
+/// gone from the published spec since 2024-12).
+fn vapi_unknown_route(verb: &str, path: &str) -> ResponseTemplate {
+    FakeVapi::error(404, &format!("Cannot {verb} {path}"))
+}
+
+#[tokio::test]
+async fn vapi_no_longer_knowing_its_credential_endpoints_is_a_stable_code_counted_never_repeated() {
+    let w = World::new().await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    w.twilio_accepts(SID, TOKEN).await;
+    // No credential yet: the create meets the unknown route, once.
+    w.vapi
+        .authed(Mock::given(method("POST")).and(path("/credential")))
+        .respond_with(vapi_unknown_route("POST", "/credential"))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "the slot is saved: {resp}");
+    assert_eq!(
+        resp["vapi"],
+        json!({"synced": false, "code": "vapi_credentials_unavailable"})
+    );
+    assert_eq!(
+        w.org_vapi_state(org).await,
+        (None, Some("vapi_credentials_unavailable".into()))
+    );
+    // What the handler writes to CloudWatch for the alarm.
+    let saved = shared::credential::SavedCredential {
+        account_sid: SID.parse().unwrap(),
+        phone_number: "+14155550100".parse().unwrap(),
+        source: CredentialSource::Byoc,
+        vapi_credential_id: None,
+        updated_at: serde_json::from_value(json!("2026-12-06T00:00:00Z")).unwrap(),
+        vapi: shared::credential::VapiSync {
+            synced: false,
+            code: Some("vapi_credentials_unavailable"),
+        },
+    };
+    let cfg = shared::metrics::MetricsConfig::from_env(&Env::from_pairs([]));
+    let set = save_credential::sync_metrics(&saved, &cfg).expect("counted");
+    assert_eq!(set.document(&cfg, 0)["VapiCredentialsUnavailable"], 1.0);
+    let other = shared::credential::SavedCredential {
+        vapi: shared::credential::VapiSync {
+            synced: false,
+            code: Some("vapi_unavailable"),
+        },
+        ..saved
+    };
+    assert!(save_credential::sync_metrics(&other, &cfg).is_none());
+    w.vapi.server.verify().await;
+
+    // With a known credential: the PATCH meets it, once (never retried, never
+    // followed by a create).
+    w.vapi.server.reset().await;
+    w.vapi_lists_nothing().await;
+    w.vapi_creates("vapi-cred-7", SID, TOKEN, org).await;
+    let (_, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(resp["vapi"], json!({"synced": true}));
+    w.vapi.server.reset().await;
+    w.vapi
+        .authed(Mock::given(method("PATCH")).and(path("/credential/vapi-cred-7")))
+        .respond_with(vapi_unknown_route("PATCH", "/credential/vapi-cred-7"))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&w.vapi.server)
+        .await;
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        resp["vapi"],
+        json!({"synced": false, "code": "vapi_credentials_unavailable"})
+    );
+    assert_eq!(
+        w.org_vapi_state(org).await,
+        (
+            Some("vapi-cred-7".into()),
+            Some("vapi_credentials_unavailable".into())
+        )
+    );
+    w.vapi.server.verify().await;
 }

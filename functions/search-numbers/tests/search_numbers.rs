@@ -179,6 +179,66 @@ async fn toll_free_uses_its_own_resource_and_price() {
     );
 }
 
+/// `available` with its capabilities as `capabilities`.
+fn with_capabilities(number: &str, capabilities: Value) -> Value {
+    let mut n = available(number, "none");
+    n["capabilities"] = capabilities;
+    n
+}
+
+#[tokio::test]
+async fn capability_keys_are_read_in_either_casing() {
+    // Twilio's casing varies: its spec and toll-free answers write `sms`/`mms`, US
+    // local answers have written `SMS`/`MMS`; an answer with both is no error.
+    let twilio = FakeTwilio::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/Accounts/{TWILIO_MAIN_SID}/AvailablePhoneNumbers/US/TollFree.json"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "available_phone_numbers": [
+                with_capabilities("+18335550100", json!({"voice": true, "sms": true, "mms": true, "fax": false})),
+                with_capabilities("+18335550101", json!({"voice": true, "SMS": true, "MMS": true})),
+                with_capabilities("+18335550102", json!({"voice": true, "sms": true, "SMS": true, "mms": false, "MMS": true})),
+                with_capabilities("+18335550103", json!({"voice": true, "sms": false, "mms": false})),
+            ]
+        })))
+        .expect(1)
+        .mount(&twilio.server)
+        .await;
+    pricing()
+        .respond_with(ResponseTemplate::new(200).set_body_json(prices()))
+        .mount(&twilio.server)
+        .await;
+    let (status, body) = search(&state(&twilio).await, Some("type=toll_free")).await;
+    assert_eq!(status, 200, "{body}");
+    let caps: Vec<(&str, &Value)> = body["numbers"]
+        .as_array()
+        .expect("numbers")
+        .iter()
+        .map(|n| {
+            (
+                n["phoneNumber"].as_str().unwrap_or_default(),
+                &n["capabilities"],
+            )
+        })
+        .collect();
+    let all = json!({"voice": true, "sms": true, "mms": true});
+    assert_eq!(
+        caps,
+        [
+            ("+18335550100", &all),
+            ("+18335550101", &all),
+            ("+18335550102", &all),
+            (
+                "+18335550103",
+                &json!({"voice": true, "sms": false, "mms": false})
+            ),
+        ],
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn twilio_down_is_503_and_its_refusal_422() {
     let twilio = FakeTwilio::start().await;

@@ -241,7 +241,9 @@ impl Standins {
     pub fn add_vapi_phone_number(&self, number: SeededVapiNumber<'_>) {
         let mut inner = self.lock();
         let now = inner.stamp();
-        inner.vapi.add_phone_number(number, now);
+        let token = inner.twilio.account_token(number.twilio_account_sid);
+        let token = token.map(str::to_owned);
+        inner.vapi.add_phone_number(number, token, now);
     }
 
     /// A Vapi credential the stand-in knows (created before it started).

@@ -25,6 +25,8 @@
 mod slot;
 mod sync;
 
+pub use sync::VAPI_CREDENTIALS_UNAVAILABLE;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -89,9 +91,16 @@ pub struct CredentialStore<'a> {
     pub config: &'a StepsConfig,
 }
 
+/// What a save refused by Twilio says: a suspended or closed account is refused
+/// like a wrong SID or token (401/20003 or 403/20403), so it names both.
+const REJECTED_MESSAGE: &str = "Twilio refused these credentials: the account may be suspended or closed, or the SID or token is wrong";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("Twilio rejected these credentials")]
+    /// 401 (20003), 403 (e.g. 20403) or 404 on the account check: wrong
+    /// credentials, or an account Twilio suspended or closed (Twilio documents that
+    /// as a cause of both 20003 and 20403), which the answer cannot tell apart.
+    #[error("{REJECTED_MESSAGE}")]
     TwilioRejected,
     #[error("the Twilio account is {0}, not active")]
     TwilioAccountNotActive(String),
@@ -124,7 +133,7 @@ impl From<SaveError> for ApiError {
         match e {
             SaveError::TwilioRejected => ApiError::Unprocessable {
                 code: "twilio_rejected_credentials",
-                message: "Twilio rejected these credentials".into(),
+                message: REJECTED_MESSAGE.into(),
             },
             SaveError::TwilioAccountNotActive(status) => ApiError::Unprocessable {
                 code: "twilio_account_not_active",

@@ -24,6 +24,9 @@ use crate::vapi::{CredentialId, VapiClient};
 /// Vapi's clock and ours may differ: a lookup starts this long before the attempt.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
+/// The sync's code when Vapi answers its unknown-route 404 on a credential call.
+pub const VAPI_CREDENTIALS_UNAVAILABLE: &str = "vapi_credentials_unavailable";
+
 /// How the sync ended: the id Vapi holds the credential under (as far as is
 /// known), and why Vapi may not hold the current one.
 #[derive(Debug)]
@@ -46,6 +49,9 @@ impl SyncFailure {
     /// The stable code the answer, the org and status show.
     pub(super) fn code(&self) -> &'static str {
         match self {
+            // Vapi's router no longer knows `/credential` (those paths left its
+            // published spec after 2024-12): no repeat can help; an alarm counts it.
+            Self::Vapi(ProviderError::UnknownRoute { .. }) => VAPI_CREDENTIALS_UNAVAILABLE,
             Self::Vapi(e) => match e.stable_code() {
                 code @ ("vapi_timeout" | "vapi_unauthorized" | "vapi_rejected"
                 | "vapi_bad_response") => code,

@@ -12,8 +12,10 @@
 //!    `DELETE /phone-number/{id}` and Twilio `DELETE
 //!    /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the platform's main
 //!    account (so a number stays releasable after the org's slot switched to BYOC).
-//!    "Already gone" counts as done only when the provider said so. Steps stamped by
-//!    an earlier attempt are skipped.
+//!    "Already gone" counts as done only when the provider proved it: Vapi's JSON
+//!    404, or Twilio's 20404 confirmed by a read of the subaccount's number list
+//!    (a 20404 is also Twilio's answer to a wrong base URL). Steps stamped by an
+//!    earlier attempt are skipped.
 //! 3. **Outcome** ([`claim::record`]), one transaction, only if the claim is still
 //!    ours: the routing row is deleted, the finished steps are stamped, and the
 //!    number becomes `released` (both done), or `release_pending` with the failed
@@ -246,10 +248,14 @@ impl Releaser<'_> {
             if claim.twilio_done {
                 return Step::Done;
             }
-            match (&claim.subaccount, &claim.number_sid) {
-                (Ok(sub), Ok(pn)) => Step::removal(
+            match (
+                &claim.subaccount,
+                &claim.number_sid,
+                claim.phone_number.parse::<E164>(),
+            ) {
+                (Ok(sub), Ok(pn), Ok(number)) => Step::removal(
                     deadline
-                        .run("twilio", self.twilio.release_number(sub, pn))
+                        .run("twilio", self.twilio.release_number(sub, pn, &number))
                         .await,
                 ),
                 _ => Step::Failed(ProviderError::UnexpectedBody {

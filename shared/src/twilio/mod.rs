@@ -19,7 +19,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::config::{Rotating, SecretLoader, TwilioMainAccount};
-use crate::ids::{AccountSid, AuthToken, PhoneNumberSid};
+use crate::ids::{AccountSid, AuthToken, E164, PhoneNumberSid};
 use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
 use crate::vapi::urlencode;
 
@@ -124,26 +124,81 @@ impl TwilioClient {
     }
 
     /// `DELETE /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the main
-    /// account (a main account's SID and token may act on its subaccounts). A 404 is
-    /// returned as an error; the release counts it as done only with code 20404
-    /// ([`ProviderError::is_gone`]).
+    /// account (a main account's SID and token may act on its subaccounts). `Ok`
+    /// when Twilio released it now, or when it was already gone *and a read
+    /// confirmed it*: Twilio's 404 with code 20404 is also its answer to a path
+    /// that does not exist or a wrong base URL, so before believing it the same
+    /// account's number list is read (`GET …/IncomingPhoneNumbers.json?PhoneNumber=`).
+    /// That read answering 200 proves the base URL and the account, and the number
+    /// counts as gone only when neither its SID nor its E.164 is in the list.
+    /// Anything else leaves the step failed: an unconfirmed 20404 is
+    /// [`ProviderError::UnexpectedBody`] (`twilio_bad_response`), never done.
     pub async fn release_number(
         &self,
         subaccount: &AccountSid,
-        number: &PhoneNumberSid,
+        number_sid: &PhoneNumberSid,
+        number: &E164,
     ) -> Result<(), ProviderError> {
         let path = format!(
             "/Accounts/{}/IncomingPhoneNumbers/{}.json",
             urlencode(subaccount.as_str()),
-            urlencode(number.as_str())
+            urlencode(number_sid.as_str())
         );
-        self.as_main(MainCall::idempotent(
-            Method::DELETE,
-            "/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
-            path,
-        ))
-        .await
-        .map(drop)
+        let deleted = self
+            .as_main(MainCall::idempotent(
+                Method::DELETE,
+                "/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
+                path,
+            ))
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) if e.says_not_found() => self.confirm_gone(subaccount, number_sid, number).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After Twilio's 20404 for a number: `Ok` only when the subaccount's number
+    /// list, read now, holds neither the number's SID nor its E.164.
+    pub async fn confirm_gone(
+        &self,
+        subaccount: &AccountSid,
+        number_sid: &PhoneNumberSid,
+        number: &E164,
+    ) -> Result<(), ProviderError> {
+        let unconfirmed = |why: &'static str| {
+            tracing::warn!(
+                why,
+                "Twilio answered 20404 for the number but could not confirm it gone; \
+                 the step stays pending (check TWILIO_BASE_URL and the subaccount)"
+            );
+            bad_body(404)
+        };
+        match self.incoming_numbers(subaccount, number).await {
+            Ok(held) if held.iter().any(|n| n.sid == number_sid.as_str()) => {
+                Err(unconfirmed("the number's SID is still listed"))
+            }
+            Ok(held)
+                if held
+                    .iter()
+                    .any(|n| n.phone_number.as_deref() == Some(number.as_str())) =>
+            {
+                Err(unconfirmed(
+                    "the subaccount still holds the number under another SID",
+                ))
+            }
+            Ok(_) => {
+                tracing::info!(
+                    provider = PROVIDER,
+                    "already gone at Twilio (20404, confirmed by the number list)"
+                );
+                Ok(())
+            }
+            Err(e) if e.says_not_found() || e.status() == Some(404) => {
+                Err(unconfirmed("the number list itself answered 404"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn main_account(&self) -> Result<&Rotating<TwilioMainAccount>, ProviderError> {

@@ -119,6 +119,22 @@ impl TwilioClient {
         subaccount: &AccountSid,
         number: &E164,
     ) -> Result<Option<PhoneNumberSid>, ProviderError> {
+        self.incoming_numbers(subaccount, number)
+            .await?
+            .into_iter()
+            .find(|n| n.phone_number.as_deref() == Some(number.as_str()))
+            .map(|n| n.sid.parse().map_err(|_| bad_body(200)))
+            .transpose()
+    }
+
+    /// The subaccount's incoming numbers matching `number` (Twilio's filter; the
+    /// caller checks the exact value). A 200 without the list is not an empty
+    /// list: "nothing there" is concluded only from a list Twilio sent.
+    pub(super) async fn incoming_numbers(
+        &self,
+        subaccount: &AccountSid,
+        number: &E164,
+    ) -> Result<Vec<IncomingNumber>, ProviderError> {
         let path = format!(
             "/Accounts/{}/IncomingPhoneNumbers.json",
             urlencode(subaccount.as_str())
@@ -130,11 +146,7 @@ impl TwilioClient {
         )
         .query(&[("PhoneNumber", number.as_str())]);
         let page: IncomingPage = self.as_main(call).await?.json(PROVIDER)?;
-        page.incoming_phone_numbers
-            .into_iter()
-            .find(|n| n.phone_number.as_deref() == Some(number.as_str()))
-            .map(|n| n.sid.parse().map_err(|_| bad_body(200)))
-            .transpose()
+        Ok(page.incoming_phone_numbers)
     }
 
     /// `GET {pricing}/PhoneNumbers/Countries/{ISO}` as the main account: the monthly
@@ -214,15 +226,46 @@ pub struct AvailableNumber {
     pub address_requirements: Option<String>,
 }
 
-/// Twilio writes `SMS` and `MMS` in capitals, `voice` not.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// What a number can do. Twilio's casing of the keys varies: its spec and some
+/// answers write `voice`, `sms`, `mms`; US local answers have written `SMS` and
+/// `MMS` (and a `Voice` is not excluded). Each key is read in either casing; when
+/// an answer carries both, a capability either one claims counts. A missing or
+/// `null` key is `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawCapabilities")]
 pub struct Capabilities {
-    #[serde(default)]
     pub voice: bool,
-    #[serde(default, rename = "SMS")]
     pub sms: bool,
-    #[serde(default, rename = "MMS")]
     pub mms: bool,
+}
+
+/// Both casings of each key, as separate fields: a serde `alias` would refuse an
+/// answer carrying both as a duplicate field.
+#[derive(Deserialize)]
+struct RawCapabilities {
+    #[serde(default)]
+    voice: Option<bool>,
+    #[serde(default, rename = "Voice")]
+    voice_upper: Option<bool>,
+    #[serde(default)]
+    sms: Option<bool>,
+    #[serde(default, rename = "SMS")]
+    sms_upper: Option<bool>,
+    #[serde(default)]
+    mms: Option<bool>,
+    #[serde(default, rename = "MMS")]
+    mms_upper: Option<bool>,
+}
+
+impl From<RawCapabilities> for Capabilities {
+    fn from(r: RawCapabilities) -> Self {
+        let either = |a: Option<bool>, b: Option<bool>| a.unwrap_or(false) || b.unwrap_or(false);
+        Self {
+            voice: either(r.voice, r.voice_upper),
+            sms: either(r.sms, r.sms_upper),
+            mms: either(r.mms, r.mms_upper),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -232,14 +275,14 @@ struct AvailablePage {
 }
 
 #[derive(Deserialize)]
-struct IncomingNumber {
-    sid: String,
-    phone_number: Option<String>,
+pub(super) struct IncomingNumber {
+    pub(super) sid: String,
+    pub(super) phone_number: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct IncomingPage {
-    #[serde(default)]
+    /// Required: a 200 without it is not Twilio's list.
     incoming_phone_numbers: Vec<IncomingNumber>,
 }
 
@@ -257,4 +300,66 @@ pub struct NumberPrice {
     pub number_type: String,
     pub base_price: Option<String>,
     pub current_price: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(json: &str) -> Capabilities {
+        serde_json::from_str(json).expect("capabilities")
+    }
+
+    #[test]
+    fn capabilities_are_read_in_either_casing() {
+        let both_true = Capabilities {
+            voice: true,
+            sms: true,
+            mms: true,
+        };
+        assert_eq!(
+            caps(r#"{"voice":true,"SMS":true,"MMS":true,"fax":false}"#),
+            both_true
+        );
+        assert_eq!(
+            caps(r#"{"voice":true,"sms":true,"mms":true,"fax":false}"#),
+            both_true
+        );
+        assert_eq!(caps(r#"{"Voice":true,"sms":true,"MMS":true}"#), both_true);
+        assert_eq!(
+            caps(r#"{"voice":true,"sms":false,"mms":false}"#),
+            Capabilities {
+                voice: true,
+                ..Capabilities::default()
+            }
+        );
+    }
+
+    #[test]
+    fn an_answer_with_both_casings_is_no_error_and_either_one_counts() {
+        assert_eq!(
+            caps(r#"{"voice":true,"sms":true,"SMS":true,"mms":false,"MMS":true}"#),
+            Capabilities {
+                voice: true,
+                sms: true,
+                mms: true,
+            }
+        );
+        assert_eq!(
+            caps(r#"{"voice":false,"Voice":false,"sms":false,"SMS":false,"mms":null}"#),
+            Capabilities::default()
+        );
+        assert_eq!(caps("{}"), Capabilities::default());
+    }
+
+    #[test]
+    fn a_search_page_with_lower_case_keys_shows_sms_and_mms() {
+        let page: AvailablePage = serde_json::from_str(
+            r#"{"available_phone_numbers":[{"phone_number":"+18335550100",
+                "capabilities":{"voice":true,"sms":true,"mms":true,"fax":false}}]}"#,
+        )
+        .expect("page");
+        let caps = page.available_phone_numbers[0].capabilities;
+        assert!(caps.voice && caps.sms && caps.mms, "{caps:?}");
+    }
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::standins::{
     Endpoint, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, REJECTED_TOKEN, Standins,
-    answer_lost, injected, is_account_sid, is_hex32, twilio_time,
+    answer_lost, injected, is_account_sid, is_hex32, twilio_error, twilio_time,
 };
 
 /// `GET /Accounts.json`: the main account and its subaccounts (a subaccount sees
@@ -144,16 +144,24 @@ pub(super) async fn fetch(
     if user != sid || !is_account_sid(sid) || !is_hex32(&token) || token == REJECTED_TOKEN {
         return unauthenticated();
     }
-    let status = if sid.ends_with("dead") {
-        "suspended"
-    } else {
-        "active"
-    };
+    if sid.ends_with("dead") {
+        return suspended();
+    }
     Json(
-        json!({"sid": sid, "friendly_name": "Local account", "status": status, "type": "Full",
+        json!({"sid": sid, "friendly_name": "Local account", "status": "active", "type": "Full",
                 "uri": format!("{API}/Accounts/{sid}.json")}),
     )
     .into_response()
+}
+
+/// A suspended or closed account, read with its own credentials. Twilio does not
+/// answer 200 with its status then: it documents "the account is suspended or
+/// closed" as a cause of both 401 (code 20003) and 403 (code 20403). The stand-in
+/// answers 403 / 20403 — the code whose page names only that cause — so the other
+/// answer (401 / 20003, also wrong credentials: the token `000…0`) stays
+/// distinguishable here, and a client that believed only a 401 would be caught.
+fn suspended() -> Response {
+    twilio_error(StatusCode::FORBIDDEN, 20403, "Forbidden")
 }
 
 /// Pricing `GET /PhoneNumbers/Countries/{ISO}` with any account's credentials.

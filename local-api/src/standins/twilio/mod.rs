@@ -13,7 +13,8 @@
 //!   `auth_token` to the main account and to the account itself. An account the
 //!   stand-in does not know, read with its own credentials, is accepted when
 //!   well-formed (so a BYOC save can be shown), except the token `000…0` (401, 20003)
-//!   and SIDs ending in `dead` (status `suspended`).
+//!   and SIDs ending in `dead`: a suspended account, which Twilio answers not with
+//!   200 and its status but with an error (here 403, code 20403).
 //! - `GET /Accounts/{sid}/AvailablePhoneNumbers/{ISO}/{Local|TollFree}.json`
 //!   (`AreaCode` — three digits, else 21451 — `Contains`, `VoiceEnabled`,
 //!   `SmsEnabled`, `MmsEnabled`, `Exclude{All,Local,Foreign}AddressRequired`,
@@ -82,12 +83,23 @@ pub(super) fn routes() -> Router<Standins> {
 }
 
 /// A subaccount of the local main account.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Account {
     friendly_name: String,
     auth_token: String,
     status: String,
     created: DateTime<Utc>,
+}
+
+/// Never the token.
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("friendly_name", &self.friendly_name)
+            .field("status", &self.status)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A number an account bought.

@@ -119,7 +119,17 @@ impl Search {
     }
 }
 
+/// An available number as Twilio answers it. Twilio's casing of the capability
+/// keys varies (`SMS`/`MMS` in US local answers, `sms`/`mms` in its spec and other
+/// answers): here local numbers answer capitals and toll-free numbers lower case,
+/// so a client meets both.
 fn offer_json(o: &Offer) -> Value {
+    let capabilities = match o.number_type {
+        NumberType::Local => json!({"voice": o.voice, "SMS": o.sms, "MMS": o.mms, "fax": false}),
+        NumberType::TollFree => {
+            json!({"voice": o.voice, "sms": o.sms, "mms": o.mms, "fax": false})
+        }
+    };
     json!({
         "friendly_name": o.friendly_name(),
         "phone_number": o.phone_number,
@@ -133,7 +143,7 @@ fn offer_json(o: &Offer) -> Value {
         "iso_country": o.iso_country,
         "address_requirements": o.address_requirements,
         "beta": false,
-        "capabilities": {"voice": o.voice, "SMS": o.sms, "MMS": o.mms, "fax": false},
+        "capabilities": capabilities,
     })
 }
 

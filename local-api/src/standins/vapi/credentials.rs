@@ -9,38 +9,62 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ListQuery, VapiCredential, admit, bad_request, check_name, string_prop, unknown_properties,
+    ListQuery, VapiCredential, admit, bad_request, check_name, check_provider, string_prop,
+    unknown_properties,
 };
 use crate::standins::{Endpoint, Standins, answer_lost, vapi_error};
 
-/// Vapi's validation of a Twilio credential. `Ok((name, accountSid))`.
-fn check_credential_body(
-    body: &Map<String, Value>,
-    create: bool,
-) -> Result<(String, String), Vec<String>> {
-    let allowed: &[&str] = if create {
-        &["provider", "accountSid", "authToken", "name"]
-    } else {
-        &["accountSid", "authToken", "name"]
-    };
-    let mut problems = unknown_properties(body, allowed);
-    if create && body.get("provider") != Some(&json!("twilio")) {
-        problems.push("provider must be one of the following values: twilio".into());
-    }
-    let sid = string_prop(body, "accountSid", &mut problems).unwrap_or_default();
-    let token = string_prop(body, "authToken", &mut problems).unwrap_or_default();
-    let name = string_prop(body, "name", &mut problems);
-    if sid.is_empty() {
-        problems.push("accountSid must be a string".into());
-    }
-    if token.is_empty() {
-        problems.push("authToken must be a string".into());
-    }
-    check_name(&name, &mut problems);
-    if problems.is_empty() {
-        Ok((name.unwrap_or_default(), sid))
-    } else {
-        Err(problems)
+/// The properties of Vapi's Twilio credential DTOs (`CreateTwilioCredentialDTO`,
+/// `UpdateTwilioCredentialDTO`); any other is refused.
+const TWILIO_CREDENTIAL_PROPERTIES: &[&str] = &[
+    "provider",
+    "accountSid",
+    "authToken",
+    "apiKey",
+    "apiSecret",
+    "name",
+];
+
+/// A Twilio credential body, checked as Vapi checks it. What the stand-in keeps:
+/// the name and the account SID (never a secret: Vapi never answers one).
+struct CredentialBody {
+    name: Option<String>,
+    account_sid: Option<String>,
+}
+
+impl CredentialBody {
+    /// On create `provider: "twilio"` and `accountSid` are required, and a secret:
+    /// `authToken`, or the `apiKey` and `apiSecret` pair. An update requires
+    /// nothing; what it gives must be well-formed (`provider` too, if given).
+    fn parse(body: &Map<String, Value>, create: bool) -> Result<Self, Vec<String>> {
+        let mut problems = unknown_properties(body, TWILIO_CREDENTIAL_PROPERTIES);
+        check_provider(body, create, &mut problems);
+        let account_sid = string_prop(body, "accountSid", &mut problems);
+        let token = string_prop(body, "authToken", &mut problems);
+        let api_key = string_prop(body, "apiKey", &mut problems);
+        let api_secret = string_prop(body, "apiSecret", &mut problems);
+        let name = string_prop(body, "name", &mut problems);
+        let sid_missing = if create {
+            account_sid.as_deref().is_none_or(str::is_empty)
+        } else {
+            account_sid.as_deref().is_some_and(str::is_empty)
+        };
+        if sid_missing {
+            problems.push("accountSid should not be empty".into());
+        }
+        if token.as_deref().is_some_and(str::is_empty) {
+            problems.push("authToken should not be empty".into());
+        }
+        let key_pair = api_key.is_some() && api_secret.is_some();
+        if create && token.is_none() && !key_pair {
+            problems.push("authToken should not be empty (or give apiKey and apiSecret)".into());
+        }
+        check_name(&name, &mut problems);
+        if problems.is_empty() {
+            Ok(Self { name, account_sid })
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -49,8 +73,8 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (name, account_sid) = match check_credential_body(&body, true) {
-        Ok(v) => v,
+    let b = match CredentialBody::parse(&body, true) {
+        Ok(b) => b,
         Err(problems) => return bad_request(problems),
     };
     let answer = {
@@ -58,8 +82,8 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
         let id = inner.vapi_id();
         let now = inner.stamp();
         let credential = VapiCredential {
-            name,
-            account_sid,
+            name: b.name.unwrap_or_default(),
+            account_sid: b.account_sid.unwrap_or_default(),
             created_at: now,
             updated_at: now,
         };
@@ -80,8 +104,8 @@ pub(super) async fn update(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (name, account_sid) = match check_credential_body(&body, false) {
-        Ok(v) => v,
+    let b = match CredentialBody::parse(&body, false) {
+        Ok(b) => b,
         Err(problems) => return bad_request(problems),
     };
     let answer = {
@@ -89,8 +113,12 @@ pub(super) async fn update(
         let now = inner.stamp();
         match inner.vapi.credentials.get_mut(&id) {
             Some(credential) => {
-                credential.name = name;
-                credential.account_sid = account_sid;
+                if let Some(name) = b.name {
+                    credential.name = name;
+                }
+                if let Some(sid) = b.account_sid {
+                    credential.account_sid = sid;
+                }
                 credential.updated_at = now;
                 Json(credential.to_json(&id)).into_response()
             }

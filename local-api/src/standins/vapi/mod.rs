@@ -1,21 +1,33 @@
 //! The Vapi stand-in, under `/vapi`: `Authorization: Bearer <LOCAL_VAPI_KEY>`.
+//! Bodies are checked against Vapi's published DTOs: what they allow is accepted,
+//! anything else is refused with Vapi's 400 (`{"message": ["property x should
+//! not exist"], "error": "Bad Request", "statusCode": 400}`).
 //!
-//! - `POST /credential`, `GET /credential`, `PATCH /credential/{id}` (Twilio
-//!   credentials; never a token in an answer).
-//! - `POST /phone-number` (a Twilio number: `provider: "twilio"`, `number`,
-//!   `twilioAccountSid`, `twilioAuthToken` required; `name` ≤ 40, `assistantId` a
-//!   UUID). As Vapi does, it checks the credentials with Twilio (here: the Twilio
-//!   stand-in must know the account with that token) and that the account owns the
-//!   number; either failing is a 400. Importing a number twice is not refused (Vapi's
-//!   behaviour is undocumented), so a client's duplicate shows in the state.
+//! - `POST /credential` (`CreateTwilioCredentialDTO`: `provider: "twilio"`,
+//!   `accountSid`, and `authToken` or `apiKey` + `apiSecret`; `name` ≤ 40),
+//!   `GET /credential`, `PATCH /credential/{id}` (`UpdateTwilioCredentialDTO`:
+//!   the same properties, none required). Never a secret in an answer.
+//! - `POST /phone-number` (`CreateTwilioPhoneNumberDTO`: `provider: "twilio"`,
+//!   `number`, `twilioAccountSid`, and `twilioAuthToken` or `twilioApiKey` +
+//!   `twilioApiSecret`; optional `name` ≤ 40, `assistantId` (a UUID), `squadId`,
+//!   `workflowId`, `server`, `fallbackDestination`, `hooks`, `smsEnabled` (default
+//!   true, kept and shown in the control state)). As Vapi does, it checks the
+//!   credentials with Twilio (here: the Twilio stand-in must know the account with
+//!   that token; it knows no API keys, so a key pair alone is refused) and that the
+//!   account owns the number; either failing is a 400. Importing a number twice is
+//!   not refused (Vapi's behaviour is undocumented), so a client's duplicate shows
+//!   in the state.
 //! - `GET /phone-number` (newest first; `limit`, default 100, at most 1000; the
 //!   `createdAt…`/`updatedAt…` `Gt|Lt|Ge|Le` filters; any other parameter is a 400),
-//!   `GET /phone-number/{id}`, `PATCH /phone-number/{id}` (`assistantId` — a UUID, or
-//!   `null` to detach — `name`, and the Twilio credentials to rotate them),
-//!   `DELETE /phone-number/{id}` (200 with the deleted number, then 404).
+//!   `GET /phone-number/{id}`, `PATCH /phone-number/{id}`
+//!   (`UpdateTwilioPhoneNumberDTO`: the same properties, none required;
+//!   `assistantId` may be `null` to detach), `DELETE /phone-number/{id}` (200 with
+//!   the deleted number, then 404).
 //!
-//! Validation errors answer `message` as an array (`property X should not exist`),
-//! like Vapi's; any other property than those above is refused.
+//! A number's answers carry its `twilioAuthToken` (and API key pair, if given):
+//! Vapi's `TwilioPhoneNumber` documents them as answered fields, with no "not
+//! returned" note, so a client must expect them. The control state never shows
+//! them.
 
 mod credentials;
 mod numbers;
@@ -111,17 +123,51 @@ impl VapiCredential {
     }
 }
 
-/// A Twilio number imported into Vapi. Its token is checked when given and not
-/// kept: nothing here answers it.
+/// A secret the stand-in keeps (a Twilio token or API secret): never in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Twilio number imported into Vapi, with what Vapi keeps of it. Vapi's
+/// `TwilioPhoneNumber` has `twilioAuthToken` (and the API key pair) as answered
+/// fields with no "not returned" note, unlike a credential's `authToken`: the
+/// stand-in answers them, as the real one may, so a client that logs or stores an
+/// answer is caught. The control state never shows them.
 #[derive(Debug, Clone)]
 struct VapiNumber {
     number: String,
     twilio_account_sid: String,
+    twilio_auth_token: Option<Secret>,
+    twilio_api_key: Option<String>,
+    twilio_api_secret: Option<Secret>,
     assistant_id: Option<String>,
+    squad_id: Option<String>,
+    workflow_id: Option<String>,
     name: Option<String>,
+    /// Whether Vapi set the Twilio number's messaging URL too (Vapi's default: true).
+    sms_enabled: bool,
+    /// `server`, `fallbackDestination`, `hooks`: kept and answered as given.
+    server: Option<Value>,
+    fallback_destination: Option<Value>,
+    hooks: Option<Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
+
+/// What the control state leaves out of a number: its secrets, and the `server`'s
+/// headers (which may carry one).
+const SECRET_NUMBER_FIELDS: &[&str] = &["twilioAuthToken", "twilioApiSecret"];
 
 impl VapiNumber {
     fn to_json(&self, id: &str) -> Value {
@@ -132,15 +178,50 @@ impl VapiNumber {
             "number": self.number,
             "status": "active",
             "twilioAccountSid": self.twilio_account_sid,
+            "smsEnabled": self.sms_enabled,
             "createdAt": vapi_time(self.created_at),
             "updatedAt": vapi_time(self.updated_at),
         });
         // Vapi leaves out what was never set.
-        if let Some(a) = &self.assistant_id {
-            v["assistantId"] = json!(a);
+        let optional = [
+            (
+                "twilioAuthToken",
+                self.twilio_auth_token.as_ref().map(|t| json!(t.expose())),
+            ),
+            (
+                "twilioApiKey",
+                self.twilio_api_key.as_ref().map(|k| json!(k)),
+            ),
+            (
+                "twilioApiSecret",
+                self.twilio_api_secret.as_ref().map(|t| json!(t.expose())),
+            ),
+            ("assistantId", self.assistant_id.as_ref().map(|a| json!(a))),
+            ("squadId", self.squad_id.as_ref().map(|a| json!(a))),
+            ("workflowId", self.workflow_id.as_ref().map(|a| json!(a))),
+            ("name", self.name.as_ref().map(|n| json!(n))),
+            ("server", self.server.clone()),
+            ("fallbackDestination", self.fallback_destination.clone()),
+            ("hooks", self.hooks.clone()),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                v[key] = value;
+            }
         }
-        if let Some(n) = &self.name {
-            v["name"] = json!(n);
+        v
+    }
+
+    /// The number as the control state shows it: no secret.
+    fn to_state_json(&self, id: &str) -> Value {
+        let mut v = self.to_json(id);
+        if let Some(map) = v.as_object_mut() {
+            for key in SECRET_NUMBER_FIELDS {
+                map.remove(*key);
+            }
+            if let Some(server) = map.get_mut("server").and_then(Value::as_object_mut) {
+                server.remove("headers");
+            }
         }
         v
     }
@@ -162,14 +243,30 @@ pub(super) struct VapiState {
 }
 
 impl VapiState {
-    pub(super) fn add_phone_number(&mut self, n: SeededVapiNumber<'_>, now: DateTime<Utc>) {
+    /// A seeded number was imported with its account's token (`None`: an account
+    /// the Twilio stand-in does not know).
+    pub(super) fn add_phone_number(
+        &mut self,
+        n: SeededVapiNumber<'_>,
+        twilio_auth_token: Option<String>,
+        now: DateTime<Utc>,
+    ) {
         self.phone_numbers.insert(
             n.id.to_owned(),
             VapiNumber {
                 number: n.number.to_owned(),
                 twilio_account_sid: n.twilio_account_sid.to_owned(),
+                twilio_auth_token: twilio_auth_token.map(Secret),
+                twilio_api_key: None,
+                twilio_api_secret: None,
                 assistant_id: n.assistant_id.map(str::to_owned),
+                squad_id: None,
+                workflow_id: None,
                 name: n.name.map(str::to_owned),
+                sms_enabled: true,
+                server: None,
+                fallback_destination: None,
+                hooks: None,
                 created_at: now,
                 updated_at: now,
             },
@@ -207,7 +304,7 @@ impl VapiState {
         let map: Map<String, Value> = self
             .phone_numbers
             .iter()
-            .map(|(id, n)| (id.clone(), n.to_json(id)))
+            .map(|(id, n)| (id.clone(), n.to_state_json(id)))
             .collect();
         Value::Object(map)
     }
@@ -279,6 +376,51 @@ fn string_prop(body: &Map<String, Value>, key: &str, problems: &mut Vec<String>)
             problems.push(format!("{key} must be a string"));
             None
         }
+    }
+}
+
+/// A boolean property (`smsEnabled`), as class-validator's `IsBoolean` words it.
+fn bool_prop(body: &Map<String, Value>, key: &str, problems: &mut Vec<String>) -> Option<bool> {
+    match body.get(key) {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            problems.push(format!("{key} must be a boolean value"));
+            None
+        }
+    }
+}
+
+/// A nested object (`server`, `fallbackDestination`) or array (`hooks`), kept as
+/// given: the stand-in checks its JSON type only, not its contents.
+fn json_prop(
+    body: &Map<String, Value>,
+    key: &str,
+    array: bool,
+    problems: &mut Vec<String>,
+) -> Option<Value> {
+    let value = body.get(key)?;
+    if (array && value.is_array()) || (!array && value.is_object()) {
+        Some(value.clone())
+    } else {
+        problems.push(format!(
+            "{key} must be {}",
+            if array { "an array" } else { "an object" }
+        ));
+        None
+    }
+}
+
+/// `provider`, where a body may carry it: Vapi picks the DTO of a `oneOf` by it,
+/// and the stand-in knows only Twilio's. `required` on create.
+fn check_provider(body: &Map<String, Value>, required: bool, problems: &mut Vec<String>) {
+    match body.get("provider") {
+        Some(p) if p == "twilio" => {}
+        None if !required => {}
+        _ => problems.push(
+            "provider must be one of the following values: twilio (this stand-in knows Twilio only)"
+                .into(),
+        ),
     }
 }
 

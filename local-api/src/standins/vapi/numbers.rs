@@ -6,33 +6,122 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{
-    ListQuery, VapiNumber, admit, bad_request, check_name, is_uuid, string_prop, unknown_properties,
+    ListQuery, Secret, VapiNumber, admit, bad_request, bool_prop, check_name, check_provider,
+    is_uuid, json_prop, string_prop, unknown_properties,
 };
 use crate::standins::{Endpoint, Inner, Standins, answer_lost, vapi_error};
 
-/// Properties of a Twilio number Vapi takes on create besides the required ones;
-/// accepted and not kept (nothing here uses them).
-const IMPORT_EXTRAS: &[&str] = &[
+/// The properties of Vapi's Twilio phone-number DTOs (`CreateTwilioPhoneNumberDTO`
+/// and, the `provider: "twilio"` branch of `PATCH`'s `oneOf`,
+/// `UpdateTwilioPhoneNumberDTO`): the same set, all optional on update. Any other
+/// property is refused, as Vapi's whitelist validation does (there is no
+/// `serverUrl` or `credentialId` on a Twilio number).
+const TWILIO_NUMBER_PROPERTIES: &[&str] = &[
+    "provider",
+    "number",
+    "twilioAccountSid",
+    "twilioAuthToken",
+    "twilioApiKey",
+    "twilioApiSecret",
+    "name",
+    "assistantId",
     "squadId",
     "workflowId",
+    "server",
     "fallbackDestination",
     "hooks",
     "smsEnabled",
-    "server",
 ];
 
+/// A Twilio phone-number body, checked as Vapi checks it.
+struct NumberBody {
+    number: Option<String>,
+    sid: Option<String>,
+    token: Option<String>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    name: Option<String>,
+    /// `Some(None)`: `null`, which detaches the assistant (update only).
+    assistant: Option<Option<String>>,
+    squad: Option<String>,
+    workflow: Option<String>,
+    sms_enabled: Option<bool>,
+    server: Option<Value>,
+    fallback_destination: Option<Value>,
+    hooks: Option<Value>,
+}
+
+impl NumberBody {
+    /// `Err` holds the messages of Vapi's 400. On create, `provider`, `number` and
+    /// `twilioAccountSid` are required, and a credential: `twilioAuthToken`, or the
+    /// `twilioApiKey` and `twilioApiSecret` pair.
+    fn parse(body: &Map<String, Value>, create: bool) -> Result<Self, Vec<String>> {
+        let mut problems = unknown_properties(body, TWILIO_NUMBER_PROPERTIES);
+        check_provider(body, create, &mut problems);
+        let assistant = match body.get("assistantId") {
+            None => None,
+            Some(Value::Null) if !create => Some(None),
+            Some(Value::String(a)) if is_uuid(a) => Some(Some(a.clone())),
+            Some(_) => {
+                problems.push("assistantId must be a UUID".into());
+                None
+            }
+        };
+        let b = Self {
+            number: string_prop(body, "number", &mut problems),
+            sid: string_prop(body, "twilioAccountSid", &mut problems),
+            token: string_prop(body, "twilioAuthToken", &mut problems),
+            api_key: string_prop(body, "twilioApiKey", &mut problems),
+            api_secret: string_prop(body, "twilioApiSecret", &mut problems),
+            name: string_prop(body, "name", &mut problems),
+            assistant,
+            squad: string_prop(body, "squadId", &mut problems),
+            workflow: string_prop(body, "workflowId", &mut problems),
+            sms_enabled: bool_prop(body, "smsEnabled", &mut problems),
+            server: json_prop(body, "server", false, &mut problems),
+            fallback_destination: json_prop(body, "fallbackDestination", false, &mut problems),
+            hooks: json_prop(body, "hooks", true, &mut problems),
+        };
+        for (key, value) in [("number", &b.number), ("twilioAccountSid", &b.sid)] {
+            let missing = if create {
+                value.as_deref().is_none_or(str::is_empty)
+            } else {
+                value.as_deref().is_some_and(str::is_empty)
+            };
+            if missing {
+                problems.push(format!("{key} should not be empty"));
+            }
+        }
+        let key_pair = b.api_key.is_some() && b.api_secret.is_some();
+        if create && b.token.as_deref().is_none_or(str::is_empty) && !key_pair {
+            problems.push(
+                "twilioAuthToken should not be empty (or give twilioApiKey and twilioApiSecret)"
+                    .into(),
+            );
+        }
+        check_name(&b.name, &mut problems);
+        if problems.is_empty() {
+            Ok(b)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 /// The Twilio side of a number's credentials, checked as Vapi checks them: the
-/// account must accept the token, and own the number.
+/// account must accept the token, and own the number. `token` is `None` when only
+/// an API key pair was given: the Twilio stand-in has no API keys, so Twilio
+/// refuses it.
 fn check_with_twilio(
     inner: &Inner,
     sid: &str,
-    token: &str,
+    token: Option<&str>,
     number: &str,
 ) -> Result<(), Box<Response>> {
-    if inner.twilio.account_token(sid) != Some(token) {
+    if token.is_none() || inner.twilio.account_token(sid) != token {
         return Err(Box::new(vapi_error(
             StatusCode::BAD_REQUEST,
             json!("Twilio Error: Authenticate. Check the twilioAccountSid and twilioAuthToken."),
@@ -47,56 +136,23 @@ fn check_with_twilio(
     Ok(())
 }
 
+/// `POST /phone-number` with a Twilio number: 201 with the number as Vapi answers
+/// it (its `twilioAuthToken` included).
 pub(super) async fn import(State(s): State<Standins>, headers: HeaderMap, body: Bytes) -> Response {
     let body = match admit(&s, &headers, Endpoint::Import, Some(&body)).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut allowed = vec![
-        "provider",
-        "number",
-        "twilioAccountSid",
-        "twilioAuthToken",
-        "name",
-        "assistantId",
-    ];
-    allowed.extend_from_slice(IMPORT_EXTRAS);
-    let mut problems = unknown_properties(&body, &allowed);
-    if body.get("provider") != Some(&json!("twilio")) {
-        problems.push(
-            "provider must be one of the following values: twilio (this stand-in imports Twilio numbers only)"
-                .into(),
-        );
-    }
-    let number = string_prop(&body, "number", &mut problems);
-    let sid = string_prop(&body, "twilioAccountSid", &mut problems);
-    let token = string_prop(&body, "twilioAuthToken", &mut problems);
-    let name = string_prop(&body, "name", &mut problems);
-    let assistant = string_prop(&body, "assistantId", &mut problems);
-    for (key, value) in [
-        ("number", &number),
-        ("twilioAccountSid", &sid),
-        ("twilioAuthToken", &token),
-    ] {
-        if value.as_deref().is_none_or(str::is_empty) {
-            problems.push(format!("{key} should not be empty"));
-        }
-    }
-    check_name(&name, &mut problems);
-    if assistant.as_deref().is_some_and(|a| !is_uuid(a)) {
-        problems.push("assistantId must be a UUID".into());
-    }
-    if !problems.is_empty() {
-        return bad_request(problems);
-    }
-    let (number, sid, token) = (
-        number.unwrap_or_default(),
-        sid.unwrap_or_default(),
-        token.unwrap_or_default(),
-    );
+    let b = match NumberBody::parse(&body, true) {
+        Ok(b) => b,
+        Err(problems) => return bad_request(problems),
+    };
+    let (number, sid) = (b.number.unwrap_or_default(), b.sid.unwrap_or_default());
+    // A token wins over a key pair (Vapi: the pair "will be ignored" then).
+    let token = b.token.filter(|t| !t.is_empty());
     let answer = {
         let mut inner = s.lock();
-        if let Err(r) = check_with_twilio(&inner, &sid, &token, &number) {
+        if let Err(r) = check_with_twilio(&inner, &sid, token.as_deref(), &number) {
             return *r;
         }
         let id = inner.vapi_id();
@@ -104,8 +160,17 @@ pub(super) async fn import(State(s): State<Standins>, headers: HeaderMap, body: 
         let created = VapiNumber {
             number,
             twilio_account_sid: sid,
-            assistant_id: assistant,
-            name,
+            twilio_auth_token: token.map(Secret),
+            twilio_api_key: b.api_key,
+            twilio_api_secret: b.api_secret.map(Secret),
+            assistant_id: b.assistant.flatten(),
+            squad_id: b.squad,
+            workflow_id: b.workflow,
+            name: b.name,
+            sms_enabled: b.sms_enabled.unwrap_or(true),
+            server: b.server,
+            fallback_destination: b.fallback_destination,
+            hooks: b.hooks,
             created_at: now,
             updated_at: now,
         };
@@ -156,7 +221,11 @@ pub(super) async fn fetch(
     }
 }
 
-/// `PATCH /phone-number/{id}`: the assistant, the name, or the Twilio credentials.
+/// `PATCH /phone-number/{id}` (`UpdateTwilioPhoneNumberDTO`, nothing required):
+/// the assistant (`null` detaches it), squad, workflow, name, `smsEnabled`,
+/// `server`, `fallbackDestination`, `hooks`, or the Twilio side — the account, the
+/// token or key pair, the number — checked with Twilio as on import (a missing
+/// token is the stored one).
 pub(super) async fn route(
     State(s): State<Standins>,
     Path(id): Path<String>,
@@ -167,38 +236,30 @@ pub(super) async fn route(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut problems = unknown_properties(
-        &body,
-        &["assistantId", "name", "twilioAccountSid", "twilioAuthToken"],
-    );
-    // `null` detaches the assistant.
-    let assistant: Option<Option<String>> = match body.get("assistantId") {
-        None => None,
-        Some(Value::Null) => Some(None),
-        Some(Value::String(a)) if is_uuid(a) => Some(Some(a.clone())),
-        Some(_) => {
-            problems.push("assistantId must be a UUID".into());
-            None
-        }
+    let b = match NumberBody::parse(&body, false) {
+        Ok(b) => b,
+        Err(problems) => return bad_request(problems),
     };
-    let name = string_prop(&body, "name", &mut problems);
-    check_name(&name, &mut problems);
-    let sid = string_prop(&body, "twilioAccountSid", &mut problems);
-    let token = string_prop(&body, "twilioAuthToken", &mut problems);
-    if !problems.is_empty() {
-        return bad_request(problems);
-    }
     let answer = {
         let mut inner = s.lock();
         let Some(current) = inner.vapi.phone_numbers.get(&id).cloned() else {
             return number_not_found();
         };
-        if sid.is_some() || token.is_some() {
-            let sid = sid.as_deref().unwrap_or(&current.twilio_account_sid);
-            let Some(token) = token.as_deref() else {
-                return bad_request(vec!["twilioAuthToken should not be empty".into()]);
+        let twilio_side = b.sid.is_some()
+            || b.token.is_some()
+            || b.number.is_some()
+            || b.api_key.is_some()
+            || b.api_secret.is_some();
+        if twilio_side {
+            let sid = b.sid.as_deref().unwrap_or(&current.twilio_account_sid);
+            let number = b.number.as_deref().unwrap_or(&current.number);
+            let token = match (&b.token, &b.api_key, &b.api_secret) {
+                (Some(t), _, _) => Some(t.as_str()),
+                // A new key pair only: the stand-in's Twilio knows no API keys.
+                (None, Some(_), _) | (None, _, Some(_)) => None,
+                (None, None, None) => current.twilio_auth_token.as_ref().map(Secret::expose),
             };
-            if let Err(r) = check_with_twilio(&inner, sid, token, &current.number) {
+            if let Err(r) = check_with_twilio(&inner, sid, token, number) {
                 return *r;
             }
         }
@@ -206,14 +267,44 @@ pub(super) async fn route(
         let Some(n) = inner.vapi.phone_numbers.get_mut(&id) else {
             return number_not_found();
         };
-        if let Some(a) = assistant {
+        if let Some(a) = b.assistant {
             n.assistant_id = a;
         }
-        if let Some(name) = name {
-            n.name = Some(name);
+        let replace = [
+            (&mut n.name, b.name),
+            (&mut n.squad_id, b.squad),
+            (&mut n.workflow_id, b.workflow),
+            (&mut n.twilio_api_key, b.api_key),
+        ];
+        for (field, value) in replace {
+            if value.is_some() {
+                *field = value;
+            }
         }
-        if let Some(sid) = sid {
+        let replace_json = [
+            (&mut n.server, b.server),
+            (&mut n.fallback_destination, b.fallback_destination),
+            (&mut n.hooks, b.hooks),
+        ];
+        for (field, value) in replace_json {
+            if value.is_some() {
+                *field = value;
+            }
+        }
+        if let Some(token) = b.token {
+            n.twilio_auth_token = Some(Secret(token));
+        }
+        if let Some(secret) = b.api_secret {
+            n.twilio_api_secret = Some(Secret(secret));
+        }
+        if let Some(sid) = b.sid {
             n.twilio_account_sid = sid;
+        }
+        if let Some(number) = b.number {
+            n.number = number;
+        }
+        if let Some(sms) = b.sms_enabled {
+            n.sms_enabled = sms;
         }
         n.updated_at = now;
         Json(n.to_json(&id)).into_response()
