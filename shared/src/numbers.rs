@@ -71,6 +71,24 @@ pub struct PurchaseProgress {
     pub errors: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An assistant change Vapi has not confirmed yet (`assistantPending`): how far
+/// reconcile got with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssistantChange {
+    /// Attempts at sending it, the org's request included.
+    pub attempts: i32,
+    /// When reconcile sends it again (`null` once given up).
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Stable code of the last failed attempt, e.g. `vapi_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Reconcile gave up after `RECONCILE_MAX_ATTEMPTS` (or Vapi refused it): the
+    /// number may route elsewhere than shown until the org changes it again.
+    pub needs_attention: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedNumber {
@@ -92,6 +110,8 @@ pub struct ManagedNumber {
     pub release: Option<ReleaseProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase: Option<PurchaseProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant_change: Option<AssistantChange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +178,9 @@ const STATUS_SQL: &str = "SELECT
         n.release_attempts, n.next_attempt_at, n.last_release_error,
         n.twilio_subaccount_sid IS NULL AS subaccount_pending,
         n.bought_at IS NULL AS purchase_pending, n.imported_at IS NULL AS import_pending,
-        n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error
+        n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error,
+        n.route_attempts, n.next_route_attempt_at, n.last_route_error->>'code' AS route_code,
+        n.route_gave_up_at IS NOT NULL AS route_gave_up
     FROM (VALUES ($1::uuid)) AS q (org_id)
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
@@ -280,6 +302,23 @@ fn number_from_row(row: &Row) -> Result<Option<ManagedNumber>, DbError> {
         }
         _ => None,
     };
+    let assistant_pending: bool = col(row, "assistant_pending")?;
+    let assistant_change = match (status, assistant_pending) {
+        (NumberStatus::Active, true) => {
+            let gave_up: bool = col(row, "route_gave_up")?;
+            Some(AssistantChange {
+                attempts: col(row, "route_attempts")?,
+                next_attempt_at: if gave_up {
+                    None
+                } else {
+                    col(row, "next_route_attempt_at")?
+                },
+                code: col(row, "route_code")?,
+                needs_attention: gave_up,
+            })
+        }
+        _ => None,
+    };
     Ok(Some(ManagedNumber {
         phone_number,
         status,
@@ -287,11 +326,12 @@ fn number_from_row(row: &Row) -> Result<Option<ManagedNumber>, DbError> {
         twilio_phone_sid: col(row, "twilio_phone_sid")?,
         assistant_id: col(row, "assistant_id")?,
         name: col(row, "display_name")?,
-        assistant_pending: col(row, "assistant_pending")?,
+        assistant_pending,
         created_at: col(row, "created_at")?,
         released_at: col(row, "released_at")?,
         release,
         purchase,
+        assistant_change,
     }))
 }
 

@@ -45,6 +45,19 @@ struct Listed {
     name: Option<String>,
     number: Option<String>,
     created_at: Option<String>,
+    /// A phone number's Twilio account (the subaccount it was imported with).
+    twilio_account_sid: Option<String>,
+    assistant_id: Option<String>,
+}
+
+/// A Vapi phone number found by [`VapiClient::find_phone_number`]: its id, and
+/// what it routes to and is called, so an adopted import can be brought to what
+/// the database says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundNumber {
+    pub id: String,
+    pub assistant_id: Option<String>,
+    pub name: Option<String>,
 }
 
 /// What `POST /phone-number` imports: a number bought on a subaccount.
@@ -219,19 +232,27 @@ impl VapiClient {
         Ok(answer.json::<Created>(PROVIDER)?.id)
     }
 
-    /// The id of the Vapi phone number for `number`, if Vapi has one among those
-    /// created at or after `since` (the purchase's start, less some skew).
+    /// The Vapi phone number for `number` imported with `subaccount`'s
+    /// credentials, if Vapi has one among those created at or after `since` (the
+    /// purchase's start, less some skew). Both must match: a number of the same
+    /// E.164 carrying another account's credentials is not ours to adopt.
     pub async fn find_phone_number(
         &self,
         number: &E164,
+        subaccount: &AccountSid,
         since: DateTime<Utc>,
-    ) -> Result<Option<String>, ProviderError> {
+    ) -> Result<Option<FoundNumber>, ProviderError> {
         let found = self
             .find_listed("/phone-number", since, |item: &Listed| {
                 item.number.as_deref() == Some(number.as_str())
+                    && item.twilio_account_sid.as_deref() == Some(subaccount.as_str())
             })
             .await?;
-        Ok(found.map(|n| n.id))
+        Ok(found.map(|n| FoundNumber {
+            id: n.id,
+            assistant_id: n.assistant_id,
+            name: n.name,
+        }))
     }
 
     /// Walk `GET {path}` (Vapi's lists take `limit` and `createdAt*` bounds, no

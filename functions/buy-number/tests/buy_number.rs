@@ -44,6 +44,13 @@ struct Held {
     lookup_lag: u32,
     import_answer: Option<ResponseTemplate>,
     import_delay: Duration,
+    /// The next `n` reads of Vapi's phone-number list miss what was imported
+    /// (Vapi's read-after-write lag).
+    vapi_lookup_lag: u32,
+    /// PATCH /phone-number/{id} bodies, in order.
+    routed: Vec<(String, Value)>,
+    /// ASSISTANT was deleted at Vapi (its GET is 404 from then on).
+    assistant_deleted: bool,
     released: Vec<String>,
 }
 
@@ -161,7 +168,7 @@ impl Respond for Providers {
                 ResponseTemplate::new(204)
             }
             ("GET", x) if x.starts_with("/assistant/") => {
-                if x.ends_with(ASSISTANT) {
+                if x.ends_with(ASSISTANT) && !h.assistant_deleted {
                     ResponseTemplate::new(200)
                         .set_body_json(json!({"id": ASSISTANT, "name": "Receptionist"}))
                 } else {
@@ -180,19 +187,43 @@ impl Respond for Providers {
                     body.clone(),
                 ));
                 ResponseTemplate::new(201)
-                    .set_body_json(
-                        json!({"id": id, "number": body["number"], "createdAt": chrono_now()}),
-                    )
+                    .set_body_json(vapi_number(&id, &body))
                     .set_delay(h.import_delay)
             }
             ("GET", "/phone-number") => {
+                // Vapi's list: newest first, `createdAtGe` / `createdAtLe` bounds and
+                // `limit` honoured, no other filter.
+                if h.vapi_lookup_lag > 0 {
+                    h.vapi_lookup_lag -= 1;
+                    return ResponseTemplate::new(200).set_body_json(json!([]));
+                }
+                let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
                 let all: Vec<Value> = h
                     .imported
                     .iter()
                     .rev()
-                    .map(|(id, n, _)| json!({"id": id, "number": n, "createdAt": chrono_now()}))
+                    .map(|(id, _, body)| vapi_number(id, body))
+                    .filter(|n| {
+                        let at = n["createdAt"].as_str().unwrap_or_default();
+                        q.get("createdAtGe").is_none_or(|ge| at >= ge.as_str())
+                            && q.get("createdAtLe").is_none_or(|le| at <= le.as_str())
+                    })
+                    .take(limit)
                     .collect();
                 ResponseTemplate::new(200).set_body_json(all)
+            }
+            ("PATCH", x) if x.starts_with("/phone-number/") => {
+                let id = x.trim_start_matches("/phone-number/").to_owned();
+                let patch: Value = serde_json::from_slice(&req.body).unwrap();
+                h.routed.push((id.clone(), patch.clone()));
+                let Some((_, _, body)) = h.imported.iter_mut().find(|(i, _, _)| *i == id) else {
+                    return FakeVapi::error(404, "Phone number not found");
+                };
+                for (k, v) in patch.as_object().unwrap() {
+                    body[k] = v.clone();
+                }
+                let answer = vapi_number(&id, body);
+                ResponseTemplate::new(200).set_body_json(answer)
             }
             ("DELETE", x) if x.starts_with("/phone-number/") => {
                 let id = x.trim_start_matches("/phone-number/").to_owned();
@@ -202,6 +233,19 @@ impl Respond for Providers {
             other => panic!("unexpected provider call {other:?}"),
         }
     }
+}
+
+/// A Vapi phone number as its API answers one (the token left out).
+fn vapi_number(id: &str, body: &Value) -> Value {
+    json!({
+        "id": id,
+        "provider": "twilio",
+        "number": body["number"],
+        "twilioAccountSid": body["twilioAccountSid"],
+        "assistantId": body.get("assistantId"),
+        "name": body.get("name"),
+        "createdAt": chrono_now(),
+    })
 }
 
 fn chrono_now() -> String {
@@ -751,7 +795,9 @@ async fn twilio_failing_leaves_it_provisioning_and_a_repeat_finishes_it() {
     assert_eq!(body["errors"], json!({"twilio": "twilio_unavailable"}));
     let row = w.row(NUMBER).await.unwrap();
     assert_eq!(row["status"], "provisioning");
-    assert!(row["claim_token"].is_null(), "the claim is let go");
+    // A 500 may have bought (the lookup did not find it yet): the claim stays
+    // until it expires, so no copy of the purchase is sent while one may land.
+    assert!(!row["claim_token"].is_null(), "the claim is kept");
     // The status route shows it.
     let list = list_numbers::State::from_env(
         &Env::from_pairs([("DATABASE_URL", w.t.url().as_str())]),
@@ -777,6 +823,13 @@ async fn twilio_failing_leaves_it_provisioning_and_a_repeat_finishes_it() {
     assert!(n["twilioPhoneSid"].is_null());
 
     w.providers.lock().buy_fails_500 = false;
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("provisioning")),
+        "held while a late copy may land: {body}"
+    );
+    w.expire_claims().await;
     let (status, body) = w.buy(org, NUMBER).await;
     assert_eq!(status, 201, "{body}");
     // The resumed purchase looked before buying.
@@ -1087,12 +1140,28 @@ async fn a_purchase_failing_too_often_after_buying_is_undone_and_released() {
         assert_eq!(w.buy(org, NUMBER).await.0, 202);
     }
     assert_eq!(w.providers.lock().bought.len(), 1, "still held");
-    // Reconcile, after its backoff, does: what was bought is released.
+    // Reconcile, after its backoff, does: its last attempt (the second) meets the
+    // 503 again, an import whose outcome is unknown, so it keeps the claim while a
+    // late copy may land; the next run sends nothing new, looks the import up and
+    // gives up: what was bought is released.
+    let reconcile = w
+        .release_state_with(&[("RECONCILE_MAX_ATTEMPTS", "2")])
+        .await;
     w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
     w.expire_claims().await;
-    let report = w
-        .release_state_with(&[("RECONCILE_MAX_ATTEMPTS", "2")])
+    let report = reconcile
+        .release
+        .reconcile(10, "reconcile", || Duration::from_secs(600))
         .await
+        .unwrap();
+    assert_eq!(
+        (report.purchases.claimed, report.purchases.still_pending),
+        (1, 1),
+        "{report:?}"
+    );
+    let imports = w.calls(&w.vapi.server, "POST", "/phone-number").await.len();
+    w.expire_claims().await;
+    let report = reconcile
         .release
         .reconcile(10, "reconcile", || Duration::from_secs(600))
         .await
@@ -1101,6 +1170,11 @@ async fn a_purchase_failing_too_often_after_buying_is_undone_and_released() {
         (report.purchases.claimed, report.purchases.undone),
         (1, 1),
         "{report:?}"
+    );
+    assert_eq!(
+        w.calls(&w.vapi.server, "POST", "/phone-number").await.len(),
+        imports,
+        "giving up sends no import"
     );
     assert!(
         w.providers.lock().bought.is_empty(),
@@ -1141,8 +1215,24 @@ async fn a_purchase_landing_late_is_never_forgotten() {
     let (status, body) = w.buy(org, NUMBER).await;
     assert_eq!(status, 202, "{body}");
     w.providers.lock().buy_delay = Duration::ZERO;
-    // The repeat looks (lag: nothing), buys again, and Twilio says "not available"
-    // — it is ours: the intent stays, it is not closed.
+    // A late copy may still land: the claim is kept, and a repeat meanwhile sends
+    // nothing.
+    let buys = || async {
+        w.calls(
+            &w.twilio.server,
+            "POST",
+            &format!("/Accounts/{SUB}/IncomingPhoneNumbers.json"),
+        )
+        .await
+        .len()
+    };
+    assert!(!w.row(NUMBER).await.unwrap()["claim_token"].is_null());
+    let (status, body) = w.buy(org, NUMBER).await;
+    assert_eq!((status, body["errors"].clone()), (202, json!({})), "{body}");
+    assert_eq!(buys().await, 1);
+    // Once the claim expired, the repeat looks (lag: nothing), buys again, and
+    // Twilio says "not available" — it is ours: the intent stays, it is not closed.
+    w.expire_claims().await;
     let (status, body) = w.buy(org, NUMBER).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["errors"], json!({"twilio": "twilio_rejected"}));
@@ -1350,6 +1440,7 @@ async fn a_repeat_of_a_purchase_made_or_in_progress_is_not_refused_by_the_limit(
     assert_eq!(w.buy(other, "+14155550151").await.0, 202);
     refused_by_the_limit(&w, &w.state, other, "+14155550152").await;
     w.providers.lock().buy_fails_500 = false;
+    w.expire_claims().await;
     let (status, body) = w.buy(other, "+14155550151").await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -1460,4 +1551,262 @@ async fn a_bad_purchase_limit_fails_the_configuration() {
         );
     }
     assert_eq!(w.state.purchase_limit.per_day.get(), 10, "the default");
+}
+
+// Issue 21: a purchase or an assistant change can never strand a billed number or
+// route calls where the database doesn't say. Each test below failed on the code
+// before its fix.
+
+const OTHER_ASSISTANT: &str = "0d3e0000-0000-4000-8000-0000000000bb";
+const UNKNOWN_ASSISTANT: &str = "00000000-0000-4000-8000-0000000000ff";
+
+fn request(assistant: &str) -> Value {
+    json!({"phoneNumber": NUMBER, "assistantId": assistant})
+}
+
+/// Finding 1. Twilio bought but answered late and its lookups lagged (202); the
+/// org repeats with an assistant Vapi does not know. Before: 422 "nothing was
+/// bought" and the row deleted while Twilio billed the number.
+#[tokio::test]
+async fn a_repeat_after_an_unanswered_purchase_never_closes_what_twilio_may_hold() {
+    let w = World::new().await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.buy_delay = Duration::from_secs(3);
+        h.lookup_lag = 1;
+    }
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 202, "{body}");
+    w.providers.lock().buy_delay = Duration::ZERO;
+    w.expire_claims().await;
+    // Another assistant (unknown to Vapi): the values are fixed once buying began.
+    let (status, body) = w.buy_with(&w.state, org, request(UNKNOWN_ASSISTANT)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("purchase_differs")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(ASSISTANT) && message.contains("assistantId"),
+        "{message}"
+    );
+    assert!(!message.contains("nothing was bought"), "{message}");
+    // The same assistant, which Vapi deleted meanwhile: never "nothing was bought",
+    // never closed; the number Twilio holds stays on a live row.
+    w.providers.lock().assistant_deleted = true;
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["errors"], json!({"vapi": "vapi_rejected"}), "{body}");
+    assert_eq!(w.providers.lock().bought.len(), 1, "Twilio holds it");
+    let row = w
+        .row(NUMBER)
+        .await
+        .expect("a live row for the billed number");
+    assert_eq!(row["status"], "provisioning");
+    assert!(!row["twilio_phone_sid"].is_null(), "adopted: {row}");
+    assert_eq!(
+        w.calls(
+            &w.twilio.server,
+            "POST",
+            &format!("/Accounts/{SUB}/IncomingPhoneNumbers.json")
+        )
+        .await
+        .len(),
+        1,
+        "bought once"
+    );
+}
+
+/// Finding 2. The import with assistant X answered late and its lookup missed
+/// (202); a repeat with assistant Y. Before: 201 with Y while Vapi routed to X.
+#[tokio::test]
+async fn a_repeat_with_another_assistant_after_a_late_import_is_409() {
+    let w = World::new().await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.import_delay = Duration::from_secs(3);
+        h.vapi_lookup_lag = 1;
+    }
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 202, "{body}");
+    w.providers.lock().import_delay = Duration::ZERO;
+    w.expire_claims().await;
+    let (status, body) = w.buy_with(&w.state, org, request(OTHER_ASSISTANT)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("purchase_differs")),
+        "{body}"
+    );
+    // The same request finishes it, routed where Vapi routes.
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["assistantId"], ASSISTANT);
+    let h = w.providers.lock();
+    assert_eq!(h.imported.len(), 1, "imported once");
+    assert_eq!(h.imported[0].2["assistantId"], ASSISTANT);
+}
+
+/// An adopted import is brought to what the database says before the outcome
+/// is written (a late copy may carry what an earlier attempt sent).
+#[tokio::test]
+async fn an_adopted_import_routing_elsewhere_is_patched_to_the_database_s_assistant() {
+    let w = World::new().await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.import_delay = Duration::from_secs(3);
+        h.vapi_lookup_lag = 1;
+    }
+    assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    {
+        let mut h = w.providers.lock();
+        h.import_delay = Duration::ZERO;
+        // What Vapi holds routes elsewhere.
+        h.imported[0].2["assistantId"] = json!(OTHER_ASSISTANT);
+    }
+    w.expire_claims().await;
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 201, "{body}");
+    let h = w.providers.lock();
+    assert_eq!(h.routed.len(), 1, "one PATCH");
+    assert_eq!(h.routed[0].1["assistantId"], ASSISTANT);
+    assert_eq!(
+        h.imported[0].2["assistantId"], ASSISTANT,
+        "Vapi routes as the database says"
+    );
+}
+
+/// Finding 4. Bought, import unanswered (202); the repeat's import is refused by
+/// Vapi. Before: the paid number was released by the user's repeat.
+#[tokio::test]
+async fn a_users_repeat_never_releases_what_was_bought() {
+    let w = World::new().await;
+    let org = new_org();
+    w.providers.lock().import_answer = Some(FakeVapi::error(503, "Service Unavailable"));
+    assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    w.expire_claims().await;
+    w.providers.lock().import_answer = Some(FakeVapi::error(
+        400,
+        "assistantId must be an existing assistant",
+    ));
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("provisioning")),
+        "{body}"
+    );
+    assert_eq!(body["errors"], json!({"vapi": "vapi_rejected"}));
+    {
+        let h = w.providers.lock();
+        assert_eq!(h.bought.len(), 1, "still bought");
+        assert!(h.released.is_empty(), "nothing released");
+    }
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "provisioning");
+}
+
+/// Finding 5. The import landed but its answer was lost and the lookups missed;
+/// reconcile gives the purchase up. Before: release skipped Vapi (no id) and left
+/// a Vapi number carrying the subaccount's token.
+#[tokio::test]
+async fn giving_up_finds_and_deletes_an_import_whose_answer_was_lost() {
+    let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "1")]).await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.import_delay = Duration::from_secs(3);
+        h.vapi_lookup_lag = 1;
+    }
+    assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    assert_eq!(w.providers.lock().imported.len(), 1, "the import landed");
+    w.providers.lock().import_delay = Duration::ZERO;
+    w.expire_claims().await;
+    let report = w
+        .release_state_with(&[("RECONCILE_MAX_ATTEMPTS", "1")])
+        .await
+        .release
+        .reconcile(10, "reconcile", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.purchases.undone, 1, "{report:?}");
+    {
+        let h = w.providers.lock();
+        assert!(h.imported.is_empty(), "deleted at Vapi: {:?}", h.imported);
+        assert!(h.bought.is_empty(), "released at Twilio");
+    }
+    assert_eq!(
+        w.calls(&w.vapi.server, "POST", "/phone-number").await.len(),
+        1,
+        "imported once, never again while giving up"
+    );
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "released");
+}
+
+/// Finding 9. A Vapi number of the same E.164 carrying another account's
+/// credentials is not ours to adopt. Before: adopted by number alone.
+#[tokio::test]
+async fn an_import_of_another_account_is_never_adopted() {
+    let w = World::new().await;
+    let org = new_org();
+    {
+        let mut h = w.providers.lock();
+        h.imported.push((
+            "vapi-foreign".into(),
+            NUMBER.into(),
+            json!({"number": NUMBER, "twilioAccountSid": "AC99999999999999999999999999999999"}),
+        ));
+        // This import is made and answered late, and is never listed.
+        h.import_answer = Some(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)));
+    }
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(status, 202, "{body}");
+    let row = w.row(NUMBER).await.unwrap();
+    assert!(row["vapi_phone_id"].is_null(), "{row}");
+}
+
+/// Finding 10. A BYOC save committing while a purchase starts: the purchase reads
+/// the slot only after the org's row lock. Before: it read the slot first and
+/// bought for an org that had just switched to its own account.
+#[tokio::test]
+async fn a_byoc_save_committing_alongside_refuses_the_purchase() {
+    let w = World::new().await;
+    let org = new_org();
+    let mut c = w.t.client().await;
+    c.execute(
+        "INSERT INTO organizations (id) VALUES ($1)",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    // The save's slot transaction: the org's row (its lease), then the slot.
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        "UPDATE organizations SET updated_at = now() WHERE id = $1",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO org_credentials (org_id, provider, source, encrypted_config, metadata)
+         VALUES ($1, 'twilio', 'byoc', '{\"v\":1,\"kid\":\"k\",\"edk\":\"e\",\"iv\":\"i\",\"ct\":\"c\"}',
+                 '{\"accountSid\":\"AC0123456789abcdef0123456789abcdef\"}')",
+        &[&org.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let buying = w.buy_with(&w.state, org, request(ASSISTANT));
+    let commit = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.commit().await.unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(buying, commit);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("byoc_in_use")),
+        "{body}"
+    );
+    assert!(w.providers.lock().bought.is_empty(), "nothing bought");
+    assert!(w.row(NUMBER).await.is_none());
 }

@@ -324,6 +324,13 @@ const SERVER_BUILT_STATUS_SQL: &str = r#"SELECT
                     'errors', coalesce((SELECT jsonb_object_agg(step, err->'code')
                                           FROM jsonb_each(n.last_purchase_error) AS e(step, err)),
                                        '{}'::jsonb))
+            END,
+            'assistantChange', CASE WHEN n.status = 'active' AND n.assistant_pending THEN
+                jsonb_build_object(
+                    'attempts', n.route_attempts,
+                    'nextAttemptAt', CASE WHEN n.route_gave_up_at IS NULL THEN n.next_route_attempt_at END,
+                    'code', n.last_route_error->>'code',
+                    'needsAttention', n.route_gave_up_at IS NOT NULL)
             END)
             ORDER BY n.created_at DESC, n.id), '[]'::jsonb)
        FROM managed_phone_numbers n
@@ -407,7 +414,17 @@ async fn every_state_reads_as_the_server_built_json_did() {
             "+14155550110",
             Some("vapi-a"),
             "UPDATE managed_phone_numbers SET assistant_id = '0d3e0000-0000-4000-8000-0000000000aa',
-                    display_name = 'Front desk', assistant_pending = true",
+                    display_name = 'Front desk', assistant_pending = true, route_attempts = 2,
+                    next_route_attempt_at = now() + interval '2 minutes',
+                    last_route_error = '{\"code\": \"vapi_timeout\", \"status\": null}'",
+        ),
+        (
+            "+14155550119",
+            Some("vapi-h"),
+            "UPDATE managed_phone_numbers SET assistant_id = '0d3e0000-0000-4000-8000-0000000000bb',
+                    assistant_pending = true, route_attempts = 8, route_gave_up_at = now(),
+                    next_route_attempt_at = now() + interval '1 hour',
+                    last_route_error = '{\"code\": \"vapi_rejected\", \"status\": 400}'",
         ),
         (
             "+14155550111",
@@ -486,7 +503,20 @@ async fn every_state_reads_as_the_server_built_json_did() {
         );
     }
     let (_, body) = get(&state, org, Some("include=released")).await;
-    assert_eq!(body["numbers"].as_array().unwrap().len(), 9);
+    assert_eq!(body["numbers"].as_array().unwrap().len(), 10);
+    let changes: Vec<&Value> = body["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.get("assistantChange"))
+        .collect();
+    assert_eq!(changes.len(), 2, "{body}");
+    assert!(
+        changes.iter().any(|c| c["needsAttention"] == true
+            && c["code"] == "vapi_rejected"
+            && c["nextAttemptAt"].is_null()),
+        "{changes:?}"
+    );
     assert_eq!(body["credential"]["vapi"]["code"], "sync_in_progress");
     let (_, body) = get(&state, stale_org, None).await;
     assert_eq!(body["credential"]["vapi"]["code"], "vapi_unavailable");

@@ -524,7 +524,9 @@ async fn a_persistent_failure_is_pending_and_a_repeat_finishes_only_the_unfinish
     w.twilio.server.verify().await;
 
     // Twilio recovers; the repeat only calls Twilio.
+    w.vapi.server.verify().await;
     w.vapi.server.reset().await;
+    w.twilio.server.verify().await;
     w.twilio.server.reset().await;
     Mock::given(any())
         .respond_with(ResponseTemplate::new(500))
@@ -567,6 +569,7 @@ async fn a_timeout_is_pending_and_reconcile_finishes_it() {
     assert_eq!(body["errors"]["vapi"], "vapi_timeout");
     assert!(!w.routed(&n.number).await);
 
+    w.vapi.server.verify().await;
     w.vapi.server.reset().await;
     w.vapi_delete(&n)
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
@@ -693,6 +696,7 @@ async fn a_claim_left_by_a_killed_instance_expires_and_a_retry_finishes() {
         (202, Some("releasing")),
         "a live claim is respected"
     );
+    w.vapi.server.verify().await;
     w.vapi.server.reset().await;
 
     c.execute("UPDATE managed_phone_numbers SET claimed_until = now() - interval '1 second' WHERE phone_number = $1", &[&n.number])
@@ -735,7 +739,9 @@ async fn deleting_a_released_number_again_answers_released_and_calls_nothing() {
     let n = w.number("+14155550111").await;
     w.both_succeed(&n).await;
     let (_, first) = w.delete(&n.number).await;
+    w.vapi.server.verify().await;
     w.vapi.server.reset().await;
+    w.twilio.server.verify().await;
     w.twilio.server.reset().await;
     w.nothing_called().await;
     let (status, again) = w.delete(&n.number).await;
@@ -1152,6 +1158,7 @@ async fn after_max_attempts_a_number_needs_attention_and_stays_visible() {
         listed["release"]["errors"],
         json!({"twilio": "twilio_unauthorized"})
     );
+    w.twilio.server.verify().await;
     w.twilio.server.reset().await;
     w.twilio_delete(&n)
         .respond_with(ResponseTemplate::new(204))

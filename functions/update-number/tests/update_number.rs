@@ -28,22 +28,30 @@ struct World {
 }
 
 async fn build_state(t: &TestDb, vapi: &FakeVapi, aws: &aws_config::SdkConfig) -> State {
+    build_state_with(t, vapi, aws, &[]).await
+}
+
+async fn build_state_with(
+    t: &TestDb,
+    vapi: &FakeVapi,
+    aws: &aws_config::SdkConfig,
+    extra: &[(&str, &str)],
+) -> State {
     let (url, v) = (t.url(), vapi.uri());
-    State::from_env(
-        &Env::from_pairs([
-            ("DATABASE_URL", url.as_str()),
-            ("VAPI_BASE_URL", v.as_str()),
-            ("VAPI_PRIVATE_KEY", VAPI_KEY),
-            ("PROVIDER_TIMEOUT_MS", "1000"),
-            ("PROVIDER_MIN_BACKOFF_MS", "10"),
-            ("PROVIDER_MAX_BACKOFF_MS", "40"),
-            ("STEPS_DEADLINE_MS", "5000"),
-            ("CLAIM_SECS", "30"),
-        ]),
-        aws,
-    )
-    .await
-    .expect("state")
+    let mut pairs = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("VAPI_BASE_URL", v.as_str()),
+        ("VAPI_PRIVATE_KEY", VAPI_KEY),
+        ("PROVIDER_TIMEOUT_MS", "1000"),
+        ("PROVIDER_MIN_BACKOFF_MS", "10"),
+        ("PROVIDER_MAX_BACKOFF_MS", "40"),
+        ("STEPS_DEADLINE_MS", "5000"),
+        ("CLAIM_SECS", "30"),
+    ];
+    pairs.extend_from_slice(extra);
+    State::from_env(&Env::from_pairs(pairs), aws)
+        .await
+        .expect("state")
 }
 
 impl World {
@@ -98,6 +106,39 @@ impl World {
 
     async fn patch(&self, body: Value) -> (u16, Value) {
         self.patch_with(&self.state, body).await
+    }
+
+    /// Whether a claim holds the number now.
+    async fn claimed(&self) -> bool {
+        self.t
+            .client()
+            .await
+            .query_one(
+                "SELECT claimed_until > now() FROM managed_phone_numbers WHERE phone_number = $1",
+                &[&self.n.number],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false)
+    }
+
+    /// Time passes: claims expire, backoffs pass, the change is old enough for
+    /// reconcile.
+    async fn time_passes(&self) {
+        self.t
+            .client()
+            .await
+            .execute(
+                "UPDATE managed_phone_numbers
+                    SET updated_at = now() - interval '2 minutes',
+                        claimed_until = CASE WHEN claimed_until IS NOT NULL THEN now() - interval '1 second' END,
+                        next_route_attempt_at = CASE WHEN next_route_attempt_at IS NOT NULL
+                                                     THEN now() - interval '1 second' END",
+                &[],
+            )
+            .await
+            .unwrap();
     }
 
     fn vapi_patch(&self) -> wiremock::MockBuilder {
@@ -207,14 +248,10 @@ async fn vapi_down_leaves_it_pending_and_reconcile_sends_it_again() {
         .expect(1)
         .mount(&w.vapi.server)
         .await;
-    w.t.client()
-        .await
-        .execute(
-            "UPDATE managed_phone_numbers SET updated_at = now() - interval '2 minutes'",
-            &[],
-        )
-        .await
-        .unwrap();
+    // A 503 may have been applied: the claim is kept until it expires, so no
+    // later change can be overtaken by a late copy of this one.
+    assert!(w.claimed().await, "claim kept after an unknown outcome");
+    w.time_passes().await;
     let router = shared::routing::Router {
         db: &w.state.db,
         vapi: &w.state.vapi,
@@ -222,10 +259,10 @@ async fn vapi_down_leaves_it_pending_and_reconcile_sends_it_again() {
     };
     assert_eq!(
         router
-            .resume_pending(10, "reconcile", &|| Duration::from_secs(600))
+            .resume_one("reconcile", Duration::from_secs(600))
             .await
             .unwrap(),
-        1
+        Some(shared::routing::RouteResumed::Confirmed)
     );
     assert_eq!(
         w.routing().await,
@@ -425,6 +462,7 @@ async fn every_bad_input_is_4xx_and_changes_nothing() {
         )
     );
     // The %2B form of a good number works.
+    w.vapi.server.verify().await;
     w.vapi.server.reset().await;
     w.vapi_patch()
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "vapi-phone-1"})))
@@ -432,4 +470,217 @@ async fn every_bad_input_is_4xx_and_changes_nothing() {
         .await;
     let ev = w.event(w.org, "%2B14155550100", &ok);
     assert_eq!(read_response(&handle(&w.state, ev.request()).await).0, 200);
+}
+
+const THIRD: &str = "0d3e0000-0000-4000-8000-0000000000cc";
+
+impl World {
+    fn router<'a>(&'a self, state: &'a State) -> shared::routing::Router<'a> {
+        shared::routing::Router {
+            db: &state.db,
+            vapi: &state.vapi,
+            config: &state.steps,
+        }
+    }
+
+    /// (route_attempts, given up, last error's code)
+    async fn route_progress(&self) -> (i32, bool, Option<String>) {
+        let r = self
+            .t
+            .client()
+            .await
+            .query_one(
+                "SELECT route_attempts, route_gave_up_at IS NOT NULL, last_route_error->>'code'
+                   FROM managed_phone_numbers WHERE phone_number = $1",
+                &[&self.n.number],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    }
+}
+
+/// Issue 21, finding 3: a PATCH to NEW reached Vapi but its answer never came
+/// (202, pending); the next change, to THIRD, is refused by Vapi. Before: the
+/// database showed OLD as confirmed while Vapi routed to NEW, and reconcile never
+/// sent anything again.
+#[tokio::test]
+async fn an_unconfirmed_change_then_a_refused_one_keeps_the_first_pending_until_confirmed() {
+    let w = World::new().await;
+    w.vapi_patch()
+        .and(wiremock::matchers::body_partial_json(
+            json!({"assistantId": NEW}),
+        ))
+        .respond_with(FakeVapi::error(503, "Service Unavailable"))
+        .mount(&w.vapi.server)
+        .await;
+    w.vapi_patch()
+        .and(wiremock::matchers::body_partial_json(
+            json!({"assistantId": THIRD}),
+        ))
+        .respond_with(FakeVapi::error(
+            400,
+            "assistantId must be an existing assistant",
+        ))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    assert_eq!(w.patch(json!({"assistantId": NEW})).await.0, 202);
+    w.time_passes().await;
+    let (status, body) = w.patch(json!({"assistantId": THIRD})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("vapi_refused_assistant")),
+        "{body}"
+    );
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(NEW.into()),
+            Some("Front desk".into()),
+            true,
+            Some(OLD.into())
+        ),
+        "NEW (which Vapi may route to) is still pending, not OLD confirmed"
+    );
+    w.vapi.server.verify().await;
+    w.vapi.server.reset().await;
+    w.vapi_patch()
+        .and(body_json(json!({"assistantId": NEW, "name": "Front desk"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "vapi-phone-1"})))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&w.state)
+            .resume_one("reconcile", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Some(shared::routing::RouteResumed::Confirmed)
+    );
+    assert_eq!(
+        w.routing().await,
+        (
+            Some(NEW.into()),
+            Some("Front desk".into()),
+            false,
+            Some(NEW.into())
+        )
+    );
+}
+
+/// Issue 21, finding 7: a change Vapi keeps failing gets backoff, an attempt limit
+/// and a terminal state that status shows; reconcile then leaves it alone, and the
+/// org's next change starts over. Before: sent every run, forever.
+#[tokio::test]
+async fn a_change_vapi_keeps_failing_is_given_up_after_the_limit_and_shown() {
+    let w = World::new().await;
+    let state = build_state_with(&w.t, &w.vapi, &w.aws, &[("RECONCILE_MAX_ATTEMPTS", "2")]).await;
+    // 429: Vapi did not take it (the claim is let go at once).
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(429, "Too Many Requests"))
+        .mount(&w.vapi.server)
+        .await;
+    let (status, body) = w.patch_with(&state, json!({"assistantId": NEW})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (202, Some("vapi_rate_limited"))
+    );
+    assert!(!w.claimed().await, "a 429 was not applied: no claim kept");
+    assert_eq!(
+        w.route_progress().await,
+        (1, false, Some("vapi_rate_limited".into()))
+    );
+    // Backoff: not due yet.
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET updated_at = now() - interval '2 minutes'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.router(&state)
+            .resume_one("r0", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        None,
+        "its backoff has not passed"
+    );
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&state)
+            .resume_one("r1", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Some(shared::routing::RouteResumed::GaveUp)
+    );
+    assert_eq!(
+        w.route_progress().await,
+        (2, true, Some("vapi_rate_limited".into()))
+    );
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&state)
+            .resume_one("r2", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        None,
+        "given up: reconcile leaves it alone"
+    );
+    // Status shows it.
+    let list = list_numbers::State::from_env(
+        &Env::from_pairs([("DATABASE_URL", w.t.url().as_str())]),
+        &w.aws,
+    )
+    .await
+    .unwrap();
+    let ev = ApiEvent::new(
+        "GET",
+        "/api/managed-telephony/status",
+        "/api/managed-telephony/status",
+    )
+    .caller(&w.org.to_string(), "user-1")
+    .scopes(&["telephony:read"]);
+    let (_, listed) = read_response(&list_numbers::handle(&list, ev.request()).await);
+    let n = &listed["numbers"][0];
+    assert_eq!(n["assistantPending"], true, "{n}");
+    assert_eq!(
+        n["assistantChange"],
+        json!({"attempts": 2, "nextAttemptAt": null, "code": "vapi_rate_limited", "needsAttention": true})
+    );
+    // The org's next change starts over, and goes through.
+    w.vapi.server.verify().await;
+    w.vapi.server.reset().await;
+    w.vapi_patch()
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "vapi-phone-1"})))
+        .expect(1)
+        .mount(&w.vapi.server)
+        .await;
+    assert_eq!(
+        w.patch_with(&state, json!({"assistantId": THIRD})).await.0,
+        200
+    );
+    assert_eq!(w.route_progress().await, (0, false, None));
+}
+
+/// Issue 21, finding 6: after an unknown outcome the claim is kept until it
+/// expires, so a later change cannot be overtaken by a late copy of this one.
+#[tokio::test]
+async fn a_change_whose_answer_was_lost_holds_the_number_until_its_claim_expires() {
+    let w = World::new().await;
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(503, "Service Unavailable"))
+        .mount(&w.vapi.server)
+        .await;
+    assert_eq!(w.patch(json!({"assistantId": NEW})).await.0, 202);
+    let (status, body) = w.patch(json!({"assistantId": THIRD})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("update_in_progress")),
+        "{body}"
+    );
+    assert_eq!(w.routing().await.0.as_deref(), Some(NEW));
 }

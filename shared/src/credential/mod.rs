@@ -159,7 +159,7 @@ impl From<SaveError> for ApiError {
             }
             SaveError::InProgress => ApiError::Conflict {
                 code: "save_in_progress",
-                message: "Another save of this organisation's credential is still running; try again in a few seconds.".into(),
+                message: "Another save of this organisation's credential is still running, or Vapi has not answered the last one yet; try again in a minute.".into(),
             },
             SaveError::ByocInUse => byoc_in_use(),
             SaveError::Crypto(CryptoError::Kms(cause)) => {
@@ -229,7 +229,14 @@ impl CredentialStore<'_> {
                 // The slot is saved; what Vapi holds could not be recorded. Let the
                 // next save proceed at once instead of waiting for the lease to expire.
                 tracing::error!(error = %e, "could not record the Vapi sync outcome");
-                slot::give_up_lease(self.db, org, lease.token).await;
+                // Unless a copy of the sync may still land at Vapi.
+                if !synced
+                    .failure
+                    .as_ref()
+                    .is_some_and(sync::SyncFailure::outcome_unknown)
+                {
+                    slot::give_up_lease(self.db, org, lease.token).await;
+                }
                 VapiSync {
                     synced: false,
                     code: Some("sync_unrecorded"),

@@ -170,7 +170,10 @@ async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<
 
 /// Write the sync's outcome and release the lease, if it is still ours; with an
 /// audit row. `false`: the lease expired and another save took it over (that save
-/// mirrors the newer slot; nothing is written here).
+/// mirrors the newer slot; nothing is written here). When Vapi's answer left the
+/// outcome unknown (a timeout, a 5xx: a PATCH may still land, up to three copies
+/// with its retries), the lease is kept until it expires, so no later save's sync
+/// can be overtaken by a late copy of this one.
 pub(super) async fn record_sync(
     db: &Db,
     slot: &SlotWrite<'_>,
@@ -179,6 +182,10 @@ pub(super) async fn record_sync(
 ) -> Result<bool, SaveError> {
     let org = slot.caller.org_id;
     let code = synced.failure.as_ref().map(SyncFailure::code);
+    let keep_lease = synced
+        .failure
+        .as_ref()
+        .is_some_and(SyncFailure::outcome_unknown);
     db.transaction(async |tx| {
         let row = tx
             .query_typed_opt(
@@ -189,7 +196,9 @@ pub(super) async fn record_sync(
                         synced_generation = CASE WHEN $4::text IS NULL THEN $5 ELSE synced_generation END,
                         vapi_create_attempted_at = CASE WHEN $3::text IS NOT NULL THEN NULL
                                                         ELSE vapi_create_attempted_at END,
-                        sync_lease_token = NULL, sync_lease_until = NULL, updated_at = now()
+                        sync_lease_token = CASE WHEN $6 THEN sync_lease_token END,
+                        sync_lease_until = CASE WHEN $6 THEN sync_lease_until END,
+                        updated_at = now()
                   WHERE id = $1 AND sync_lease_token = $2
                   RETURNING 1",
                 &[
@@ -198,6 +207,7 @@ pub(super) async fn record_sync(
                     (&synced.id, Type::TEXT),
                     (&code, Type::TEXT),
                     (&lease.generation, Type::INT8),
+                    (&keep_lease, Type::BOOL),
                 ],
             )
             .await?;

@@ -46,6 +46,12 @@ pub(super) enum SyncFailure {
 }
 
 impl SyncFailure {
+    /// Vapi may still act on what was sent (a timeout, a 5xx): the lease is kept
+    /// until it expires.
+    pub(super) fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Vapi(e) if e.outcome_unknown())
+    }
+
     /// The stable code the answer, the org and status show.
     pub(super) fn code(&self) -> &'static str {
         match self {

@@ -51,6 +51,16 @@ pub enum PurchaseError {
         next_at: chrono::DateTime<chrono::Utc>,
         retry_after_secs: u64,
     },
+    /// A repeat of a purchase that has started buying (or has finished) asked for
+    /// another assistant or name: what the caller asked for is fixed once money
+    /// moved. `differs` names the request's fields that differ; `assistant` and
+    /// `name` are what the purchase keeps.
+    #[error("the purchase started with other values ({})", differs.join(", "))]
+    Differs {
+        differs: Vec<&'static str>,
+        assistant: Option<String>,
+        name: Option<String>,
+    },
     /// The number changed state between two statements; try the intent again.
     #[error("the number changed state; try again")]
     Retry,
@@ -177,6 +187,19 @@ impl From<PurchaseError> for ApiError {
                     in_words(retry_after_secs),
                 ),
                 retry_after_secs,
+            },
+            PurchaseError::Differs {
+                differs,
+                assistant,
+                name,
+            } => ApiError::Conflict {
+                code: "purchase_differs",
+                message: format!(
+                    "This number's purchase has started buying with assistantId {} and name {}; a repeat must ask for the same (this one differs in {}). Change the assistant once it is active.",
+                    assistant.as_deref().map_or("(none)".into(), |a| format!("\"{a}\"")),
+                    name.as_deref().map_or("(none)".into(), |n| format!("\"{n}\"")),
+                    differs.join(" and "),
+                ),
             },
             PurchaseError::Retry => ApiError::Unavailable {
                 code: "try_again",

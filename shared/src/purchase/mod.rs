@@ -26,11 +26,17 @@
 //!    Each finished step is stamped on the row while the claim is ours.
 //! 3. **Outcome**: `active` with a routing row and an audit row (201); unfinished
 //!    → the claim is let go with the error and a backoff (202, resumed by a repeat
-//!    or by reconcile); refused before anything was bought (21422 taken, 21421
-//!    invalid, address required) → the intent is closed, nothing bills (409/422);
-//!    refused after buying (Vapi refuses the import) or given up after
-//!    `RECONCILE_MAX_ATTEMPTS` → **what was bought is released** through the
-//!    release protocol (422 `vapi_refused_import`).
+//!    or by reconcile; a create whose outcome stayed unknown keeps the claim until
+//!    it expires, so no copy is sent while a late one may land); refused before
+//!    anything was bought (21422 taken, 21421 invalid, address required, an
+//!    assistant Vapi does not know, checked only while no purchase was ever
+//!    attempted) → the intent is closed, nothing bills (409/422); refused after
+//!    buying in the same attempt (Vapi refuses the import) or given up by
+//!    reconcile after `RECONCILE_MAX_ATTEMPTS` → **what was bought is released**
+//!    through the release protocol (422 `vapi_refused_import`), its Vapi import
+//!    looked up first if its answer was lost. A user's repeat never releases
+//!    what was bought, and once buying started it must ask for the same assistant
+//!    and name (409 `purchase_differs`).
 
 mod error;
 mod limit;
@@ -99,10 +105,37 @@ enum Progress {
     Lost,
     /// A step failed in a way a later attempt may get past.
     Pending(&'static str, ProviderError),
+    /// A creating call (buy, import) ended without an answer and the lookup did not
+    /// find what it may have made: the claim is kept until it expires, so no repeat
+    /// or reconcile sends another while a late copy may still land.
+    InFlight(&'static str, ProviderError),
     /// Refused before anything was bought: close the intent.
     Refused(PurchaseError),
-    /// Refused after buying: release what was bought.
-    CannotFinish(&'static str, ProviderError),
+    /// Refused after buying. `true`: bought by this very attempt, whose caller is
+    /// told of the purchase and its undoing in one answer, so what was bought is
+    /// released. A purchase resumed after buying (a user's repeat) never releases
+    /// what was bought: it stays pending until reconcile gives it up.
+    CannotFinish(&'static str, ProviderError, bool),
+}
+
+impl Progress {
+    /// A refusal met on the way to the import, after the number was bought.
+    fn after_buying(self, bought_now: bool) -> Self {
+        match self {
+            Self::CannotFinish(step, e, _) => Self::CannotFinish(step, e, bought_now),
+            Self::Refused(PurchaseError::UnknownAssistant) => Self::CannotFinish(
+                "vapi",
+                ProviderError::Status {
+                    provider: "vapi",
+                    status: 404,
+                    code: None,
+                    message: Some("Vapi has no such assistant".into()),
+                },
+                bought_now,
+            ),
+            other => other,
+        }
+    }
 }
 
 /// Who is finishing a purchase.
@@ -187,48 +220,40 @@ impl Purchaser<'_> {
         }
     }
 
-    /// Resume provisioning rows whose holder is gone (reconcile): at most `batch`,
-    /// while `time_left()` allows. Returns (finished, still pending, undone).
-    pub async fn resume(
+    /// Resume one provisioning row whose holder is gone and whose backoff passed
+    /// (reconcile), within `budget`, into `report`: `false` when none is due.
+    /// `run_started` (the database's clock): a row this run touched is not taken
+    /// again in it.
+    pub async fn resume_one(
         &self,
-        batch: usize,
+        run_started: chrono::DateTime<chrono::Utc>,
         request_id: &str,
-        time_left: &impl Fn() -> std::time::Duration,
-    ) -> Result<PurchaseReport, DbError> {
-        // The database's clock, which the rows' `updated_at` come from.
-        let run_started: chrono::DateTime<chrono::Utc> =
-            self.db.query_one("SELECT now()", &[]).await?.get(0);
-        let mut report = PurchaseReport::default();
-        while report.claimed < batch {
-            let budget = time_left().saturating_sub(self.config.outcome_margin);
-            if budget < self.config.deadline.min(std::time::Duration::from_secs(5)) {
-                break;
-            }
-            let Some(claim) = record::claim_next_due(self.db, self.config, run_started).await?
-            else {
-                break;
-            };
-            report.claimed += 1;
-            let caller = Caller::system(claim.org, "system:reconcile");
-            let deadline = Deadline::after(budget.min(self.config.deadline));
-            let span = tracing::info_span!("reconcile_purchase", org_id = %claim.org);
-            let at = Attempt {
-                caller: &caller,
-                request_id,
-                deadline,
-                may_give_up: true,
-            };
-            match self.finish(claim, &at).instrument(span).await {
-                Ok(PurchaseOutcome::Active { .. }) => report.activated += 1,
-                Ok(PurchaseOutcome::Provisioning { .. }) => report.still_pending += 1,
-                Err(PurchaseError::Db(e)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a resumed purchase was refused or undone");
-                    report.undone += 1;
-                }
+        budget: std::time::Duration,
+        report: &mut PurchaseReport,
+    ) -> Result<bool, DbError> {
+        let Some(claim) = record::claim_next_due(self.db, self.config, run_started).await? else {
+            return Ok(false);
+        };
+        report.claimed += 1;
+        let caller = Caller::system(claim.org, "system:reconcile");
+        let deadline = Deadline::after(budget.min(self.config.deadline));
+        let span = tracing::info_span!("reconcile_purchase", org_id = %claim.org);
+        let at = Attempt {
+            caller: &caller,
+            request_id,
+            deadline,
+            may_give_up: true,
+        };
+        match self.finish(claim, &at).instrument(span).await {
+            Ok(PurchaseOutcome::Active { .. }) => report.activated += 1,
+            Ok(PurchaseOutcome::Provisioning { .. }) => report.still_pending += 1,
+            Err(PurchaseError::Db(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "a resumed purchase was refused or undone");
+                report.undone += 1;
             }
         }
-        Ok(report)
+        Ok(true)
     }
 
     /// Steps 2 and 3 for a claimed purchase.
@@ -237,6 +262,29 @@ impl Purchaser<'_> {
         mut claim: PurchaseClaim,
         at: &Attempt<'_>,
     ) -> Result<PurchaseOutcome, PurchaseError> {
+        if at.may_give_up && claim.attempts > self.config.max_attempts {
+            // The last attempt's create went unanswered and kept its claim until it
+            // expired: nothing new is sent now; undoing looks up what it may have
+            // made (the purchase, the import) and releases it.
+            let step = if claim.number_sid.is_none() {
+                "twilio"
+            } else {
+                "vapi"
+            };
+            tracing::warn!(
+                step,
+                "giving up a purchase whose last attempt went unanswered"
+            );
+            return self
+                .undo(
+                    claim,
+                    at,
+                    step,
+                    ProviderError::Timeout { provider: step },
+                    true,
+                )
+                .await;
+        }
         let (progress, sub) = self.provider_steps(&mut claim, at.deadline).await?;
         match progress {
             Progress::Done => {
@@ -275,26 +323,58 @@ impl Purchaser<'_> {
             Progress::Pending(step, error)
                 if !at.may_give_up || claim.attempts < self.config.max_attempts =>
             {
-                self.pending(&claim, step, error).await
+                self.pending(&claim, step, error, false).await
             }
             Progress::Pending(step, error) => self.undo(claim, at, step, error, true).await,
-            Progress::CannotFinish(step, error) => self.undo(claim, at, step, error, false).await,
+            // Never given up while a late copy of a create may land.
+            Progress::InFlight(step, error) => self.pending(&claim, step, error, true).await,
+            Progress::CannotFinish(step, error, bought_now) if bought_now || at.may_give_up => {
+                self.undo(claim, at, step, error, false).await
+            }
+            Progress::CannotFinish(step, error, _) => {
+                tracing::warn!(step, error = %error, "refused after buying; a repeat never releases what was bought");
+                self.pending(&claim, step, error, false).await
+            }
             Progress::Refused(e) => {
-                outcome::close(self.db, &claim, at.caller, at.request_id, e.refusal_code()).await?;
+                // Twilio refused the purchase itself (nothing bought by it, and any
+                // earlier attempt was looked up first); an unknown assistant is met
+                // only before any purchase was attempted.
+                let nothing_bought = !matches!(e, PurchaseError::UnknownAssistant);
+                let closed = outcome::close(
+                    self.db,
+                    &claim,
+                    at.caller,
+                    at.request_id,
+                    e.refusal_code(),
+                    nothing_bought,
+                )
+                .await?;
+                if !closed {
+                    tracing::error!(
+                        code = e.refusal_code(),
+                        "a refusal met a purchase that may have bought; kept pending"
+                    );
+                    let recorded = json!({ "purchase": { "code": e.refusal_code() } });
+                    outcome::leave_pending(self.db, &claim, &recorded, false).await?;
+                    return Ok(self.provisioning(&claim, None));
+                }
                 Err(e)
             }
         }
     }
 
+    /// Left pending with the step's error; `keep_claim` while a create's outcome
+    /// is unknown (the claim then expires on its own, see [`Progress::InFlight`]).
     async fn pending(
         &self,
         claim: &PurchaseClaim,
         step: &'static str,
         error: ProviderError,
+        keep_claim: bool,
     ) -> Result<PurchaseOutcome, PurchaseError> {
-        tracing::warn!(step, error = %error, code = error.stable_code(), "purchase step failed; the purchase stays provisioning");
+        tracing::warn!(step, error = %error, code = error.stable_code(), keep_claim, "purchase step failed; the purchase stays provisioning");
         let recorded = json!({ step: StepError::from(&error) });
-        outcome::leave_pending(self.db, claim, &recorded).await?;
+        outcome::leave_pending(self.db, claim, &recorded, keep_claim).await?;
         Ok(self.provisioning(claim, Some((step, &error))))
     }
 
@@ -320,12 +400,33 @@ impl Purchaser<'_> {
                 }
                 Ok(None) => {}
                 // Cannot tell whether it was bought: never close on a guess.
-                Err(e) => return self.pending(&claim, "twilio", e).await,
+                Err(e) => return self.pending(&claim, "twilio", e, false).await,
+            }
+        }
+        // An import whose answer was lost may have landed: found now, the release
+        // deletes it at Vapi too (else a Vapi number would keep the subaccount's
+        // token and the number's E.164).
+        if claim.number_sid.is_some() && claim.vapi_phone_id.is_none() && claim.import_attempted {
+            match self.find_late_import(&claim, at.deadline).await {
+                Ok(Some(id)) => {
+                    tracing::warn!(
+                        "an import given up for lost was made after all; releasing it too"
+                    );
+                    if !record::stamp(self.db, &claim, record::Stamp::Imported(&id)).await? {
+                        return Ok(self.provisioning(&claim, None));
+                    }
+                    claim.vapi_phone_id = Some(id);
+                }
+                Ok(None) => {}
+                Err(e) => return self.pending(&claim, "vapi", e, false).await,
             }
         }
         if claim.number_sid.is_none() {
             tracing::error!(step, error = %error, "purchase given up; nothing was bought");
-            outcome::close(self.db, &claim, at.caller, at.request_id, "gave_up").await?;
+            // A purchase ever attempted was looked up just above and found nothing.
+            if !outcome::close(self.db, &claim, at.caller, at.request_id, "gave_up", true).await? {
+                return Ok(self.provisioning(&claim, None));
+            }
             return Err(PurchaseError::GaveUp(step, error));
         }
         tracing::error!(step, error = %error, code = error.stable_code(), "purchase cannot be finished; releasing what was bought");

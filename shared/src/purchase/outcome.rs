@@ -87,15 +87,20 @@ pub(super) async fn activate(
 
 /// Step 3, unfinished: the claim is let go with the failed step's error and the
 /// next attempt's time (reconcile resumes it; a repeated request may at once).
+/// With `keep_claim` (a create's outcome unknown) the claim stays until it
+/// expires: a repeat sees the purchase in progress, reconcile waits for it.
 pub(super) async fn leave_pending(
     db: &Db,
     claim: &PurchaseClaim,
     error: &Value,
+    keep_claim: bool,
 ) -> Result<(), DbError> {
     let backoff = retry_backoff(claim.attempts).as_secs_f64();
     db.query(
         "UPDATE managed_phone_numbers
-            SET claim_token = NULL, claimed_until = NULL, last_purchase_error = $3,
+            SET claim_token = CASE WHEN $5 THEN claim_token END,
+                claimed_until = CASE WHEN $5 THEN claimed_until END,
+                last_purchase_error = $3,
                 next_attempt_at = now() + make_interval(secs => $4), updated_at = now()
           WHERE id = $1 AND claim_token = $2 AND status = 'provisioning'",
         &[
@@ -103,6 +108,7 @@ pub(super) async fn leave_pending(
             (&claim.token.as_uuid(), Type::UUID),
             (error, Type::JSONB),
             (&backoff, Type::FLOAT8),
+            (&keep_claim, Type::BOOL),
         ],
     )
     .await?;
@@ -111,20 +117,29 @@ pub(super) async fn leave_pending(
 
 /// Step 3, refused with nothing bought: the intent is closed (the row goes; the
 /// audit log keeps the attempt), so the number is free again and nothing bills.
+/// A row whose purchase was ever attempted goes only when `nothing_bought` (Twilio
+/// refused the purchase, or a lookup found nothing): otherwise nothing is deleted
+/// and `false` comes back.
 pub(super) async fn close(
     db: &Db,
     claim: &PurchaseClaim,
     caller: &Caller,
     request_id: &str,
     code: &'static str,
-) -> Result<(), PurchaseError> {
+    nothing_bought: bool,
+) -> Result<bool, PurchaseError> {
     db.transaction(async |tx| {
         let deleted = tx
             .query_typed_opt(
                 "DELETE FROM managed_phone_numbers
                   WHERE id = $1 AND claim_token = $2 AND status = 'provisioning' AND bought_at IS NULL
+                    AND (buy_attempted_at IS NULL OR $3)
                   RETURNING 1",
-                &[(&claim.id, Type::UUID), (&claim.token.as_uuid(), Type::UUID)],
+                &[
+                    (&claim.id, Type::UUID),
+                    (&claim.token.as_uuid(), Type::UUID),
+                    (&nothing_bought, Type::BOOL),
+                ],
             )
             .await?;
         if deleted.is_some() {
@@ -141,7 +156,7 @@ pub(super) async fn close(
             )
             .await?;
         }
-        Ok(())
+        Ok(deleted.is_some())
     })
     .await
 }

@@ -134,30 +134,41 @@ pub(super) async fn claim(
     let name = req.name.as_ref().map(NumberName::as_str);
     let outcome = db
         .transaction(async |tx| {
+            // The org is created on its first purchase. Its own statement: a
+            // concurrent first purchase's INSERT waits here for this one's COMMIT,
+            // and the lock below, a later statement, then sees the row.
+            tx.query_typed(
+                "INSERT INTO organizations (id) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+                &[(&org.as_uuid(), Type::UUID)],
+            )
+            .await?;
+            // Purchases of one org take turns here until COMMIT, and so do they with
+            // a save's slot commit (which updates the org's row for its lease): the
+            // slot read and the count below, later statements with fresh snapshots
+            // (READ COMMITTED), see every purchase and save of the org that passed
+            // first — a BYOC save committed just before is never missed. NO KEY
+            // UPDATE, not UPDATE: the foreign-key checks of the org's other writes
+            // (KEY SHARE) never wait.
+            tx.query_typed(
+                "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
+                &[(&org.as_uuid(), Type::UUID)],
+            )
+            .await?;
             let slot = tx
                 .query_typed_opt(
-                    "WITH org AS (INSERT INTO organizations (id) VALUES ($1) ON CONFLICT (id) DO NOTHING)
-                     SELECT source FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
+                    "SELECT source FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
                     &[(&org.as_uuid(), Type::UUID)],
                 )
                 .await?;
             if slot.is_some_and(|r| r.get::<_, &str>(0) == "byoc") {
                 // A repeat of a purchase that finished before the switch is still
                 // answered as such; anything else is refused.
-                return match existing(tx, org, &req.phone_number).await {
+                return match existing(tx, org, req).await {
                     Ok(found @ Existing::Active(_)) => Ok(Err(found)),
+                    Err(e @ PurchaseError::Differs { .. }) => Err(e),
                     _ => Err(PurchaseError::ByocInUse),
                 };
             }
-            // Purchases of one org take turns here until COMMIT, so the count below
-            // sees every other purchase of the org that passed it (READ COMMITTED: a
-            // later statement, a fresh snapshot). NO KEY UPDATE, not UPDATE: the
-            // foreign-key checks of the org's other writes (KEY SHARE) never wait.
-            tx.query_typed(
-                "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
-                &[(&org.as_uuid(), Type::UUID)],
-            )
-            .await?;
             let inserted = tx
                 .query_typed_opt(
                     &format!(
@@ -240,11 +251,11 @@ pub(super) async fn claim(
                                 SET purchase_attempts = purchase_attempts
                                         + CASE WHEN claim_token IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END,
                                     claim_token = $3, claimed_until = now() + make_interval(secs => $4),
-                                    -- Once imported, Vapi holds the assistant and name it was
-                                    -- imported with: a repeat does not change them here.
-                                    assistant_id = CASE WHEN imported_at IS NULL THEN coalesce($5, assistant_id)
+                                    -- Fixed once buying started (money may have moved): a
+                                    -- repeat asking for others is refused below.
+                                    assistant_id = CASE WHEN buy_attempted_at IS NULL THEN coalesce($5, assistant_id)
                                                         ELSE assistant_id END,
-                                    display_name = CASE WHEN imported_at IS NULL THEN coalesce($6, display_name)
+                                    display_name = CASE WHEN buy_attempted_at IS NULL THEN coalesce($6, display_name)
                                                         ELSE display_name END,
                                     updated_at = now()
                               WHERE org_id = $1 AND phone_number = $2 AND status = 'provisioning'
@@ -263,9 +274,17 @@ pub(super) async fn claim(
                     .await?,
             };
             let Some(row) = row else {
-                return Ok(Err(existing(tx, org, &req.phone_number).await?));
+                return Ok(Err(existing(tx, org, req).await?));
             };
             let claim = claim_from_row(&row, token)?;
+            if claim.buy_attempted {
+                // Rolls the claim back: a refused repeat changes nothing.
+                refuse_other_values(
+                    req,
+                    claim.assistant.as_ref().map(AssistantId::as_str),
+                    claim.name.as_ref().map(NumberName::as_str),
+                )?;
+            }
             audit::record(
                 tx,
                 &AuditEntry {
@@ -318,15 +337,49 @@ async fn claimed_by(
     .transpose()
 }
 
+/// A repeat of a purchase that has started buying must ask for what it started
+/// with; a field the repeat leaves out asks for nothing.
+fn refuse_other_values(
+    req: &PurchaseRequest,
+    assistant: Option<&str>,
+    name: Option<&str>,
+) -> Result<(), PurchaseError> {
+    let mut differs = Vec::new();
+    if req
+        .assistant_id
+        .as_ref()
+        .is_some_and(|a| Some(a.as_str()) != assistant)
+    {
+        differs.push("assistantId");
+    }
+    if req.name.as_ref().is_some_and(|n| Some(n.as_str()) != name) {
+        differs.push("name");
+    }
+    if differs.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        ?differs,
+        "a repeat of a started purchase asked for other values; refused"
+    );
+    Err(PurchaseError::Differs {
+        differs,
+        assistant: assistant.map(str::to_owned),
+        name: name.map(str::to_owned),
+    })
+}
+
 async fn existing(
     tx: &tokio_postgres::Transaction<'_>,
     org: OrgId,
-    number: &E164,
+    req: &PurchaseRequest,
 ) -> Result<Existing, PurchaseError> {
+    let number = &req.phone_number;
     let row = tx
         .query_typed_opt(
             "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name,
-                    twilio_subaccount_sid IS NULL, bought_at IS NULL, imported_at IS NULL
+                    twilio_subaccount_sid IS NULL, bought_at IS NULL, imported_at IS NULL,
+                    buy_attempted_at IS NOT NULL
                FROM managed_phone_numbers WHERE phone_number = $2 AND status <> 'released'",
             &[(&org.as_uuid(), Type::UUID), (&number.as_str(), Type::TEXT)],
         )
@@ -338,7 +391,11 @@ async fn existing(
     if !row.get::<_, bool>(0) {
         return Ok(Existing::Taken);
     }
-    Ok(match row.get::<_, &str>(1) {
+    let status = row.get::<_, &str>(1);
+    if status == "active" || (status == "provisioning" && row.get::<_, bool>(9)) {
+        refuse_other_values(req, row.get(4), row.get(5))?;
+    }
+    Ok(match status {
         "provisioning" => Existing::InProgress(
             [(6, "subaccount"), (7, "twilio"), (8, "vapi")]
                 .into_iter()

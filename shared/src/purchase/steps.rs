@@ -11,7 +11,7 @@ use crate::ids::{AssistantId, CredentialSource, NumberName, PhoneNumberSid};
 use crate::providers::ProviderError;
 use crate::steps::Deadline;
 use crate::twilio::Subaccount;
-use crate::vapi::NumberImport;
+use crate::vapi::{FoundNumber, NumberImport};
 
 impl Purchaser<'_> {
     /// The subaccount, the purchase and the import, each skipped when an earlier
@@ -23,11 +23,15 @@ impl Purchaser<'_> {
         deadline: Deadline,
     ) -> Result<(Progress, Option<Subaccount>), DbError> {
         // Two independent reads, concurrently: the subaccount (and its token) and,
-        // before anything is bought, whether Vapi knows the assistant.
+        // while nothing can have been bought yet (no purchase ever attempted),
+        // whether Vapi knows the assistant. Once a purchase was attempted, only
+        // Twilio can say whether anything was bought: the assistant is checked
+        // before the import instead, never as a reason to close the intent.
+        let check_first = !claim.buy_attempted;
         let (sub, assistant) = tokio::join!(self.subaccount(claim, deadline), async {
-            match claim.number_sid {
-                None => self.check_assistant(claim, deadline).await,
-                Some(_) => None,
+            match check_first {
+                true => self.check_assistant(claim, deadline).await,
+                false => None,
             }
         });
         let sub = match sub {
@@ -49,24 +53,30 @@ impl Purchaser<'_> {
         };
         claim.subaccount = Some(sub.sid.clone());
 
+        let mut bought_now = false;
         if claim.number_sid.is_none() {
             if let Some(refused) = assistant {
                 return Ok((refused, Some(sub)));
             }
-            let pn = match self.buy_on(claim, &sub, deadline).await? {
-                Ok(pn) => pn,
+            let (pn, by_this_attempt) = match self.buy_on(claim, &sub, deadline).await? {
+                Ok(bought) => bought,
                 Err(progress) => return Ok((progress, Some(sub))),
             };
             if !record::stamp(self.db, claim, Stamp::Bought(&pn)).await? {
                 return Ok((Progress::Lost, Some(sub)));
             }
             claim.number_sid = Some(pn);
+            bought_now = by_this_attempt;
         }
 
         if claim.vapi_phone_id.is_none() {
+            // Checked in this attempt already, before buying; else now.
+            if !check_first && let Some(refused) = self.check_assistant(claim, deadline).await {
+                return Ok((refused.after_buying(bought_now), Some(sub)));
+            }
             let id = match self.import(claim, &sub, deadline).await? {
                 Ok(id) => id,
-                Err(progress) => return Ok((progress, Some(sub))),
+                Err(progress) => return Ok((progress.after_buying(bought_now), Some(sub))),
             };
             if !record::stamp(self.db, claim, Stamp::Imported(&id)).await? {
                 return Ok((Progress::Lost, Some(sub)));
@@ -76,8 +86,8 @@ impl Purchaser<'_> {
         Ok((Progress::Done, Some(sub)))
     }
 
-    /// An assistant Vapi does not know would make it refuse the import after the
-    /// number was bought: checked before buying.
+    /// An assistant Vapi does not know would make it refuse the import: checked
+    /// before buying, and before an import of a purchase resumed after buying.
     async fn check_assistant(&self, claim: &PurchaseClaim, deadline: Deadline) -> Option<Progress> {
         let assistant = claim.assistant.as_ref()?;
         match deadline
@@ -170,44 +180,55 @@ impl Purchaser<'_> {
         }
     }
 
-    /// Buy exactly the number on the subaccount. Once a purchase was attempted
+    /// Buy exactly the number on the subaccount, and whether this attempt bought
+    /// it (not an earlier one's purchase, found). Once a purchase was attempted
     /// (stamped before the POST), its outcome is looked up first and adopted; a
     /// later "not available" (21422) may be our own purchase landing late, so it
-    /// never closes such an intent: it stays pending and is looked up again.
+    /// never closes such an intent: it stays pending and is looked up again. A
+    /// POST whose outcome stays unknown is [`Progress::InFlight`]: the claim is
+    /// kept until it expires, so no repeat sends another while it may still land.
     async fn buy_on(
         &self,
-        claim: &PurchaseClaim,
+        claim: &mut PurchaseClaim,
         sub: &Subaccount,
         deadline: Deadline,
-    ) -> Result<Result<PhoneNumberSid, Progress>, DbError> {
-        let find = || deadline.run("twilio", self.twilio.find_bought(&sub.sid, &claim.number));
-        if claim.buy_attempted {
+    ) -> Result<Result<(PhoneNumberSid, bool), Progress>, DbError> {
+        let number = claim.number.clone();
+        let find = || deadline.run("twilio", self.twilio.find_bought(&sub.sid, &number));
+        let earlier = claim.buy_attempted;
+        if earlier {
             match find().await {
-                Ok(Some(pn)) => return Ok(Ok(pn)),
+                // Bought by an earlier attempt, whose caller was answered 202.
+                Ok(Some(pn)) => return Ok(Ok((pn, false))),
                 Ok(None) => {}
                 Err(e) => return Ok(Err(Progress::Pending("twilio", e))),
             }
         } else if !record::stamp(self.db, claim, Stamp::BuyAttempt).await? {
             return Ok(Err(Progress::Lost));
         }
+        // From here on the row says a purchase was attempted: giving up looks first.
+        claim.buy_attempted = true;
         let friendly = format!("purchase {}", claim.operation_id);
+        // Keep time back to look the number up if the POST goes unanswered.
+        let reserve = (deadline.remaining() / 4).min(std::time::Duration::from_secs(3));
         Ok(
             match deadline
+                .keeping(reserve)
                 .run(
                     "twilio",
                     self.twilio.buy_number(&sub.sid, &claim.number, &friendly),
                 )
                 .await
             {
-                Ok(pn) => Ok(pn),
+                Ok(pn) => Ok((pn, true)),
                 Err(e) if e.outcome_unknown() => {
                     tracing::warn!(error = %e, "buying ended without an answer; looking the number up");
                     match find().await {
-                        Ok(Some(pn)) => Ok(pn),
-                        _ => Err(Progress::Pending("twilio", e)),
+                        Ok(Some(pn)) => Ok((pn, true)),
+                        _ => Err(Progress::InFlight("twilio", e)),
                     }
                 }
-                Err(e) if claim.buy_attempted && e.provider_code() == Some(21422) => {
+                Err(e) if earlier && e.provider_code() == Some(21422) => {
                     tracing::warn!(
                         "not available after an earlier attempt: it may be ours; looking again later"
                     );
@@ -219,24 +240,36 @@ impl Purchaser<'_> {
     }
 
     /// Import into Vapi with the subaccount's credentials. Once an import was
-    /// attempted (stamped before the POST), it is looked up first and adopted.
+    /// attempted (stamped before the POST), it is looked up first (by number *and*
+    /// subaccount) and adopted — after being brought to the assistant and name the
+    /// database holds, since a late copy may carry what an earlier attempt sent. A
+    /// POST whose outcome stays unknown keeps the claim ([`Progress::InFlight`]).
     async fn import(
         &self,
-        claim: &PurchaseClaim,
+        claim: &mut PurchaseClaim,
         sub: &Subaccount,
         deadline: Deadline,
     ) -> Result<Result<String, Progress>, DbError> {
         let since = claim.started_at - chrono::Duration::minutes(5);
-        let find = || deadline.run("vapi", self.vapi.find_phone_number(&claim.number, since));
+        let number = claim.number.clone();
+        let find = || {
+            deadline.run(
+                "vapi",
+                self.vapi.find_phone_number(&number, &sub.sid, since),
+            )
+        };
         if claim.import_attempted {
             match find().await {
-                Ok(Some(id)) => return Ok(Ok(id)),
+                Ok(Some(found)) => return Ok(self.adopt(claim, found, deadline).await),
                 Ok(None) => {}
                 Err(e) => return Ok(Err(Progress::Pending("vapi", e))),
             }
         } else if !record::stamp(self.db, claim, Stamp::ImportAttempt).await? {
             return Ok(Err(Progress::Lost));
         }
+        // From here on the row says an import was attempted: giving up looks first.
+        claim.import_attempted = true;
+        let claim = &*claim;
         let import = NumberImport {
             number: &claim.number,
             subaccount: &sub.sid,
@@ -244,20 +277,76 @@ impl Purchaser<'_> {
             name: claim.name.as_ref().map(NumberName::as_str),
             assistant_id: claim.assistant.as_ref().map(AssistantId::as_str),
         };
+        let reserve = (deadline.remaining() / 4).min(std::time::Duration::from_secs(3));
         Ok(
-            match deadline.run("vapi", self.vapi.import_number(&import)).await {
+            match deadline
+                .keeping(reserve)
+                .run("vapi", self.vapi.import_number(&import))
+                .await
+            {
                 Ok(id) => Ok(id),
                 Err(e) if e.outcome_unknown() => {
                     tracing::warn!(error = %e, "importing ended without an answer; looking the number up at Vapi");
                     match find().await {
-                        Ok(Some(id)) => Ok(id),
-                        _ => Err(Progress::Pending("vapi", e)),
+                        Ok(Some(found)) => self.adopt(claim, found, deadline).await,
+                        _ => Err(Progress::InFlight("vapi", e)),
                     }
                 }
-                Err(e) if is_refusal(&e) => Err(Progress::CannotFinish("vapi", e)),
+                Err(e) if is_refusal(&e) => Err(Progress::CannotFinish("vapi", e, true)),
                 Err(e) => Err(Progress::Pending("vapi", e)),
             },
         )
+    }
+
+    /// An import found at Vapi, brought to the assistant and name the database
+    /// holds before it is stamped (a PATCH only where they differ).
+    async fn adopt(
+        &self,
+        claim: &PurchaseClaim,
+        found: FoundNumber,
+        deadline: Deadline,
+    ) -> Result<String, Progress> {
+        let assistant = claim.assistant.as_ref().map(AssistantId::as_str);
+        let name = claim.name.as_ref().map(NumberName::as_str);
+        let differs = assistant.is_some_and(|a| found.assistant_id.as_deref() != Some(a))
+            || name.is_some_and(|n| found.name.as_deref() != Some(n));
+        if let (true, Some(assistant)) = (differs, assistant) {
+            tracing::warn!(
+                "adopting an import that routes elsewhere; bringing it to the database's assistant"
+            );
+            if let Err(e) = deadline
+                .run(
+                    "vapi",
+                    self.vapi.route_phone_number(&found.id, assistant, name),
+                )
+                .await
+            {
+                return Err(Progress::Pending("vapi", e));
+            }
+        }
+        tracing::info!("adopting the import found at Vapi");
+        Ok(found.id)
+    }
+
+    /// Before a purchase that was imported (or whose import may have landed) is
+    /// handed to the release protocol: its Vapi number, if Vapi has one, so the
+    /// release deletes it too. `Err` when Vapi cannot tell.
+    pub(super) async fn find_late_import(
+        &self,
+        claim: &PurchaseClaim,
+        deadline: Deadline,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(sub) = &claim.subaccount else {
+            return Ok(None);
+        };
+        let since = claim.started_at - chrono::Duration::minutes(5);
+        Ok(deadline
+            .run(
+                "vapi",
+                self.vapi.find_phone_number(&claim.number, sub, since),
+            )
+            .await?
+            .map(|f| f.id))
     }
 
     /// At giving up, the last word on a purchase that was attempted but never

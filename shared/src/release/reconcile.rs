@@ -2,12 +2,16 @@
 //! ([`crate::purchase`]) and assistant changes ([`crate::routing`]) — and says how
 //! much money may be at risk (CloudWatch metrics, [`crate::metrics`]).
 //!
-//! Per run it takes at most `batch` due releases ([`super::claim::claim_next_due`]:
-//! backoff passed or holder dead, fewest attempts first), finishes each as a
-//! release request would, and stops while there is still time to write an outcome
-//! before the Lambda's own deadline. A release that fails `RECONCILE_MAX_ATTEMPTS`
-//! times becomes `needs_attention`: reconcile leaves it alone, status shows it, and
-//! the `NeedsAttention` metric alarms.
+//! A run shares its time fairly: releases, purchases and assistant changes take
+//! turns, one item each per round, so a provider hang that makes every release
+//! use its whole deadline cannot starve purchases (bought, billing) or assistant
+//! changes. Each kind takes at most `batch` items ([`super::claim::claim_next_due`]
+//! and its peers: backoff passed or holder dead, fewest attempts first), each
+//! finished as a request would finish it, and the run stops while there is still
+//! time to write an outcome before the Lambda's own deadline. A release that fails
+//! `RECONCILE_MAX_ATTEMPTS` times becomes `needs_attention`: reconcile leaves it
+//! alone, status shows it, and the `NeedsAttention` metric alarms; an assistant
+//! change likewise is given up (`AssistantChangesGivenUp`).
 //!
 //! Unfinished Vapi syncs are counted, not finished: finishing one needs the
 //! credential's plaintext, and reconcile is not granted decrypt (least privilege,
@@ -25,7 +29,7 @@ use crate::db::{Db, DbError};
 use crate::identity::Caller;
 use crate::metrics::{MetricSet, MetricsConfig, Unit};
 use crate::purchase::{PurchaseReport, Purchaser};
-use crate::routing::Router;
+use crate::routing::{RouteResumed, Router};
 
 /// What a reconcile run did, and what is still at risk after it.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +50,10 @@ pub struct ReconcileReport {
     pub purchases: PurchaseReport,
     /// Assistant changes Vapi confirmed on a retry.
     pub assistants_confirmed: usize,
+    /// Assistant changes resent and still pending.
+    pub assistants_still_pending: usize,
+    /// Assistant changes given up in this run.
+    pub assistants_given_up: usize,
     /// After the run.
     pub at_risk: AtRisk,
 }
@@ -64,6 +72,9 @@ pub struct AtRisk {
     /// Purchases no request is working on (`provisioning`, claim gone): a number
     /// that may be bought and billing without routing.
     pub stuck_purchases: i64,
+    /// Assistant changes reconcile gave up (`route_gave_up_at`): the number may
+    /// route elsewhere than the org asked.
+    pub assistant_changes_given_up: i64,
 }
 
 impl AtRisk {
@@ -81,7 +92,8 @@ impl AtRisk {
                         AND (o.sync_lease_until IS NULL OR o.sync_lease_until < now())
                         AND EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id)),
                     count(*) FILTER (WHERE status = 'provisioning'
-                                       AND (claim_token IS NULL OR claimed_until < now()))
+                                       AND (claim_token IS NULL OR claimed_until < now())),
+                    count(*) FILTER (WHERE status = 'active' AND route_gave_up_at IS NOT NULL)
                    FROM managed_phone_numbers",
                 &[],
             )
@@ -92,6 +104,7 @@ impl AtRisk {
             oldest_pending_release_secs: row.get(2),
             unfinished_syncs: row.get(3),
             stuck_purchases: row.get(4),
+            assistant_changes_given_up: row.get(5),
         })
     }
 }
@@ -112,6 +125,11 @@ impl ReconcileReport {
                 )
                 .value("UnfinishedSyncs", Unit::Count, r.unfinished_syncs as f64)
                 .value("StuckPurchases", Unit::Count, r.stuck_purchases as f64)
+                .value(
+                    "AssistantChangesGivenUp",
+                    Unit::Count,
+                    r.assistant_changes_given_up as f64,
+                )
                 .value("ReleasesCompleted", Unit::Count, self.released as f64)
                 .value(
                     "PurchasesCompleted",
@@ -131,11 +149,12 @@ impl ReconcileReport {
 }
 
 impl ReleaseService {
-    /// One reconcile run: due releases, then purchases whose holder is gone, then
-    /// assistant changes Vapi has not confirmed — each at most `batch`, while
-    /// `time_left()` (the Lambda's) leaves room for one more deadline and its
-    /// outcome — then measure what is at risk. A database failure ends the work
-    /// early (counted in `db_errors`) but not the measuring.
+    /// One reconcile run: due releases, purchases whose holder is gone and
+    /// assistant changes Vapi has not confirmed, taking turns (one of each per
+    /// round, each kind at most `batch`) while `time_left()` (the Lambda's) leaves
+    /// room for one more deadline and its outcome; then measure what is at risk.
+    /// A database failure ends the work early (counted in `db_errors`) but not
+    /// the measuring.
     pub async fn reconcile(
         &self,
         batch: usize,
@@ -143,37 +162,72 @@ impl ReleaseService {
         time_left: impl Fn() -> Duration,
     ) -> Result<ReconcileReport, DbError> {
         let mut report = ReconcileReport::default();
-        self.releaser()
-            .resume_due(batch, request_id, &time_left, &mut report)
-            .await?;
-        if report.db_errors == 0 {
-            let purchaser = Purchaser {
-                db: &self.db,
-                vapi: &self.vapi,
-                twilio: &self.twilio,
-                config: &self.config,
-                credentials: None,
-            };
-            match purchaser.resume(batch, request_id, &time_left).await {
-                Ok(purchases) => report.purchases = purchases,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconcile could not resume purchases");
-                    report.db_errors += 1;
+        // The database's clock, which the rows' `updated_at` come from: a row this
+        // run touched is not taken twice in it.
+        let run_started: DateTime<Utc> = self.db.query_one("SELECT now()", &[]).await?.get(0);
+        let purchaser = Purchaser {
+            db: &self.db,
+            vapi: &self.vapi,
+            twilio: &self.twilio,
+            config: &self.config,
+            credentials: None,
+        };
+        let router = Router {
+            db: &self.db,
+            vapi: &self.vapi,
+            config: &self.config,
+        };
+        let releaser = self.releaser();
+        let mut open = [true; 3];
+        let mut taken = [0usize; 3];
+        'run: while open.iter().any(|o| *o) {
+            for kind in 0..3 {
+                if !open[kind] {
+                    continue;
                 }
-            }
-        }
-        if report.db_errors == 0 && time_left() > self.config.deadline + self.config.outcome_margin
-        {
-            let router = Router {
-                db: &self.db,
-                vapi: &self.vapi,
-                config: &self.config,
-            };
-            match router.resume_pending(batch, request_id, &time_left).await {
-                Ok(n) => report.assistants_confirmed = n,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconcile could not resume assistant changes");
-                    report.db_errors += 1;
+                let budget = time_left().saturating_sub(self.config.outcome_margin);
+                if budget < self.config.deadline.min(Duration::from_secs(5)) {
+                    break 'run;
+                }
+                let step = match kind {
+                    0 => {
+                        releaser
+                            .resume_one(run_started, request_id, budget, &mut report)
+                            .await
+                    }
+                    1 => purchaser
+                        .resume_one(run_started, request_id, budget, &mut report.purchases)
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "reconcile could not resume purchases");
+                            e
+                        }),
+                    _ => match router.resume_one(request_id, budget).await {
+                        Ok(Some(resumed)) => {
+                            match resumed {
+                                RouteResumed::Confirmed => report.assistants_confirmed += 1,
+                                RouteResumed::StillPending => report.assistants_still_pending += 1,
+                                RouteResumed::GaveUp => report.assistants_given_up += 1,
+                            }
+                            Ok(true)
+                        }
+                        Ok(None) => Ok(false),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reconcile could not resume assistant changes");
+                            Err(e)
+                        }
+                    },
+                };
+                match step {
+                    Ok(true) => {
+                        taken[kind] += 1;
+                        open[kind] = taken[kind] < batch;
+                    }
+                    Ok(false) => open[kind] = false,
+                    Err(_) => {
+                        report.db_errors += 1;
+                        break 'run;
+                    }
                 }
             }
         }
@@ -183,60 +237,51 @@ impl ReleaseService {
 }
 
 impl Releaser<'_> {
-    /// Resume up to `batch` due releases while `time_left()` allows, into `report`.
-    async fn resume_due(
+    /// Resume one due release within `budget`, into `report`: `false` when none
+    /// is due.
+    async fn resume_one(
         &self,
-        batch: usize,
+        run_started: DateTime<Utc>,
         request_id: &str,
-        time_left: &impl Fn() -> Duration,
+        budget: Duration,
         report: &mut ReconcileReport,
-    ) -> Result<(), DbError> {
-        // The database's clock, which the rows' `updated_at` come from.
-        let run_started: DateTime<Utc> = self.db.query_one("SELECT now()", &[]).await?.get(0);
-        while report.claimed < batch {
-            let budget = time_left().saturating_sub(self.config.outcome_margin);
-            if budget < self.config.deadline.min(Duration::from_secs(5)) {
-                break;
+    ) -> Result<bool, DbError> {
+        let claim = match claim::claim_next_due(self.db, self.config, run_started).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile could not claim; ending the run");
+                return Err(e);
             }
-            let claim = match claim::claim_next_due(self.db, self.config, run_started).await {
-                Ok(Some(claim)) => claim,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconcile could not claim; ending the run");
-                    report.db_errors += 1;
-                    break;
-                }
-            };
-            report.claimed += 1;
-            let caller = Caller::system(claim.org, "system:reconcile");
-            let span = tracing::info_span!("reconcile_item", org_id = %claim.org);
-            let deadline = crate::steps::Deadline::after(budget.min(self.config.deadline));
-            match self
-                .finish(claim, &caller, request_id, deadline)
-                .instrument(span)
-                .await
-            {
-                Ok(ReleaseOutcome::Released { .. }) => report.released += 1,
-                Ok(ReleaseOutcome::ReleasePending { errors, .. }) => {
-                    report.still_pending += 1;
-                    count_failures(report, &errors);
-                }
-                Ok(ReleaseOutcome::NeedsAttention { errors, .. }) => {
-                    report.needs_attention += 1;
-                    count_failures(report, &errors);
-                }
-                Ok(ReleaseOutcome::Releasing { .. }) => report.lost += 1,
-                // The item's claim expires and a later run resumes it; measure and
-                // report what is at risk all the same.
-                Err(ReleaseError::Db(e)) => {
-                    tracing::error!(error = %e, "reconcile could not record an outcome; ending the run");
-                    report.db_errors += 1;
-                    break;
-                }
-                Err(ReleaseError::NotFound(_) | ReleaseError::Provisioning(_)) => report.lost += 1,
+        };
+        report.claimed += 1;
+        let caller = Caller::system(claim.org, "system:reconcile");
+        let span = tracing::info_span!("reconcile_item", org_id = %claim.org);
+        let deadline = crate::steps::Deadline::after(budget.min(self.config.deadline));
+        match self
+            .finish(claim, &caller, request_id, deadline)
+            .instrument(span)
+            .await
+        {
+            Ok(ReleaseOutcome::Released { .. }) => report.released += 1,
+            Ok(ReleaseOutcome::ReleasePending { errors, .. }) => {
+                report.still_pending += 1;
+                count_failures(report, &errors);
             }
+            Ok(ReleaseOutcome::NeedsAttention { errors, .. }) => {
+                report.needs_attention += 1;
+                count_failures(report, &errors);
+            }
+            Ok(ReleaseOutcome::Releasing { .. }) => report.lost += 1,
+            // The item's claim expires and a later run resumes it; measure and
+            // report what is at risk all the same.
+            Err(ReleaseError::Db(e)) => {
+                tracing::error!(error = %e, "reconcile could not record an outcome; ending the run");
+                return Err(e);
+            }
+            Err(ReleaseError::NotFound(_) | ReleaseError::Provisioning(_)) => report.lost += 1,
         }
-        Ok(())
+        Ok(true)
     }
 }
 
