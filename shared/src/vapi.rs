@@ -50,6 +50,18 @@ struct Listed {
     assistant_id: Option<String>,
 }
 
+/// How a walk of one of Vapi's lists ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walk<T> {
+    Found(T),
+    /// The walk reached its lower bound without a match.
+    NotFound,
+    /// It stopped at its page bound; a later walk resumes below `before`.
+    Unfinished {
+        before: DateTime<Utc>,
+    },
+}
+
 /// A Vapi phone number found by [`VapiClient::find_phone_number`]: its id, and
 /// what it routes to and is called, so an adopted import can be brought to what
 /// the database says.
@@ -68,6 +80,9 @@ pub struct NumberImport<'a> {
     /// Vapi's `name`, at most 40 characters.
     pub name: Option<&'a str>,
     pub assistant_id: Option<&'a str>,
+    /// Vapi's `smsEnabled`, always sent: `true` points the Twilio number's
+    /// messaging URL at Vapi as well as its voice URL.
+    pub sms_enabled: bool,
 }
 
 /// Page size of a lookup in Vapi's lists.
@@ -187,18 +202,26 @@ impl VapiClient {
     /// ([`credential_name`]), among those created at or after `since`. Used only
     /// when an earlier create may have left one behind (its attempt is stamped on
     /// the org before every `POST /credential`), so an org never has two.
+    ///
+    /// `before`: where an earlier lookup that hit its page bound stopped (it
+    /// resumes below it). The answer says whether the walk reached `since`.
     pub async fn find_credential(
         &self,
         org: OrgId,
         since: DateTime<Utc>,
-    ) -> Result<Option<CredentialId>, ProviderError> {
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Walk<CredentialId>, ProviderError> {
         let name = credential_name(org);
-        let found = self
-            .find_listed("/credential", since, |item: &Listed| {
+        let walk = self
+            .find_listed("/credential", since, before, |item: &Listed| {
                 item.name.as_deref() == Some(name.as_str())
             })
             .await?;
-        Ok(found.map(|c| c.id))
+        Ok(match walk {
+            Walk::Found(c) => Walk::Found(c.id),
+            Walk::NotFound => Walk::NotFound,
+            Walk::Unfinished { before } => Walk::Unfinished { before },
+        })
     }
 
     /// `POST /phone-number`: imports a Twilio number bought on `subaccount`, with the
@@ -211,6 +234,7 @@ impl VapiClient {
             "number": import.number.as_str(),
             "twilioAccountSid": import.subaccount.as_str(),
             "twilioAuthToken": import.auth_token.expose(),
+            "smsEnabled": import.sms_enabled,
         });
         if let Some(name) = import.name {
             body["name"] = json!(name);
@@ -242,34 +266,46 @@ impl VapiClient {
         subaccount: &AccountSid,
         since: DateTime<Utc>,
     ) -> Result<Option<FoundNumber>, ProviderError> {
-        let found = self
-            .find_listed("/phone-number", since, |item: &Listed| {
+        let walk = self
+            .find_listed("/phone-number", since, None, |item: &Listed| {
                 item.number.as_deref() == Some(number.as_str())
                     && item.twilio_account_sid.as_deref() == Some(subaccount.as_str())
             })
             .await?;
-        Ok(found.map(|n| FoundNumber {
-            id: n.id,
-            assistant_id: n.assistant_id,
-            name: n.name,
-        }))
+        match walk {
+            Walk::Found(n) => Ok(Some(FoundNumber {
+                id: n.id,
+                assistant_id: n.assistant_id,
+                name: n.name,
+            })),
+            Walk::NotFound => Ok(None),
+            // A purchase's window is minutes: an unfinished walk is an error, never
+            // "not found" (which would import a duplicate).
+            Walk::Unfinished { .. } => Err(ProviderError::UnexpectedBody {
+                provider: PROVIDER,
+                status: 200,
+            }),
+        }
     }
 
     /// Walk `GET {path}` (Vapi's lists take `limit` and `createdAt*` bounds, no
-    /// other filter) newest first, from now back to `since`, for the first item
-    /// `wanted` accepts. Pages are bounded by `createdAtLe` of the oldest item seen
-    /// (items on the boundary are seen twice and skipped by id). Walking more than
-    /// [`LIST_PAGES`] pages is an error, never "not found": a wrong "not found"
-    /// would create a duplicate.
+    /// other filter) newest first, from now (or from `before`) back to `since`, for
+    /// the first item `wanted` accepts. Pages are bounded by `createdAtLe` of the
+    /// oldest item seen (items on the boundary are seen twice and skipped by id).
+    /// A walk that needs more than [`LIST_PAGES`] pages stops and says where
+    /// ([`Walk::Unfinished`]), never "not found": a wrong "not found" would create
+    /// a duplicate.
     async fn find_listed(
         &self,
         path: &'static str,
         since: DateTime<Utc>,
+        before: Option<DateTime<Utc>>,
         wanted: impl Fn(&Listed) -> bool,
-    ) -> Result<Option<Listed>, ProviderError> {
+    ) -> Result<Walk<Listed>, ProviderError> {
         let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut seen = std::collections::HashSet::new();
-        let mut until: Option<String> = None;
+        let mut until: Option<String> =
+            before.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         for _ in 0..LIST_PAGES {
             let mut query = vec![
                 ("limit", LIST_PAGE.to_string()),
@@ -297,22 +333,29 @@ impl VapiClient {
                 if seen.insert(item.id.clone()) {
                     fresh += 1;
                     if wanted(&item) {
-                        return Ok(Some(item));
+                        return Ok(Walk::Found(item));
                     }
                 }
             }
             match oldest {
                 Some(at) if full && fresh > 0 => until = Some(at),
-                _ if !full => return Ok(None),
+                _ if !full => return Ok(Walk::NotFound),
                 // A full page of items already seen (or without dates): cannot go on.
                 _ => break,
             }
         }
         tracing::warn!(path, "lookup did not finish within {LIST_PAGES} pages");
-        Err(ProviderError::UnexpectedBody {
-            provider: PROVIDER,
-            status: 200,
-        })
+        // Where it stopped: the next walk resumes there (items on the boundary are
+        // seen again, which is harmless).
+        match until.as_deref().map(DateTime::parse_from_rfc3339) {
+            Some(Ok(at)) if before.is_none_or(|b| at.to_utc() < b) => Ok(Walk::Unfinished {
+                before: at.to_utc(),
+            }),
+            _ => Err(ProviderError::UnexpectedBody {
+                provider: PROVIDER,
+                status: 200,
+            }),
+        }
     }
 
     /// Whether Vapi knows the assistant: `GET /assistant/{id}` (200, or 404 in

@@ -509,7 +509,8 @@ async fn a_first_purchase_creates_the_subaccount_fills_the_slot_buys_imports_and
     assert_eq!(
         sent,
         json!({"provider": "twilio", "number": NUMBER, "twilioAccountSid": SUB,
-               "twilioAuthToken": SUB_TOKEN, "assistantId": ASSISTANT, "name": "Front desk"})
+               "twilioAuthToken": SUB_TOKEN, "assistantId": ASSISTANT, "name": "Front desk",
+               "smsEnabled": true})
     );
     // The slot holds the subaccount, mirrored to Vapi as the org's credential.
     let held = w.credentials.held();
@@ -1809,4 +1810,64 @@ async fn a_byoc_save_committing_alongside_refuses_the_purchase() {
     );
     assert!(w.providers.lock().bought.is_empty(), "nothing bought");
     assert!(w.row(NUMBER).await.is_none());
+}
+
+/// Issue 21: whether Vapi takes the number's SMS is the caller's explicit choice,
+/// always sent (omitted: true), answered, and fixed once buying started.
+#[tokio::test]
+async fn sms_enabled_is_sent_answered_and_fixed_once_buying_started() {
+    let w = World::new().await;
+    let org = new_org();
+    let (status, body) = w
+        .buy_with(
+            &w.state,
+            org,
+            json!({"phoneNumber": NUMBER, "assistantId": ASSISTANT, "smsEnabled": false}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["smsEnabled"].clone()),
+        (201, json!(false)),
+        "{body}"
+    );
+    let imports = w.calls(&w.vapi.server, "POST", "/phone-number").await;
+    let sent: Value = serde_json::from_slice(&imports[0].body).unwrap();
+    assert_eq!(sent["smsEnabled"], false);
+    let (status, body) = w
+        .buy_with(
+            &w.state,
+            org,
+            json!({"phoneNumber": NUMBER, "assistantId": ASSISTANT, "smsEnabled": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("purchase_differs")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("smsEnabled")
+    );
+    // A repeat leaving it out asks for nothing.
+    let (status, body) = w
+        .buy_with(&w.state, org, json!({"phoneNumber": NUMBER}))
+        .await;
+    assert_eq!(
+        (status, body["smsEnabled"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    // Not a boolean: 400, nothing happens.
+    let (status, _) = w
+        .buy_with(
+            &w.state,
+            new_org(),
+            json!({"phoneNumber": "+14155550151", "smsEnabled": "yes"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(w.row("+14155550151").await.is_none());
 }

@@ -1476,3 +1476,83 @@ async fn vapi_no_longer_knowing_its_credential_endpoints_is_a_stable_code_counte
     );
     w.vapi.server.verify().await;
 }
+
+/// Issue 21, finding 8: an org carried over by migration V2 (`vapi_create_attempted_at`
+/// 2000-01-01) whose Vapi credential is gone searches every credential since 2000.
+/// Past the lookup's page bound it used to fail at the same bound at every save, so
+/// the org never synced; now each save resumes the walk where the last one stopped,
+/// and nothing is created (no duplicate) until the walk concludes.
+#[tokio::test]
+async fn a_carried_over_orgs_lookup_resumes_where_it_stopped_and_the_org_syncs() {
+    let (w, held, _probe) = stateful(&[]).await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    let (status, first) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(
+        (status, first["vapi"].clone()),
+        (200, json!({"synced": true}))
+    );
+    let ours = first["vapiCredentialId"].as_str().unwrap().to_owned();
+    // Vapi fills with other orgs' credentials: more than one lookup may walk.
+    for i in 0..10_500 {
+        held.insert(&format!("org-other-{i}"), SID2, TOKEN2);
+    }
+    // As V2 left a carried-over org whose recorded credential is gone.
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE organizations SET vapi_credential_id = 'vapi-cred-gone',
+                    vapi_create_attempted_at = '2000-01-01T00:00:00Z' WHERE id = $1",
+            &[&org.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let lookup_before = || async {
+        w.t.client()
+            .await
+            .query_one(
+                "SELECT vapi_lookup_before IS NOT NULL FROM organizations WHERE id = $1",
+                &[&org.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(
+        resp["vapi"],
+        json!({"synced": false, "code": "vapi_lookup_unfinished"})
+    );
+    assert!(lookup_before().await, "where it stopped is kept");
+    let named = |held: &VapiCredentials| {
+        held.held()
+            .into_iter()
+            .filter(|c| c.name.as_deref() == Some(format!("org-{org}").as_str()))
+            .count()
+    };
+    assert_eq!(
+        named(&held),
+        1,
+        "nothing created while the walk is unfinished"
+    );
+    // The next save resumes below where it stopped, finds the org's own credential
+    // and adopts it.
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(
+        (
+            status,
+            resp["vapi"].clone(),
+            resp["vapiCredentialId"].as_str()
+        ),
+        (200, json!({"synced": true}), Some(ours.as_str())),
+        "{resp}"
+    );
+    assert!(!lookup_before().await, "cleared");
+    assert_eq!(named(&held), 1, "one credential for the org");
+}

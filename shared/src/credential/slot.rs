@@ -32,6 +32,8 @@ pub(super) struct Lease {
     pub vapi_credential_id: Option<String>,
     /// When an earlier create, whose outcome was never recorded, was attempted.
     pub create_attempted_at: Option<DateTime<Utc>>,
+    /// Where an unfinished lookup by name resumes (below this `createdAt`).
+    pub lookup_before: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -85,7 +87,8 @@ async fn commit_once(
                         updated_at = now()
                   WHERE organizations.sync_lease_token IS NULL
                      OR organizations.sync_lease_until < now()
-                 RETURNING sync_generation, vapi_credential_id, vapi_create_attempted_at",
+                 RETURNING sync_generation, vapi_credential_id, vapi_create_attempted_at,
+                           vapi_lookup_before",
                 &[
                     (&org.as_uuid(), Type::UUID),
                     (&token.as_uuid(), Type::UUID),
@@ -143,6 +146,7 @@ async fn commit_once(
             generation,
             vapi_credential_id: org_row.get(1),
             create_attempted_at: org_row.get(2),
+            lookup_before: org_row.get(3),
             updated_at,
         }))
     })
@@ -153,7 +157,8 @@ async fn commit_once(
 async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<Lease>, DbError> {
     let row = db
         .query_opt(
-            "SELECT o.sync_generation, o.vapi_credential_id, c.updated_at, o.vapi_create_attempted_at
+            "SELECT o.sync_generation, o.vapi_credential_id, c.updated_at, o.vapi_create_attempted_at,
+                    o.vapi_lookup_before
                FROM organizations o JOIN org_credentials c ON c.org_id = o.id AND c.provider = 'twilio'
               WHERE o.id = $1 AND o.sync_lease_token = $2",
             &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],
@@ -164,6 +169,7 @@ async fn lease_if_ours(db: &Db, org: OrgId, token: ClaimToken) -> Result<Option<
         generation: r.get(0),
         vapi_credential_id: r.get(1),
         create_attempted_at: r.get(3),
+        lookup_before: r.get(4),
         updated_at: r.get(2),
     }))
 }
@@ -198,6 +204,8 @@ pub(super) async fn record_sync(
                                                         ELSE vapi_create_attempted_at END,
                         sync_lease_token = CASE WHEN $6 THEN sync_lease_token END,
                         sync_lease_until = CASE WHEN $6 THEN sync_lease_until END,
+                        vapi_lookup_before = CASE WHEN $4::text IS NULL OR $7 THEN $8
+                                                  ELSE vapi_lookup_before END,
                         updated_at = now()
                   WHERE id = $1 AND sync_lease_token = $2
                   RETURNING 1",
@@ -208,6 +216,8 @@ pub(super) async fn record_sync(
                     (&code, Type::TEXT),
                     (&lease.generation, Type::INT8),
                     (&keep_lease, Type::BOOL),
+                    (&synced.lookup.ran(), Type::BOOL),
+                    (&synced.lookup.resume_before(), Type::TIMESTAMPTZ),
                 ],
             )
             .await?;

@@ -19,7 +19,7 @@ use crate::db::Db;
 use crate::ids::OrgId;
 use crate::providers::ProviderError;
 use crate::steps::Deadline;
-use crate::vapi::{CredentialId, VapiClient};
+use crate::vapi::{CredentialId, VapiClient, Walk};
 
 /// Vapi's clock and ours may differ: a lookup starts this long before the attempt.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -33,6 +33,33 @@ pub const VAPI_CREDENTIALS_UNAVAILABLE: &str = "vapi_credentials_unavailable";
 pub(super) struct Synced {
     pub id: Option<CredentialId>,
     pub failure: Option<SyncFailure>,
+    /// How far a lookup by name got (kept on the org for the next save).
+    pub lookup: Lookup,
+}
+
+/// A lookup by name's progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// None ran: the org's cursor stays as it is.
+    #[default]
+    NotRun,
+    /// It reached its lower bound (found or not): the cursor is cleared.
+    Concluded,
+    /// It stopped at its page bound: the next save resumes below this.
+    Unfinished(DateTime<Utc>),
+}
+
+impl Lookup {
+    pub(super) fn ran(self) -> bool {
+        self != Self::NotRun
+    }
+
+    pub(super) fn resume_before(self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Unfinished(at) => Some(at),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -43,6 +70,11 @@ pub(super) enum SyncFailure {
     /// Another save took the lease over while this one was syncing: it mirrors
     /// the newer slot, and this one's outcome is not recorded.
     Superseded,
+    /// The lookup by name walked its page bound without reaching the create
+    /// attempt's time (an org carried over from the earlier system searches back to
+    /// 2000): it resumes where it stopped at the next save. Nothing is created
+    /// meanwhile, which could duplicate the credential.
+    LookupUnfinished,
 }
 
 impl SyncFailure {
@@ -64,6 +96,7 @@ impl SyncFailure {
                 _ => "vapi_unavailable",
             },
             Self::NotStamped => "sync_unrecorded",
+            Self::LookupUnfinished => "vapi_lookup_unfinished",
             Self::Superseded => "superseded",
         }
     }
@@ -74,6 +107,7 @@ impl Synced {
         Self {
             id: Some(id),
             failure: None,
+            lookup: Lookup::NotRun,
         }
     }
 
@@ -81,7 +115,13 @@ impl Synced {
         Self {
             id,
             failure: Some(SyncFailure::Vapi(e)),
+            lookup: Lookup::NotRun,
         }
+    }
+
+    fn after(mut self, lookup: Lookup) -> Self {
+        self.lookup = lookup;
+        self
     }
 }
 
@@ -106,12 +146,13 @@ pub(super) async fn sync(
             Err(e) => Ok(Synced::failed(Some(id), e)),
         }
     };
-    let find = |since: DateTime<Utc>| {
+    let find = |since: DateTime<Utc>, before: Option<DateTime<Utc>>| {
         deadline.run(
             "vapi",
             vapi.find_credential(
                 org,
                 since - chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default(),
+                before,
             ),
         )
     };
@@ -128,10 +169,19 @@ pub(super) async fn sync(
             Err(_) => tracing::info!("Vapi no longer has the org's credential"),
         }
     }
+    let mut looked = Lookup::NotRun;
     if let Some(since) = lease.create_attempted_at {
-        match find(since).await {
-            Ok(Some(found)) => return adopt(found).await,
-            Ok(None) => {}
+        match find(since, lease.lookup_before).await {
+            Ok(Walk::Found(found)) => return adopt(found).await.after(Lookup::Concluded),
+            Ok(Walk::NotFound) => looked = Lookup::Concluded,
+            Ok(Walk::Unfinished { before }) => {
+                tracing::warn!(%before, "the lookup by name did not reach the create attempt; the next save resumes it");
+                return Synced {
+                    id: None,
+                    failure: Some(SyncFailure::LookupUnfinished),
+                    lookup: Lookup::Unfinished(before),
+                };
+            }
             Err(e) => return Synced::failed(None, e),
         }
     }
@@ -141,6 +191,7 @@ pub(super) async fn sync(
             return Synced {
                 id: None,
                 failure: Some(SyncFailure::Superseded),
+                lookup: looked,
             };
         }
         Err(e) => {
@@ -148,6 +199,7 @@ pub(super) async fn sync(
             return Synced {
                 id: None,
                 failure: Some(SyncFailure::NotStamped),
+                lookup: looked,
             };
         }
     };
@@ -164,11 +216,11 @@ pub(super) async fn sync(
         Ok(id) => Synced::done(id),
         Err(e) if e.outcome_unknown() => {
             tracing::warn!(error = %e, "creating the Vapi credential ended without an answer; looking it up by name");
-            match find(since).await {
-                Ok(Some(found)) => adopt(found).await,
-                Ok(None) | Err(_) => Synced::failed(None, e),
+            match find(since, None).await {
+                Ok(Walk::Found(found)) => adopt(found).await,
+                Ok(_) | Err(_) => Synced::failed(None, e).after(looked),
             }
         }
-        Err(e) => Synced::failed(None, e),
+        Err(e) => Synced::failed(None, e).after(looked),
     }
 }

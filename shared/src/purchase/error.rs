@@ -60,6 +60,7 @@ pub enum PurchaseError {
         differs: Vec<&'static str>,
         assistant: Option<String>,
         name: Option<String>,
+        sms_enabled: bool,
     },
     /// The number changed state between two statements; try the intent again.
     #[error("the number changed state; try again")]
@@ -192,10 +193,11 @@ impl From<PurchaseError> for ApiError {
                 differs,
                 assistant,
                 name,
+                sms_enabled,
             } => ApiError::Conflict {
                 code: "purchase_differs",
                 message: format!(
-                    "This number's purchase has started buying with assistantId {} and name {}; a repeat must ask for the same (this one differs in {}). Change the assistant once it is active.",
+                    "This number's purchase has started buying with assistantId {}, name {} and smsEnabled {sms_enabled}; a repeat must ask for the same (this one differs in {}). Change the assistant once it is active.",
                     assistant.as_deref().map_or("(none)".into(), |a| format!("\"{a}\"")),
                     name.as_deref().map_or("(none)".into(), |n| format!("\"{n}\"")),
                     differs.join(" and "),

@@ -74,6 +74,12 @@ pub struct PurchaseRequest {
     pub assistant_id: Option<AssistantId>,
     #[serde(default)]
     pub name: Option<NumberName>,
+    /// Whether Vapi takes the number's SMS too: Vapi's import points the Twilio
+    /// number's messaging URL at Vapi unless told `false`. Sent explicitly on every
+    /// import; omitted means `true` (Vapi's own default, and what purchases did
+    /// before the field existed). Fixed once buying started, like the assistant.
+    #[serde(default)]
+    pub sms_enabled: Option<bool>,
 }
 
 /// What a purchase request achieved.

@@ -27,7 +27,7 @@ pub(super) async fn activate(
                         next_attempt_at = NULL, last_purchase_error = NULL, updated_at = now()
                   WHERE id = $1 AND claim_token = $2 AND status = 'provisioning'
                     AND bought_at IS NOT NULL AND imported_at IS NOT NULL
-                  RETURNING twilio_phone_sid, vapi_phone_id, assistant_id, display_name",
+                  RETURNING twilio_phone_sid, vapi_phone_id, assistant_id, display_name, sms_enabled",
                 &[(&claim.id, Type::UUID), (&claim.token.as_uuid(), Type::UUID)],
             )
             .await?
@@ -40,6 +40,7 @@ pub(super) async fn activate(
             vapi_phone_id: row.get(1),
             assistant_id: row.get(2),
             name: row.get(3),
+            sms_enabled: row.get(4),
         };
         // One number routes to one org: a routing row of another org is refused by
         // the WHERE (no row) and surfaces as the constraint's 409.

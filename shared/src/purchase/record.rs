@@ -38,6 +38,8 @@ pub struct PurchaseClaim {
     /// outcome is looked up, never assumed.
     pub(super) buy_attempted: bool,
     pub(super) import_attempted: bool,
+    /// Whether Vapi takes the number's messaging too (its `smsEnabled`).
+    pub(super) sms_enabled: bool,
 }
 
 /// What a number already is when this request could not claim it.
@@ -62,6 +64,8 @@ pub struct ActiveNumber {
     pub vapi_phone_id: Option<String>,
     pub assistant_id: Option<String>,
     pub name: Option<String>,
+    /// Whether Vapi took the number's messaging too.
+    pub sms_enabled: bool,
 }
 
 const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
@@ -70,7 +74,7 @@ const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
     purchase_attempts, assistant_id, display_name,
     (SELECT jsonb_build_array(c.source, c.metadata->>'accountSid') FROM org_credentials c
       WHERE c.org_id = managed_phone_numbers.org_id AND c.provider = 'twilio'),
-    created_at, buy_attempted_at IS NOT NULL, import_attempted_at IS NOT NULL";
+    created_at, buy_attempted_at IS NOT NULL, import_attempted_at IS NOT NULL, sms_enabled";
 
 fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError> {
     let shape = |what: &str| DbError::Shape(format!("provisioning row: {what}"));
@@ -110,6 +114,7 @@ fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError
         started_at: row.get(11),
         buy_attempted: row.get(12),
         import_attempted: row.get(13),
+        sms_enabled: row.get(14),
     })
 }
 
@@ -174,8 +179,9 @@ pub(super) async fn claim(
                     &format!(
                         "INSERT INTO managed_phone_numbers
                             (org_id, phone_number, status, operation_id, claim_token, claimed_until,
-                             purchase_attempts, assistant_id, display_name)
-                         VALUES ($1, $2, 'provisioning', $3, $4, now() + make_interval(secs => $5), 1, $6, $7)
+                             purchase_attempts, assistant_id, display_name, sms_enabled)
+                         VALUES ($1, $2, 'provisioning', $3, $4, now() + make_interval(secs => $5), 1, $6, $7,
+                                 coalesce($8, true))
                          ON CONFLICT (phone_number) WHERE status <> 'released' DO NOTHING
                          RETURNING {CLAIM_COLS}"
                     ),
@@ -187,6 +193,7 @@ pub(super) async fn claim(
                         (&ttl, Type::FLOAT8),
                         (&assistant, Type::TEXT),
                         (&name, Type::TEXT),
+                        (&req.sms_enabled, Type::BOOL),
                     ],
                 )
                 .await?;
@@ -257,6 +264,8 @@ pub(super) async fn claim(
                                                         ELSE assistant_id END,
                                     display_name = CASE WHEN buy_attempted_at IS NULL THEN coalesce($6, display_name)
                                                         ELSE display_name END,
+                                    sms_enabled = CASE WHEN buy_attempted_at IS NULL THEN coalesce($7, sms_enabled)
+                                                       ELSE sms_enabled END,
                                     updated_at = now()
                               WHERE org_id = $1 AND phone_number = $2 AND status = 'provisioning'
                                 AND (claim_token IS NULL OR claimed_until < now() OR claim_token = $3)
@@ -269,6 +278,7 @@ pub(super) async fn claim(
                             (&ttl, Type::FLOAT8),
                             (&assistant, Type::TEXT),
                             (&name, Type::TEXT),
+                            (&req.sms_enabled, Type::BOOL),
                         ],
                     )
                     .await?,
@@ -283,6 +293,7 @@ pub(super) async fn claim(
                     req,
                     claim.assistant.as_ref().map(AssistantId::as_str),
                     claim.name.as_ref().map(NumberName::as_str),
+                    claim.sms_enabled,
                 )?;
             }
             audit::record(
@@ -343,8 +354,12 @@ fn refuse_other_values(
     req: &PurchaseRequest,
     assistant: Option<&str>,
     name: Option<&str>,
+    sms_enabled: bool,
 ) -> Result<(), PurchaseError> {
     let mut differs = Vec::new();
+    if req.sms_enabled.is_some_and(|sms| sms != sms_enabled) {
+        differs.push("smsEnabled");
+    }
     if req
         .assistant_id
         .as_ref()
@@ -366,6 +381,7 @@ fn refuse_other_values(
         differs,
         assistant: assistant.map(str::to_owned),
         name: name.map(str::to_owned),
+        sms_enabled,
     })
 }
 
@@ -379,7 +395,7 @@ async fn existing(
         .query_typed_opt(
             "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name,
                     twilio_subaccount_sid IS NULL, bought_at IS NULL, imported_at IS NULL,
-                    buy_attempted_at IS NOT NULL
+                    buy_attempted_at IS NOT NULL, sms_enabled
                FROM managed_phone_numbers WHERE phone_number = $2 AND status <> 'released'",
             &[(&org.as_uuid(), Type::UUID), (&number.as_str(), Type::TEXT)],
         )
@@ -393,7 +409,7 @@ async fn existing(
     }
     let status = row.get::<_, &str>(1);
     if status == "active" || (status == "provisioning" && row.get::<_, bool>(9)) {
-        refuse_other_values(req, row.get(4), row.get(5))?;
+        refuse_other_values(req, row.get(4), row.get(5), row.get(10))?;
     }
     Ok(match status {
         "provisioning" => Existing::InProgress(
@@ -409,6 +425,7 @@ async fn existing(
             vapi_phone_id: row.get(3),
             assistant_id: row.get(4),
             name: row.get(5),
+            sms_enabled: row.get(10),
         }),
         _ => Existing::Releasing,
     })

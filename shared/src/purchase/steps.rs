@@ -276,6 +276,7 @@ impl Purchaser<'_> {
             auth_token: &sub.auth_token,
             name: claim.name.as_ref().map(NumberName::as_str),
             assistant_id: claim.assistant.as_ref().map(AssistantId::as_str),
+            sms_enabled: claim.sms_enabled,
         };
         let reserve = (deadline.remaining() / 4).min(std::time::Duration::from_secs(3));
         Ok(

@@ -22,3 +22,17 @@ DROP INDEX managed_phone_numbers_assistant_pending;
 CREATE INDEX managed_phone_numbers_assistant_pending
     ON managed_phone_numbers (route_attempts, updated_at)
     WHERE assistant_pending AND route_gave_up_at IS NULL;
+
+-- Whether Vapi's import takes the number's messaging too (Vapi's smsEnabled, which
+-- otherwise defaults to true and points the Twilio number's messaging URL at Vapi):
+-- an explicit choice on purchase. Numbers bought before were imported with Vapi's
+-- default.
+ALTER TABLE managed_phone_numbers
+    ADD COLUMN sms_enabled boolean NOT NULL DEFAULT true;
+
+-- A lookup of the org's Vapi credential by name that could not finish within its
+-- page bound (an org carried over by V2 searches every credential since 2000-01-01)
+-- resumes below this `createdAt` at the next save, instead of failing at the same
+-- bound every time. Cleared when a lookup concludes or a sync succeeds.
+ALTER TABLE organizations
+    ADD COLUMN vapi_lookup_before timestamptz;
