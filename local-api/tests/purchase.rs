@@ -115,21 +115,6 @@ impl Local {
             .map(|r| (r.get(0), r.get(1)))
             .collect()
     }
-
-    /// Time passes: the purchases' claims expire (as they do `CLAIM_SECS` after an
-    /// attempt whose create went unanswered).
-    async fn expire_claims(&self) {
-        self.db
-            .client()
-            .await
-            .execute(
-                "UPDATE managed_phone_numbers SET claimed_until = now() - interval '1 second'
-                  WHERE status = 'provisioning'",
-                &[],
-            )
-            .await
-            .expect("expire");
-    }
 }
 
 /// Twilio's numbers (at the stand-in) with this phone number.
@@ -343,11 +328,14 @@ async fn a_failed_import_is_pending_and_finished_by_repeating_the_purchase() {
     // A 500 may have imported it (Vapi's list did not show it yet): while a late
     // copy may land, the claim holds and a repeat sends nothing.
     let (status, held) = l.call("POST", NUMBERS, Some(request.clone())).await;
-    assert_eq!((status, held["status"].as_str()), (202, Some("provisioning")));
+    assert_eq!(
+        (status, held["status"].as_str()),
+        (202, Some("provisioning"))
+    );
     assert!(vapi_held(&l.state(), number).is_empty());
     // Once the claim expired, the same request again finishes it: nothing bought
     // or imported twice.
-    l.expire_claims().await;
+    common::expire_purchase_claims(&l.db).await;
     let (status, second) = l.call("POST", NUMBERS, Some(request)).await;
     assert!(status == 201 || status == 200, "{status}: {second}");
     assert_eq!(second["status"], "active", "{second}");

@@ -140,15 +140,7 @@ async fn twilio_tokens_reach_no_log_answer_error_or_column() {
     let (status, first) = l.call(DEMO_ORG, "POST", NUMBERS, Some(buy.clone())).await;
     assert_eq!(status, 202, "{first}");
     // The 500 may have imported it: the claim holds until it expires.
-    l.db.client()
-        .await
-        .execute(
-            "UPDATE managed_phone_numbers SET claimed_until = now() - interval '1 second'
-              WHERE status = 'provisioning'",
-            &[],
-        )
-        .await
-        .expect("expire the claim");
+    common::expire_purchase_claims(&l.db).await;
     let (status, bought) = l.call(DEMO_ORG, "POST", NUMBERS, Some(buy)).await;
     assert!(status == 200 || status == 201, "{status}: {bought}");
     let id = vapi_id(&bought);

@@ -123,6 +123,10 @@ struct Claim {
     /// Attempts at sending this change, this one included.
     attempts: i32,
     before: Before,
+    /// The claim statement was re-sent after a dropped connection and found the
+    /// row already ours: `before` then holds the claim's own values, not what was
+    /// there before it.
+    resent: bool,
 }
 
 /// The routing columns as they were before the claim.
@@ -150,7 +154,7 @@ const CLAIM: &str = "UPDATE managed_phone_numbers m
                                   ELSE m.route_attempts + 1 END,
             next_route_attempt_at = NULL, route_gave_up_at = NULL, updated_at = now()
        FROM (SELECT id, assistant_id, display_name, assistant_pending, route_attempts,
-                    next_route_attempt_at, last_route_error, route_gave_up_at
+                    next_route_attempt_at, last_route_error, route_gave_up_at, claim_token
                FROM managed_phone_numbers
               WHERE status = 'active'
                 AND (claim_token = $1
@@ -165,7 +169,7 @@ const CLAIM: &str = "UPDATE managed_phone_numbers m
       RETURNING m.id, m.org_id, m.phone_number, m.vapi_phone_id, m.assistant_id, m.display_name,
                 m.route_attempts, old.assistant_id, old.display_name, old.assistant_pending,
                 old.route_attempts, old.next_route_attempt_at, old.last_route_error,
-                old.route_gave_up_at";
+                old.route_gave_up_at, old.claim_token IS NOT DISTINCT FROM $1";
 
 fn claim_from_row(row: &tokio_postgres::Row, token: ClaimToken) -> Result<Claim, DbError> {
     let shape = |e: tokio_postgres::Error| DbError::Shape(format!("routing claim: {e}"));
@@ -190,6 +194,7 @@ fn claim_from_row(row: &tokio_postgres::Row, token: ClaimToken) -> Result<Claim,
             last_error: row.try_get(12).map_err(shape)?,
             gave_up_at: row.try_get(13).map_err(shape)?,
         },
+        resent: row.try_get(14).map_err(shape)?,
     })
 }
 
@@ -357,7 +362,19 @@ async fn finish(
     deadline: Deadline,
     by_reconcile: bool,
 ) -> Result<Routing, RouteError> {
+    // Vapi has no such number (never imported, or gone): nothing can route until it
+    // is imported again. A request's change is put back; reconcile's is given up
+    // (shown, alarmed), never resent every run.
+    let not_imported = || ProviderError::Status {
+        provider: "vapi",
+        status: 404,
+        code: None,
+        message: Some("the number is not imported into Vapi".into()),
+    };
     let Some(vapi_id) = &claim.vapi_phone_id else {
+        if by_reconcile {
+            return record(db, claim, caller, request_id, Err(not_imported()), true).await;
+        }
         restore(db, claim).await?;
         return Err(RouteError::NotImported(claim.number.clone()));
     };
@@ -384,6 +401,10 @@ async fn finish(
             return Err(RouteError::Refused(e));
         }
         // Vapi no longer has the number: nothing to route until it is imported again.
+        Err(e) if e.is_gone() && by_reconcile => {
+            tracing::warn!("Vapi no longer has the number; giving the pending change up");
+            return record(db, claim, caller, request_id, Err(e), true).await;
+        }
         Err(e) if e.is_gone() => {
             tracing::warn!("Vapi no longer has the number; the change is not kept");
             restore(db, claim).await?;
@@ -412,7 +433,9 @@ async fn record(
         (Some(_), true) => Some(GAVE_UP),
         (Some(e), false) => Some(e.stable_code()),
     };
-    let keep_claim = failed.is_some_and(ProviderError::outcome_unknown) && !give_up;
+    // Given up or not: a late copy of a PATCH whose answer never came must not
+    // overtake the org's next change.
+    let keep_claim = failed.is_some_and(ProviderError::outcome_unknown);
     if let Some(e) = failed {
         tracing::warn!(error = %e, code = e.stable_code(), keep_claim, give_up, "assistant change not confirmed by Vapi; it stays pending");
     }
@@ -501,8 +524,32 @@ async fn record(
 /// A request's change Vapi refused (or cannot take): the number is put back
 /// exactly as it was before this request — an earlier change still pending
 /// stays pending (its PATCH may have reached Vapi, so reconcile sends it again
-/// until Vapi confirms it), with its attempts, backoff and error.
+/// until Vapi confirms it), with its attempts, backoff and error. A re-sent claim
+/// lost what was there before it: then the number goes back to its last
+/// confirmed assistant (its routing row), still pending, so reconcile makes Vapi
+/// hold that one whatever an earlier unconfirmed change may have left there.
 async fn restore(db: &Db, claim: &Claim) -> Result<(), DbError> {
+    if claim.resent {
+        tracing::warn!(
+            "a refused change whose claim was re-sent: back to the confirmed assistant, pending"
+        );
+        db.query(
+            "UPDATE managed_phone_numbers n
+                SET assistant_id = coalesce((SELECT m.vapi_assistant_id FROM phone_number_mapping m
+                                              WHERE m.inbound_phone_number = n.phone_number
+                                                AND m.org_id = n.org_id), n.assistant_id),
+                    assistant_pending = true, route_attempts = 1,
+                    next_route_attempt_at = now(), route_gave_up_at = NULL,
+                    claim_token = NULL, claimed_until = NULL, updated_at = now()
+              WHERE id = $1 AND claim_token = $2",
+            &[
+                (&claim.id, Type::UUID),
+                (&claim.token.as_uuid(), Type::UUID),
+            ],
+        )
+        .await?;
+        return Ok(());
+    }
     let b = &claim.before;
     db.query(
         "UPDATE managed_phone_numbers

@@ -145,6 +145,12 @@ impl Deadline {
             .saturating_duration_since(tokio::time::Instant::now())
     }
 
+    /// When it is, for a walk that stops itself in time (a paged lookup that says
+    /// where it stopped rather than being cut off).
+    pub fn instant(&self) -> tokio::time::Instant {
+        self.0
+    }
+
     /// This deadline less `reserve`: for a step after which time must remain (a
     /// lookup after a create whose answer never came).
     pub fn keeping(&self, reserve: Duration) -> Deadline {

@@ -50,6 +50,24 @@ struct Listed {
     assistant_id: Option<String>,
 }
 
+/// Where a walk of one of Vapi's lists goes: back to `since`, from `before` (or
+/// now), stopping before `stop_by`.
+struct WalkBounds {
+    since: DateTime<Utc>,
+    before: Option<DateTime<Utc>>,
+    stop_by: Option<tokio::time::Instant>,
+}
+
+impl WalkBounds {
+    fn since(since: DateTime<Utc>) -> Self {
+        Self {
+            since,
+            before: None,
+            stop_by: None,
+        }
+    }
+}
+
 /// How a walk of one of Vapi's lists ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Walk<T> {
@@ -204,16 +222,24 @@ impl VapiClient {
     /// the org before every `POST /credential`), so an org never has two.
     ///
     /// `before`: where an earlier lookup that hit its page bound stopped (it
-    /// resumes below it). The answer says whether the walk reached `since`.
+    /// resumes below it). `stop_by`: no page is asked for that could not be
+    /// answered by then (the walk says where it stopped instead of being cut off).
+    /// The answer says whether the walk reached `since`.
     pub async fn find_credential(
         &self,
         org: OrgId,
         since: DateTime<Utc>,
         before: Option<DateTime<Utc>>,
+        stop_by: Option<tokio::time::Instant>,
     ) -> Result<Walk<CredentialId>, ProviderError> {
         let name = credential_name(org);
+        let bounds = WalkBounds {
+            since,
+            before,
+            stop_by,
+        };
         let walk = self
-            .find_listed("/credential", since, before, |item: &Listed| {
+            .find_listed("/credential", &bounds, |item: &Listed| {
                 item.name.as_deref() == Some(name.as_str())
             })
             .await?;
@@ -267,10 +293,14 @@ impl VapiClient {
         since: DateTime<Utc>,
     ) -> Result<Option<FoundNumber>, ProviderError> {
         let walk = self
-            .find_listed("/phone-number", since, None, |item: &Listed| {
-                item.number.as_deref() == Some(number.as_str())
-                    && item.twilio_account_sid.as_deref() == Some(subaccount.as_str())
-            })
+            .find_listed(
+                "/phone-number",
+                &WalkBounds::since(since),
+                |item: &Listed| {
+                    item.number.as_deref() == Some(number.as_str())
+                        && item.twilio_account_sid.as_deref() == Some(subaccount.as_str())
+                },
+            )
             .await?;
         match walk {
             Walk::Found(n) => Ok(Some(FoundNumber {
@@ -298,15 +328,24 @@ impl VapiClient {
     async fn find_listed(
         &self,
         path: &'static str,
-        since: DateTime<Utc>,
-        before: Option<DateTime<Utc>>,
+        bounds: &WalkBounds,
         wanted: impl Fn(&Listed) -> bool,
     ) -> Result<Walk<Listed>, ProviderError> {
-        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let since = bounds
+            .since
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let before = bounds.before;
         let mut seen = std::collections::HashSet::new();
         let mut until: Option<String> =
             before.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-        for _ in 0..LIST_PAGES {
+        for page_no in 0..LIST_PAGES {
+            // Not enough time left for a page (one attempt): stop where it is.
+            let out_of_time = bounds
+                .stop_by
+                .is_some_and(|at| tokio::time::Instant::now() + self.policy.attempt_timeout > at);
+            if page_no > 0 && out_of_time {
+                break;
+            }
             let mut query = vec![
                 ("limit", LIST_PAGE.to_string()),
                 ("createdAtGe", since.clone()),
@@ -344,7 +383,10 @@ impl VapiClient {
                 _ => break,
             }
         }
-        tracing::warn!(path, "lookup did not finish within {LIST_PAGES} pages");
+        tracing::warn!(
+            path,
+            "lookup did not finish within {LIST_PAGES} pages or its time"
+        );
         // Where it stopped: the next walk resumes there (items on the boundary are
         // seen again, which is harmless).
         match until.as_deref().map(DateTime::parse_from_rfc3339) {

@@ -1871,3 +1871,55 @@ async fn sms_enabled_is_sent_answered_and_fixed_once_buying_started() {
     assert_eq!(status, 400);
     assert!(w.row("+14155550151").await.is_none());
 }
+
+/// Review of issue 21: a user's repeats never use up the attempts reconcile gives
+/// a purchase up by. Before, repeats during a Vapi outage pushed them past the
+/// limit, and reconcile's first claim released the paid number without one try.
+#[tokio::test]
+async fn a_users_repeats_never_use_up_reconciles_attempts() {
+    let w = World::with_env(&[("RECONCILE_MAX_ATTEMPTS", "2")]).await;
+    let org = new_org();
+    let rate_limited = || Some(FakeVapi::error(429, "Too Many Requests"));
+    w.providers.lock().import_answer = rate_limited();
+    assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    for _ in 0..4 {
+        w.providers.lock().import_answer = rate_limited();
+        assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    }
+    assert_eq!(w.row(NUMBER).await.unwrap()["purchase_attempts"], 1);
+    // Vapi is back: reconcile tries, and finishes it.
+    w.expire_claims().await;
+    let report = w
+        .release_state_with(&[("RECONCILE_MAX_ATTEMPTS", "2")])
+        .await
+        .release
+        .reconcile(10, "reconcile", || Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(report.purchases.activated, 1, "{report:?}");
+    assert_eq!(w.providers.lock().bought.len(), 1, "still bought");
+}
+
+/// Review of issue 21: after an attempt of ours, a refusal of a later purchase
+/// says nothing of the earlier one, which may still land: never closed on it.
+/// Before, a 21421 after an unanswered attempt closed the row ("nothing bought").
+#[tokio::test]
+async fn a_refusal_after_an_unanswered_purchase_never_closes_it() {
+    let w = World::new().await;
+    let org = new_org();
+    w.providers.lock().buy_fails_500 = true;
+    assert_eq!(w.buy_with(&w.state, org, request(ASSISTANT)).await.0, 202);
+    {
+        let mut h = w.providers.lock();
+        h.buy_fails_500 = false;
+        h.buy_refused = Some((400, 21421));
+    }
+    w.expire_claims().await;
+    let (status, body) = w.buy_with(&w.state, org, request(ASSISTANT)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("provisioning")),
+        "{body}"
+    );
+    assert_eq!(w.row(NUMBER).await.unwrap()["status"], "provisioning");
+}

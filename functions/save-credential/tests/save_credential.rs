@@ -1556,3 +1556,55 @@ async fn a_carried_over_orgs_lookup_resumes_where_it_stopped_and_the_org_syncs()
     assert!(!lookup_before().await, "cleared");
     assert_eq!(named(&held), 1, "one credential for the org");
 }
+
+/// Review of issue 21, finding 8: a walk that would outlast the save's deadline
+/// stops a page short of it and says where, so the next save resumes there
+/// instead of being cut off at the same place every time. A lookup (a read) keeps
+/// no lease.
+#[tokio::test]
+async fn a_lookup_longer_than_the_deadline_stops_in_time_and_resumes() {
+    let (w, held, _probe) = stateful(&[
+        ("STEPS_DEADLINE_MS", "2500"),
+        ("PROVIDER_TIMEOUT_MS", "1000"),
+    ])
+    .await;
+    let org = OrgId::new(uuid::Uuid::new_v4());
+    assert_eq!(
+        w.save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+            .await
+            .1["vapi"],
+        json!({"synced": true})
+    );
+    for i in 0..5_500 {
+        held.insert(&format!("org-other-{i}"), SID2, TOKEN2);
+    }
+    w.t.client()
+        .await
+        .execute(
+            "UPDATE organizations SET vapi_credential_id = 'vapi-cred-gone',
+                    vapi_create_attempted_at = '2000-01-01T00:00:00Z' WHERE id = $1",
+            &[&org.as_uuid()],
+        )
+        .await
+        .unwrap();
+    // Each page takes 0.6 s: six pages would not fit in 2.5 s.
+    held.delay("GET", Duration::from_millis(600));
+    let (status, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(
+        (status, resp["vapi"].clone()),
+        (
+            200,
+            json!({"synced": false, "code": "vapi_lookup_unfinished"})
+        ),
+        "{resp}"
+    );
+    let (_, _, _, leased) = sync_row(&w, org).await;
+    assert!(!leased, "a lookup keeps no lease");
+    held.delay("GET", Duration::ZERO);
+    let (_, resp) = w
+        .save(&w.state, org, body(SID, TOKEN, "+14155550100"))
+        .await;
+    assert_eq!(resp["vapi"], json!({"synced": true}), "{resp}");
+}

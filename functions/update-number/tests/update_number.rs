@@ -684,3 +684,71 @@ async fn a_change_whose_answer_was_lost_holds_the_number_until_its_claim_expires
     );
     assert_eq!(w.routing().await.0.as_deref(), Some(NEW));
 }
+
+/// Review of issue 21: a change reconcile resends to a number Vapi no longer has
+/// is given up (shown, alarmed), not put back and resent every run.
+#[tokio::test]
+async fn a_resent_change_to_a_number_vapi_no_longer_has_is_given_up() {
+    let w = World::new().await;
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(503, "Service Unavailable"))
+        .up_to_n_times(3)
+        .mount(&w.vapi.server)
+        .await;
+    assert_eq!(w.patch(json!({"assistantId": NEW})).await.0, 202);
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(404, "Phone number not found"))
+        .mount(&w.vapi.server)
+        .await;
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&w.state)
+            .resume_one("r1", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Some(shared::routing::RouteResumed::GaveUp)
+    );
+    let (_, gave_up, code) = w.route_progress().await;
+    assert_eq!((gave_up, code.as_deref()), (true, Some("vapi_rejected")));
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&w.state)
+            .resume_one("r2", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        None,
+        "not resent every run"
+    );
+}
+
+/// Review of issue 21: a change given up after an unanswered PATCH keeps its
+/// claim until it expires, so the org's next change is not overtaken by a late
+/// copy.
+#[tokio::test]
+async fn a_change_given_up_after_an_unanswered_patch_keeps_its_claim() {
+    let w = World::new().await;
+    let state = build_state_with(&w.t, &w.vapi, &w.aws, &[("RECONCILE_MAX_ATTEMPTS", "2")]).await;
+    w.vapi_patch()
+        .respond_with(FakeVapi::error(503, "Service Unavailable"))
+        .mount(&w.vapi.server)
+        .await;
+    assert_eq!(
+        w.patch_with(&state, json!({"assistantId": NEW})).await.0,
+        202
+    );
+    w.time_passes().await;
+    assert_eq!(
+        w.router(&state)
+            .resume_one("r1", Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Some(shared::routing::RouteResumed::GaveUp)
+    );
+    assert!(w.claimed().await, "kept while a late copy may land");
+    let (status, body) = w.patch_with(&state, json!({"assistantId": THIRD})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("update_in_progress")),
+        "{body}"
+    );
+}

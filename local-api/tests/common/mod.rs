@@ -33,3 +33,18 @@ pub async fn start_local_with(db: &TestDb, extra: &[(&str, &str)]) -> Running {
     let aws = testkit::aws_config().await;
     start(env, &aws).await.expect("local API starts")
 }
+
+/// Time passes: every unfinished purchase's claim expires (as it does `CLAIM_SECS`
+/// after an attempt whose create went unanswered).
+#[allow(dead_code)] // not every test file that includes this module uses it
+pub async fn expire_purchase_claims(db: &TestDb) {
+    db.client()
+        .await
+        .execute(
+            "UPDATE managed_phone_numbers SET claimed_until = now() - interval '1 second'
+              WHERE status = 'provisioning'",
+            &[],
+        )
+        .await
+        .expect("expire the purchases' claims");
+}

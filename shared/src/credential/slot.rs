@@ -253,7 +253,10 @@ pub(super) async fn stamp_create_attempt(
     Ok(db
         .query_opt(
             "UPDATE organizations
-                SET vapi_create_attempted_at = coalesce(vapi_create_attempted_at, now())
+                SET vapi_create_attempted_at = coalesce(vapi_create_attempted_at, now()),
+                    -- A later walk starts from now again: below an old cursor it
+                    -- would miss what this create makes.
+                    vapi_lookup_before = NULL
               WHERE id = $1 AND sync_lease_token = $2
               RETURNING vapi_create_attempted_at",
             &[(&org.as_uuid(), Type::UUID), (&token.as_uuid(), Type::UUID)],

@@ -75,6 +75,8 @@ pub(super) enum SyncFailure {
     /// 2000): it resumes where it stopped at the next save. Nothing is created
     /// meanwhile, which could duplicate the credential.
     LookupUnfinished,
+    /// The lookup by name failed (a read: nothing was sent that could land late).
+    Lookup(ProviderError),
 }
 
 impl SyncFailure {
@@ -89,8 +91,9 @@ impl SyncFailure {
         match self {
             // Vapi's router no longer knows `/credential` (those paths left its
             // published spec after 2024-12): no repeat can help; an alarm counts it.
-            Self::Vapi(ProviderError::UnknownRoute { .. }) => VAPI_CREDENTIALS_UNAVAILABLE,
-            Self::Vapi(e) => match e.stable_code() {
+            Self::Vapi(ProviderError::UnknownRoute { .. })
+            | Self::Lookup(ProviderError::UnknownRoute { .. }) => VAPI_CREDENTIALS_UNAVAILABLE,
+            Self::Vapi(e) | Self::Lookup(e) => match e.stable_code() {
                 code @ ("vapi_timeout" | "vapi_unauthorized" | "vapi_rejected"
                 | "vapi_bad_response") => code,
                 _ => "vapi_unavailable",
@@ -115,6 +118,14 @@ impl Synced {
         Self {
             id,
             failure: Some(SyncFailure::Vapi(e)),
+            lookup: Lookup::NotRun,
+        }
+    }
+
+    fn lookup_failed(e: ProviderError) -> Self {
+        Self {
+            id: None,
+            failure: Some(SyncFailure::Lookup(e)),
             lookup: Lookup::NotRun,
         }
     }
@@ -146,6 +157,8 @@ pub(super) async fn sync(
             Err(e) => Ok(Synced::failed(Some(id), e)),
         }
     };
+    // The walk stops itself a page short of the deadline and says where, so the
+    // next save resumes there rather than starting over.
     let find = |since: DateTime<Utc>, before: Option<DateTime<Utc>>| {
         deadline.run(
             "vapi",
@@ -153,6 +166,7 @@ pub(super) async fn sync(
                 org,
                 since - chrono::Duration::from_std(CLOCK_SKEW).unwrap_or_default(),
                 before,
+                Some(deadline.instant()),
             ),
         )
     };
@@ -182,7 +196,8 @@ pub(super) async fn sync(
                     lookup: Lookup::Unfinished(before),
                 };
             }
-            Err(e) => return Synced::failed(None, e),
+            // A lookup (GET) changed nothing at Vapi: no lease to keep for it.
+            Err(e) => return Synced::lookup_failed(e),
         }
     }
     let since = match slot::stamp_create_attempt(db, org, lease.token).await {

@@ -269,9 +269,11 @@ impl Purchaser<'_> {
         at: &Attempt<'_>,
     ) -> Result<PurchaseOutcome, PurchaseError> {
         if at.may_give_up && claim.attempts > self.config.max_attempts {
-            // The last attempt's create went unanswered and kept its claim until it
-            // expired: nothing new is sent now; undoing looks up what it may have
-            // made (the purchase, the import) and releases it.
+            // Only reconcile's attempts count, and one that fails at the limit gives
+            // up at once, so past it the last attempt's create went unanswered (or
+            // its instance died) and kept its claim until it expired: nothing new
+            // is sent now; undoing looks up what it may have made (the purchase,
+            // the import) and releases it.
             let step = if claim.number_sid.is_none() {
                 "twilio"
             } else {

@@ -255,9 +255,10 @@ pub(super) async fn claim(
                     .query_typed_opt(
                         &format!(
                             "UPDATE managed_phone_numbers
-                                SET purchase_attempts = purchase_attempts
-                                        + CASE WHEN claim_token IS NOT DISTINCT FROM $3 THEN 0 ELSE 1 END,
-                                    claim_token = $3, claimed_until = now() + make_interval(secs => $4),
+                                -- purchase_attempts counts the first request and reconcile's
+                                -- attempts only: it is what reconcile gives up by, and a
+                                -- user's repeats never use it up.
+                                SET claim_token = $3, claimed_until = now() + make_interval(secs => $4),
                                     -- Fixed once buying started (money may have moved): a
                                     -- repeat asking for others is refused below.
                                     assistant_id = CASE WHEN buy_attempted_at IS NULL THEN coalesce($5, assistant_id)

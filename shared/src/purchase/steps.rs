@@ -36,7 +36,7 @@ impl Purchaser<'_> {
         });
         let sub = match sub {
             Ok(sub) => sub,
-            Err(e) => return Ok((Progress::Pending("subaccount", e), None)),
+            Err(progress) => return Ok((progress, None)),
         };
         let Some(orgs) = record::stamp_subaccount(self.db, claim, &sub.sid).await? else {
             return Ok((Progress::Lost, None));
@@ -101,19 +101,23 @@ impl Purchaser<'_> {
     }
 
     /// The org's subaccount with its current token: known, found by name, or created.
+    /// A create whose answer never came and that the lookup did not find is
+    /// [`Progress::InFlight`] (the claim is kept until it expires).
     async fn subaccount(
         &self,
         claim: &PurchaseClaim,
         deadline: Deadline,
-    ) -> Result<Subaccount, ProviderError> {
+    ) -> Result<Subaccount, Progress> {
+        let pending = |e| Progress::Pending("subaccount", e);
         if let Some(sid) = &claim.subaccount {
-            return deadline.run("twilio", self.twilio.subaccount(sid)).await;
+            return deadline
+                .run("twilio", self.twilio.subaccount(sid))
+                .await
+                .map_err(pending);
         }
         let name = subaccount_name(claim.org);
-        if let Some(found) = deadline
-            .run("twilio", self.twilio.find_subaccount(&name))
-            .await?
-        {
+        let find = || deadline.run("twilio", self.twilio.find_subaccount(&name));
+        if let Some(found) = find().await.map_err(pending)? {
             tracing::info!("adopting the org's subaccount found by name");
             return Ok(found);
         }
@@ -124,12 +128,12 @@ impl Purchaser<'_> {
             Ok(sub) => Ok(sub),
             Err(e) if e.outcome_unknown() => {
                 tracing::warn!(error = %e, "creating the subaccount ended without an answer; looking it up by name");
-                deadline
-                    .run("twilio", self.twilio.find_subaccount(&name))
-                    .await?
-                    .ok_or(e)
+                match find().await {
+                    Ok(Some(found)) => Ok(found),
+                    _ => Err(Progress::InFlight("subaccount", e)),
+                }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(pending(e)),
         }
     }
 
@@ -228,9 +232,14 @@ impl Purchaser<'_> {
                         _ => Err(Progress::InFlight("twilio", e)),
                     }
                 }
-                Err(e) if earlier && e.provider_code() == Some(21422) => {
+                // After an earlier attempt, a refusal of this one says nothing of
+                // that one, which may still land ("not available", 21422, may be
+                // it): never closed on it; looked up again, and given up only by
+                // reconcile, whose undo looks once more.
+                Err(e) if earlier => {
                     tracing::warn!(
-                        "not available after an earlier attempt: it may be ours; looking again later"
+                        code = e.stable_code(),
+                        "refused after an earlier attempt: it may be ours; looking again later"
                     );
                     Err(Progress::Pending("twilio", e))
                 }
