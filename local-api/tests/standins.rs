@@ -1089,3 +1089,597 @@ async fn toll_free_answers_lower_case_capabilities_and_search_reads_them() {
         "{local}"
     );
 }
+
+/// Buy `number` on the demo subaccount as the main account.
+fn buy_path() -> String {
+    format!("/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json")
+}
+
+fn bought_path(number: &str) -> String {
+    format!(
+        "/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers.json?PhoneNumber={}",
+        number.replace('+', "%2B")
+    )
+}
+
+/// A Vapi import of `number` (bought on the demo subaccount) routed to `assistant`.
+fn import_body(number: &str, assistant: &str) -> Value {
+    json!({
+        "provider": "twilio", "number": number,
+        "twilioAccountSid": DEMO_SUBACCOUNT, "twilioAuthToken": DEMO_SUBACCOUNT_TOKEN,
+        "assistantId": assistant,
+    })
+}
+
+const KNOWN_ASSISTANT: &str = "0d3e0000-0000-4000-8000-0000000000aa";
+const UNKNOWN_ASSISTANT: &str = "00000000-0000-4000-8000-0000000000aa";
+
+impl Standins {
+    async fn holds_at_twilio(&self, number: &str) -> usize {
+        let (status, list) = self
+            .twilio("GET", &bought_path(number), Some(MAIN), &[])
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list["incoming_phone_numbers"]
+            .as_array()
+            .map_or(0, Vec::len)
+    }
+
+    /// Vapi's numbers with this E.164, as its list shows them.
+    async fn listed_at_vapi(&self, number: &str) -> Vec<Value> {
+        let (status, list) = self.vapi("GET", "/phone-number", None).await;
+        assert_eq!(status, 200, "{list}");
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|n| n["number"] == number)
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_late_answer_comes_after_the_call_acted() {
+    let s = Standins::start().await;
+    // Beyond the client's timeout: the client gives up, the number is bought.
+    assert_eq!(
+        s.fail(json!({"endpoint": "buy", "mode": "late", "delayMs": 800, "times": 1}))
+            .await,
+        200
+    );
+    assert_eq!(
+        s.running.standins_state.state()["endpoint_fail"]["buy"],
+        json!({"mode": "late", "delayMs": 800, "remaining": 1})
+    );
+    let started = std::time::Instant::now();
+    let gave_up = s
+        .http
+        .post(s.url(&format!("/twilio/2010-04-01{}", buy_path())))
+        .basic_auth(MAIN.0, Some(MAIN.1))
+        .form(&[("PhoneNumber", "+14155550150")])
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "no answer within the client's timeout");
+    assert!(started.elapsed() < std::time::Duration::from_millis(700));
+    assert_eq!(
+        s.holds_at_twilio("+14155550150").await,
+        1,
+        "bought all the same"
+    );
+    assert_eq!(s.running.standins_state.state()["endpoint_fail"], json!({}));
+
+    // Below it: a slow answer, the import made.
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550151")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        s.fail(json!({"provider": "vapi", "endpoint": "import", "mode": "late", "delayMs": 150}))
+            .await,
+        200
+    );
+    let started = std::time::Instant::now();
+    let (status, imported) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550151", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    assert_eq!(s.listed_at_vapi("+14155550151").await.len(), 1);
+    // A refused call is not delayed: nothing was done, the plan is not used up.
+    let started = std::time::Instant::now();
+    let (status, _) = s
+        .vapi("POST", "/phone-number", Some(json!({"provider": "twilio"})))
+        .await;
+    assert_eq!(status, 400);
+    assert!(started.elapsed() < std::time::Duration::from_millis(150));
+    assert_eq!(
+        s.fail(json!({"endpoint": "import", "mode": "none"})).await,
+        200
+    );
+
+    // On an endpoint that changes nothing, the answer is late.
+    assert_eq!(
+        s.fail(json!({"endpoint": "search", "mode": "late", "delayMs": 200, "times": 1}))
+            .await,
+        200
+    );
+    let started = std::time::Instant::now();
+    let (status, _) = s
+        .twilio("GET", &search_path("AreaCode=415"), Some(MAIN), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    // On one with both kinds, it waits for a call that acts: a list answers at once.
+    assert_eq!(
+        s.fail(json!({"endpoint": "credential", "mode": "late", "delayMs": 5000, "times": 1}))
+            .await,
+        200
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(s.vapi("GET", "/credential", None).await.0, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    assert_eq!(
+        s.running.standins_state.state()["endpoint_fail"]["credential"]["remaining"],
+        1
+    );
+
+    // `late` needs its delay, and takes nothing else.
+    for bad in [
+        json!({"endpoint": "buy", "mode": "late"}),
+        json!({"endpoint": "buy", "mode": "late", "delayMs": 10, "lagMs": 10}),
+        json!({"endpoint": "buy", "mode": "500", "delayMs": 10}),
+    ] {
+        assert_eq!(s.fail(bad.clone()).await, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_is_the_providers_own_4xx_and_does_nothing() {
+    let s = Standins::start().await;
+    // Twilio's purchase: 21422 unless told otherwise; nothing bought.
+    assert_eq!(
+        s.fail(json!({"endpoint": "buy", "mode": "refuse", "times": 1}))
+            .await,
+        200
+    );
+    twilio_refusal(
+        &s.twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550152")],
+        )
+        .await,
+        400,
+        21422,
+    );
+    assert_eq!(s.holds_at_twilio("+14155550152").await, 0);
+    assert_eq!(
+        s.fail(
+            json!({"provider": "twilio", "mode": "refuse", "code": 21631,
+                      "message": "Phone Number Requires an Address", "times": 1})
+        )
+        .await,
+        200
+    );
+    let refused = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550152")],
+        )
+        .await;
+    twilio_refusal(&refused, 400, 21631);
+    assert_eq!(refused.1["message"], "Phone Number Requires an Address");
+    assert_eq!(s.holds_at_twilio("+14155550152").await, 0);
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550152")],
+        )
+        .await;
+    assert_eq!(status, 201, "used up: bought now");
+    // Elsewhere 20001; a release refused keeps the number.
+    assert_eq!(
+        s.fail(json!({"endpoint": "release", "mode": "refuse", "status": 409, "times": 1}))
+            .await,
+        200
+    );
+    let (_, list) = s
+        .twilio("GET", &bought_path("+14155550152"), Some(MAIN), &[])
+        .await;
+    let pn = list["incoming_phone_numbers"][0]["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let release = format!("/Accounts/{DEMO_SUBACCOUNT}/IncomingPhoneNumbers/{pn}.json");
+    twilio_refusal(
+        &s.twilio("DELETE", &release, Some(MAIN), &[]).await,
+        409,
+        20001,
+    );
+    assert_eq!(s.holds_at_twilio("+14155550152").await, 1);
+
+    // Vapi: its validation error shape (a list of messages), nothing imported.
+    assert_eq!(
+        s.fail(json!({"endpoint": "import", "mode": "refuse", "times": 1}))
+            .await,
+        200
+    );
+    let (status, body) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550152", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "Bad Request");
+    assert_eq!(body["statusCode"], 400);
+    assert!(
+        body["message"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1 && m[0].is_string()),
+        "{body}"
+    );
+    assert!(s.listed_at_vapi("+14155550152").await.is_empty());
+    let (status, imported) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550152", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    let id = imported["id"].as_str().expect("id").to_owned();
+    // Another 4xx: one message; the route not changed.
+    assert_eq!(
+        s.fail(
+            json!({"provider": "vapi", "endpoint": "route", "mode": "refuse",
+                      "status": 422, "message": "no", "times": 1})
+        )
+        .await,
+        200
+    );
+    let other = "0d3e0000-0000-4000-8000-0000000000bb";
+    let (status, body) = s
+        .vapi(
+            "PATCH",
+            &format!("/phone-number/{id}"),
+            Some(json!({"assistantId": other})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"message": "no", "error": "Unprocessable Entity", "statusCode": 422})
+        )
+    );
+    assert_eq!(
+        s.listed_at_vapi("+14155550152").await[0]["assistantId"],
+        KNOWN_ASSISTANT
+    );
+
+    for bad in [
+        json!({"endpoint": "import", "mode": "refuse", "code": 21422}),
+        json!({"endpoint": "buy", "mode": "refuse", "status": 500}),
+        json!({"endpoint": "buy", "mode": "refuse", "status": 302}),
+        json!({"endpoint": "buy", "mode": "429", "code": 20429}),
+    ] {
+        assert_eq!(s.fail(bad.clone()).await, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn lookup_lag_hides_what_is_new_from_lists_only() {
+    let s = Standins::start().await;
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550153")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, imported) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550153", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    let id = imported["id"].as_str().expect("id").to_owned();
+
+    // Vapi's list leaves it out for as long as the lag; fetching it by id does not.
+    assert_eq!(
+        s.fail(json!({"provider": "vapi", "endpoint": "list", "mode": "lag", "lagMs": 60000}))
+            .await,
+        200
+    );
+    assert_eq!(
+        s.running.standins_state.state()["lag"],
+        json!({"list": {"lagMs": 60000, "remaining": null}})
+    );
+    assert!(s.listed_at_vapi("+14155550153").await.is_empty());
+    assert!(
+        s.listed_at_vapi("+14155550153").await.is_empty(),
+        "every list"
+    );
+    let (status, fetched) = s.vapi("GET", &format!("/phone-number/{id}"), None).await;
+    assert_eq!((status, fetched["id"].as_str()), (200, Some(id.as_str())));
+    // Failure plans and lag are apart: the endpoint can lag and fail at once.
+    assert_eq!(
+        s.fail(json!({"endpoint": "list", "mode": "500", "times": 1}))
+            .await,
+        200
+    );
+    assert_eq!(s.vapi("GET", "/phone-number", None).await.0, 500);
+    assert!(s.listed_at_vapi("+14155550153").await.is_empty());
+    // Once as old as the lag (a test moving its clock ages the stand-ins' objects
+    // with it), it shows.
+    s.running
+        .standins_state
+        .age(std::time::Duration::from_secs(61));
+    assert_eq!(s.listed_at_vapi("+14155550153").await.len(), 1);
+    // `none` clears it.
+    assert_eq!(
+        s.fail(json!({"endpoint": "list", "mode": "none"})).await,
+        200
+    );
+    assert_eq!(s.listed_at_vapi("+14155550153").await.len(), 1);
+    assert_eq!(s.running.standins_state.state()["lag"], json!({}));
+
+    // A short lag passes: the number shows once it is older than the lag.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(
+        s.fail(json!({"endpoint": "list", "mode": "lag", "lagMs": 400}))
+            .await,
+        200
+    );
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550154")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550154", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert!(s.listed_at_vapi("+14155550154").await.is_empty());
+    assert_eq!(s.listed_at_vapi("+14155550153").await.len(), 1, "older");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(s.listed_at_vapi("+14155550154").await.len(), 1);
+
+    // With `times`, only that many lists lag.
+    assert_eq!(
+        s.fail(json!({"endpoint": "credential", "mode": "lag", "lagMs": 60000, "times": 1}))
+            .await,
+        200
+    );
+    let (status, _) = s
+        .vapi(
+            "POST",
+            "/credential",
+            Some(json!({"provider": "twilio", "accountSid": DEMO_SUBACCOUNT,
+                        "authToken": DEMO_SUBACCOUNT_TOKEN, "name": "org-lag"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let named = |list: &Value| {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|c| c["name"] == "org-lag")
+            .count()
+    };
+    let (_, first) = s.vapi("GET", "/credential", None).await;
+    assert_eq!(named(&first), 0, "{first}");
+    let (_, second) = s.vapi("GET", "/credential", None).await;
+    assert_eq!(named(&second), 1, "{second}");
+
+    // Twilio, for the whole provider: its bought numbers and its subaccounts.
+    assert_eq!(
+        s.fail(json!({"provider": "twilio", "mode": "lag", "lagMs": 60000}))
+            .await,
+        200
+    );
+    assert_eq!(
+        s.running.standins_state.state()["lag"],
+        json!({"bought": {"lagMs": 60000, "remaining": null},
+               "list": {"lagMs": 400, "remaining": null},
+               "subaccount": {"lagMs": 60000, "remaining": null}})
+    );
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550155")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(s.holds_at_twilio("+14155550155").await, 0);
+    assert_eq!(s.holds_at_twilio("+14155550150").await, 0, "never bought");
+    let (status, created) = s
+        .twilio(
+            "POST",
+            "/Accounts.json",
+            Some(MAIN),
+            &[("FriendlyName", "org:lag")],
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, page) = s
+        .twilio(
+            "GET",
+            "/Accounts.json?FriendlyName=org%3Alag",
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(page["accounts"].as_array().map(Vec::len), Some(0), "{page}");
+    let sid = created["sid"].as_str().expect("sid");
+    let (status, _) = s
+        .twilio("GET", &format!("/Accounts/{sid}.json"), Some(MAIN), &[])
+        .await;
+    assert_eq!(status, 200, "read by its SID all the same");
+    assert_eq!(
+        s.fail(json!({"provider": "twilio", "mode": "none"})).await,
+        200
+    );
+    assert_eq!(s.holds_at_twilio("+14155550155").await, 1);
+    assert_eq!(
+        s.running.standins_state.state()["lag"],
+        json!({"list": {"lagMs": 400, "remaining": null}}),
+        "Vapi's lag stays"
+    );
+
+    for bad in [
+        json!({"endpoint": "import", "mode": "lag", "lagMs": 10}),
+        json!({"endpoint": "list", "mode": "lag"}),
+        json!({"endpoint": "list", "mode": "lag", "lagMs": 10, "delayMs": 10}),
+    ] {
+        assert_eq!(s.fail(bad.clone()).await, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn vapi_refuses_to_route_a_number_to_an_assistant_it_does_not_know() {
+    let s = Standins::start().await;
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550156")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550156", UNKNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(
+        (status, body["statusCode"].as_u64()),
+        (400, Some(400)),
+        "{body}"
+    );
+    assert_eq!(body["error"], "Bad Request");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(UNKNOWN_ASSISTANT)),
+        "{body}"
+    );
+    assert!(s.listed_at_vapi("+14155550156").await.is_empty());
+    let (status, imported) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550156", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201, "{imported}");
+    let path = format!("/phone-number/{}", imported["id"].as_str().expect("id"));
+    let (status, body) = s
+        .vapi(
+            "PATCH",
+            &path,
+            Some(json!({"assistantId": UNKNOWN_ASSISTANT})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        s.listed_at_vapi("+14155550156").await[0]["assistantId"],
+        KNOWN_ASSISTANT,
+        "unchanged"
+    );
+    // A number Vapi does not have is its 404 first.
+    let (status, _) = s
+        .vapi(
+            "PATCH",
+            "/phone-number/3c0ffee0-0000-4000-8000-000000000000",
+            Some(json!({"assistantId": UNKNOWN_ASSISTANT})),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_journal_keeps_what_the_providers_held_after_each_change() {
+    let s = Standins::start().await;
+    let standins = &s.running.standins_state;
+    let (before, held) = standins.holdings();
+    assert!(standins.journal_since(before).is_empty(), "off by default");
+    standins.keep_journal();
+    let (status, _) = s
+        .twilio(
+            "POST",
+            &buy_path(),
+            Some(MAIN),
+            &[("PhoneNumber", "+14155550157")],
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, imported) = s
+        .vapi(
+            "POST",
+            "/phone-number",
+            Some(import_body("+14155550157", KNOWN_ASSISTANT)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // A refused call changes nothing and journals nothing.
+    let (status, _) = s
+        .vapi("POST", "/phone-number", Some(json!({"provider": "twilio"})))
+        .await;
+    assert_eq!(status, 400);
+    let journal = standins.journal_since(before);
+    assert_eq!(
+        journal.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [before + 1, before + 2]
+    );
+    let bought_only = &journal[0].1;
+    assert_eq!(
+        bought_only["twilio_numbers"].as_object().map(|m| m.len()),
+        held["twilio_numbers"].as_object().map(|m| m.len() + 1)
+    );
+    assert!(
+        bought_only["vapi_phone_numbers"]
+            .get(imported["id"].as_str().expect("id"))
+            .is_none()
+    );
+    assert_eq!(journal[1].1, standins.holdings().1);
+    assert_eq!(standins.version(), before + 2);
+    assert!(
+        !journal[1].1.to_string().contains(DEMO_SUBACCOUNT_TOKEN),
+        "never a token"
+    );
+}

@@ -3,21 +3,47 @@
 //! and can be told to fail through the control endpoints (`control.rs`):
 //!
 //! - `POST /__control/fail` `{"provider"?: "vapi"|"twilio", "endpoint"?: …, "mode":
-//!   "500"|"429"|"timeout"|"lost"|"none", "times": n?}` — the next `times` calls
-//!   (all, if omitted) to that provider, or to that one endpoint, fail that way
-//!   (`lost`: a call that changes something is carried out and its answer never
-//!   comes, as when a timeout struck after the provider acted; elsewhere it is a
-//!   timeout). Endpoints
-//!   ([`Endpoint`]): Twilio `account` (an account read with its own credentials),
-//!   `subaccount` (list, create or read accounts as the main account), `search`,
-//!   `pricing`, `buy`, `bought` (the incoming-numbers list), `release`; Vapi
-//!   `credential`, `import` (`POST /phone-number`), `list` (`GET /phone-number`),
-//!   `route` (`PATCH /phone-number/{id}`), `delete`. An endpoint's plan comes before
-//!   its provider's; `"mode": "none"` without an endpoint clears the provider's plan
-//!   and all of its endpoints'.
+//!   "500"|"429"|"timeout"|"lost"|"late"|"refuse"|"lag"|"none", "times": n?}` — the
+//!   next `times` calls (all, if omitted) to that provider, or to that one endpoint,
+//!   go wrong that way:
+//!   - `500`, `429` (Twilio code 20429): the provider's error JSON; nothing is done.
+//!   - `timeout`: no answer (it hangs 40 s, longer than any client waits); nothing
+//!     is done.
+//!   - `lost`: a call that changes something is carried out and its answer never
+//!     comes, as when a timeout struck after the provider acted.
+//!   - `late` with `"delayMs": n`: a call that changes something is carried out and
+//!     its answer comes `n` ms later — beyond the client's timeout the classic
+//!     "acted, but the client gave up", below it a slow answer.
+//!   - `refuse` (`"status"?`, a 4xx, default 400; `"code"?`, Twilio's; `"message"?`):
+//!     the provider refuses in its own error JSON and does nothing — Vapi
+//!     `{"message": [..], "error": "Bad Request", "statusCode": 400}`, Twilio
+//!     `{"code", "message", "more_info", "status"}` with 21422 ("not available")
+//!     for a purchase and 20001 elsewhere unless a code is given.
+//!   - `lag` with `"lagMs": n`: lookup lag — the lists of an endpoint (Vapi `list`:
+//!     `GET /phone-number`; `credential`: `GET /credential`; Twilio `bought`: `GET
+//!     …/IncomingPhoneNumbers.json`; `subaccount`: `GET /Accounts.json`), or of
+//!     each of a provider's, do not show what was created within the last `n` ms
+//!     (fetching one by its id does). Kept apart from the failure plans, so an
+//!     endpoint can lag and fail at once.
+//!
+//!   On an endpoint whose calls change nothing, `lost` is a timeout and `late` a
+//!   slow answer; on one with both kinds (`credential`, `subaccount`), `lost` and
+//!   `late` wait for a call that acts. Endpoints ([`Endpoint`]): Twilio `account` (an
+//!   account read with its own credentials), `subaccount` (list, create or read
+//!   accounts as the main account), `search`, `pricing`, `buy`, `bought` (the
+//!   incoming-numbers list), `release`; Vapi `credential`, `import` (`POST
+//!   /phone-number`), `list` (`GET /phone-number`), `route` (`PATCH
+//!   /phone-number/{id}`), `delete`, `assistant`. An endpoint's plan comes before its
+//!   provider's; `"mode": "none"` clears an endpoint's plan and lag, and without an
+//!   endpoint its provider's plan and all of its endpoints'.
 //! - `POST /__control/take` `{"phoneNumber"}` — another buyer takes an available
 //!   number: Twilio no longer offers it (21422 when bought).
-//! - `GET /__control/state` — what the stand-ins hold (never a token).
+//! - `GET /__control/state` — what the stand-ins hold (never a token), the plans
+//!   and the lags.
+//!
+//! For a checker, [`Standins::keep_journal`] keeps what the providers held after
+//! every change ([`Standins::journal_since`]), so an answer can be held against each
+//! moment its request ran.
 //!
 //! Vapi lives under `/vapi` (`vapi/`), Twilio under `/twilio/2010-04-01` and its
 //! Pricing API under `/twilio-pricing/v1` (`twilio/`). Every other path under a
@@ -39,7 +65,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use inventory::{NumberType, Offer, seed_numbers};
@@ -59,24 +84,121 @@ pub const TWILIO_API_PREFIX: &str = "/twilio/2010-04-01";
 /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL` is the address plus this).
 pub const TWILIO_PRICING_PREFIX: &str = "/twilio-pricing/v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// How the next calls to a provider or an endpoint fail, as `POST /__control/fail`
+/// plans it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailMode {
-    #[serde(rename = "500")]
+    /// The provider's 500 error JSON; nothing is done.
     ServerError,
-    #[serde(rename = "429")]
+    /// The provider's 429 (Twilio code 20429); nothing is done.
     RateLimited,
-    #[serde(rename = "timeout")]
+    /// No answer (the call hangs longer than any client waits); nothing is done.
     Timeout,
     /// The call is carried out, then its answer is lost (a timeout): what a client
     /// must look up before trying again. On endpoints that change nothing, a timeout.
-    #[serde(rename = "lost")]
     Lost,
-    #[serde(rename = "none")]
+    /// The call is carried out and its answer comes after this delay: beyond the
+    /// client's timeout, the classic "acted, but the client gave up"; below it, a
+    /// slow answer. On endpoints that change nothing, the answer is delayed.
+    Late(Duration),
+    /// The provider refuses the call with its 4xx error JSON; nothing is done.
+    Refuse(Refusal),
+    /// Clears a plan.
     None,
 }
 
+impl FailMode {
+    /// The mode's name in `POST /__control/fail` and in the state.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ServerError => "500",
+            Self::RateLimited => "429",
+            Self::Timeout => "timeout",
+            Self::Lost => "lost",
+            Self::Late(_) => "late",
+            Self::Refuse(_) => "refuse",
+            Self::None => "none",
+        }
+    }
+
+    /// A mode whose call is carried out before its answer goes wrong (`lost`,
+    /// `late`): on an endpoint that acts, it is taken after the call acted.
+    fn answers_after_acting(&self) -> bool {
+        matches!(self, Self::Lost | Self::Late(_))
+    }
+
+    fn to_json(&self) -> Value {
+        let mut v = json!({ "mode": self.name() });
+        match self {
+            Self::Late(delay) => v["delayMs"] = json!(delay.as_millis() as u64),
+            Self::Refuse(r) => {
+                v["status"] = json!(r.status());
+                if let Some(code) = r.code {
+                    v["code"] = json!(code);
+                }
+                if let Some(message) = &r.message {
+                    v["message"] = json!(message);
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+}
+
+/// A provider's refusal (`"mode": "refuse"`): a 4xx in its own error JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal {
+    /// A 4xx; 400 when not given.
+    pub status: Option<u16>,
+    /// Twilio's error code; by default 21422 ("not available") for a purchase,
+    /// 20001 otherwise. Vapi's errors carry no code.
+    pub code: Option<u32>,
+    /// The error's message; a default that says it was injected otherwise.
+    pub message: Option<String>,
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        self.status
+            .filter(|s| (400..500).contains(s))
+            .unwrap_or(400)
+    }
+
+    /// The refusal as `endpoint`'s provider answers one.
+    fn response(&self, endpoint: Endpoint) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        if endpoint.is_vapi() {
+            let message = self.message.clone().unwrap_or_else(|| {
+                format!("{} refused (injected by the stand-ins)", endpoint.name())
+            });
+            // Vapi's validation errors (400) carry a list of messages, its others one.
+            let message = if status == StatusCode::BAD_REQUEST {
+                json!([message])
+            } else {
+                json!(message)
+            };
+            return vapi_error(status, message);
+        }
+        let (default_code, default_message) = match endpoint {
+            Endpoint::Buy => (
+                21422,
+                "PhoneNumber is not available (injected by the stand-ins)",
+            ),
+            _ => (20001, "Bad request (injected by the stand-ins)"),
+        };
+        twilio_error(
+            status,
+            self.code.unwrap_or(default_code),
+            self.message.as_deref().unwrap_or(default_message),
+        )
+    }
+}
+
 /// One provider endpoint failure injection can target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// Twilio `GET /Accounts/{sid}.json` with the account's own credentials.
@@ -108,6 +230,22 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 13] = [
+        Self::Account,
+        Self::Subaccount,
+        Self::Search,
+        Self::Pricing,
+        Self::Buy,
+        Self::Bought,
+        Self::Release,
+        Self::Credential,
+        Self::Import,
+        Self::List,
+        Self::Route,
+        Self::Delete,
+        Self::Assistant,
+    ];
+
     /// Endpoints whose calls change something: a `lost` answer there means the
     /// change was made.
     fn acts(self) -> bool {
@@ -123,7 +261,20 @@ impl Endpoint {
         )
     }
 
-    fn is_vapi(self) -> bool {
+    /// Endpoints that list what the provider holds: where lookup lag shows.
+    pub fn lists(self) -> bool {
+        matches!(
+            self,
+            Self::Subaccount | Self::Bought | Self::Credential | Self::List
+        )
+    }
+
+    /// The endpoint's name in `POST /__control/fail`.
+    pub fn name(self) -> String {
+        json!(self).as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn is_vapi(self) -> bool {
         matches!(
             self,
             Self::Credential
@@ -136,7 +287,7 @@ impl Endpoint {
     }
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone)]
 struct FailPlan {
     mode: Option<FailMode>,
     /// `None`: every call until cleared.
@@ -152,8 +303,8 @@ impl FailPlan {
     }
 
     /// The planned mode for the next call, if `wanted`; counted only when taken.
-    fn take(&mut self, wanted: impl Fn(FailMode) -> bool) -> Option<FailMode> {
-        let mode = self.mode.filter(|m| wanted(*m))?;
+    fn take(&mut self, wanted: impl Fn(&FailMode) -> bool) -> Option<FailMode> {
+        let mode = self.mode.clone().filter(|m| wanted(m))?;
         match &mut self.remaining {
             Some(0) => {
                 self.mode = None;
@@ -170,6 +321,37 @@ impl FailPlan {
             None => Some(mode),
         }
     }
+
+    fn to_json(&self) -> Value {
+        let mut v = match &self.mode {
+            Some(mode) => mode.to_json(),
+            None => json!({ "mode": null }),
+        };
+        v["remaining"] = json!(self.remaining);
+        v
+    }
+}
+
+/// Lookup lag at a list endpoint (`"mode": "lag"`): the next `remaining` lists
+/// (all, when `None`) do not show what was created within the last `lag`.
+#[derive(Debug, Clone)]
+struct LagPlan {
+    lag: Duration,
+    remaining: Option<u32>,
+}
+
+impl LagPlan {
+    /// The lag of the next list, counted.
+    fn take(&mut self) -> Option<Duration> {
+        match &mut self.remaining {
+            Some(0) => None,
+            Some(n) => {
+                *n -= 1;
+                Some(self.lag)
+            }
+            None => Some(self.lag),
+        }
+    }
 }
 
 /// Everything both stand-ins hold, behind one lock (Vapi checks an import against
@@ -181,8 +363,14 @@ pub struct Inner {
     vapi_fail: FailPlan,
     twilio_fail: FailPlan,
     endpoint_fail: BTreeMap<Endpoint, FailPlan>,
+    /// Lookup lag per list endpoint.
+    lag: BTreeMap<Endpoint, LagPlan>,
     /// The last time stamped on a Vapi object.
     last_stamp: Option<DateTime<Utc>>,
+    /// Counts the changes to what the providers hold.
+    version: u64,
+    /// What they held after each change, once [`Standins::keep_journal`] asked.
+    journal: Option<Vec<(u64, Value)>>,
 }
 
 impl Inner {
@@ -211,7 +399,7 @@ impl Inner {
     fn planned_failure(
         &mut self,
         endpoint: Endpoint,
-        wanted: impl Fn(FailMode) -> bool + Copy,
+        wanted: impl Fn(&FailMode) -> bool + Copy,
     ) -> Option<FailMode> {
         if let Some(mode) = self
             .endpoint_fail
@@ -224,6 +412,42 @@ impl Inner {
             self.vapi_fail.take(wanted)
         } else {
             self.twilio_fail.take(wanted)
+        }
+    }
+
+    /// What a list at `endpoint` may show, `true` for an item created at
+    /// `created`: all of them, unless lookup lag is planned for the endpoint (then
+    /// only those created before now less the lag). Without lag nothing is held
+    /// back: stamps may run a little ahead of the clock ([`Inner::stamp`]).
+    fn list_cutoff(&mut self, endpoint: Endpoint) -> impl Fn(DateTime<Utc>) -> bool + use<> {
+        let lag = self.lag.get_mut(&endpoint).and_then(LagPlan::take);
+        let cutoff = lag
+            .and_then(|l| TimeDelta::from_std(l).ok())
+            .map(|lag| Utc::now() - lag);
+        move |created| cutoff.is_none_or(|cutoff| created <= cutoff)
+    }
+
+    /// What the providers hold (never a token): Twilio's subaccounts and numbers,
+    /// Vapi's credentials and phone numbers.
+    fn holdings(&self) -> Value {
+        json!({
+            "credentials": self.vapi.credentials_state(),
+            "vapi_phone_numbers": self.vapi.phone_numbers_state(),
+            "twilio_subaccounts": self.twilio.subaccounts_state(),
+            "twilio_numbers": self.twilio.numbers_state(),
+        })
+    }
+
+    /// After every change to what the providers hold: counted, and journaled if
+    /// asked.
+    fn changed(&mut self) {
+        self.version += 1;
+        if self.journal.is_some() {
+            let now = self.holdings();
+            let version = self.version;
+            if let Some(journal) = &mut self.journal {
+                journal.push((version, now));
+            }
         }
     }
 }
@@ -244,6 +468,7 @@ impl Standins {
         let token = inner.twilio.account_token(number.twilio_account_sid);
         let token = token.map(str::to_owned);
         inner.vapi.add_phone_number(number, token, now);
+        inner.changed();
     }
 
     /// A Vapi credential the stand-in knows (created before it started).
@@ -251,13 +476,14 @@ impl Standins {
         let mut inner = self.lock();
         let now = inner.stamp();
         inner.vapi.add_credential(id, name, account_sid, now);
+        inner.changed();
     }
 
     /// A subaccount of the local main account with its auth token.
     pub fn add_subaccount(&self, sid: &str, friendly_name: &str, auth_token: &str) {
-        self.lock()
-            .twilio
-            .add_subaccount(sid, friendly_name, auth_token);
+        let mut inner = self.lock();
+        inner.twilio.add_subaccount(sid, friendly_name, auth_token);
+        inner.changed();
     }
 
     /// Whether Twilio knows this subaccount.
@@ -267,9 +493,11 @@ impl Standins {
 
     /// A Twilio number bought under `subaccount` (of the local main account).
     pub fn add_twilio_number(&self, subaccount: &str, number_sid: &str, e164: &str) {
-        self.lock()
+        let mut inner = self.lock();
+        inner
             .twilio
             .add_incoming(subaccount, number_sid, e164, None);
+        inner.changed();
     }
 
     /// Numbers Twilio offers (search results, buyable).
@@ -287,12 +515,14 @@ impl Standins {
     }
 
     /// Fail the next `times` calls (all, without) to `provider` (`vapi` | `twilio`).
-    /// `FailMode::None` clears the provider's plan and its endpoints'.
+    /// `FailMode::None` clears the provider's plan and its endpoints' (lookup lag
+    /// included).
     pub fn fail(&self, provider: &str, mode: FailMode, times: Option<u32>) {
         let mut s = self.lock();
         let vapi = provider == "vapi";
         if mode == FailMode::None {
             s.endpoint_fail.retain(|e, _| e.is_vapi() != vapi);
+            s.lag.retain(|e, _| e.is_vapi() != vapi);
         }
         let plan = if vapi {
             &mut s.vapi_fail
@@ -302,36 +532,116 @@ impl Standins {
         *plan = FailPlan::new(mode, times);
     }
 
-    /// Fail the next `times` calls (all, without) to one endpoint.
+    /// Fail the next `times` calls (all, without) to one endpoint. `FailMode::None`
+    /// clears its plan and its lookup lag.
     pub fn fail_endpoint(&self, endpoint: Endpoint, mode: FailMode, times: Option<u32>) {
         let mut s = self.lock();
         if mode == FailMode::None {
             s.endpoint_fail.remove(&endpoint);
+            s.lag.remove(&endpoint);
         } else {
             s.endpoint_fail.insert(endpoint, FailPlan::new(mode, times));
         }
     }
 
+    /// Lookup lag: the next `times` lists (all, without) at `endpoint` (one that
+    /// [`Endpoint::lists`]; others are left alone) do not show what was created
+    /// within the last `lag`. A zero `lag` clears it.
+    pub fn lag(&self, endpoint: Endpoint, lag: Duration, times: Option<u32>) {
+        if !endpoint.lists() {
+            return;
+        }
+        let mut s = self.lock();
+        if lag.is_zero() || times == Some(0) {
+            s.lag.remove(&endpoint);
+        } else {
+            s.lag.insert(
+                endpoint,
+                LagPlan {
+                    lag,
+                    remaining: times,
+                },
+            );
+        }
+    }
+
+    /// As if `by` had passed for what the providers hold: every object's creation
+    /// (and update) time moves that much into the past, so lookup lag and
+    /// `createdAt` bounds see it as older. For a test that moves its database's
+    /// clock forward (claims expiring, backoffs passing) without waiting: the
+    /// stand-ins' objects age with it. Later stamps stay later than earlier ones.
+    pub fn age(&self, by: Duration) {
+        let Ok(by) = TimeDelta::from_std(by) else {
+            return;
+        };
+        let mut s = self.lock();
+        s.vapi.age(by);
+        s.twilio.age(by);
+    }
+
+    /// Keep a journal of what the providers hold after each change from now on
+    /// ([`Standins::journal_since`]): for a checker that asks whether an answer
+    /// was true at some moment while its request ran.
+    pub fn keep_journal(&self) {
+        let mut s = self.lock();
+        if s.journal.is_none() {
+            s.journal = Some(Vec::new());
+        }
+    }
+
+    /// How many changes to what the providers hold there have been.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// What the providers hold now, with its version: Vapi credentials and phone
+    /// numbers, Twilio subaccounts and numbers (as in [`Standins::state`]).
+    pub fn holdings(&self) -> (u64, Value) {
+        let s = self.lock();
+        (s.version, s.holdings())
+    }
+
+    /// What the providers held after each change later than `version` (with the
+    /// change's version), oldest first; empty unless [`Standins::keep_journal`].
+    pub fn journal_since(&self, version: u64) -> Vec<(u64, Value)> {
+        let s = self.lock();
+        s.journal
+            .iter()
+            .flatten()
+            .filter(|(v, _)| *v > version)
+            .cloned()
+            .collect()
+    }
+
     /// What the stand-ins hold, never a token: Vapi credentials and phone numbers,
-    /// Twilio subaccounts, bought and available numbers, and the failure plans.
+    /// Twilio subaccounts, bought and available numbers, and the failure plans and
+    /// lookup lags.
     pub fn state(&self) -> Value {
         let inner = self.lock();
-        let endpoint_fail: BTreeMap<String, &FailPlan> = inner
+        let endpoint_fail: serde_json::Map<String, Value> = inner
             .endpoint_fail
             .iter()
             .filter(|(_, p)| p.mode.is_some())
-            .map(|(e, p)| (json!(e).as_str().unwrap_or_default().to_owned(), p))
+            .map(|(e, p)| (e.name(), p.to_json()))
             .collect();
-        json!({
-            "credentials": inner.vapi.credentials_state(),
-            "vapi_phone_numbers": inner.vapi.phone_numbers_state(),
-            "twilio_subaccounts": inner.twilio.subaccounts_state(),
-            "twilio_numbers": inner.twilio.numbers_state(),
-            "available_numbers": inner.twilio.available_state(),
-            "vapi_fail": inner.vapi_fail,
-            "twilio_fail": inner.twilio_fail,
-            "endpoint_fail": endpoint_fail,
-        })
+        let lag: serde_json::Map<String, Value> = inner
+            .lag
+            .iter()
+            .filter(|(_, p)| p.remaining != Some(0))
+            .map(|(e, p)| {
+                (
+                    e.name(),
+                    json!({"lagMs": p.lag.as_millis() as u64, "remaining": p.remaining}),
+                )
+            })
+            .collect();
+        let mut state = inner.holdings();
+        state["available_numbers"] = inner.twilio.available_state();
+        state["vapi_fail"] = inner.vapi_fail.to_json();
+        state["twilio_fail"] = inner.twilio_fail.to_json();
+        state["endpoint_fail"] = Value::Object(endpoint_fail);
+        state["lag"] = Value::Object(lag);
+        state
     }
 
     pub fn router(&self) -> Router {
@@ -369,29 +679,36 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
 const HANG: Duration = Duration::from_secs(40);
 
 /// A failure the control endpoint asked for at `endpoint`, if any, before the call
-/// is carried out. (A `lost` answer of an endpoint that acts comes after:
-/// [`answer_lost`].)
+/// is carried out; a `late` answer of an endpoint that changes nothing is delayed
+/// here. (A `lost` or `late` answer of an endpoint that acts comes after the call
+/// acted: [`answer_acted`].)
 async fn injected(s: &Standins, endpoint: Endpoint) -> Option<Response> {
     let mode = s
         .lock()
-        .planned_failure(endpoint, |m| m != FailMode::Lost || !endpoint.acts())?;
+        .planned_failure(endpoint, |m| !(m.answers_after_acting() && endpoint.acts()))?;
     let vapi = endpoint.is_vapi();
     Some(match (mode, vapi) {
         (FailMode::Timeout | FailMode::Lost, _) => {
             tokio::time::sleep(HANG).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        (FailMode::Late(delay), _) => {
+            tokio::time::sleep(delay).await;
+            return None;
+        }
+        (FailMode::Refuse(refusal), _) => refusal.response(endpoint),
         (FailMode::RateLimited, true) => {
             vapi_error(StatusCode::TOO_MANY_REQUESTS, json!("Too many requests"))
         }
         (FailMode::RateLimited, false) => {
             twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
         }
-        (_, true) => vapi_error(
+        (FailMode::None, _) => return None,
+        (FailMode::ServerError, true) => vapi_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!("Internal server error"),
         ),
-        (_, false) => twilio_error(
+        (FailMode::ServerError, false) => twilio_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             20500,
             "Internal Server Error",
@@ -399,21 +716,27 @@ async fn injected(s: &Standins, endpoint: Endpoint) -> Option<Response> {
     })
 }
 
-/// The answer of a call that was carried out, unless a `lost` answer was planned:
-/// then the client waits in vain (the change stays made).
-async fn answer_lost(s: &Standins, endpoint: Endpoint, answer: Response) -> Response {
+/// The answer of a call that was carried out: on time, unless a `late` answer was
+/// planned (it comes after the delay) or a `lost` one (the client waits in vain).
+/// Either way the change stays made.
+async fn answer_acted(s: &Standins, endpoint: Endpoint, answer: Response) -> Response {
     if !answer.status().is_success() {
         return answer;
     }
-    let lost = s
+    let planned = s
         .lock()
-        .planned_failure(endpoint, |m| m == FailMode::Lost)
-        .is_some();
-    if !lost {
-        return answer;
+        .planned_failure(endpoint, FailMode::answers_after_acting);
+    match planned {
+        None => answer,
+        Some(FailMode::Late(delay)) => {
+            tokio::time::sleep(delay).await;
+            answer
+        }
+        Some(_) => {
+            tokio::time::sleep(HANG).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
     }
-    tokio::time::sleep(HANG).await;
-    StatusCode::GATEWAY_TIMEOUT.into_response()
 }
 
 fn is_hex32(s: &str) -> bool {

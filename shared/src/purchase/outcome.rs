@@ -41,6 +41,7 @@ pub(super) async fn activate(
             assistant_id: row.get(2),
             name: row.get(3),
             sms_enabled: row.get(4),
+            assistant_pending: false,
         };
         // One number routes to one org: a routing row of another org is refused by
         // the WHERE (no row) and surfaces as the constraint's 409.

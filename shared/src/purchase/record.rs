@@ -66,6 +66,10 @@ pub struct ActiveNumber {
     pub name: Option<String>,
     /// Whether Vapi took the number's messaging too.
     pub sms_enabled: bool,
+    /// A later assistant change Vapi has not confirmed yet (`assistantId` is the
+    /// new one; Vapi may still route to the one before): a repeat of a finished
+    /// purchase says so rather than name an assistant Vapi may not route to.
+    pub assistant_pending: bool,
 }
 
 const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
@@ -396,7 +400,7 @@ async fn existing(
         .query_typed_opt(
             "SELECT org_id = $1, status, twilio_phone_sid, vapi_phone_id, assistant_id, display_name,
                     twilio_subaccount_sid IS NULL, bought_at IS NULL, imported_at IS NULL,
-                    buy_attempted_at IS NOT NULL, sms_enabled
+                    buy_attempted_at IS NOT NULL, sms_enabled, assistant_pending
                FROM managed_phone_numbers WHERE phone_number = $2 AND status <> 'released'",
             &[(&org.as_uuid(), Type::UUID), (&number.as_str(), Type::TEXT)],
         )
@@ -427,6 +431,7 @@ async fn existing(
             assistant_id: row.get(4),
             name: row.get(5),
             sms_enabled: row.get(10),
+            assistant_pending: row.get(11),
         }),
         _ => Existing::Releasing,
     })

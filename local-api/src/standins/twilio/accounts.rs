@@ -15,7 +15,7 @@ use super::{
 };
 use crate::standins::{
     Endpoint, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, REJECTED_TOKEN, Standins,
-    answer_lost, injected, is_account_sid, is_hex32, twilio_error, twilio_time,
+    answer_acted, injected, is_account_sid, is_hex32, twilio_error, twilio_time,
 };
 
 /// `GET /Accounts.json`: the main account and its subaccounts (a subaccount sees
@@ -37,9 +37,18 @@ pub(super) async fn list(
         Ok(n) => n,
         Err(r) => return *r,
     };
-    let inner = s.lock();
+    let mut inner = s.lock();
+    // Lookup lag: a subaccount created within it is not listed yet.
+    let listed = inner.list_cutoff(Endpoint::Subaccount);
     let mut sids: Vec<&str> = vec![LOCAL_TWILIO_MAIN_SID];
-    sids.extend(inner.twilio.subaccounts.keys().map(String::as_str));
+    sids.extend(
+        inner
+            .twilio
+            .subaccounts
+            .iter()
+            .filter(|(_, a)| listed(a.created))
+            .map(|(sid, _)| sid.as_str()),
+    );
     let items: Vec<Value> = sids
         .into_iter()
         .filter(|sid| user == LOCAL_TWILIO_MAIN_SID || *sid == user)
@@ -82,10 +91,11 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
         inner
             .twilio
             .add_subaccount(&sid, &name, &subaccount_token(&sid));
+        inner.changed();
         let answer = inner.twilio.account_json(&sid);
         (StatusCode::CREATED, Json(answer)).into_response()
     };
-    answer_lost(&s, Endpoint::Subaccount, answer).await
+    answer_acted(&s, Endpoint::Subaccount, answer).await
 }
 
 /// A created subaccount's token: 32 hex characters derived from its SID, so a

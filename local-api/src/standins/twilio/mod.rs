@@ -42,7 +42,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::inventory::{Offer, friendly_name};
@@ -181,6 +181,16 @@ impl TwilioState {
                 offer,
             },
         );
+    }
+
+    /// As if `by` had passed: every account and number was made that much earlier.
+    pub(super) fn age(&mut self, by: TimeDelta) {
+        for a in self.subaccounts.values_mut() {
+            a.created -= by;
+        }
+        for n in self.incoming.values_mut() {
+            n.created -= by;
+        }
     }
 
     /// The token an account authenticates with (the main account's, or a known

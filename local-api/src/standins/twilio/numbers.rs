@@ -12,7 +12,7 @@ use super::{
     API, Incoming, bad_request, form, may_act_on, not_found, page, page_size, param, query_pairs,
 };
 use crate::standins::inventory::{NumberType, Offer};
-use crate::standins::{Endpoint, Standins, answer_lost, injected, is_e164};
+use crate::standins::{Endpoint, Standins, answer_acted, injected, is_e164};
 
 /// The keypad digit of a letter in a `Contains` pattern.
 fn keypad(c: char) -> char {
@@ -249,6 +249,7 @@ pub(super) async fn buy(
         }
         let pn = format!("PN{}", uuid::Uuid::new_v4().simple());
         inner.twilio.add_incoming(&sid, &pn, &number, Some(offer));
+        inner.changed();
         let key = format!("{sid}/{pn}");
         let Some(bought) = inner.twilio.incoming.get_mut(&key) else {
             return not_found(&path);
@@ -258,7 +259,7 @@ pub(super) async fn buy(
         }
         (StatusCode::CREATED, Json(bought.to_json())).into_response()
     };
-    answer_lost(&s, Endpoint::Buy, answer).await
+    answer_acted(&s, Endpoint::Buy, answer).await
 }
 
 /// `GET /Accounts/{sid}/IncomingPhoneNumbers.json` (`PhoneNumber`, `FriendlyName`).
@@ -285,11 +286,14 @@ pub(super) async fn list(
         Some(want) if want.starts_with('+') => n.phone_number == want,
         Some(want) => contains(&n.phone_number, want),
     };
-    let inner = s.lock();
+    let mut inner = s.lock();
+    // Lookup lag: a number bought within it is not listed yet.
+    let listed = inner.list_cutoff(Endpoint::Bought);
     let items: Vec<Value> = inner
         .twilio
         .incoming
         .values()
+        .filter(|n| listed(n.created))
         .filter(|n| n.account_sid == sid && matches_number(n))
         .filter(|n| param(&pairs, "FriendlyName").is_none_or(|f| n.friendly_name == f))
         .take(size)
@@ -331,10 +335,17 @@ pub(super) async fn release(
     if let Some(r) = injected(&s, Endpoint::Release).await {
         return r;
     }
-    let removed = s.lock().twilio.incoming.remove(&format!("{sid}/{pn}"));
+    let removed = {
+        let mut inner = s.lock();
+        let removed = inner.twilio.incoming.remove(&format!("{sid}/{pn}"));
+        if removed.is_some() {
+            inner.changed();
+        }
+        removed
+    };
     match removed {
         Some(_) => {
-            answer_lost(
+            answer_acted(
                 &s,
                 Endpoint::Release,
                 StatusCode::NO_CONTENT.into_response(),

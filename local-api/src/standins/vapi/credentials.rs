@@ -12,7 +12,7 @@ use super::{
     ListQuery, VapiCredential, admit, bad_request, check_name, check_provider, string_prop,
     unknown_properties,
 };
-use crate::standins::{Endpoint, Standins, answer_lost, vapi_error};
+use crate::standins::{Endpoint, Standins, answer_acted, vapi_error};
 
 /// The properties of Vapi's Twilio credential DTOs (`CreateTwilioCredentialDTO`,
 /// `UpdateTwilioCredentialDTO`); any other is refused.
@@ -89,9 +89,10 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
         };
         let answer = credential.to_json(&id);
         inner.vapi.credentials.insert(id, credential);
+        inner.changed();
         (StatusCode::CREATED, Json(answer)).into_response()
     };
-    answer_lost(&s, Endpoint::Credential, answer).await
+    answer_acted(&s, Endpoint::Credential, answer).await
 }
 
 pub(super) async fn update(
@@ -120,12 +121,14 @@ pub(super) async fn update(
                     credential.account_sid = sid;
                 }
                 credential.updated_at = now;
-                Json(credential.to_json(&id)).into_response()
+                let answer = Json(credential.to_json(&id)).into_response();
+                inner.changed();
+                answer
             }
             None => vapi_error(StatusCode::NOT_FOUND, json!("Credential not found")),
         }
     };
-    answer_lost(&s, Endpoint::Credential, answer).await
+    answer_acted(&s, Endpoint::Credential, answer).await
 }
 
 /// `GET /credential`: the org's credentials, newest first, at most `limit`.
@@ -141,9 +144,15 @@ pub(super) async fn list(
         Ok(q) => q,
         Err(problems) => return bad_request(problems),
     };
-    let inner = s.lock();
+    let mut inner = s.lock();
+    // Lookup lag: a credential created within it is not listed yet.
+    let listed = inner.list_cutoff(Endpoint::Credential);
     let page = q.page(
-        inner.vapi.credentials.iter(),
+        inner
+            .vapi
+            .credentials
+            .iter()
+            .filter(|(_, c)| listed(c.created_at)),
         |c| (c.created_at, c.updated_at),
         |id, c| c.to_json(id),
     );

@@ -14,7 +14,10 @@
 //!   true, kept and shown in the control state)). As Vapi does, it checks the
 //!   credentials with Twilio (here: the Twilio stand-in must know the account with
 //!   that token; it knows no API keys, so a key pair alone is refused) and that the
-//!   account owns the number; either failing is a 400. Importing a number twice is
+//!   account owns the number; either failing is a 400, and so is an `assistantId`
+//!   the stand-in does not know (`00000000-…`, as `GET /assistant/{id}`; the text
+//!   of Vapi's answer to an unknown assistant elsewhere, since its answer here is
+//!   undocumented) — on `PATCH` too. Importing a number twice is
 //!   not refused (Vapi's behaviour is undocumented), so a client's duplicate shows
 //!   in the state.
 //! - `GET /phone-number` (newest first; `limit`, default 100, at most 1000; the
@@ -80,9 +83,7 @@ async fn assistant(
     if let Err(r) = admit(&s, &headers, Endpoint::Assistant, None).await {
         return r;
     }
-    let known = uuid::Uuid::try_parse(&id).is_ok_and(|u| u.hyphenated().to_string() == id)
-        && !id.starts_with("00000000-");
-    if !known {
+    if !knows_assistant(&id) {
         return vapi_error(
             StatusCode::NOT_FOUND,
             json!("Couldn't Get Assistant. `assistantId` 404 Not Found"),
@@ -96,6 +97,30 @@ async fn assistant(
         "updatedAt": vapi_time(Utc::now()),
     }))
     .into_response()
+}
+
+/// Whether the stand-in knows the assistant: every lowercase UUID except those
+/// starting `00000000-`.
+fn knows_assistant(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+        && !id.starts_with("00000000-")
+}
+
+/// A phone number routed to an assistant the stand-in does not know: Vapi's 400,
+/// worded as Vapi answers an unknown `assistantId` elsewhere (a call's; its answer
+/// to a phone number's is not documented).
+fn unknown_assistant(b: &Option<Option<String>>) -> Option<Response> {
+    let Some(Some(id)) = b else {
+        return None;
+    };
+    (!knows_assistant(id)).then(|| {
+        vapi_error(
+            StatusCode::BAD_REQUEST,
+            json!(format!(
+                "Couldn't Get Assistant. `assistantId` {id} Does Not Exist."
+            )),
+        )
+    })
 }
 
 /// A Vapi credential the stand-in holds. Not its token: Vapi never returns it, and
@@ -271,6 +296,19 @@ impl VapiState {
                 updated_at: now,
             },
         );
+    }
+
+    /// As if `by` had passed: every credential and number was made (and last
+    /// changed) that much earlier.
+    pub(super) fn age(&mut self, by: chrono::TimeDelta) {
+        for c in self.credentials.values_mut() {
+            c.created_at -= by;
+            c.updated_at -= by;
+        }
+        for n in self.phone_numbers.values_mut() {
+            n.created_at -= by;
+            n.updated_at -= by;
+        }
     }
 
     pub(super) fn add_credential(

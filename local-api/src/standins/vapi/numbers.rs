@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ListQuery, Secret, VapiNumber, admit, bad_request, bool_prop, check_name, check_provider,
-    is_uuid, json_prop, string_prop, unknown_properties,
+    is_uuid, json_prop, string_prop, unknown_assistant, unknown_properties,
 };
-use crate::standins::{Endpoint, Inner, Standins, answer_lost, vapi_error};
+use crate::standins::{Endpoint, Inner, Standins, answer_acted, vapi_error};
 
 /// The properties of Vapi's Twilio phone-number DTOs (`CreateTwilioPhoneNumberDTO`
 /// and, the `provider: "twilio"` branch of `PATCH`'s `oneOf`,
@@ -147,6 +147,9 @@ pub(super) async fn import(State(s): State<Standins>, headers: HeaderMap, body: 
         Ok(b) => b,
         Err(problems) => return bad_request(problems),
     };
+    if let Some(refused) = unknown_assistant(&b.assistant) {
+        return refused;
+    }
     let (number, sid) = (b.number.unwrap_or_default(), b.sid.unwrap_or_default());
     // A token wins over a key pair (Vapi: the pair "will be ignored" then).
     let token = b.token.filter(|t| !t.is_empty());
@@ -176,9 +179,10 @@ pub(super) async fn import(State(s): State<Standins>, headers: HeaderMap, body: 
         };
         let answer = created.to_json(&id);
         inner.vapi.phone_numbers.insert(id, created);
+        inner.changed();
         (StatusCode::CREATED, Json(answer)).into_response()
     };
-    answer_lost(&s, Endpoint::Import, answer).await
+    answer_acted(&s, Endpoint::Import, answer).await
 }
 
 /// `GET /phone-number`: newest first, at most `limit`.
@@ -194,9 +198,15 @@ pub(super) async fn list(
         Ok(q) => q,
         Err(problems) => return bad_request(problems),
     };
-    let inner = s.lock();
+    let mut inner = s.lock();
+    // Lookup lag: a number imported within it is not listed yet.
+    let listed = inner.list_cutoff(Endpoint::List);
     let page = q.page(
-        inner.vapi.phone_numbers.iter(),
+        inner
+            .vapi
+            .phone_numbers
+            .iter()
+            .filter(|(_, n)| listed(n.created_at)),
         |n| (n.created_at, n.updated_at),
         |id, n| n.to_json(id),
     );
@@ -245,6 +255,10 @@ pub(super) async fn route(
         let Some(current) = inner.vapi.phone_numbers.get(&id).cloned() else {
             return number_not_found();
         };
+        // A number Vapi does not have is 404 before its body's assistant is looked up.
+        if let Some(refused) = unknown_assistant(&b.assistant) {
+            return refused;
+        }
         let twilio_side = b.sid.is_some()
             || b.token.is_some()
             || b.number.is_some()
@@ -307,9 +321,11 @@ pub(super) async fn route(
             n.sms_enabled = sms;
         }
         n.updated_at = now;
-        Json(n.to_json(&id)).into_response()
+        let answer = Json(n.to_json(&id)).into_response();
+        inner.changed();
+        answer
     };
-    answer_lost(&s, Endpoint::Route, answer).await
+    answer_acted(&s, Endpoint::Route, answer).await
 }
 
 pub(super) async fn delete(
@@ -320,11 +336,18 @@ pub(super) async fn delete(
     if let Err(r) = admit(&s, &headers, Endpoint::Delete, None).await {
         return r;
     }
-    let removed = s.lock().vapi.phone_numbers.remove(&id);
+    let removed = {
+        let mut inner = s.lock();
+        let removed = inner.vapi.phone_numbers.remove(&id);
+        if removed.is_some() {
+            inner.changed();
+        }
+        removed
+    };
     match removed {
         Some(n) => {
             let answer = Json(n.to_json(&id)).into_response();
-            answer_lost(&s, Endpoint::Delete, answer).await
+            answer_acted(&s, Endpoint::Delete, answer).await
         }
         None => number_not_found(),
     }
