@@ -12,10 +12,13 @@
 //!   stand-ins as if the platform had bought them.
 //! - [`database`]: the owner migrates and seeds; the functions log in as their own
 //!   roles (`telephony_route`, `telephony_read`), as deployed.
+//! - [`reconcile`]: reconcile on a schedule (`LOCAL_RECONCILE_SECS`) and on demand
+//!   (`POST /__control/reconcile`), as the deployed stack runs it.
 //! - [`server`]: starts all of it (and the telephony page on its own origin).
 
 pub mod database;
 pub mod demo;
 pub mod gateway;
+pub mod reconcile;
 pub mod server;
 pub mod standins;

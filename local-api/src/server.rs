@@ -20,6 +20,7 @@ use tower_http::services::ServeDir;
 use crate::database;
 use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
+use crate::reconcile::{self, LocalReconcile, ReconcileSlot};
 use crate::standins::{
     LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins, TWILIO_API_PREFIX,
     TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
@@ -127,7 +128,8 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         // `standins::seed_numbers`); the demo data takes out what it holds.
         standins_state.offer(seed_numbers());
     }
-    let app = standins_state.router();
+    let reconcile_slot = ReconcileSlot::default();
+    let app = reconcile::control_routes(reconcile_slot.clone()).merge(standins_state.router());
     tokio::spawn(async move { axum::serve(standins_listener, app).await });
 
     // A Lambda instance serves one request at a time, so the functions keep one
@@ -140,6 +142,13 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     }
     let database = database::prepare(&env, aws).await?;
     let functions = Functions::from_env(&database.route_env, &database.reader_env, aws).await?;
+    // Reconcile as deployed (the routes' login), on a schedule and on demand.
+    let reconciler = Arc::new(LocalReconcile::from_env(&database.route_env, aws).await?);
+    let _ = reconcile_slot.set(reconciler.clone());
+    let every: u64 = env.parse_or("LOCAL_RECONCILE_SECS", 30)?;
+    if every > 0 {
+        reconciler.spawn_schedule(Duration::from_secs(every));
+    }
     // Demo data only against the stand-ins: never a demo credential at a real Vapi.
     if fake_vapi && fake_twilio {
         demo::seed(&functions, &database.owner, &standins_state).await?;

@@ -26,6 +26,9 @@ pub async fn start_local_with(db: &TestDb, extra: &[(&str, &str)]) -> Running {
         ("WEB_PORT", "0"),
         ("PROVIDER_MIN_BACKOFF_MS", "1"),
         ("PROVIDER_MAX_BACKOFF_MS", "5"),
+        // Tests run reconcile themselves (`POST /__control/reconcile`) unless they
+        // set a schedule.
+        ("LOCAL_RECONCILE_SECS", "0"),
     ]);
     for (name, value) in extra {
         env.set(name, *value);
