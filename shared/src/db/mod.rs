@@ -1,10 +1,14 @@
 //! Postgres through RDS Proxy.
 //!
 //! A Lambda instance serves one request at a time, so its pool holds one connection
-//! (`DB_POOL_SIZE`, default 1), reused across invocations. Nothing here creates
-//! session state the proxy would pin a connection for: queries go through
-//! `query_typed` (one round trip, unnamed statement), there is no statement cache, no
-//! `SET`, no advisory lock. Recycling sends nothing (`RecyclingMethod::Fast`), and a
+//! (`DB_POOL_SIZE`, default 1), reused across invocations. Nothing here creates the
+//! session state the proxy pins a connection for — no statement cache (named
+//! prepared statements kept across requests), no `SET`, no advisory lock — and
+//! queries go through `query_typed` (one round trip, an unnamed statement). That
+//! reduces pinning, it does not rule it out: AWS's RDS Proxy guide lists the
+//! extended query protocol itself among the causes for PostgreSQL, so
+//! `DatabaseConnectionsCurrentlySessionPinned` is the metric to watch after a
+//! deploy (docs/deploy.md sizes `MaxConnectionsPercent` with that in mind). Recycling sends nothing (`RecyclingMethod::Fast`), and a
 //! connection older than `DB_MAX_LIFETIME_SECS` (below the proxy's idle timeout) is
 //! replaced instead of reused.
 //!
