@@ -3,6 +3,7 @@
 # installs PostgreSQL and the Python venv (moto) when missing, starts a throwaway
 # PostgreSQL cluster and the AWS emulator, runs every test (cargo tests, then the
 # contract test of the running local API, the browser test of the telephony page,
+# the generated TypeScript client's walk of every route,
 # sam validate --lint and sam build, every sample event through the built artefacts),
 # stops what it started.
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
@@ -34,6 +35,8 @@ contract_db=$(create_database contract)
 DATABASE_URL="$contract_db" bash scripts/contract-test.sh
 # The telephony page in headless Chromium against the local API (fresh database).
 bash scripts/browser-test.sh
+# The client generated from openapi.yaml walks every route of the local API (fresh database).
+bash scripts/client-test.sh
 # The deploy path, offline: sam validate --lint, sam build (eight arm64 bootstraps).
 bash scripts/sam-check.sh </dev/null
 # Each zipped bootstrap against its budget in scripts/size-budget.json (the CI profile's

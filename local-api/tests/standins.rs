@@ -216,6 +216,29 @@ async fn twilio_search_filters_the_inventory_as_twilio_does() {
         404,
         20404,
     );
+    // A country Twilio does not know is its 404; one it knows with nothing to offer
+    // here is an empty list.
+    twilio_refusal(
+        &s.twilio(
+            "GET",
+            &format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/XX/Local.json"),
+            Some(MAIN),
+            &[],
+        )
+        .await,
+        404,
+        20404,
+    );
+    let (status, body) = s
+        .twilio(
+            "GET",
+            &format!("/Accounts/{LOCAL_TWILIO_MAIN_SID}/AvailablePhoneNumbers/GB/Local.json"),
+            Some(MAIN),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["available_phone_numbers"], json!([]));
 }
 
 #[tokio::test]

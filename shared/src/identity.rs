@@ -15,9 +15,60 @@ pub const MAX_SUBJECT_CHARS: usize = 256;
 
 /// Whether `subject` can be written to the audit log as it is. A token whose `sub`
 /// cannot is refused (401 `unrecordable_subject`) before anything happens, rather
-/// than recorded altered: the audit row must name exactly who acted.
+/// than recorded altered or escaped: the audit row must name exactly who acted, as
+/// the identity provider wrote it, and read as what it is. So no control character
+/// (Unicode category Cc), and no format character (category Cf: U+202E right-to-left
+/// override and the other bidirectional controls, zero-width spaces and joiners
+/// U+200B–U+200F, U+2060–U+2064, U+FEFF…), which are invisible or reorder the text
+/// around them, so a `sub` carrying one can read as someone else in the log; nor
+/// U+2028/U+2029, the line and paragraph separators, which break a line as `\n` does.
 fn recordable(subject: &str) -> bool {
-    subject.chars().count() <= MAX_SUBJECT_CHARS && !subject.chars().any(char::is_control)
+    subject.chars().count() <= MAX_SUBJECT_CHARS
+        && !subject
+            .chars()
+            .any(|c| c.is_control() || is_format_char(c) || matches!(c, '\u{2028}' | '\u{2029}'))
+}
+
+/// Unicode's format characters (General_Category Cf), as of Unicode 18.0
+/// (`DerivedGeneralCategory.txt`). A test holds this table against the
+/// `unicode-properties` crate's full table, so a newer Unicode that adds one fails it.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is a format character (Unicode General_Category Cf).
+fn is_format_char(c: char) -> bool {
+    FORMAT_CHARS
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                std::cmp::Ordering::Less
+            } else if lo > c {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 /// The verified caller of one request.
@@ -76,7 +127,7 @@ impl Caller {
             return Err(ApiError::Unauthenticated {
                 code: "unrecordable_subject",
                 message: format!(
-                    "the token's sub claim must be 1 to {MAX_SUBJECT_CHARS} characters without control characters"
+                    "the token's sub claim must be 1 to {MAX_SUBJECT_CHARS} characters without control or invisible format characters"
                 ),
             });
         }
@@ -178,6 +229,61 @@ mod tests {
         assert!(
             Caller::from_claims(&claims(&[("org_id", ORG), ("sub", &longest)]), None, &cfg).is_ok()
         );
+    }
+
+    #[test]
+    fn a_subject_with_format_characters_is_refused_like_control_characters() {
+        let cfg = IdentityConfig::default();
+        for bad in [
+            "admin\u{202E}nimda",      // right-to-left override: shows as "adminadmin"
+            "ad\u{200B}min",           // zero-width space
+            "ad\u{200C}min",           // zero-width non-joiner
+            "ad\u{200D}min",           // zero-width joiner
+            "\u{200E}admin",           // left-to-right mark
+            "admin\u{200F}",           // right-to-left mark
+            "ad\u{2060}min",           // word joiner
+            "ad\u{2064}min",           // invisible plus
+            "\u{FEFF}admin",           // zero-width no-break space (BOM)
+            "admin\u{2066}x\u{2069}",  // isolates
+            "ad\u{00AD}min",           // soft hyphen
+            "admin\u{E0041}",          // tag latin capital A
+            "user\u{2028}forged line", // line separator
+            "user\u{2029}1",           // paragraph separator
+        ] {
+            let e = Caller::from_claims(&claims(&[("org_id", ORG), ("sub", bad)]), None, &cfg)
+                .unwrap_err();
+            assert_eq!(
+                (e.status().as_u16(), e.code()),
+                (401, "unrecordable_subject"),
+                "{bad:?}"
+            );
+        }
+        // Letters and marks of any script, emoji (with their variation selector, Mn,
+        // and the joiner-free sequence) and ordinary punctuation are recorded.
+        for good in [
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "Émilie Dupont",
+            "Łukasz",
+            "مستخدم",
+            "ユーザー",
+            "user+tag@example.com",
+            "👍\u{FE0F}",
+        ] {
+            let c = Caller::from_claims(&claims(&[("org_id", ORG), ("sub", good)]), None, &cfg);
+            assert_eq!(c.ok().map(|c| c.subject), Some(good.to_owned()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn the_format_character_table_is_unicodes_category_cf() {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        assert!(FORMAT_CHARS.windows(2).all(|w| w[0].1 < w[1].0), "sorted");
+        let mismatches: Vec<String> = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_format_char(c) != (c.general_category() == GeneralCategory::Format))
+            .map(|c| format!("U+{:04X}", c as u32))
+            .collect();
+        assert!(mismatches.is_empty(), "differ from Cf: {mismatches:?}");
     }
 
     #[test]

@@ -65,6 +65,37 @@ pub struct SearchQuery {
     pub limit: u32,
 }
 
+/// Every officially assigned ISO 3166-1 alpha-2 code (249), sorted: the countries a
+/// search may name. From the ISO 3166 Maintenance Agency's list (as Debian's
+/// `iso-codes` 4.15 ships it); exceptionally or transitionally reserved codes (`UK`,
+/// `EU`, `XK`…) and user-assigned ones (`XX`, `ZZ`, `AA`…) are not countries here.
+/// A well-formed code that is none of these is a 400 naming `country`, rather than a
+/// question to Twilio. openapi.yaml's `country` pattern lists the same codes (a
+/// search-numbers test checks that they agree).
+pub const ISO_3166_ALPHA2: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// Whether `code` (two upper-case letters) is an assigned ISO 3166-1 alpha-2 code.
+pub fn is_iso_country(code: &str) -> bool {
+    ISO_3166_ALPHA2.binary_search(&code).is_ok()
+}
+
 fn bad(name: &str, why: &str) -> ApiError {
     ApiError::bad_request("invalid_query_parameter", format!("{name}: {why}"))
 }
@@ -93,12 +124,19 @@ impl SearchQuery {
         let country = match one("country")? {
             None => "US".to_owned(),
             Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                c.to_ascii_uppercase()
+                let code = c.to_ascii_uppercase();
+                if !is_iso_country(&code) {
+                    return Err(bad(
+                        "country",
+                        &format!("{code} is not an ISO 3166-1 country code (e.g. US, CA, GB)"),
+                    ));
+                }
+                code
             }
             Some(_) => {
                 return Err(bad(
                     "country",
-                    "must be a two-letter ISO 3166 country code, e.g. US",
+                    "must be a two-letter ISO 3166-1 country code, e.g. US",
                 ));
             }
         };
@@ -225,12 +263,22 @@ impl From<SearchError> for ApiError {
     fn from(SearchError(e): SearchError) -> Self {
         tracing::warn!(error = %e, code = e.stable_code(), "number search failed");
         match e {
+            // Twilio's 404 for a search: it offers no numbers of that type in that
+            // country (an ISO country it does not serve, or toll-free where there is
+            // none). The country itself was checked against ISO 3166-1 before.
+            ProviderError::Status {
+                status: 404, code, ..
+            } => ApiError::Unprocessable {
+                code: "search_refused",
+                message: format!(
+                    "Twilio offers no numbers of this type in this country{}; try another country or type",
+                    code.map(|c| format!(" (code {c})")).unwrap_or_default()
+                ),
+            },
             // Twilio's 400s for a search are about the filters (21451 invalid area
             // code and the like): the caller's to fix.
             ProviderError::Status {
-                status: 400 | 404,
-                code,
-                ..
+                status: 400, code, ..
             } => ApiError::Unprocessable {
                 code: "search_refused",
                 message: format!(
@@ -368,9 +416,41 @@ mod tests {
     }
 
     #[test]
+    fn countries_are_the_assigned_iso_3166_codes() {
+        assert!(
+            ISO_3166_ALPHA2.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        assert!(
+            ISO_3166_ALPHA2
+                .iter()
+                .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        );
+        for assigned in ["US", "CA", "GB", "DE", "AQ", "SS", "CW", "AX", "ZW", "AD"] {
+            assert!(is_iso_country(assigned), "{assigned}");
+        }
+        // User-assigned, reserved or withdrawn: not countries.
+        for not_assigned in ["XX", "ZZ", "AA", "QM", "UK", "EU", "XK", "AN", "YU", "us"] {
+            assert!(!is_iso_country(not_assigned), "{not_assigned}");
+        }
+        for (given, country) in [("gb", "GB"), ("De", "DE"), ("AQ", "AQ")] {
+            assert_eq!(parse(&[("country", given)]).unwrap().country, country);
+        }
+        let e = parse(&[("country", "xx")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "country: XX is not an ISO 3166-1 country code (e.g. US, CA, GB)"
+        );
+    }
+
+    #[test]
     fn bad_filters_name_the_parameter() {
         for (pairs, name) in [
             (vec![("country", "USA")], "country"),
+            (vec![("country", "XX")], "country"),
+            (vec![("country", "uk")], "country"),
+            (vec![("country", "ZZ")], "country"),
+            (vec![("country", "É")], "country"),
             (vec![("type", "mobile")], "type"),
             (vec![("areaCode", "41")], "areaCode"),
             (vec![("areaCode", "115")], "areaCode"),

@@ -1,10 +1,12 @@
 //! `search-numbers` — `GET /api/managed-telephony/available-numbers`.
 //!
-//! Query: `country` (ISO 3166 alpha-2, default `US`), `type` (`local` | `toll_free`,
-//! default `local`), `areaCode` (US/CA, three digits), `contains` (2–16 digits,
-//! letters or `*`), `limit` (1–50, default 20), `addressRequired` (`none`, the
-//! default; `any` is refused with 422 `address_required_unsupported`: regulatory
-//! bundles are out of scope). A bad filter is a 400 naming the parameter.
+//! Query: `country` (an assigned ISO 3166-1 alpha-2 code, either case, default
+//! `US`; a well-formed code that is no country, `XX`, is a 400 naming it), `type`
+//! (`local` | `toll_free`, default `local`), `areaCode` (US/CA, three digits),
+//! `contains` (2–16 digits, letters or `*`), `limit` (1–50, default 20),
+//! `addressRequired` (`none`, the default; `any` is refused with 422
+//! `address_required_unsupported`: regulatory bundles are out of scope). A bad
+//! filter is a 400 naming the parameter.
 //!
 //! Answers `200 {country, type, numbers: [{phoneNumber, friendlyName, locality,
 //! region, isoCountry, capabilities {voice, sms, mms}, addressRequirements,

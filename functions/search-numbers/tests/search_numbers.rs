@@ -360,3 +360,159 @@ async fn without_the_read_scope_it_is_403_and_twilio_is_never_called() {
         "no provider called"
     );
 }
+
+#[tokio::test]
+async fn a_well_formed_country_that_is_no_country_is_400_naming_it_and_twilio_is_never_asked() {
+    let twilio = FakeTwilio::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    // User-assigned (XX, ZZ, AA, QM), exceptionally reserved (UK, EU), not ISO (XK),
+    // withdrawn (AN, YU), in either case.
+    for country in ["XX", "xx", "ZZ", "AA", "QM", "UK", "eu", "XK", "AN", "YU"] {
+        let (s, body) = search(&state, Some(&format!("country={country}"))).await;
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (400, Some("invalid_query_parameter")),
+            "{country}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("country: ") && message.contains("ISO 3166-1"),
+            "{country}: {message}"
+        );
+    }
+    // The country is checked before the area code that depends on it.
+    let (s, body) = search(&state, Some("country=XX&areaCode=415")).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("country: "),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_assigned_country_goes_to_twilio_and_its_404_is_422_search_refused() {
+    let twilio = FakeTwilio::start().await;
+    // Twilio searches Great Britain (asked in lower case, sent in upper case)...
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/Accounts/{TWILIO_MAIN_SID}/AvailablePhoneNumbers/GB/Local.json"
+        )))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"available_phone_numbers": []})),
+        )
+        .expect(1)
+        .mount(&twilio.server)
+        .await;
+    // ...and answers 404 (code 20404) for a country it offers no numbers in.
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/Accounts/{TWILIO_MAIN_SID}/AvailablePhoneNumbers/AQ/Local.json"
+        )))
+        .respond_with(FakeTwilio::error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .expect(1)
+        .mount(&twilio.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(
+            "^/pricing/PhoneNumbers/Countries/",
+        ))
+        .respond_with(FakeTwilio::error(
+            404,
+            20404,
+            "The requested resource was not found",
+        ))
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    let (s, body) = search(&state, Some("country=gb")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["country"], "GB");
+    let (s, body) = search(&state, Some("country=AQ")).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (422, Some("search_refused")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offers no numbers of this type in this country"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_subject_with_invisible_format_characters_is_401_before_twilio_is_asked() {
+    let twilio = FakeTwilio::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&twilio.server)
+        .await;
+    let state = state(&twilio).await;
+    for sub in [
+        "admin\u{202E}nimda",
+        "ad\u{200B}min",
+        "\u{FEFF}admin",
+        "ad\u{2060}min",
+        "admin\u{2066}",
+    ] {
+        let ev = ApiEvent::new("GET", ROUTE, ROUTE)
+            .caller(ORG, sub)
+            .scopes(&["telephony:read"])
+            .query("areaCode=415");
+        let (s, body) = read_response(&handle(&state, ev.request()).await);
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (401, Some("unrecordable_subject")),
+            "{sub:?}: {body}"
+        );
+    }
+}
+
+/// openapi.yaml's `country` pattern, built from the table the server checks.
+fn documented_country_pattern() -> String {
+    let mut groups: std::collections::BTreeMap<char, String> = Default::default();
+    for code in shared::search::ISO_3166_ALPHA2 {
+        let mut letters = code.chars();
+        if let (Some(first), Some(second)) = (letters.next(), letters.next()) {
+            groups.entry(first).or_default().push(second);
+        }
+    }
+    let alternatives: Vec<String> = groups
+        .iter()
+        .map(|(first, seconds)| {
+            format!(
+                "[{first}{}][{seconds}{}]",
+                first.to_ascii_lowercase(),
+                seconds.to_ascii_lowercase()
+            )
+        })
+        .collect();
+    format!("^(?:{})$", alternatives.join("|"))
+}
+
+#[test]
+fn openapi_lists_the_same_countries_the_server_accepts() {
+    let openapi =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.yaml"))
+            .expect("openapi.yaml");
+    let pattern = documented_country_pattern();
+    assert!(
+        openapi.contains(&format!("pattern: \"{pattern}\"")),
+        "openapi.yaml's country pattern differs from shared::search::ISO_3166_ALPHA2; it should be\n{pattern}"
+    );
+}

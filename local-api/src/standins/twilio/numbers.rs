@@ -172,7 +172,9 @@ pub(super) async fn search(
         | "MachineToMachine.json" => None,
         _ => return not_found(&path),
     };
-    if iso.len() != 2 || !iso.bytes().all(|b| b.is_ascii_uppercase()) {
+    // Twilio answers 404 (code 20404) for a country it does not know (`XX`), as for
+    // a malformed or lower-case code.
+    if !shared::search::is_iso_country(&iso) {
         return not_found(&path);
     }
     let pairs = query_pairs(query);
