@@ -41,6 +41,9 @@ pub enum MigrateError {
     Config(#[from] ConfigError),
     #[error("login {user:?}: {why}")]
     Login { user: String, why: String },
+    /// The schema's privileges are not what the migrations set (see the message).
+    #[error("{0}")]
+    Privileges(String),
 }
 
 /// Apply every pending migration, under the migration lock; returns the names of
@@ -89,6 +92,7 @@ async fn locked_run(
         .iter()
         .map(|m| m.to_string())
         .collect();
+    refuse_create_on_public(client).await?;
     if !logins.is_empty() {
         let database: String = client
             .query_one("SELECT current_database()", &[])
@@ -107,6 +111,35 @@ async fn locked_run(
         set_up_login_on(client, login).await?;
     }
     Ok(applied)
+}
+
+/// The function roles must not be able to create objects in schema `public`.
+/// Migration V4 revokes `CREATE` from `PUBLIC`, but a REVOKE by a role without the
+/// grant option only warns (PostgreSQL ≤ 14, where the owner login does not own
+/// `public`), so it is checked here, after every run, and the run fails saying
+/// what to run.
+async fn refuse_create_on_public(client: &tokio_postgres::Client) -> Result<(), MigrateError> {
+    let rows = client
+        .query(
+            "SELECT r FROM unnest($1::text[]) AS r
+              WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)
+                AND has_schema_privilege(r, 'public', 'CREATE')",
+            &[&[Grant::Route.role(), Grant::Read.role()].as_slice()],
+        )
+        .await
+        .map_err(DbError::from)?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let roles: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Err(MigrateError::Privileges(format!(
+        "{} may still CREATE in schema public (migration V4's REVOKE had no effect: the \
+         migrating owner does not own schema public, as on PostgreSQL 14 and older). As the \
+         master user run `ALTER SCHEMA public OWNER TO <the owner login>` (or `REVOKE CREATE \
+         ON SCHEMA public FROM PUBLIC`, and from {}), then migrate again",
+        roles.join(" and "),
+        roles.join(", ")
+    )))
 }
 
 /// The group role a login is made a member of (migration V4).

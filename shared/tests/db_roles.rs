@@ -281,3 +281,32 @@ async fn an_owner_that_is_no_superuser_migrates_and_sets_up_the_logins() {
     .expect_err("refused");
     assert!(err.to_string().contains("must differ"), "{err}");
 }
+
+/// Issue 24, staging finding 3: a REVOKE that did nothing (PostgreSQL ≤ 14, an owner
+/// that does not own schema public) leaves the function roles able to create
+/// objects; migrate checks it after every run and fails saying what to run.
+#[tokio::test]
+async fn migrate_fails_while_a_function_role_may_create_in_schema_public() {
+    let t = TestDb::new().await;
+    let admin = t.client().await;
+    admin
+        .batch_execute("GRANT CREATE ON SCHEMA public TO telephony_route")
+        .await
+        .unwrap();
+    let err = shared::migrate::run(&t.owner_db())
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("telephony_route"), "{message}");
+    assert!(
+        message.contains("ALTER SCHEMA public OWNER TO"),
+        "{message}"
+    );
+    admin
+        .batch_execute("REVOKE CREATE ON SCHEMA public FROM telephony_route")
+        .await
+        .unwrap();
+    shared::migrate::run(&t.owner_db())
+        .await
+        .expect("migrates once the privilege is gone");
+}
