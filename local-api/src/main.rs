@@ -32,11 +32,15 @@ curl -s -X PATCH http://{api}/api/managed-telephony/numbers/%2B14155550150 -H "A
   -d '{{"assistantId":"0d3e0000-0000-4000-8000-0000000000ab"}}'
 curl -s -X DELETE http://{api}/api/managed-telephony/numbers/%2B14155550150 -H "Authorization: Bearer $TOKEN"
 
-# make the next 3 Twilio calls fail with a 500 (modes: 500, 429, timeout, lost, none), or
-# only the next Vapi import; let another buyer take a number:
+# make the next 3 Twilio calls fail with a 500 (modes: 500, 429, timeout, lost, late,
+# refuse, lag, none), or only the next Vapi import; have the next import act but answer
+# 10 s late; let another buyer take a number; run reconcile now (it also runs every
+# LOCAL_RECONCILE_SECS, default 30):
 curl -s -X POST http://{standins}/__control/fail -H 'Content-Type: application/json' -d '{{"provider":"twilio","mode":"500","times":3}}'
 curl -s -X POST http://{standins}/__control/fail -H 'Content-Type: application/json' -d '{{"endpoint":"import","mode":"500","times":1}}'
+curl -s -X POST http://{standins}/__control/fail -H 'Content-Type: application/json' -d '{{"endpoint":"import","mode":"late","delayMs":10000,"times":1}}'
 curl -s -X POST http://{standins}/__control/take -H 'Content-Type: application/json' -d '{{"phoneNumber":"+14155550151"}}'
+curl -s -X POST http://{standins}/__control/reconcile
 "#
     )
 }
