@@ -287,22 +287,41 @@ async fn set_up_login_on(
         ));
     }
     let tx = client.transaction().await.map_err(DbError::from)?;
+    // Memberships other than the groups and `rds_iam` are refused, except one: the
+    // alternating-users pair of AWS's multi-user rotation, whose clone is made a
+    // member of the original login (`GRANT <user> TO <user>_clone`). That pair login
+    // is accepted only if it is itself a plain login of this same group, a member of
+    // nothing else, so the membership grants nothing the group does not.
     let existing = tx
         .query_opt(
             "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication
                     OR rolname = current_user
-                    OR EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                                WHERE m.member = r.oid
-                                  AND g.rolname NOT IN ('telephony_route', 'telephony_read', 'rds_iam'))
+                    OR EXISTS (
+                        SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                         WHERE m.member = r.oid
+                           AND g.rolname NOT IN ('telephony_route', 'telephony_read', 'rds_iam')
+                           AND NOT (g.rolcanlogin AND NOT (g.rolsuper OR g.rolcreaterole OR g.rolcreatedb
+                                                            OR g.rolbypassrls OR g.rolreplication)
+                                    AND g.rolname <> current_user
+                                    AND EXISTS (SELECT 1 FROM pg_auth_members gm JOIN pg_roles gg ON gg.oid = gm.roleid
+                                                 WHERE gm.member = g.oid AND gg.rolname = $2)
+                                    AND NOT EXISTS (SELECT 1 FROM pg_auth_members gm JOIN pg_roles gg ON gg.oid = gm.roleid
+                                                     WHERE gm.member = g.oid
+                                                       AND gg.rolname NOT IN ($2, 'rds_iam'))))
+                    OR (SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                         WHERE m.member = r.oid
+                           AND g.rolname NOT IN ('telephony_route', 'telephony_read', 'rds_iam')) > 1
                FROM pg_roles r WHERE rolname = $1",
-            &[user],
+            &[user, &login.grant.role()],
         )
         .await
         .map_err(DbError::from)?;
     if existing.as_ref().is_some_and(|r| r.get::<_, bool>(0)) {
         return Err(refuse(
             "it is a superuser, the schema's owner, has CREATEROLE/CREATEDB/BYPASSRLS/REPLICATION \
-             or is a member of another role; give the functions a login of their own",
+             or is a member of another role (other than its own group, rds_iam, or its \
+             rotation pair: a plain login of the same group); give the functions a login of \
+             their own",
         ));
     }
     let other = match login.grant {

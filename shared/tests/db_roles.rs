@@ -310,3 +310,58 @@ async fn migrate_fails_while_a_function_role_may_create_in_schema_public() {
         .await
         .expect("migrates once the privilege is gone");
 }
+
+/// Issue 24, staging finding 1: AWS's multi-user rotation makes the clone a member of
+/// the original login (`GRANT <user> TO <user>_clone`); migrate accepts that pair when
+/// the original is a plain login of the same group, and still refuses any other.
+#[tokio::test]
+async fn the_alternating_users_rotation_pair_is_accepted_and_nothing_else() {
+    let t = TestDb::new().await;
+    let db = t.owner_db();
+    let admin = t.client().await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (user, clone) = (format!("rot_{id}"), format!("rot_{id}_clone"));
+    let login = |name: &str, grant| Login {
+        user: name.to_owned(),
+        grant,
+        auth: LoginAuth::Password("pw-one".to_owned().into()),
+    };
+    shared::migrate::set_up_login(&db, &login(&user, Grant::Route))
+        .await
+        .expect("the original login");
+    // What the rotation function does when it first rotates.
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {clone} LOGIN PASSWORD 'pw-two'; GRANT {user} TO {clone}"
+        ))
+        .await
+        .unwrap();
+    shared::migrate::set_up_login(&db, &login(&clone, Grant::Route))
+        .await
+        .expect("the clone, a member of its pair");
+    // Not as the other group's login: its pair is a route login.
+    let err = shared::migrate::set_up_login(&db, &login(&clone, Grant::Read))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("member of another role")
+            || err.to_string().contains("must differ"),
+        "{err}"
+    );
+    // A pair that is a member of something else is no plain login: refused.
+    let (odd, odd_clone) = (format!("odd_{id}"), format!("odd_{id}_clone"));
+    shared::migrate::set_up_login(&db, &login(&odd, Grant::Route))
+        .await
+        .expect("another login");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE extra_{id}; GRANT extra_{id} TO {odd};
+             CREATE ROLE {odd_clone} LOGIN; GRANT {odd} TO {odd_clone}"
+        ))
+        .await
+        .unwrap();
+    let err = shared::migrate::set_up_login(&db, &login(&odd_clone, Grant::Route))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("member of another role"), "{err}");
+}
