@@ -175,21 +175,22 @@ impl ProviderUrls {
 /// Deliberately not `aws_config::load_defaults`: its chains (profile files, SSO, STS
 /// web identity, IMDS, ECS) never apply on Lambda, cost cold-start work (profile
 /// reads, an IMDS probe without a region) and link SSO/STS clients and `ring` into
-/// every binary. Timeouts and retries are the SDK's standard ones (3 attempts, a
-/// 3.1 s connect timeout).
+/// every binary. Retries are the SDK's standard mode with 3 attempts unless
+/// `AWS_RETRY_MODE` (`standard` or `adaptive`) and `AWS_MAX_ATTEMPTS` (at least 1)
+/// say otherwise, as the SDK's own loader reads them; a bad value fails the cold
+/// start. The connect timeout is 3.1 s.
 ///
-/// Not read, because nothing here sets them (they would be silently ignored, so
-/// they are listed): the per-service `AWS_ENDPOINT_URL_<SERVICE>` and
-/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, `AWS_MAX_ATTEMPTS` / `AWS_RETRY_MODE`,
-/// `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`, and the container
-/// credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, which Lambda SnapStart uses):
-/// a function moved to SnapStart or a FIPS region needs them added here.
+/// Not read (they would be silently ignored, so they are listed here and in the
+/// README): the per-service `AWS_ENDPOINT_URL_<SERVICE>` and
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, `AWS_USE_FIPS_ENDPOINT` /
+/// `AWS_USE_DUALSTACK_ENDPOINT`, and the container credentials
+/// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, which Lambda SnapStart uses): a function
+/// moved to SnapStart or a FIPS region needs them added here.
 ///
 /// Region and endpoint come from `env`; the credentials from the process environment,
 /// read by the SDK's environment provider.
 pub fn aws_sdk_config(env: &Env) -> Result<aws_config::SdkConfig, ConfigError> {
     use aws_config::environment::EnvironmentVariableCredentialsProvider;
-    use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
     use aws_credential_types::provider::SharedCredentialsProvider;
 
@@ -205,7 +206,7 @@ pub fn aws_sdk_config(env: &Env) -> Result<aws_config::SdkConfig, ConfigError> {
             EnvironmentVariableCredentialsProvider::new(),
         ))
         .http_client(http.shared())
-        .retry_config(RetryConfig::standard())
+        .retry_config(retry_config(env)?)
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(AWS_CONNECT_TIMEOUT)
@@ -219,9 +220,63 @@ pub fn aws_sdk_config(env: &Env) -> Result<aws_config::SdkConfig, ConfigError> {
     Ok(b.build())
 }
 
+/// `AWS_RETRY_MODE` and `AWS_MAX_ATTEMPTS`, as the SDK's own loader reads them.
+fn retry_config(env: &Env) -> Result<aws_config::retry::RetryConfig, ConfigError> {
+    use aws_config::retry::RetryConfig;
+    let config = match env.get("AWS_RETRY_MODE") {
+        None | Some("standard") => RetryConfig::standard(),
+        Some("adaptive") => RetryConfig::adaptive(),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "AWS_RETRY_MODE",
+                format!("{other:?} is not standard or adaptive (legacy is not supported)"),
+            ));
+        }
+    };
+    match env.get("AWS_MAX_ATTEMPTS") {
+        None => Ok(config),
+        Some(_) => {
+            let n: u32 = env.parse_or("AWS_MAX_ATTEMPTS", 3)?;
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    "AWS_MAX_ATTEMPTS",
+                    "must be at least 1",
+                ));
+            }
+            Ok(config.with_max_attempts(n))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sdk_retry_settings_are_read_as_the_sdk_reads_them() {
+        let sdk = |pairs: &[(&str, &str)]| aws_sdk_config(&Env::from_pairs(pairs.iter().copied()));
+        let retry = |pairs: &[(&str, &str)]| {
+            sdk(pairs)
+                .expect("config")
+                .retry_config()
+                .cloned()
+                .expect("a retry config")
+        };
+        let default = retry(&[]);
+        assert_eq!(default.max_attempts(), 3);
+        assert_eq!(default.mode(), aws_config::retry::RetryMode::Standard);
+        let set = retry(&[("AWS_RETRY_MODE", "adaptive"), ("AWS_MAX_ATTEMPTS", "5")]);
+        assert_eq!(set.max_attempts(), 5);
+        assert_eq!(set.mode(), aws_config::retry::RetryMode::Adaptive);
+        for bad in [
+            ("AWS_RETRY_MODE", "legacy"),
+            ("AWS_MAX_ATTEMPTS", "0"),
+            ("AWS_MAX_ATTEMPTS", "many"),
+        ] {
+            let err = sdk(&[bad]).expect_err("refused");
+            assert!(err.to_string().contains(bad.0), "{err}");
+        }
+    }
 
     #[test]
     fn identity_defaults() {
