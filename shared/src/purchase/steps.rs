@@ -7,7 +7,7 @@ use super::{Progress, PurchaseError, Purchaser, subaccount_name};
 use crate::credential::{SaveError, TwilioCredential};
 use crate::db::DbError;
 use crate::identity::Caller;
-use crate::ids::{AssistantId, CredentialSource, NumberName, PhoneNumberSid};
+use crate::ids::{AccountSid, AssistantId, CredentialSource, E164, NumberName, PhoneNumberSid};
 use crate::providers::ProviderError;
 use crate::steps::Deadline;
 use crate::twilio::Subaccount;
@@ -259,14 +259,8 @@ impl Purchaser<'_> {
         sub: &Subaccount,
         deadline: Deadline,
     ) -> Result<Result<String, Progress>, DbError> {
-        let since = claim.started_at - chrono::Duration::minutes(5);
-        let number = claim.number.clone();
-        let find = || {
-            deadline.run(
-                "vapi",
-                self.vapi.find_phone_number(&number, &sub.sid, since),
-            )
-        };
+        let (number, started_at) = (claim.number.clone(), claim.started_at);
+        let find = || self.find_import(&number, &sub.sid, started_at, deadline);
         if claim.import_attempted {
             match find().await {
                 Ok(Some(found)) => return Ok(self.adopt(claim, found, deadline).await),
@@ -349,14 +343,26 @@ impl Purchaser<'_> {
         let Some(sub) = &claim.subaccount else {
             return Ok(None);
         };
-        let since = claim.started_at - chrono::Duration::minutes(5);
-        Ok(deadline
-            .run(
-                "vapi",
-                self.vapi.find_phone_number(&claim.number, sub, since),
-            )
+        Ok(self
+            .find_import(&claim.number, sub, claim.started_at, deadline)
             .await?
             .map(|f| f.id))
+    }
+
+    /// The purchase's import at Vapi, if Vapi has one: by number and subaccount,
+    /// among those created since the purchase began (less five minutes of clock
+    /// skew: nothing of this purchase can exist from before).
+    async fn find_import(
+        &self,
+        number: &E164,
+        sub: &AccountSid,
+        started_at: chrono::DateTime<chrono::Utc>,
+        deadline: Deadline,
+    ) -> Result<Option<FoundNumber>, ProviderError> {
+        let since = started_at - chrono::Duration::minutes(5);
+        deadline
+            .run("vapi", self.vapi.find_phone_number(number, sub, since))
+            .await
     }
 
     /// At giving up, the last word on a purchase that was attempted but never
