@@ -153,15 +153,32 @@ meta=$(INVOKE_DATABASE_URL="$INVOKE_DATABASE_URL" INVOKE_STANDINS_URL="$STANDINS
 eval "$meta" # ARCH TIMEOUT MEMORY FUNCTION_NAME
 
 # --- the run
-read -r RIE_PORT RUNTIME_PORT < <(free_ports 2)
 log "$FUNCTION_NAME: $BOOTSTRAP ($ARCH$([ "$RUN_BOOTSTRAP" != "$BOOTSTRAP" ] && echo ' through qemu-aarch64-static'), ${MEMORY} MB, ${TIMEOUT} s) under $(basename "$RIE")"
-# The emulator and the function get exactly the environment above (nothing of this shell's).
-(cd "$(dirname "$BOOTSTRAP")" && exec python3 -c 'import json, os, sys
+# The emulator cannot pick its own ports, so free ones are probed here; another
+# process may take one before the emulator binds it (invoke-events runs several at
+# once), and then the emulator exits: try again on new ports, at most three times.
+for attempt in 1 2 3; do
+  read -r RIE_PORT RUNTIME_PORT < <(free_ports 2)
+  # The emulator and the function get exactly the environment above (nothing of this shell's).
+  (cd "$(dirname "$BOOTSTRAP")" && exec python3 -c 'import json, os, sys
 os.execve(sys.argv[2], sys.argv[2:], json.load(open(sys.argv[1])))' "$STATE_DIR/env.json" \
-  "$RIE" --runtime-interface-emulator-address "127.0.0.1:$RIE_PORT" \
-  --runtime-api-address "127.0.0.1:$RUNTIME_PORT" "$RUN_BOOTSTRAP") >"$STATE_DIR/function.log" 2>&1 &
-RIE_PID=$!
-wait_for_port "$RIE_PORT" 30 "the Runtime Interface Emulator" || { cat "$STATE_DIR/function.log" >&2; exit 1; }
+    "$RIE" --runtime-interface-emulator-address "127.0.0.1:$RIE_PORT" \
+    --runtime-api-address "127.0.0.1:$RUNTIME_PORT" "$RUN_BOOTSTRAP") >"$STATE_DIR/function.log" 2>&1 &
+  RIE_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$RIE_PID" 2>/dev/null || break
+    (exec 3<>"/dev/tcp/127.0.0.1/$RIE_PORT") 2>/dev/null && break 2
+    sleep 0.1
+  done
+  if kill -0 "$RIE_PID" 2>/dev/null; then
+    log "the Runtime Interface Emulator did not listen on port $RIE_PORT within 30s"
+    cat "$STATE_DIR/function.log" >&2
+    exit 1
+  fi
+  log "the Runtime Interface Emulator exited before listening (attempt $attempt):"
+  cat "$STATE_DIR/function.log" >&2
+  [ "$attempt" -lt 3 ] || exit 1
+done
 
 log "POST $EVENT"
 code=$(curl -sS -o "$STATE_DIR/response.json" -w '%{http_code}' --max-time $((TIMEOUT + 60)) \

@@ -121,8 +121,10 @@ start_local_api() {
   local started=$SECONDS field
   LOCAL_API_READY="$STATE_DIR/local-api.ready"
   rm -f "$LOCAL_API_READY"
-  read -r API_PORT STANDINS_PORT WEB_PORT < <(free_ports 3)
-  PORT=$API_PORT STANDINS_PORT=$STANDINS_PORT WEB_PORT=$WEB_PORT READY_FILE="$LOCAL_API_READY" \
+  # Port 0: the local API binds free ports itself and writes them to its ready file.
+  # (Picking free ports here and passing them on races with every other process
+  # doing the same between our probe and its bind: invoke-events runs four at once.)
+  PORT=0 STANDINS_PORT=0 WEB_PORT=0 READY_FILE="$LOCAL_API_READY" \
     setsid bash "$ROOT/scripts/run-local.sh" </dev/null >"$log_file" 2>&1 &
   LOCAL_API_PID=$!
   until [ -s "$LOCAL_API_READY" ]; do
@@ -135,6 +137,7 @@ start_local_api() {
   done
   field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$LOCAL_API_READY" "$1"; }
   API_URL=$(field api) WEB_URL=$(field web) STANDINS_URL=$(field standins) API_TOKEN=$(field token)
+  API_PORT=${API_URL##*:} WEB_PORT=${WEB_URL##*:} STANDINS_PORT=${STANDINS_URL##*:}
   log "local API ready after $((SECONDS - started))s on $API_URL (page $WEB_URL)"
 }
 
