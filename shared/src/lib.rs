@@ -3,6 +3,7 @@
 //! Routes live in `functions/<name>`; they stay thin over this crate.
 
 pub mod audit;
+pub mod carrier_audit;
 pub mod clients;
 pub mod config;
 pub mod db;

@@ -18,6 +18,9 @@ pub struct CallPolicy {
     pub retries: usize,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// The longest `Retry-After` a retry waits for; a provider asking for longer
+    /// ends the call's retries.
+    pub max_retry_after: Duration,
 }
 
 impl Default for CallPolicy {
@@ -28,13 +31,14 @@ impl Default for CallPolicy {
             retries: 2,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(5),
         }
     }
 }
 
 impl CallPolicy {
     /// `PROVIDER_TIMEOUT_MS`, `PROVIDER_RETRIES`, `PROVIDER_MIN_BACKOFF_MS`,
-    /// `PROVIDER_MAX_BACKOFF_MS`; defaults above.
+    /// `PROVIDER_MAX_BACKOFF_MS`, `PROVIDER_MAX_RETRY_AFTER_MS`; defaults above.
     pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
         let d = Self::default();
         let ms = |name, default: Duration| {
@@ -46,6 +50,7 @@ impl CallPolicy {
             retries: env.parse_or("PROVIDER_RETRIES", d.retries)?,
             min_backoff: ms("PROVIDER_MIN_BACKOFF_MS", d.min_backoff)?,
             max_backoff: ms("PROVIDER_MAX_BACKOFF_MS", d.max_backoff)?,
+            max_retry_after: ms("PROVIDER_MAX_RETRY_AFTER_MS", d.max_retry_after)?,
         })
     }
 
@@ -303,40 +308,89 @@ pub async fn call_once(
     request: RequestBuilder,
     policy: &CallPolicy,
 ) -> Result<Answer, ProviderError> {
+    attempt(provider, method, path, request, policy)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// A failed attempt, with the provider's `Retry-After` (429 and 503 answers).
+struct Failed {
+    error: ProviderError,
+    retry_after: Option<Duration>,
+}
+
+async fn attempt(
+    provider: &'static str,
+    method: Method,
+    path: &'static str,
+    request: RequestBuilder,
+    policy: &CallPolicy,
+) -> Result<Answer, Failed> {
     let started = Instant::now();
     let result = async {
         let resp = request.send().await?;
         let status = resp.status();
+        let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await?;
-        Ok::<_, reqwest::Error>((status, body))
+        Ok::<_, reqwest::Error>((status, retry_after, body))
     };
     let outcome = tokio::time::timeout(policy.attempt_timeout, result).await;
     let duration_ms = started.elapsed().as_millis() as u64;
+    let fail = |error| Failed {
+        error,
+        retry_after: None,
+    };
     let answer = match outcome {
-        Err(_) => Err(ProviderError::Timeout { provider }),
-        Ok(Err(e)) if e.is_timeout() => Err(ProviderError::Timeout { provider }),
-        Ok(Err(_)) => Err(ProviderError::Unreachable { provider }),
-        Ok(Ok((status, body))) if status.is_success() => Ok(Answer { status, body }),
-        Ok(Ok((status, body))) => Err(error_from(provider, status, &body)),
+        Err(_) => Err(fail(ProviderError::Timeout { provider })),
+        Ok(Err(e)) if e.is_timeout() => Err(fail(ProviderError::Timeout { provider })),
+        Ok(Err(_)) => Err(fail(ProviderError::Unreachable { provider })),
+        Ok(Ok((status, _, body))) if status.is_success() => Ok(Answer { status, body }),
+        Ok(Ok((status, retry_after, body))) => Err(Failed {
+            error: error_from(provider, status, &body),
+            retry_after: retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)),
+        }),
     };
     let status = match &answer {
         Ok(a) => Some(a.status.as_u16()),
-        Err(e) => e.status(),
+        Err(f) => f.error.status(),
     };
     tracing::info!(
         provider,
         method = %method,
         path,
         status,
-        error = answer.as_ref().err().map(ProviderError::stable_code),
+        error = answer.as_ref().err().map(|f| f.error.stable_code()),
+        retry_after_ms = answer
+            .as_ref()
+            .err()
+            .and_then(|f| f.retry_after)
+            .map(|d| d.as_millis() as u64),
         duration_ms,
         "provider call"
     );
     answer
 }
 
+/// `Retry-After` in seconds (Twilio, Vapi) or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.to_utc() - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
 /// [`call_once`] with backoff for retryable failures. Only for idempotent calls
-/// (GET, PATCH, DELETE); `build` makes a fresh request per attempt.
+/// (GET, PATCH, DELETE); `build` makes a fresh request per attempt. A 429 or 503
+/// that says `Retry-After` waits that long instead (at most
+/// [`CallPolicy::max_retry_after`]; a longer wait ends the retries: the caller's
+/// backoff or the next run takes over).
 pub async fn call_idempotent<F>(
     provider: &'static str,
     method: Method,
@@ -347,11 +401,18 @@ pub async fn call_idempotent<F>(
 where
     F: Fn() -> RequestBuilder,
 {
-    (|| call_once(provider, method.clone(), path, build(), policy))
+    (|| attempt(provider, method.clone(), path, build(), policy))
         .retry(policy.backoff())
         .sleep(tokio::time::sleep)
-        .when(ProviderError::is_retryable)
+        .when(|f: &Failed| f.error.is_retryable())
+        .adjust(|f: &Failed, backoff| match (f.retry_after, backoff) {
+            (_, None) => None,
+            (Some(wait), Some(_)) if wait > policy.max_retry_after => None,
+            (Some(wait), Some(backoff)) => Some(wait.max(backoff)),
+            (None, backoff) => backoff,
+        })
         .await
+        .map_err(|f| f.error)
 }
 
 #[cfg(test)]

@@ -90,6 +90,26 @@ pub struct FoundNumber {
     pub name: Option<String>,
 }
 
+/// A Vapi phone number as its list shows it, for the carrier audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VapiNumber {
+    pub id: String,
+    pub number: String,
+    /// The Twilio account it was imported with.
+    pub twilio_account_sid: Option<String>,
+    pub assistant_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Vapi's phone-number list as the audit read it.
+#[derive(Debug, Clone, Default)]
+pub struct PhoneNumberList {
+    pub numbers: Vec<VapiNumber>,
+    pub pages: usize,
+    /// Read to its end (else it stopped at its time bound).
+    pub complete: bool,
+}
+
 /// What `POST /phone-number` imports: a number bought on a subaccount.
 pub struct NumberImport<'a> {
     pub number: &'a E164,
@@ -320,17 +340,103 @@ impl VapiClient {
 
     /// Walk `GET {path}` (Vapi's lists take `limit` and `createdAt*` bounds, no
     /// other filter) newest first, from now (or from `before`) back to `since`, for
-    /// the first item `wanted` accepts. Pages are bounded by `createdAtLe` of the
-    /// oldest item seen (items on the boundary are seen twice and skipped by id).
-    /// A walk that needs more than [`LIST_PAGES`] pages stops and says where
-    /// ([`Walk::Unfinished`]), never "not found": a wrong "not found" would create
-    /// a duplicate.
+    /// the first item `wanted` accepts. A walk that needs more than [`LIST_PAGES`]
+    /// pages stops and says where ([`Walk::Unfinished`]), never "not found": a wrong
+    /// "not found" would create a duplicate.
     async fn find_listed(
         &self,
         path: &'static str,
         bounds: &WalkBounds,
         wanted: impl Fn(&Listed) -> bool,
     ) -> Result<Walk<Listed>, ProviderError> {
+        let mut found = None;
+        let (walk, _) = self
+            .walk_list(path, bounds, LIST_PAGES, |item| {
+                if wanted(&item) {
+                    found = Some(item);
+                    return false;
+                }
+                true
+            })
+            .await?;
+        Ok(match (found, walk) {
+            (Some(item), _) => Walk::Found(item),
+            (None, Walk::Unfinished { before }) => Walk::Unfinished { before },
+            (None, _) => Walk::NotFound,
+        })
+    }
+
+    /// Every phone number Vapi has, newest first, for the carrier audit: the walk of
+    /// [`VapiClient::find_listed`] without a page bound, stopping only at `stop_by`
+    /// (then `complete` is false: an incomplete list proves nothing missing).
+    pub async fn all_phone_numbers(
+        &self,
+        stop_by: Option<tokio::time::Instant>,
+    ) -> Result<PhoneNumberList, ProviderError> {
+        let bounds = WalkBounds {
+            since: DateTime::UNIX_EPOCH,
+            before: None,
+            stop_by,
+        };
+        let mut numbers = Vec::new();
+        let (walk, pages) = self
+            .walk_list("/phone-number", &bounds, usize::MAX, |item| {
+                if let Some(number) = item.number {
+                    numbers.push(VapiNumber {
+                        id: item.id,
+                        number,
+                        twilio_account_sid: item.twilio_account_sid,
+                        assistant_id: item.assistant_id,
+                        created_at: item
+                            .created_at
+                            .as_deref()
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.to_utc()),
+                    });
+                }
+                true
+            })
+            .await?;
+        Ok(PhoneNumberList {
+            numbers,
+            pages,
+            complete: !matches!(walk, Walk::Unfinished { .. }),
+        })
+    }
+
+    /// `GET /phone-number/{id}`: whether Vapi still has it (`false` only on Vapi's
+    /// own JSON 404).
+    pub async fn phone_number_exists(&self, id: &str) -> Result<bool, ProviderError> {
+        let path = format!("/phone-number/{}", urlencode(id));
+        let answer = self
+            .with_fresh_key(|| {
+                call_idempotent(
+                    PROVIDER,
+                    Method::GET,
+                    "/phone-number/{id}",
+                    || self.request(Method::GET, &path),
+                    &self.policy,
+                )
+            })
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_gone() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The walk itself: pages of `GET {path}` bounded by `createdAtLe` of the oldest
+    /// item seen (items on the boundary are seen twice and skipped by id), each new
+    /// item given to `visit` until it answers `false` ([`Walk::Found`] with nothing:
+    /// the caller kept what it wanted). [`Walk::NotFound`]: it reached `since`.
+    async fn walk_list(
+        &self,
+        path: &'static str,
+        bounds: &WalkBounds,
+        max_pages: usize,
+        mut visit: impl FnMut(Listed) -> bool,
+    ) -> Result<(Walk<()>, usize), ProviderError> {
         let since = bounds
             .since
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -338,7 +444,8 @@ impl VapiClient {
         let mut seen = std::collections::HashSet::new();
         let mut until: Option<String> =
             before.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-        for page_no in 0..LIST_PAGES {
+        let mut page_no = 0;
+        while page_no < max_pages {
             // Not enough time left for a page (one attempt): stop where it is.
             let out_of_time = bounds
                 .stop_by
@@ -346,6 +453,7 @@ impl VapiClient {
             if page_no > 0 && out_of_time {
                 break;
             }
+            page_no += 1;
             let mut query = vec![
                 ("limit", LIST_PAGE.to_string()),
                 ("createdAtGe", since.clone()),
@@ -371,28 +479,32 @@ impl VapiClient {
             for item in page {
                 if seen.insert(item.id.clone()) {
                     fresh += 1;
-                    if wanted(&item) {
-                        return Ok(Walk::Found(item));
+                    if !visit(item) {
+                        return Ok((Walk::Found(()), page_no));
                     }
                 }
             }
             match oldest {
                 Some(at) if full && fresh > 0 => until = Some(at),
-                _ if !full => return Ok(Walk::NotFound),
+                _ if !full => return Ok((Walk::NotFound, page_no)),
                 // A full page of items already seen (or without dates): cannot go on.
                 _ => break,
             }
         }
         tracing::warn!(
             path,
-            "lookup did not finish within {LIST_PAGES} pages or its time"
+            pages = page_no,
+            "walk did not finish within its pages or its time"
         );
         // Where it stopped: the next walk resumes there (items on the boundary are
         // seen again, which is harmless).
         match until.as_deref().map(DateTime::parse_from_rfc3339) {
-            Some(Ok(at)) if before.is_none_or(|b| at.to_utc() < b) => Ok(Walk::Unfinished {
-                before: at.to_utc(),
-            }),
+            Some(Ok(at)) if before.is_none_or(|b| at.to_utc() < b) => Ok((
+                Walk::Unfinished {
+                    before: at.to_utc(),
+                },
+                page_no,
+            )),
             _ => Err(ProviderError::UnexpectedBody {
                 provider: PROVIDER,
                 status: 200,

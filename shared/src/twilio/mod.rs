@@ -6,8 +6,10 @@
 //! `as_main`). What the platform provisions for an org (subaccounts, numbers, prices)
 //! is in `provisioning`.
 
+mod inventory;
 mod provisioning;
 
+pub use inventory::{HeldNumber, ListedAccount, MAX_PAGE_SIZE, NumberRead, Page};
 pub use provisioning::{
     AvailableNumber, AvailableSearch, Capabilities, CountryPrices, NumberPrice, Subaccount,
 };

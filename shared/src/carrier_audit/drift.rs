@@ -1,0 +1,419 @@
+//! What counts as drift between Twilio, Vapi and the database, for one subaccount:
+//! a pure comparison (no I/O), so every rule is tested on its own. What to do about
+//! each finding is in the [`Action`] it carries; the audit ([`super`]) confirms,
+//! repairs and records.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::twilio::{HeldNumber, ListedAccount};
+use crate::vapi::VapiNumber;
+
+/// A kind of drift, with its stable code (the `carrier_findings.kind` CHECK lists
+/// the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DriftKind {
+    /// Twilio holds (and bills) a number under an org's subaccount that no live
+    /// row has.
+    BilledUnknown,
+    /// A Vapi number imported with one of our subaccounts that no live row has.
+    VapiOrphan,
+    /// An active number whose confirmed assistant is not the one Vapi routes to.
+    AssistantMismatch,
+    /// An active number whose Vapi phone number is gone: calls go nowhere.
+    VapiMissing,
+    /// A number not released here that Twilio no longer holds.
+    CarrierMissing,
+    /// Twilio sends an active number's calls somewhere other than Vapi.
+    VoiceUrlMismatch,
+    /// A subaccount named after no org (or not the org's own), or an org's
+    /// subaccount Twilio says is closed or does not have.
+    SubaccountOrphan,
+}
+
+impl DriftKind {
+    pub const ALL: [DriftKind; 7] = [
+        Self::BilledUnknown,
+        Self::VapiOrphan,
+        Self::AssistantMismatch,
+        Self::VapiMissing,
+        Self::CarrierMissing,
+        Self::VoiceUrlMismatch,
+        Self::SubaccountOrphan,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::BilledUnknown => "billed_unknown",
+            Self::VapiOrphan => "vapi_orphan",
+            Self::AssistantMismatch => "assistant_mismatch",
+            Self::VapiMissing => "vapi_missing",
+            Self::CarrierMissing => "carrier_missing",
+            Self::VoiceUrlMismatch => "voice_url_mismatch",
+            Self::SubaccountOrphan => "subaccount_orphan",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// Findings of this kind are about a number Twilio bills while it does not
+    /// route as the database says: their price counts as money at risk.
+    pub fn bills(self) -> bool {
+        matches!(
+            self,
+            Self::BilledUnknown
+                | Self::VapiMissing
+                | Self::VoiceUrlMismatch
+                | Self::SubaccountOrphan
+        )
+    }
+}
+
+/// A live (not released) managed-number row, as the audit reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub phone_number: String,
+    pub status: String,
+    pub twilio_phone_sid: Option<String>,
+    pub subaccount_sid: Option<String>,
+    pub vapi_phone_id: Option<String>,
+    pub assistant_id: Option<String>,
+    pub assistant_pending: bool,
+    /// A request, reconcile or another flow holds it right now.
+    pub claimed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One subaccount and everything the three sources say about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub subaccount: &'a str,
+    /// The org its name (`org:<uuid>`) or the database ties it to.
+    pub org: Option<Uuid>,
+    /// Whether that org exists, and the subaccount the database records for it.
+    pub org_exists: bool,
+    pub org_recorded_subaccount: Option<&'a str>,
+    /// `None`: Twilio's list does not have it.
+    pub account: Option<&'a ListedAccount>,
+    /// Its numbers, when they were read (active or suspended accounts).
+    pub held: Option<&'a [HeldNumber]>,
+    /// Vapi numbers imported with this subaccount.
+    pub vapi: &'a [&'a VapiNumber],
+    /// Every Vapi number, by id.
+    pub vapi_by_id: &'a HashMap<&'a str, &'a VapiNumber>,
+    /// Whether Vapi's list was read to its end (else nothing is "missing" there).
+    pub vapi_complete: bool,
+    /// Live rows of the org, of this subaccount, and of these numbers and ids.
+    pub rows: &'a [LiveRow],
+}
+
+/// When the sources were read, and what is too fresh to be drift.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: DateTime<Utc>,
+    /// Longer than any claim: a purchase or import younger than this may still be
+    /// finishing.
+    pub grace: Duration,
+    /// When Vapi's list was read: a row changed since may differ from it rightly.
+    pub vapi_read_at: DateTime<Utc>,
+}
+
+impl Clock {
+    fn fresh(&self, at: Option<DateTime<Utc>>) -> bool {
+        at.is_some_and(|t| t > self.now - self.grace)
+    }
+}
+
+/// What the audit does about a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Record it; nothing is safe to repair.
+    Flag,
+    /// A number this service bought: record it `release_pending` so the release
+    /// protocol releases it (and deletes its Vapi import, if any).
+    RecordRelease {
+        org: Uuid,
+        number_sid: String,
+        operation_id: Uuid,
+        vapi_phone_id: Option<String>,
+    },
+    /// Delete it at Vapi (the release protocol's Vapi step).
+    DeleteAtVapi { id: String },
+    /// Record the database's assistant as a pending change, which reconcile sends.
+    ResendAssistant { row: Uuid, assistant: String },
+    /// Flag only once Vapi's own 404 confirms it.
+    ConfirmVapiMissing { id: String },
+    /// Flag only once Twilio's 20404 on a direct read, confirmed, says so.
+    ConfirmCarrierMissing { number_sid: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub kind: DriftKind,
+    pub org: Option<Uuid>,
+    pub subject: String,
+    pub phone_number: Option<String>,
+    pub detail: Value,
+    pub action: Action,
+}
+
+/// What one subaccount's comparison found, and what it left alone this time
+/// (claimed or fresh: an open finding about it stays open).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    pub candidates: Vec<Candidate>,
+    pub skipped: Vec<String>,
+}
+
+/// `purchase <uuid>`: the `FriendlyName` every purchase of this service writes.
+pub fn purchase_operation(friendly_name: Option<&str>) -> Option<Uuid> {
+    friendly_name?
+        .strip_prefix("purchase ")
+        .and_then(|id| Uuid::parse_str(id).ok())
+}
+
+fn same_assistant(a: Option<&str>, b: Option<&str>) -> bool {
+    a.map(str::to_ascii_lowercase) == b.map(str::to_ascii_lowercase)
+}
+
+/// Compare one subaccount. `voice_url` is what Vapi sets an imported number's
+/// voice URL to (a prefix match).
+pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison {
+    let mut out = Comparison::default();
+    subaccount_drift(scope, &mut out);
+    let claimed = |number: &str| {
+        scope
+            .rows
+            .iter()
+            .any(|r| r.phone_number == number && r.claimed)
+    };
+    let mut attached_imports: Vec<&str> = Vec::new();
+
+    // Twilio's numbers against the rows.
+    for t in scope.held.unwrap_or_default() {
+        if claimed(&t.phone_number) {
+            out.skipped.push(t.phone_number.clone());
+            continue;
+        }
+        let row = scope.rows.iter().find(|r| r.phone_number == t.phone_number);
+        match row {
+            None if clock.fresh(t.date_created) => out.skipped.push(t.phone_number.clone()),
+            None => {
+                let import = scope
+                    .vapi
+                    .iter()
+                    .find(|v| v.number == t.phone_number)
+                    .filter(|v| {
+                        !scope
+                            .rows
+                            .iter()
+                            .any(|r| r.vapi_phone_id.as_deref() == Some(&v.id))
+                    });
+                let operation = purchase_operation(t.friendly_name.as_deref());
+                let action = match (operation, scope.org, scope.org_exists) {
+                    (Some(operation_id), Some(org), true) => {
+                        if let Some(v) = import {
+                            attached_imports.push(&v.id);
+                        }
+                        Action::RecordRelease {
+                            org,
+                            number_sid: t.sid.clone(),
+                            operation_id,
+                            vapi_phone_id: import.map(|v| v.id.clone()),
+                        }
+                    }
+                    // Bought by hand (or under no org): never release what we did not buy.
+                    _ => Action::Flag,
+                };
+                out.candidates.push(Candidate {
+                    kind: DriftKind::BilledUnknown,
+                    org: scope.org,
+                    subject: t.phone_number.clone(),
+                    phone_number: Some(t.phone_number.clone()),
+                    detail: json!({
+                        "numberSid": t.sid,
+                        "friendlyName": t.friendly_name,
+                        "ours": operation.is_some(),
+                        "dateCreated": t.date_created,
+                    }),
+                    action,
+                });
+            }
+            Some(r) if r.status == "active" && r.vapi_phone_id.is_some() => {
+                let url = t.voice_url.as_deref().unwrap_or_default();
+                if !url.starts_with(voice_url) && !clock.fresh(Some(r.updated_at)) {
+                    out.candidates.push(Candidate {
+                        kind: DriftKind::VoiceUrlMismatch,
+                        org: Some(r.org_id),
+                        subject: t.phone_number.clone(),
+                        phone_number: Some(t.phone_number.clone()),
+                        detail: json!({ "numberSid": t.sid, "voiceUrl": url, "expected": voice_url }),
+                        action: Action::Flag,
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    for r in scope.rows {
+        if r.claimed || r.subaccount_sid.as_deref() != Some(scope.subaccount) {
+            if r.claimed {
+                out.skipped.push(r.phone_number.clone());
+            }
+            continue;
+        }
+        carrier_drift(scope, clock, r, &mut out);
+        vapi_drift(scope, clock, r, &mut out);
+    }
+
+    // Vapi's numbers of this subaccount that no row has.
+    for v in scope.vapi {
+        let held_by_row = scope.rows.iter().any(|r| {
+            r.vapi_phone_id.as_deref() == Some(&v.id)
+                // A purchase that has not recorded its import may adopt this one.
+                || (r.phone_number == v.number && r.vapi_phone_id.is_none())
+        });
+        if held_by_row || attached_imports.contains(&v.id.as_str()) {
+            continue;
+        }
+        if claimed(&v.number) || clock.fresh(v.created_at) || v.created_at.is_none() {
+            out.skipped.push(v.id.clone());
+            continue;
+        }
+        out.candidates.push(Candidate {
+            kind: DriftKind::VapiOrphan,
+            org: scope.org,
+            subject: v.id.clone(),
+            phone_number: v
+                .number
+                .parse::<crate::ids::E164>()
+                .ok()
+                .map(|n| n.as_str().to_owned()),
+            detail: json!({ "number": v.number, "assistantId": v.assistant_id }),
+            action: Action::DeleteAtVapi { id: v.id.clone() },
+        });
+    }
+    out
+}
+
+fn subaccount_drift(scope: &Scope<'_>, out: &mut Comparison) {
+    let status = scope.account.map(|a| a.status.as_str());
+    let reason = match (scope.org_exists, status) {
+        (false, Some(s)) if s != "closed" => Some("no org has this subaccount's id"),
+        (true, Some(s))
+            if s != "closed" && scope.org_recorded_subaccount != Some(scope.subaccount) =>
+        {
+            Some("named after an org that records another subaccount")
+        }
+        (true, None) if scope.org_recorded_subaccount == Some(scope.subaccount) => {
+            Some("the org's subaccount is missing at Twilio")
+        }
+        (true, Some("closed")) if scope.org_recorded_subaccount == Some(scope.subaccount) => {
+            Some("the org's subaccount is closed at Twilio")
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        out.candidates.push(Candidate {
+            kind: DriftKind::SubaccountOrphan,
+            org: scope.org.filter(|_| scope.org_exists),
+            subject: scope.subaccount.to_owned(),
+            phone_number: None,
+            detail: json!({
+                "reason": reason,
+                "status": status,
+                "friendlyName": scope.account.and_then(|a| a.friendly_name.clone()),
+                "numbers": scope.held.map(<[HeldNumber]>::len),
+            }),
+            action: Action::Flag,
+        });
+    }
+}
+
+/// A row Twilio no longer lists (or whose subaccount it closed or lost).
+fn carrier_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparison) {
+    if !matches!(r.status.as_str(), "active" | "needs_attention") || clock.fresh(Some(r.created_at))
+    {
+        return;
+    }
+    let Some(number_sid) = &r.twilio_phone_sid else {
+        return;
+    };
+    let listed = match scope.held {
+        Some(held) => held
+            .iter()
+            .any(|t| &t.sid == number_sid || t.phone_number == r.phone_number),
+        // Closed or missing: Twilio's list was not read; a direct read decides.
+        None => scope.account.is_some_and(|a| a.status == "suspended"),
+    };
+    if !listed {
+        out.candidates.push(Candidate {
+            kind: DriftKind::CarrierMissing,
+            org: Some(r.org_id),
+            subject: r.phone_number.clone(),
+            phone_number: Some(r.phone_number.clone()),
+            detail: json!({ "numberSid": number_sid, "status": r.status }),
+            action: Action::ConfirmCarrierMissing {
+                number_sid: number_sid.clone(),
+            },
+        });
+    }
+}
+
+/// An active row's Vapi number: gone, or routing to another assistant.
+fn vapi_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparison) {
+    let Some(id) = &r.vapi_phone_id else { return };
+    // Changed since Vapi's list was read (or too recently): the list may be behind.
+    if r.status != "active" || r.updated_at >= clock.vapi_read_at || clock.fresh(Some(r.updated_at))
+    {
+        return;
+    }
+    match scope.vapi_by_id.get(id.as_str()) {
+        Some(v)
+            if !r.assistant_pending
+                && !same_assistant(v.assistant_id.as_deref(), r.assistant_id.as_deref()) =>
+        {
+            out.candidates.push(Candidate {
+                kind: DriftKind::AssistantMismatch,
+                org: Some(r.org_id),
+                subject: r.phone_number.clone(),
+                phone_number: Some(r.phone_number.clone()),
+                detail: json!({
+                    "vapiPhoneId": id,
+                    "assistantId": r.assistant_id,
+                    "vapiAssistantId": v.assistant_id,
+                }),
+                action: match &r.assistant_id {
+                    Some(a) => Action::ResendAssistant {
+                        row: r.id,
+                        assistant: a.clone(),
+                    },
+                    // Nothing to send: Vapi's PATCH takes an assistant.
+                    None => Action::Flag,
+                },
+            });
+        }
+        Some(_) => {}
+        None if scope.vapi_complete => out.candidates.push(Candidate {
+            kind: DriftKind::VapiMissing,
+            org: Some(r.org_id),
+            subject: r.phone_number.clone(),
+            phone_number: Some(r.phone_number.clone()),
+            detail: json!({ "vapiPhoneId": id }),
+            action: Action::ConfirmVapiMissing { id: id.clone() },
+        }),
+        None => out.skipped.push(r.phone_number.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

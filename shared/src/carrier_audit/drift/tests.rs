@@ -1,0 +1,297 @@
+use super::*;
+
+const SUB: &str = "AC0000000000000000000000000000aa01";
+const PN: &str = "PN0000000000000000000000000000aa01";
+const ASSISTANT: &str = "0e5d1c2b-0000-4000-8000-000000000001";
+const OTHER_ASSISTANT: &str = "0e5d1c2b-0000-4000-8000-000000000002";
+
+fn at(hours_ago: i64) -> DateTime<Utc> {
+    now() - Duration::hours(hours_ago)
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z")
+        .expect("time")
+        .to_utc()
+}
+
+fn clock() -> Clock {
+    Clock {
+        now: now(),
+        grace: Duration::hours(1),
+        vapi_read_at: now() - Duration::minutes(5),
+    }
+}
+
+fn account(status: &str) -> ListedAccount {
+    ListedAccount {
+        sid: SUB.into(),
+        friendly_name: Some(format!("org:{}", org())),
+        status: status.into(),
+    }
+}
+
+fn org() -> Uuid {
+    Uuid::from_u128(0x1111)
+}
+
+fn held(number: &str, sid: &str, friendly: &str, voice_url: &str, hours_ago: i64) -> HeldNumber {
+    HeldNumber {
+        sid: sid.into(),
+        phone_number: number.into(),
+        friendly_name: Some(friendly.into()),
+        voice_url: Some(voice_url.into()),
+        date_created: Some(at(hours_ago)),
+    }
+}
+
+fn row(number: &str, vapi: Option<&str>) -> LiveRow {
+    LiveRow {
+        id: Uuid::from_u128(0x2222),
+        org_id: org(),
+        phone_number: number.into(),
+        status: "active".into(),
+        twilio_phone_sid: Some(PN.into()),
+        subaccount_sid: Some(SUB.into()),
+        vapi_phone_id: vapi.map(str::to_owned),
+        assistant_id: Some(ASSISTANT.into()),
+        assistant_pending: false,
+        claimed: false,
+        created_at: at(48),
+        updated_at: at(48),
+    }
+}
+
+fn vapi(id: &str, number: &str, assistant: Option<&str>, hours_ago: i64) -> VapiNumber {
+    VapiNumber {
+        id: id.into(),
+        number: number.into(),
+        twilio_account_sid: Some(SUB.into()),
+        assistant_id: assistant.map(str::to_owned),
+        created_at: Some(at(hours_ago)),
+    }
+}
+
+const URL: &str = "https://api.vapi.ai/twilio/inbound_call";
+
+/// Compare with these sources (the org exists and records SUB).
+fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison {
+    let acc = account("active");
+    let refs: Vec<&VapiNumber> = vapi.iter().collect();
+    let by_id: HashMap<&str, &VapiNumber> = vapi.iter().map(|v| (v.id.as_str(), v)).collect();
+    let scope = Scope {
+        subaccount: SUB,
+        org: Some(org()),
+        org_exists: true,
+        org_recorded_subaccount: Some(SUB),
+        account: Some(&acc),
+        held: Some(held),
+        vapi: &refs,
+        vapi_by_id: &by_id,
+        vapi_complete: true,
+        rows,
+    };
+    compare(&scope, &clock(), URL)
+}
+
+fn kinds(c: &Comparison) -> Vec<DriftKind> {
+    c.candidates.iter().map(|c| c.kind).collect()
+}
+
+#[test]
+fn agreeing_sources_find_nothing() {
+    let c = run(
+        &[held("+14155550100", PN, "purchase x", URL, 48)],
+        &[vapi("v1", "+14155550100", Some(ASSISTANT), 48)],
+        &[row("+14155550100", Some("v1"))],
+    );
+    assert_eq!(c, Comparison::default());
+}
+
+#[test]
+fn a_number_of_ours_without_a_row_is_recorded_for_release_with_its_import() {
+    let op = Uuid::from_u128(0x3333);
+    let c = run(
+        &[held("+14155550100", PN, &format!("purchase {op}"), URL, 48)],
+        &[vapi("v1", "+14155550100", None, 48)],
+        &[],
+    );
+    assert_eq!(kinds(&c), [DriftKind::BilledUnknown]);
+    assert_eq!(
+        c.candidates[0].action,
+        Action::RecordRelease {
+            org: org(),
+            number_sid: PN.into(),
+            operation_id: op,
+            vapi_phone_id: Some("v1".into()),
+        }
+    );
+}
+
+#[test]
+fn a_number_bought_by_hand_is_flagged_only_and_its_import_is_an_orphan() {
+    let c = run(
+        &[held("+14155550100", PN, "(415) 555-0100", URL, 48)],
+        &[vapi("v1", "+14155550100", None, 48)],
+        &[],
+    );
+    assert_eq!(kinds(&c), [DriftKind::BilledUnknown, DriftKind::VapiOrphan]);
+    assert_eq!(c.candidates[0].action, Action::Flag);
+    assert_eq!(
+        c.candidates[1].action,
+        Action::DeleteAtVapi { id: "v1".into() }
+    );
+}
+
+#[test]
+fn fresh_or_claimed_numbers_are_not_drift_yet() {
+    let fresh = run(&[held("+14155550100", PN, "purchase x", URL, 0)], &[], &[]);
+    assert!(fresh.candidates.is_empty());
+    assert_eq!(fresh.skipped, ["+14155550100"]);
+    let mut claimed = row("+14155550100", Some("v1"));
+    claimed.claimed = true;
+    claimed.assistant_id = Some(OTHER_ASSISTANT.into());
+    let c = run(
+        &[],
+        &[vapi("v1", "+14155550100", Some(ASSISTANT), 48)],
+        &[claimed],
+    );
+    assert!(c.candidates.is_empty(), "{c:?}");
+    let young_import = run(&[], &[vapi("v9", "+14155550199", None, 0)], &[]);
+    assert!(young_import.candidates.is_empty());
+}
+
+#[test]
+fn an_import_a_purchase_may_still_adopt_is_no_orphan() {
+    let mut provisioning = row("+14155550100", None);
+    provisioning.status = "provisioning".into();
+    let c = run(
+        &[],
+        &[vapi("v1", "+14155550100", None, 48)],
+        &[provisioning],
+    );
+    assert!(c.candidates.is_empty(), "{c:?}");
+}
+
+#[test]
+fn another_assistant_at_vapi_is_resent_unless_a_change_is_pending() {
+    let c = run(
+        &[held("+14155550100", PN, "purchase x", URL, 48)],
+        &[vapi("v1", "+14155550100", Some(OTHER_ASSISTANT), 48)],
+        &[row("+14155550100", Some("v1"))],
+    );
+    assert_eq!(kinds(&c), [DriftKind::AssistantMismatch]);
+    assert!(
+        matches!(&c.candidates[0].action, Action::ResendAssistant { assistant, .. } if assistant == ASSISTANT)
+    );
+    let mut pending = row("+14155550100", Some("v1"));
+    pending.assistant_pending = true;
+    let c = run(
+        &[held("+14155550100", PN, "purchase x", URL, 48)],
+        &[vapi("v1", "+14155550100", Some(OTHER_ASSISTANT), 48)],
+        &[pending],
+    );
+    assert!(c.candidates.is_empty());
+    // Changed after Vapi's list was read: the list may be behind.
+    let mut changed = row("+14155550100", Some("v1"));
+    changed.updated_at = now() - Duration::minutes(1);
+    let c = run(
+        &[held("+14155550100", PN, "purchase x", URL, 48)],
+        &[vapi("v1", "+14155550100", Some(OTHER_ASSISTANT), 48)],
+        &[changed],
+    );
+    assert!(c.candidates.is_empty());
+}
+
+#[test]
+fn a_vapi_number_gone_and_a_number_twilio_dropped_wait_for_confirmation() {
+    let c = run(&[], &[], &[row("+14155550100", Some("v1"))]);
+    assert_eq!(
+        kinds(&c),
+        [DriftKind::CarrierMissing, DriftKind::VapiMissing]
+    );
+    assert_eq!(
+        c.candidates[0].action,
+        Action::ConfirmCarrierMissing {
+            number_sid: PN.into()
+        }
+    );
+    assert_eq!(
+        c.candidates[1].action,
+        Action::ConfirmVapiMissing { id: "v1".into() }
+    );
+}
+
+#[test]
+fn a_voice_url_that_is_not_vapis_is_flagged() {
+    let c = run(
+        &[held(
+            "+14155550100",
+            PN,
+            "purchase x",
+            "https://example.com/voice",
+            48,
+        )],
+        &[vapi("v1", "+14155550100", Some(ASSISTANT), 48)],
+        &[row("+14155550100", Some("v1"))],
+    );
+    assert_eq!(kinds(&c), [DriftKind::VoiceUrlMismatch]);
+}
+
+#[test]
+fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
+    let acc = account("active");
+    let none: HashMap<&str, &VapiNumber> = HashMap::new();
+    let mut scope = Scope {
+        subaccount: SUB,
+        org: Some(org()),
+        org_exists: false,
+        org_recorded_subaccount: None,
+        account: Some(&acc),
+        held: Some(&[]),
+        vapi: &[],
+        vapi_by_id: &none,
+        vapi_complete: true,
+        rows: &[],
+    };
+    let c = compare(&scope, &clock(), URL);
+    assert_eq!(kinds(&c), [DriftKind::SubaccountOrphan]);
+    assert_eq!(c.candidates[0].org, None);
+    let closed = account("closed");
+    scope.org_exists = true;
+    scope.org_recorded_subaccount = Some(SUB);
+    scope.account = Some(&closed);
+    scope.held = None;
+    assert_eq!(
+        kinds(&compare(&scope, &clock(), URL)),
+        [DriftKind::SubaccountOrphan]
+    );
+    scope.account = None;
+    assert_eq!(
+        kinds(&compare(&scope, &clock(), URL)),
+        [DriftKind::SubaccountOrphan]
+    );
+    // The org's own, active: nothing.
+    scope.account = Some(&acc);
+    scope.held = Some(&[]);
+    assert!(compare(&scope, &clock(), URL).candidates.is_empty());
+}
+
+#[test]
+fn every_kind_has_a_stable_code_the_migration_lists() {
+    let migration = include_str!("../../../../migrations/V6__carrier_audit.sql");
+    for k in DriftKind::ALL {
+        assert_eq!(DriftKind::from_code(k.code()), Some(k));
+        assert!(
+            migration.contains(&format!("'{}'", k.code())),
+            "{}",
+            k.code()
+        );
+    }
+    assert_eq!(
+        purchase_operation(Some("purchase 00000000-0000-0000-0000-000000003333")),
+        Some(Uuid::from_u128(0x3333))
+    );
+    assert_eq!(purchase_operation(Some("purchase later")), None);
+    assert_eq!(purchase_operation(None), None);
+}
