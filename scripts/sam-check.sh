@@ -157,6 +157,10 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
                         "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS",
                         "PURCHASES_PER_ORG_PER_DAY"],
     "update-number": db + ["VAPI_SECRET_ARN", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
+    # The carrier audit: the release protocol's clients and settings, its own, metrics.
+    "audit": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
+                   "STEPS_DEADLINE_MS", "CLAIM_SECS", "AUDIT_EVERY_HOURS", "AUDIT_GRACE_SECS",
+                   "AUDIT_CONCURRENCY", "METRICS_NAMESPACE", "STACK_NAME"],
 }
 # Least privilege: what a function must NOT be given. search-numbers never opens a
 # database connection: no database settings (from Globals or its own) and no login
@@ -177,7 +181,8 @@ ROLES = {  # role: (its login policy, its secret parameter, its user parameter)
     "reader": ("DbReaderLoginPolicy", "DbReaderSecretArn", "DbReaderUser"),
 }
 role_of = {"migrate": "owner", "list-numbers": "reader", "search-numbers": None,
-           **{b: "route" for b in ("save-credential", "release-number", "reconcile", "buy-number", "update-number")}}
+           **{b: "route" for b in ("save-credential", "release-number", "reconcile", "buy-number", "update-number",
+                               "audit")}}
 login_policies = {pol for pol, _, _ in ROLES.values()}
 db_params = {x for _, s, u in ROLES.values() for x in (s, u)}
 for pol, _, _ in ROLES.values():
