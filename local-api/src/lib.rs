@@ -16,6 +16,7 @@
 //!   (`POST /__control/reconcile`), as the deployed stack runs it.
 //! - [`server`]: starts all of it (and the telephony page on its own origin).
 
+pub mod audit;
 pub mod database;
 pub mod demo;
 pub mod gateway;

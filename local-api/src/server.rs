@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
+use crate::audit::{self, AuditSlot, LocalAudit};
 use crate::database;
 use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
@@ -129,7 +130,10 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         standins_state.offer(seed_numbers());
     }
     let reconcile_slot = ReconcileSlot::default();
-    let app = reconcile::control_routes(reconcile_slot.clone()).merge(standins_state.router());
+    let audit_slot = AuditSlot::default();
+    let app = reconcile::control_routes(reconcile_slot.clone())
+        .merge(audit::control_routes(audit_slot.clone()))
+        .merge(standins_state.router());
     tokio::spawn(async move { axum::serve(standins_listener, app).await });
 
     // A Lambda instance serves one request at a time, so the functions keep one
@@ -148,6 +152,13 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     let every: u64 = env.parse_or("LOCAL_RECONCILE_SECS", 30)?;
     if every > 0 {
         reconciler.spawn_schedule(Duration::from_secs(every));
+    }
+    // The carrier audit as deployed, on demand (and on a schedule if asked).
+    let auditor = Arc::new(LocalAudit::from_env(&database.route_env, aws).await?);
+    let _ = audit_slot.set(auditor.clone());
+    let audit_every: u64 = env.parse_or("LOCAL_AUDIT_SECS", 0)?;
+    if audit_every > 0 {
+        auditor.spawn_schedule(Duration::from_secs(audit_every));
     }
     // Demo data only against the stand-ins: never a demo credential at a real Vapi.
     if fake_vapi && fake_twilio {

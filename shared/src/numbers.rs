@@ -112,6 +112,23 @@ pub struct ManagedNumber {
     pub purchase: Option<PurchaseProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assistant_change: Option<AssistantChange>,
+    /// What the carrier audit found open about this number (e.g. `vapi_missing`:
+    /// calls go nowhere), oldest kind first by code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<NumberFinding>,
+}
+
+/// An open finding of the carrier audit about a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberFinding {
+    /// Its stable code: `billed_unknown`, `vapi_missing`, `assistant_mismatch`,
+    /// `carrier_missing`, `voice_url_mismatch`.
+    pub kind: String,
+    pub first_seen_at: DateTime<Utc>,
+    /// The audit repaired what it could (a release or an assistant change recorded);
+    /// the finding closes when a later pass no longer sees it.
+    pub repaired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,12 +197,20 @@ const STATUS_SQL: &str = "SELECT
         n.bought_at IS NULL AS purchase_pending, n.imported_at IS NULL AS import_pending,
         n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error,
         n.route_attempts, n.next_route_attempt_at, n.last_route_error->>'code' AS route_code,
-        n.route_gave_up_at IS NOT NULL AS route_gave_up
+        n.route_gave_up_at IS NOT NULL AS route_gave_up,
+        fx.kinds AS finding_kinds, fx.seen AS finding_seen, fx.repaired AS finding_repaired
     FROM (VALUES ($1::uuid)) AS q (org_id)
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
     LEFT JOIN managed_phone_numbers n
            ON n.org_id = q.org_id AND ($2 OR n.status <> 'released')
+    LEFT JOIN LATERAL (
+        SELECT array_agg(f.kind ORDER BY f.kind) AS kinds,
+               array_agg(f.first_seen_at ORDER BY f.kind) AS seen,
+               array_agg(f.repaired_at IS NOT NULL ORDER BY f.kind) AS repaired
+          FROM carrier_findings f
+         WHERE n.status <> 'released' AND f.closed_at IS NULL
+           AND f.org_id = n.org_id AND f.phone_number = n.phone_number) fx ON true
     ORDER BY n.created_at DESC, n.id";
 
 /// The org's credential summary and numbers, newest first, in one round trip.
@@ -244,6 +269,24 @@ fn credential_from_row(row: &Row) -> Result<Option<CredentialSummary>, DbError> 
             code: col(row, "sync_code")?,
         },
     }))
+}
+
+/// The open audit findings in a status row (three parallel arrays, NULL for none).
+fn findings_from_row(row: &Row) -> Result<Vec<NumberFinding>, DbError> {
+    let kinds: Option<Vec<String>> = col(row, "finding_kinds")?;
+    let seen: Option<Vec<DateTime<Utc>>> = col(row, "finding_seen")?;
+    let repaired: Option<Vec<bool>> = col(row, "finding_repaired")?;
+    Ok(kinds
+        .unwrap_or_default()
+        .into_iter()
+        .zip(seen.unwrap_or_default())
+        .zip(repaired.unwrap_or_default())
+        .map(|((kind, first_seen_at), repaired)| NumberFinding {
+            kind,
+            first_seen_at,
+            repaired,
+        })
+        .collect())
 }
 
 /// The number in a status row; `None` in the one row of an org without numbers.
@@ -327,6 +370,7 @@ fn number_from_row(row: &Row) -> Result<Option<ManagedNumber>, DbError> {
         assistant_id: col(row, "assistant_id")?,
         name: col(row, "display_name")?,
         assistant_pending,
+        findings: findings_from_row(row)?,
         created_at: col(row, "created_at")?,
         released_at: col(row, "released_at")?,
         release,

@@ -274,6 +274,23 @@ export interface components {
                  */
                 needsAttention: boolean;
             };
+            /**
+             * @description What the daily carrier audit found open about this number, when anything:
+             *     `vapi_missing` (Vapi no longer has it: calls go nowhere),
+             *     `voice_url_mismatch` (Twilio sends its calls somewhere other than Vapi),
+             *     `carrier_missing` (Twilio no longer holds it), `assistant_mismatch` (Vapi
+             *     routed it to another assistant; the audit sends the shown one again),
+             *     `billed_unknown` (Twilio billed it without a record; the audit recorded
+             *     its release). Absent when there is none.
+             */
+            findings?: {
+                /** @enum {string} */
+                kind: "billed_unknown" | "vapi_orphan" | "assistant_mismatch" | "vapi_missing" | "carrier_missing" | "voice_url_mismatch" | "subaccount_orphan";
+                /** Format: date-time */
+                firstSeenAt: string;
+                /** @description The audit repaired what it could; the finding closes when a later pass no longer sees it. */
+                repaired: boolean;
+            }[];
             /** @description Present while a release is unfinished. */
             release?: {
                 pending: ("vapi" | "twilio")[];

@@ -401,6 +401,20 @@ impl Auditor<'_> {
         }
     }
 
+    /// A target's numbers, when its account is readable (active or suspended) and
+    /// there is time.
+    async fn read_target(
+        &self,
+        t: &Target,
+        stop_by: tokio::time::Instant,
+    ) -> Option<(Result<Vec<HeldNumber>, ProviderError>, usize)> {
+        if readable(t) && tokio::time::Instant::now() < stop_by {
+            Some(self.held_numbers(&t.sid).await)
+        } else {
+            None
+        }
+    }
+
     /// Every number one subaccount holds, with the pages it took.
     async fn held_numbers(&self, sid: &str) -> (Result<Vec<HeldNumber>, ProviderError>, usize) {
         let Ok(account) = sid.parse::<AccountSid>() else {
@@ -456,20 +470,14 @@ impl Auditor<'_> {
         // The database before Twilio: a number released meanwhile is then still a
         // live row, never "billed and unknown".
         let rows = store::live_rows(self.db, &subs, &org_ids, &vapi_ids, &vapi_numbers).await?;
-        let reads = futures::stream::iter(chunk.iter().map(|t| async move {
-            let readable = t
-                .account
-                .as_ref()
-                .is_some_and(|a| a.status == "active" || a.status == "suspended");
-            if readable && tokio::time::Instant::now() < ctx.stop_by {
-                Some(self.held_numbers(&t.sid).await)
-            } else {
-                None
-            }
-        }))
-        .buffered(self.config.concurrency)
-        .collect::<Vec<_>>()
-        .await;
+        let reads: Vec<_> = chunk
+            .iter()
+            .map(|t| self.read_target(t, ctx.stop_by))
+            .collect();
+        let reads = futures::stream::iter(reads)
+            .buffered(self.config.concurrency)
+            .collect::<Vec<_>>()
+            .await;
         let clock = Clock {
             now: Utc::now(),
             grace: chrono::Duration::from_std(self.config.grace).unwrap_or(chrono::Duration::MAX),
@@ -663,6 +671,14 @@ impl Auditor<'_> {
         }
         total
     }
+}
+
+/// Twilio lists the numbers of active and suspended accounts (a suspended
+/// account's numbers still bill); a closed one's were released.
+fn readable(t: &Target) -> bool {
+    t.account
+        .as_ref()
+        .is_some_and(|a| a.status == "active" || a.status == "suspended")
 }
 
 /// What every batch of a run shares.
