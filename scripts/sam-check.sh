@@ -375,7 +375,15 @@ if not rows:
     bad.append("README.md has no Sample events rows")
 for row in rows:
     cells = [c.strip().strip("`") for c in row.split("|")]
-    route = json.loads(pathlib.Path(cells[1]).read_text())["routeKey"]
+    event = json.loads(pathlib.Path(cells[1]).read_text())
+    if event.get("source") == "aws.events":
+        # A scheduled event: its function must have a Schedule event.
+        sched = [e for e in funcs.get(cells[2], {}).get("Properties", {}).get("Events", {}).values()
+                 if e.get("Type") == "Schedule"]
+        if not sched:
+            bad.append(f"README: {cells[1]} is a scheduled event, but {cells[2]} has no Schedule event")
+        continue
+    route = event["routeKey"]
     if serves.get(route) != cells[2]:
         bad.append(f"README: {cells[1]} names {cells[2]}, but {route} is served by {serves.get(route)}")
 if bad:

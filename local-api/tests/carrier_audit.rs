@@ -158,10 +158,10 @@ async fn the_demo_as_seeded_has_no_drift() {
     assert_eq!(report["outcome"], "ran", "{report}");
     assert_eq!(report["passFinished"], true, "{report}");
     assert_eq!(report["found"], json!({}), "{report}");
-    assert!(
-        report["subaccountsCovered"].as_u64().is_some() || report["subaccountsLeft"] == 0,
-        "{report}"
-    );
+    // The demo's two orgs' subaccounts and their four numbers.
+    assert_eq!(report["subaccountsCovered"], 2, "{report}");
+    assert_eq!(report["subaccountsLeft"], 0, "{report}");
+    assert_eq!(report["twilioNumbers"], 4, "{report}");
     assert_eq!(a.open_findings().await, []);
 }
 

@@ -29,6 +29,8 @@ struct Promise {
     status: u16,
     /// For a refusal: the error code (the first `code` in the row's last cell).
     code: Option<String>,
+    /// A scheduled event (`report \`outcome\``): the run's report says `outcome`.
+    report: Option<String>,
 }
 
 /// `events/<file>` → its promise, from the README's table rows
@@ -40,6 +42,15 @@ fn promised() -> BTreeMap<String, Promise> {
         .filter(|l| l.starts_with("| `events/"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(|c| c.trim().trim_matches('`')).collect();
+            if cells[3].starts_with("report") {
+                let outcome = cells[3].split('`').nth(1).map(str::to_owned);
+                let promise = Promise {
+                    status: 0,
+                    code: None,
+                    report: outcome,
+                };
+                return (cells[1].to_owned(), promise);
+            }
             let status = cells[3]
                 .split_whitespace()
                 .next()
@@ -49,6 +60,7 @@ fn promised() -> BTreeMap<String, Promise> {
             let promise = Promise {
                 status,
                 code: code.filter(|_| status >= 400),
+                report: None,
             };
             (cells[1].to_owned(), promise)
         })
@@ -93,8 +105,15 @@ async fn every_sample_event_answers_what_the_readme_promises() {
 
 /// One event through its function's handler, against fresh local services.
 async fn check_event(file: String, promise: Promise) {
-    let Promise { status, code } = promise;
+    let Promise {
+        status,
+        code,
+        report,
+    } = promise;
     let text = std::fs::read_to_string(repo().join(&file)).expect("event file");
+    if let Some(outcome) = report {
+        return check_scheduled(&file, &text, &outcome).await;
+    }
     let req = lambda_http::request::from_str(&text)
         .unwrap_or_else(|e| panic!("{file} is not an API Gateway HTTP API 2.0 event: {e}"));
     assert!(
@@ -133,4 +152,28 @@ async fn check_event(file: String, promise: Promise) {
             "{file}: error shape {body}"
         );
     }
+}
+
+/// A scheduled event (EventBridge's shape), run as the local API runs its function:
+/// `POST /__control/audit` with the event as the body answers the run's report.
+async fn check_scheduled(file: &str, text: &str, outcome: &str) {
+    let event: serde_json::Value = serde_json::from_str(text).expect("event JSON");
+    assert_eq!(event["source"], "aws.events", "{file}: not a scheduled event");
+    assert!(
+        file.ends_with("audit.json"),
+        "{file}: only the audit has a scheduled sample event"
+    );
+    let db = TestDb::new().await;
+    let running = common::start_local(&db).await;
+    let report: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/__control/audit", running.standins))
+        .json(&event)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("report");
+    assert_eq!(report["outcome"], outcome, "{file}: {report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{file}: {report}");
 }

@@ -37,10 +37,7 @@ async fn run(
         .deadline()
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
-    let report = service
-        .auditor()
-        .run(&ctx.request_id, force, left)
-        .await?;
+    let report = service.auditor().run(&ctx.request_id, force, left).await?;
     // One JSON line, the report as an object (Logs Insights reads its fields).
     println!(
         "{}",

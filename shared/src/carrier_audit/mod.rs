@@ -344,6 +344,7 @@ impl Auditor<'_> {
                 .cover_batch(&batches, chunk, &ctx, &mut prices, report)
                 .await?;
             report.subaccounts_left -= covered;
+            report.subaccounts_covered += covered;
             let Some(last) = chunk.get(covered.saturating_sub(1)).filter(|_| covered > 0) else {
                 break;
             };
