@@ -158,7 +158,10 @@ async fn check_event(file: String, promise: Promise) {
 /// `POST /__control/audit` with the event as the body answers the run's report.
 async fn check_scheduled(file: &str, text: &str, outcome: &str) {
     let event: serde_json::Value = serde_json::from_str(text).expect("event JSON");
-    assert_eq!(event["source"], "aws.events", "{file}: not a scheduled event");
+    assert_eq!(
+        event["source"], "aws.events",
+        "{file}: not a scheduled event"
+    );
     assert!(
         file.ends_with("audit.json"),
         "{file}: only the audit has a scheduled sample event"

@@ -618,7 +618,7 @@ async fn every_standin_404_is_the_providers_own_json() {
         );
     }
     // A wrong method on a Twilio resource: its 405, not a 404.
-    let resp = send("POST", &format!("/twilio/2010-04-01/Accounts/{sub}.json"))
+    let resp = send("DELETE", &format!("/twilio/2010-04-01/Accounts/{sub}.json"))
         .await
         .expect("twilio");
     assert_eq!(resp.status(), 405);

@@ -1,17 +1,65 @@
 //! The stand-ins' control endpoints (`/__control/…`): failure injection, a number
-//! taken by another buyer, and the state.
+//! taken by another buyer, the state, drift made by hand and a fleet seeded in
+//! bulk. Bodies are JSON; a malformed one (or an unknown property) is 400, and
+//! every refusal answers `{"message"}`.
+//!
+//! - `POST /__control/fail` — failure injection (see the stand-ins' module doc);
+//!   a `429` takes `"retryAfter"` (seconds, default 1), sent as `Retry-After`.
+//! - `POST /__control/take` `{"phoneNumber"}` — another buyer takes an available
+//!   number.
+//! - `GET /__control/state` — what the stand-ins hold: `twilio_subaccounts` (by SID:
+//!   `friendly_name`, `status`), `twilio_numbers` (by `sub/PN`: `sid`,
+//!   `account_sid`, `phone_number`, `friendly_name`, `voice_url`, `sms_url`),
+//!   `vapi_phone_numbers`, `credentials`, `available_numbers`, the plans and lags.
+//!
+//! Drift made by hand, as in Twilio's console or Vapi's dashboard (`drift.rs`).
+//! `ageSecs` (optional, default 0) makes the object that long ago, so it is past
+//! an audit's grace period without waiting:
+//!
+//! - `POST /__control/twilio/numbers` `{"accountSid", "phoneNumber",
+//!   "friendlyName"?, "ageSecs"?}` — a number bought in the console on that
+//!   subaccount (no purchase operation in its name unless given; `voice_url` "").
+//!   201 `{"sid", "accountSid", "phoneNumber", "friendlyName", "voiceUrl",
+//!   "smsUrl"}`; 404 unknown account; 409 a closed account, or a number held
+//!   already; 400 not E.164.
+//! - `POST /__control/twilio/accounts` `{"friendlyName", "ageSecs"?}` — a
+//!   subaccount created in the console (e.g. `org:<uuid>` of an org that does not
+//!   exist), active, its token `subaccount_token(sid)`. 201 `{"sid",
+//!   "friendlyName", "status"}`.
+//! - `POST /__control/twilio/accounts/{sid}/status` `{"status": "active" |
+//!   "suspended" | "closed"}` — as in the console, with the effects of `POST
+//!   /Accounts/{sid}.json`: closing releases its numbers, for good. 200 `{"sid",
+//!   "friendlyName", "status", "releasedNumbers"}`; 404 unknown; 409 a change to a
+//!   closed account; 400 another status.
+//! - `POST /__control/twilio/voice-url` `{"phoneNumber", "voiceUrl"}` — the
+//!   number's voice URL changed in the console. 200 with the number as above; 404
+//!   when Twilio holds no such number.
+//! - `POST /__control/vapi/numbers` `{"number", "twilioAccountSid",
+//!   "assistantId"?, "name"?, "ageSecs"?}` — a number imported in Vapi's dashboard
+//!   (Twilio need not hold it; if the account does, its URLs point at Vapi). 201
+//!   with the number as the state shows it (`id`, `number`, `twilioAccountSid`,
+//!   `assistantId`, `createdAt`, …); 400 a malformed number, SID or assistant.
+//! - `DELETE /__control/vapi/numbers/{id}` — deleted in the dashboard. 204; 404
+//!   unknown.
+//! - `POST /__control/vapi/numbers/{id}/assistant` `{"assistantId": "<uuid>" |
+//!   null}` — its assistant changed (or detached) there. 200 with the number; 404
+//!   unknown; 400 a malformed or unknown assistant, or no `assistantId`.
+//! - `POST /__control/fleet` `{"orgs", "numbersPerOrg", "seed", "describe"?,
+//!   "ageSecs"?}` — a fleet seeded in bulk for a benchmark (`fleet.rs`). 201 with
+//!   the counts and, unless `"describe": false`, every org and number made; 409 if
+//!   any of it is held already.
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::{Endpoint, FailMode, Refusal, Standins};
+use super::{ControlError, Endpoint, FailMode, FleetRequest, HandNumber, Refusal, Standins};
 
 fn refused(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "message": message }))).into_response()
@@ -53,6 +101,8 @@ pub(super) struct FailRequest {
     status: Option<u16>,
     code: Option<u32>,
     message: Option<String>,
+    /// `429`: the `Retry-After` in seconds (default 1).
+    retry_after: Option<u64>,
 }
 
 impl FailRequest {
@@ -66,6 +116,7 @@ impl FailRequest {
             given("status", self.status.is_some()),
             given("code", self.code.is_some()),
             given("message", self.message.is_some()),
+            given("retryAfter", self.retry_after.is_some()),
         ]
         .into_iter()
         .flatten()
@@ -74,10 +125,14 @@ impl FailRequest {
             ModeName::Late => &["delayMs"],
             ModeName::Lag => &["lagMs"],
             ModeName::Refuse => &["status", "code", "message"],
+            ModeName::RateLimited => &["retryAfter"],
             _ => &[],
         };
         if let Some(p) = params.iter().find(|p| !allowed.contains(&p.as_str())) {
             return Err(format!("{p} does not go with this mode"));
+        }
+        if self.retry_after.is_some_and(|s| s > 3600) {
+            return Err("retryAfter is 0 to 3600 seconds".into());
         }
         Ok(Some(match self.mode {
             ModeName::ServerError => FailMode::ServerError,
@@ -147,6 +202,15 @@ pub(super) async fn fail(
         Err(why) => return refused(why),
     };
     let lag = Duration::from_millis(req.lag_ms.unwrap_or_default());
+    if let (Some(FailMode::RateLimited), Some(secs)) = (&mode, req.retry_after) {
+        let provider = match (req.provider.as_deref(), req.endpoint) {
+            (Some(p), _) => p,
+            (None, Some(e)) if e.is_vapi() => "vapi",
+            _ => "twilio",
+        };
+        s.rate_limit(provider, req.endpoint, req.times, secs);
+        return Json(s.state()).into_response();
+    }
     match (mode, req.provider.as_deref(), req.endpoint) {
         (Some(mode), _, Some(endpoint)) => s.fail_endpoint(endpoint, mode, req.times),
         (Some(mode), Some(provider), None) => s.fail(provider, mode, req.times),
@@ -193,4 +257,203 @@ pub(super) async fn take(
 
 pub(super) async fn state(State(s): State<Standins>) -> Json<Value> {
     Json(s.state())
+}
+
+/// A refusal of a change by hand: its status with `{"message"}`.
+fn control_error(e: &ControlError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(json!({ "message": e.message() }))).into_response()
+}
+
+/// What a change by hand answers: `ok` with its JSON, or its refusal.
+fn answer(ok: StatusCode, result: Result<Value, ControlError>) -> Response {
+    match result {
+        Ok(v) => (ok, Json(v)).into_response(),
+        Err(e) => control_error(&e),
+    }
+}
+
+fn age(secs: Option<u64>) -> Duration {
+    Duration::from_secs(secs.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct TwilioNumberRequest {
+    account_sid: String,
+    phone_number: String,
+    friendly_name: Option<String>,
+    age_secs: Option<u64>,
+}
+
+/// `POST /__control/twilio/numbers`: a number bought in Twilio's console.
+pub(super) async fn twilio_number(
+    State(s): State<Standins>,
+    req: Result<Json<TwilioNumberRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    answer(
+        StatusCode::CREATED,
+        s.buy_by_hand(HandNumber {
+            account_sid: &req.account_sid,
+            phone_number: &req.phone_number,
+            friendly_name: req.friendly_name.as_deref(),
+            age: age(req.age_secs),
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct TwilioAccountRequest {
+    friendly_name: String,
+    age_secs: Option<u64>,
+}
+
+/// `POST /__control/twilio/accounts`: a subaccount created in Twilio's console.
+pub(super) async fn twilio_account(
+    State(s): State<Standins>,
+    req: Result<Json<TwilioAccountRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    answer(
+        StatusCode::CREATED,
+        s.create_subaccount_by_hand(&req.friendly_name, age(req.age_secs)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct StatusRequest {
+    status: String,
+}
+
+/// `POST /__control/twilio/accounts/{sid}/status`: a subaccount suspended,
+/// reactivated or closed in Twilio's console.
+pub(super) async fn twilio_account_status(
+    State(s): State<Standins>,
+    Path(sid): Path<String>,
+    req: Result<Json<StatusRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    answer(StatusCode::OK, s.set_subaccount_status(&sid, &req.status))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct VoiceUrlRequest {
+    phone_number: String,
+    voice_url: String,
+}
+
+/// `POST /__control/twilio/voice-url`: a number's voice URL changed in Twilio's
+/// console.
+pub(super) async fn twilio_voice_url(
+    State(s): State<Standins>,
+    req: Result<Json<VoiceUrlRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    answer(
+        StatusCode::OK,
+        s.set_voice_url(&req.phone_number, &req.voice_url),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct VapiNumberRequest {
+    number: String,
+    twilio_account_sid: String,
+    assistant_id: Option<String>,
+    name: Option<String>,
+    age_secs: Option<u64>,
+}
+
+/// `POST /__control/vapi/numbers`: a number imported in Vapi's dashboard.
+pub(super) async fn vapi_number(
+    State(s): State<Standins>,
+    req: Result<Json<VapiNumberRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    answer(
+        StatusCode::CREATED,
+        s.import_by_hand(
+            &req.number,
+            &req.twilio_account_sid,
+            req.assistant_id.as_deref(),
+            req.name.as_deref(),
+            age(req.age_secs),
+        ),
+    )
+}
+
+/// `DELETE /__control/vapi/numbers/{id}`: a number deleted in Vapi's dashboard.
+pub(super) async fn vapi_number_delete(
+    State(s): State<Standins>,
+    Path(id): Path<String>,
+) -> Response {
+    match s.delete_vapi_number(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => control_error(&e),
+    }
+}
+
+/// `POST /__control/vapi/numbers/{id}/assistant` `{"assistantId": uuid | null}`:
+/// the number's assistant changed in Vapi's dashboard.
+pub(super) async fn vapi_number_assistant(
+    State(s): State<Standins>,
+    Path(id): Path<String>,
+    req: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> Response {
+    let Json(body) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    if let Some(other) = body.keys().find(|k| *k != "assistantId") {
+        return refused(format!("unknown field `{other}`, expected `assistantId`"));
+    }
+    let assistant = match body.get("assistantId") {
+        Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a.as_str()),
+        Some(_) => return refused("assistantId is a UUID or null".into()),
+        None => return refused("missing field `assistantId` (a UUID, or null to detach)".into()),
+    };
+    answer(StatusCode::OK, s.set_vapi_assistant(&id, assistant))
+}
+
+/// `POST /__control/fleet`: a fleet seeded in bulk (`fleet.rs`).
+pub(super) async fn fleet(
+    State(s): State<Standins>,
+    req: Result<Json<FleetRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(e) => return refused(e.body_text()),
+    };
+    // Seeding a large fleet takes a moment: off the async workers.
+    let seeded = tokio::task::spawn_blocking(move || s.seed_fleet(&req)).await;
+    match seeded {
+        Ok(Ok(fleet)) => (StatusCode::CREATED, Json(fleet)).into_response(),
+        Ok(Err(e)) => control_error(&e),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "message": format!("seeding the fleet failed: {e}") })),
+        )
+            .into_response(),
+    }
 }

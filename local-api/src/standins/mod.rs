@@ -7,6 +7,7 @@
 //!   next `times` calls (all, if omitted) to that provider, or to that one endpoint,
 //!   go wrong that way:
 //!   - `500`, `429` (Twilio code 20429): the provider's error JSON; nothing is done.
+//!     A 429 carries `Retry-After: <seconds>` (`"retryAfter"?`, default 1, 0–3600).
 //!   - `timeout`: no answer (it hangs 40 s, longer than any client waits); nothing
 //!     is done.
 //!   - `lost`: a call that changes something is carried out and its answer never
@@ -29,29 +30,39 @@
 //!   On an endpoint whose calls change nothing, `lost` is a timeout and `late` a
 //!   slow answer; on one with both kinds (`credential`, `subaccount`), `lost` and
 //!   `late` wait for a call that acts. Endpoints ([`Endpoint`]): Twilio `account` (an
-//!   account read with its own credentials), `subaccount` (list, create or read
-//!   accounts as the main account), `search`, `pricing`, `buy`, `bought` (the
-//!   incoming-numbers list), `release`; Vapi `credential`, `import` (`POST
-//!   /phone-number`), `list` (`GET /phone-number`), `route` (`PATCH
-//!   /phone-number/{id}`), `delete`, `assistant`. An endpoint's plan comes before its
+//!   account read with its own credentials), `subaccount` (list, create, read or
+//!   update accounts as the main account), `accounts_list` (`GET /Accounts.json`
+//!   only), `search`, `pricing`, `buy`, `bought` (the incoming-numbers list and a
+//!   number's read), `numbers_list` (`GET …/IncomingPhoneNumbers.json` only),
+//!   `release`; Vapi `credential`, `import` (`POST /phone-number`), `list` (`GET
+//!   /phone-number`), `route` (`PATCH /phone-number/{id}`), `delete`, `assistant`.
+//!   An endpoint's plan comes before its broader endpoint's (`accounts_list` before
+//!   `subaccount`, `numbers_list` before `bought`), which comes before its
 //!   provider's; `"mode": "none"` clears an endpoint's plan and lag, and without an
 //!   endpoint its provider's plan and all of its endpoints'.
 //! - `POST /__control/take` `{"phoneNumber"}` — another buyer takes an available
 //!   number: Twilio no longer offers it (21422 when bought).
-//! - `GET /__control/state` — what the stand-ins hold (never a token), the plans
+//! - `GET /__control/state` — what the stand-ins hold (never a token: subaccounts
+//!   with their status, numbers with their `voice_url` and `sms_url`), the plans
 //!   and the lags.
+//! - Drift made by hand, as in Twilio's console or Vapi's dashboard, and a fleet
+//!   seeded in bulk for a scale benchmark: `/__control/twilio/…`,
+//!   `/__control/vapi/…` and `/__control/fleet`, listed in `control.rs`.
 //!
 //! For a checker, [`Standins::keep_journal`] keeps what the providers held after
 //! every change ([`Standins::journal_since`]), so an answer can be held against each
 //! moment its request ran.
 //!
-//! Vapi lives under `/vapi` (`vapi/`), Twilio under `/twilio/2010-04-01` and its
-//! Pricing API under `/twilio-pricing/v1` (`twilio/`). Every other path under a
+//! Vapi lives under `/vapi` (`vapi/`), Twilio under `/twilio/2010-04-01` (and, as
+//! its page URIs name it, under `/2010-04-01` too) and its Pricing API under
+//! `/twilio-pricing/v1` (`twilio/`). Every other path under a
 //! provider's prefix answers that provider's own 404 JSON (Vapi: `Cannot GET /x`;
 //! Twilio: code 20404), and a wrong method Vapi's 404 or Twilio's 405 (code 20004):
 //! a client never meets a 404 here that the real provider would not send.
 
 mod control;
+mod drift;
+mod fleet;
 mod inventory;
 mod twilio;
 mod vapi;
@@ -62,11 +73,13 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+pub use drift::{ControlError, HandNumber};
+pub use fleet::{Fleet, FleetNumber, FleetOrg, FleetRequest};
 pub use inventory::{NumberType, Offer, seed_numbers};
 pub use twilio::subaccount_token;
 pub use vapi::SeededVapiNumber;
@@ -76,11 +89,23 @@ pub const LOCAL_TWILIO_MAIN_SID: &str = "AC00000000000000000000000000000001";
 pub const LOCAL_TWILIO_MAIN_TOKEN: &str = "11111111111111111111111111111111";
 const REJECTED_TOKEN: &str = "00000000000000000000000000000000";
 
+/// The voice URL Vapi sets on a Twilio number it imports (Twilio's `voice_url`):
+/// calls to the number go to Vapi. A number bought and never imported has `""`.
+pub const VAPI_TWILIO_VOICE_URL: &str = "https://api.vapi.ai/twilio/inbound_call";
+/// The messaging URL Vapi sets on an imported Twilio number (`sms_url`) when its
+/// `smsEnabled` is true or omitted.
+pub const VAPI_TWILIO_SMS_URL: &str = "https://api.vapi.ai/twilio/sms";
+
 /// Where the stand-ins serve each provider.
 pub const VAPI_PREFIX: &str = "/vapi";
 pub const TWILIO_PREFIX: &str = "/twilio";
 /// Twilio's REST API (`TWILIO_BASE_URL` is the stand-ins' address plus this).
 pub const TWILIO_API_PREFIX: &str = "/twilio/2010-04-01";
+/// Twilio's REST API again at the stand-ins' root, where Twilio's own paths are:
+/// its page URIs (`next_page_uri` `/2010-04-01/Accounts.json?…`) are paths on its
+/// API host, so a client that follows one on its base URL's host (dropping the
+/// base's `/twilio`) meets the same API.
+pub const TWILIO_ROOT_API_PREFIX: &str = "/2010-04-01";
 /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL` is the address plus this).
 pub const TWILIO_PRICING_PREFIX: &str = "/twilio-pricing/v1";
 
@@ -227,10 +252,16 @@ pub enum Endpoint {
     Delete,
     /// Vapi `GET /assistant/{id}`.
     Assistant,
+    /// Twilio `GET /Accounts.json` only; a plan for [`Endpoint::Subaccount`]
+    /// applies too.
+    AccountsList,
+    /// Twilio `GET …/IncomingPhoneNumbers.json` only; a plan for
+    /// [`Endpoint::Bought`] applies too.
+    NumbersList,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 15] = [
         Self::Account,
         Self::Subaccount,
         Self::Search,
@@ -244,7 +275,19 @@ impl Endpoint {
         Self::Route,
         Self::Delete,
         Self::Assistant,
+        Self::AccountsList,
+        Self::NumbersList,
     ];
+
+    /// The broader endpoint whose plan applies when this one has none: the list
+    /// endpoints are part of `subaccount` and `bought`.
+    fn broader(self) -> Option<Endpoint> {
+        match self {
+            Self::AccountsList => Some(Self::Subaccount),
+            Self::NumbersList => Some(Self::Bought),
+            _ => None,
+        }
+    }
 
     /// Endpoints whose calls change something: a `lost` answer there means the
     /// change was made.
@@ -292,13 +335,19 @@ struct FailPlan {
     mode: Option<FailMode>,
     /// `None`: every call until cleared.
     remaining: Option<u32>,
+    /// A 429's `Retry-After` in seconds ([`DEFAULT_RETRY_AFTER`] when not given).
+    retry_after: Option<u64>,
 }
+
+/// A 429's `Retry-After` (seconds) unless the plan says otherwise.
+pub const DEFAULT_RETRY_AFTER: u64 = 1;
 
 impl FailPlan {
     fn new(mode: FailMode, times: Option<u32>) -> Self {
         Self {
             mode: (mode != FailMode::None && times != Some(0)).then_some(mode),
             remaining: times,
+            retry_after: None,
         }
     }
 
@@ -327,6 +376,9 @@ impl FailPlan {
             Some(mode) => mode.to_json(),
             None => json!({ "mode": null }),
         };
+        if self.mode == Some(FailMode::RateLimited) {
+            v["retryAfter"] = json!(self.retry_after.unwrap_or(DEFAULT_RETRY_AFTER));
+        }
         v["remaining"] = json!(self.remaining);
         v
     }
@@ -394,25 +446,29 @@ impl Inner {
         uuid::Uuid::new_v4().to_string()
     }
 
-    /// The failure planned for a call to `endpoint`, if any and `wanted`: the
-    /// endpoint's own plan first, then its provider's.
+    /// The failure planned for a call to `endpoint`, if any and `wanted`, with a
+    /// 429's `Retry-After`: the endpoint's own plan first, then its broader
+    /// endpoint's ([`Endpoint::broader`]), then its provider's.
     fn planned_failure(
         &mut self,
         endpoint: Endpoint,
         wanted: impl Fn(&FailMode) -> bool + Copy,
-    ) -> Option<FailMode> {
-        if let Some(mode) = self
-            .endpoint_fail
-            .get_mut(&endpoint)
-            .and_then(|p| p.take(wanted))
-        {
-            return Some(mode);
+    ) -> Option<(FailMode, u64)> {
+        let retry_after = |p: &FailPlan| p.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        for e in std::iter::once(endpoint).chain(endpoint.broader()) {
+            if let Some(plan) = self.endpoint_fail.get_mut(&e)
+                && let Some(mode) = plan.take(wanted)
+            {
+                return Some((mode, retry_after(plan)));
+            }
         }
-        if endpoint.is_vapi() {
-            self.vapi_fail.take(wanted)
+        let plan = if endpoint.is_vapi() {
+            &mut self.vapi_fail
         } else {
-            self.twilio_fail.take(wanted)
-        }
+            &mut self.twilio_fail
+        };
+        let mode = plan.take(wanted)?;
+        Some((mode, retry_after(plan)))
     }
 
     /// What a list at `endpoint` may show, `true` for an item created at
@@ -461,12 +517,16 @@ impl Standins {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A Vapi phone number the stand-in knows (imported before it started).
+    /// A Vapi phone number the stand-in knows (imported before it started). As an
+    /// import does, it points the Twilio number (if its account holds it) at Vapi.
     pub fn add_vapi_phone_number(&self, number: SeededVapiNumber<'_>) {
         let mut inner = self.lock();
         let now = inner.stamp();
         let token = inner.twilio.account_token(number.twilio_account_sid);
         let token = token.map(str::to_owned);
+        inner
+            .twilio
+            .point_to_vapi(number.twilio_account_sid, number.number, true);
         inner.vapi.add_phone_number(number, token, now);
         inner.changed();
     }
@@ -541,6 +601,28 @@ impl Standins {
             s.lag.remove(&endpoint);
         } else {
             s.endpoint_fail.insert(endpoint, FailPlan::new(mode, times));
+        }
+    }
+
+    /// Answer the next `times` calls (all, without) to `endpoint` — or, without
+    /// one, to `provider` (`vapi` | `twilio`) — with the provider's 429 and
+    /// `Retry-After: <retry_after_secs>`.
+    pub fn rate_limit(
+        &self,
+        provider: &str,
+        endpoint: Option<Endpoint>,
+        times: Option<u32>,
+        retry_after_secs: u64,
+    ) {
+        let mut plan = FailPlan::new(FailMode::RateLimited, times);
+        plan.retry_after = Some(retry_after_secs);
+        let mut s = self.lock();
+        match endpoint {
+            Some(e) => {
+                s.endpoint_fail.insert(e, plan);
+            }
+            None if provider == "vapi" => s.vapi_fail = plan,
+            None => s.twilio_fail = plan,
         }
     }
 
@@ -651,6 +733,26 @@ impl Standins {
             .route("/__control/fail", post(control::fail))
             .route("/__control/take", post(control::take))
             .route("/__control/state", get(control::state))
+            .route("/__control/twilio/numbers", post(control::twilio_number))
+            .route("/__control/twilio/accounts", post(control::twilio_account))
+            .route(
+                "/__control/twilio/accounts/{sid}/status",
+                post(control::twilio_account_status),
+            )
+            .route(
+                "/__control/twilio/voice-url",
+                post(control::twilio_voice_url),
+            )
+            .route("/__control/vapi/numbers", post(control::vapi_number))
+            .route(
+                "/__control/vapi/numbers/{id}",
+                delete(control::vapi_number_delete),
+            )
+            .route(
+                "/__control/vapi/numbers/{id}/assistant",
+                post(control::vapi_number_assistant),
+            )
+            .route("/__control/fleet", post(control::fleet))
             // After the routes: applies to each of them.
             .method_not_allowed_fallback(wrong_method)
             .fallback(unknown_path)
@@ -683,10 +785,15 @@ const HANG: Duration = Duration::from_secs(40);
 /// here. (A `lost` or `late` answer of an endpoint that acts comes after the call
 /// acted: [`answer_acted`].)
 async fn injected(s: &Standins, endpoint: Endpoint) -> Option<Response> {
-    let mode = s
+    let (mode, retry_after) = s
         .lock()
         .planned_failure(endpoint, |m| !(m.answers_after_acting() && endpoint.acts()))?;
     let vapi = endpoint.is_vapi();
+    let rate_limited = |mut r: Response| {
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry_after.into());
+        r
+    };
     Some(match (mode, vapi) {
         (FailMode::Timeout | FailMode::Lost, _) => {
             tokio::time::sleep(HANG).await;
@@ -697,12 +804,15 @@ async fn injected(s: &Standins, endpoint: Endpoint) -> Option<Response> {
             return None;
         }
         (FailMode::Refuse(refusal), _) => refusal.response(endpoint),
-        (FailMode::RateLimited, true) => {
-            vapi_error(StatusCode::TOO_MANY_REQUESTS, json!("Too many requests"))
-        }
-        (FailMode::RateLimited, false) => {
-            twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
-        }
+        (FailMode::RateLimited, true) => rate_limited(vapi_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!("Too many requests"),
+        )),
+        (FailMode::RateLimited, false) => rate_limited(twilio_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            20429,
+            "Too Many Requests",
+        )),
         (FailMode::None, _) => return None,
         (FailMode::ServerError, true) => vapi_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -725,7 +835,8 @@ async fn answer_acted(s: &Standins, endpoint: Endpoint, answer: Response) -> Res
     }
     let planned = s
         .lock()
-        .planned_failure(endpoint, FailMode::answers_after_acting);
+        .planned_failure(endpoint, FailMode::answers_after_acting)
+        .map(|(mode, _)| mode);
     match planned {
         None => answer,
         Some(FailMode::Late(delay)) => {
@@ -787,8 +898,9 @@ async fn unknown_path(method: Method, uri: Uri) -> Response {
             json!(format!("Cannot {method} {rest}")),
         );
     }
-    let twilio_rest =
-        provider_path(path, TWILIO_PREFIX).or_else(|| provider_path(path, "/twilio-pricing"));
+    let twilio_rest = provider_path(path, TWILIO_PREFIX)
+        .or_else(|| provider_path(path, "/twilio-pricing"))
+        .or_else(|| provider_path(path, TWILIO_ROOT_API_PREFIX).map(|_| path));
     if let Some(rest) = twilio_rest {
         return twilio_error(
             StatusCode::NOT_FOUND,
@@ -809,6 +921,7 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     if provider_path(path, TWILIO_PREFIX).is_some()
         || provider_path(path, "/twilio-pricing").is_some()
+        || provider_path(path, TWILIO_ROOT_API_PREFIX).is_some()
     {
         return twilio_error(StatusCode::METHOD_NOT_ALLOWED, 20004, "Method not allowed");
     }

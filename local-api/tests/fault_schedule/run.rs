@@ -100,37 +100,37 @@ pub async fn run(schedule: &Schedule) -> Result<(), Failure> {
         }
     }
 
-    // Healthy providers; reconcile until a pass changes nothing.
+    // Drift by hand (the Twilio console, the Vapi dashboard), of the kinds the
+    // audit repairs.
+    for hand in &schedule.hand {
+        let done = world.hand(*hand);
+        let _ = writeln!(transcript, "   +  {hand}: {done}");
+    }
+
+    // Healthy providers; reconcile until a pass changes nothing; then the carrier
+    // audit, and reconcile to quiescence again (what it repaired is finished).
     world.heal();
-    let mut quiet = false;
-    let mut last = String::new();
-    for pass in 0..MAX_QUIESCENCE_PASSES {
-        world.advance_clock(PASS_ADVANCE).await;
-        let before = (world.fingerprint().await, world.standins.version());
-        let answer = world
-            .call(
-                pass % super::schedule::INSTANCES,
-                &super::schedule::Act::Reconcile,
-                None,
-            )
-            .await;
-        if let Answer::Reconciled(Err(_)) = &answer {
-            violations.push(format!("quiescence pass {}: I4: {answer}", pass + 1));
+    quiesce(&world, &mut transcript, &mut violations).await;
+    world.advance_clock(PASS_ADVANCE).await;
+    match world.audit(0).await {
+        Ok(report) => {
+            let _ = writeln!(
+                transcript,
+                "  audit: found {:?}, repaired {:?}, repair failures {:?}",
+                report.found, report.repaired, report.repair_failures
+            );
+            // A1: on a state reconcile left quiet, the audit finds only what was
+            // made by hand.
+            if schedule.hand.is_empty() && !report.found.is_empty() {
+                violations.push(format!(
+                    "A1: the audit found drift no hand made: {:?}",
+                    report.found
+                ));
+            }
         }
-        last = answer.to_string();
-        let after = (world.fingerprint().await, world.standins.version());
-        if before == after {
-            quiet = true;
-            let _ = writeln!(transcript, "  reconcile quiet after {} passes", pass + 1);
-            break;
-        }
-        let _ = writeln!(transcript, "  quiescence pass {}: {last}", pass + 1);
+        Err(e) => violations.push(format!("A1: the audit failed: {e}")),
     }
-    if !quiet {
-        violations.push(format!(
-            "reconcile did not reach quiescence in {MAX_QUIESCENCE_PASSES} passes with healthy providers (last: {last})"
-        ));
-    }
+    quiesce(&world, &mut transcript, &mut violations).await;
 
     let (_, now) = world.standins.holdings();
     let held = Held::parse(&now);
@@ -179,6 +179,35 @@ pub async fn run(schedule: &Schedule) -> Result<(), Failure> {
         seed: schedule.seed,
         report,
     })
+}
+
+/// Reconcile until a pass changes nothing (at most [`MAX_QUIESCENCE_PASSES`]).
+async fn quiesce(world: &World, transcript: &mut String, violations: &mut Vec<String>) {
+    let mut last = String::new();
+    for pass in 0..MAX_QUIESCENCE_PASSES {
+        world.advance_clock(PASS_ADVANCE).await;
+        let before = (world.fingerprint().await, world.standins.version());
+        let answer = world
+            .call(
+                pass % super::schedule::INSTANCES,
+                &super::schedule::Act::Reconcile,
+                None,
+            )
+            .await;
+        if let Answer::Reconciled(Err(_)) = &answer {
+            violations.push(format!("quiescence pass {}: I4: {answer}", pass + 1));
+        }
+        last = answer.to_string();
+        let after = (world.fingerprint().await, world.standins.version());
+        if before == after {
+            let _ = writeln!(transcript, "  reconcile quiet after {} passes", pass + 1);
+            return;
+        }
+        let _ = writeln!(transcript, "  quiescence pass {}: {last}", pass + 1);
+    }
+    violations.push(format!(
+        "reconcile did not reach quiescence in {MAX_QUIESCENCE_PASSES} passes with healthy providers (last: {last})"
+    ));
 }
 
 /// A call's answer and the stand-ins' version at that moment.

@@ -228,6 +228,73 @@ pub struct Schedule {
     /// A hand-written scenario's name (its `seed` is 0).
     pub scenario: Option<&'static str>,
     pub steps: Vec<Step>,
+    /// Drift made by hand after the steps (in the Twilio console, the Vapi
+    /// dashboard), which the carrier audit must find and repair.
+    pub hand: Vec<Hand>,
+}
+
+/// Drift made by hand, of the kinds the audit repairs (what it only flags would
+/// break the invariants for good).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hand {
+    /// A purchase whose row was lost: Twilio holds `number` under the org's
+    /// subaccount, named `purchase <operation id>`.
+    LostPurchase { org: usize, number: usize },
+    /// `number` imported into Vapi by hand with the org's subaccount.
+    ImportByHand { org: usize, number: usize },
+    /// Every Vapi number of `number` routed to `assistant` in the dashboard.
+    DashboardAssistant { number: usize, assistant: Assistant },
+}
+
+impl fmt::Display for Hand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::LostPurchase { org, number } => write!(
+                f,
+                "by hand: org{org}'s subaccount holds {} with no row (a lost purchase)",
+                NUMBERS[number]
+            ),
+            Self::ImportByHand { org, number } => write!(
+                f,
+                "by hand: {} imported into Vapi with org{org}'s subaccount",
+                NUMBERS[number]
+            ),
+            Self::DashboardAssistant { number, assistant } => write!(
+                f,
+                "by hand: {} routed to {assistant:?} in Vapi's dashboard",
+                NUMBERS[number]
+            ),
+        }
+    }
+}
+
+/// The hand drift of `seed`: drawn from a generator of its own, so adding it left
+/// every seed's steps as they were (the named seeds still replay).
+fn draw_hand(seed: u64) -> Vec<Hand> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x0a0d_17d0_0000_0001);
+    if rng.u32(0..100) >= 40 {
+        return Vec::new();
+    }
+    (0..rng.usize(1..=2))
+        .map(|_| match rng.u32(0..3) {
+            0 => Hand::LostPurchase {
+                org: rng.usize(0..2),
+                number: rng.usize(0..NUMBERS.len()),
+            },
+            1 => Hand::ImportByHand {
+                org: rng.usize(0..2),
+                number: rng.usize(0..NUMBERS.len()),
+            },
+            _ => Hand::DashboardAssistant {
+                number: rng.usize(0..NUMBERS.len()),
+                assistant: if rng.bool() {
+                    Assistant::A
+                } else {
+                    Assistant::B
+                },
+            },
+        })
+        .collect()
 }
 
 impl fmt::Display for Schedule {
@@ -242,6 +309,9 @@ impl fmt::Display for Schedule {
         }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "  {:>2}. {step}", i + 1)?;
+        }
+        for hand in &self.hand {
+            writeln!(f, "   +  {hand}")?;
         }
         Ok(())
     }
@@ -310,6 +380,7 @@ impl Schedule {
             seed,
             scenario: None,
             steps,
+            hand: draw_hand(seed),
         }
     }
 
@@ -320,6 +391,7 @@ impl Schedule {
             seed: 0,
             scenario: Some(name),
             steps,
+            hand: Vec::new(),
         }
     }
 }

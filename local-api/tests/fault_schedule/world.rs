@@ -27,13 +27,17 @@ use local_api::standins::{
     TWILIO_API_PREFIX, TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
 };
 use serde_json::{Value, json};
+use shared::carrier_audit::{AuditConfig, AuditReport, Auditor};
 use shared::config::Env;
 use shared::release::{ReconcileReport, ReleaseService};
 use testkit::TestDb;
 use testkit::event::{ApiEvent, read_response};
 use uuid::Uuid;
 
-use super::schedule::{Act, BYOC_ACCOUNTS, CLAIM_SECS, Fault, FaultKind, INSTANCES, NUMBERS, ORGS};
+use super::invariants::Held;
+use super::schedule::{
+    Act, BYOC_ACCOUNTS, CLAIM_SECS, Fault, FaultKind, Hand, INSTANCES, NUMBERS, ORGS,
+};
 
 pub const PROVIDER_TIMEOUT_MS: u64 = 300;
 pub const STEPS_DEADLINE_MS: u64 = 1500;
@@ -104,6 +108,8 @@ pub struct World {
     server: tokio::task::JoinHandle<()>,
     /// `(table, timestamptz columns)` of every table the clock moves.
     clocked: Vec<(String, Vec<String>)>,
+    /// The carrier audit's settings (the deployed defaults).
+    audit: AuditConfig,
 }
 
 impl World {
@@ -175,6 +181,12 @@ impl World {
             instances: Vec::new(),
             server,
             clocked,
+            audit: AuditConfig::from_env(&Env::from_pairs([("CLAIM_SECS", "3")]), &{
+                let mut steps = shared::steps::StepsConfig::default();
+                steps.claim_ttl = Duration::from_secs(CLAIM_SECS);
+                steps
+            })
+            .expect("audit settings"),
         };
         for _ in 0..INSTANCES {
             let instance = world.instance().await;
@@ -291,6 +303,89 @@ impl World {
         };
         let (status, body) = read_response(&resp);
         Answer::Http { status, body }
+    }
+
+    /// One carrier-audit run that starts a pass (as a run by hand does), with
+    /// instance `i`'s clients, as the audit function builds them.
+    pub async fn audit(&self, i: usize) -> Result<AuditReport, String> {
+        let r = &self.instances[i].reconcile;
+        let auditor = Auditor {
+            db: &r.db,
+            vapi: &r.vapi,
+            twilio: &r.twilio,
+            config: &self.audit,
+        };
+        let request_id = format!("audit-{}", Uuid::new_v4());
+        match auditor
+            .run(&request_id, true, Duration::from_secs(120))
+            .await
+        {
+            Ok(report) if report.errors.is_empty() => Ok(report),
+            Ok(report) => Err(format!("the run ended early: {:?}", report.errors)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Make `hand` drift at the stand-ins, as a person in the Twilio console or
+    /// the Vapi dashboard would; what was done (or why nothing was).
+    pub fn hand(&self, hand: Hand) -> String {
+        let (_, now) = self.standins.holdings();
+        let held = Held::parse(&now);
+        let subaccount = |org: usize| {
+            let name = format!("org:{}", self.orgs[org]);
+            held.subaccounts
+                .iter()
+                .find(|(_, n)| **n == name)
+                .map(|(sid, _)| sid.clone())
+        };
+        let outcome = match hand {
+            Hand::LostPurchase { org, number } => match subaccount(org) {
+                None => Err("the org has no subaccount".to_owned()),
+                Some(sid) => {
+                    let name = format!("purchase {}", Uuid::new_v4());
+                    self.standins
+                        .buy_by_hand(local_api::standins::HandNumber {
+                            account_sid: &sid,
+                            phone_number: NUMBERS[number],
+                            friendly_name: Some(&name),
+                            age: Duration::ZERO,
+                        })
+                        .map(drop)
+                        .map_err(|e| e.message().to_owned())
+                }
+            },
+            Hand::ImportByHand { org, number } => match subaccount(org) {
+                None => Err("the org has no subaccount".to_owned()),
+                Some(sid) => self
+                    .standins
+                    .import_by_hand(NUMBERS[number], &sid, None, None, Duration::ZERO)
+                    .map(drop)
+                    .map_err(|e| e.message().to_owned()),
+            },
+            Hand::DashboardAssistant { number, assistant } => {
+                let ids: Vec<&str> = held
+                    .vapi
+                    .iter()
+                    .filter(|v| v.number == NUMBERS[number])
+                    .map(|v| v.id.as_str())
+                    .collect();
+                if ids.is_empty() {
+                    Err("Vapi has no such number".to_owned())
+                } else {
+                    ids.iter()
+                        .try_for_each(|id| {
+                            self.standins
+                                .set_vapi_assistant(id, Some(assistant.id()))
+                                .map(drop)
+                        })
+                        .map_err(|e| e.message().to_owned())
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => "done".to_owned(),
+            Err(why) => format!("nothing done: {why}"),
+        }
     }
 
     /// The org's status, as list-numbers answers it (on instance 0).

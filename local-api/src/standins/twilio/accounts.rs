@@ -1,5 +1,7 @@
 //! Accounts (the main account and its subaccounts) and the Pricing API.
 
+use std::ops::Bound;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -9,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::paging::{self, Paging};
 use super::{
-    API, bad_request, basic_auth, form, not_found, page, page_size, param, query_pairs,
-    unauthenticated,
+    API, AccountStatus, StatusRefused, bad_request, basic_auth, form, not_found, param,
+    query_pairs, unauthenticated,
 };
 use crate::standins::{
     Endpoint, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, REJECTED_TOKEN, Standins,
@@ -19,51 +22,81 @@ use crate::standins::{
 };
 
 /// `GET /Accounts.json`: the main account and its subaccounts (a subaccount sees
-/// itself only), filtered by `FriendlyName` and `Status`.
+/// itself only), filtered by `FriendlyName` and `Status`, paged ([`paging`]): the
+/// main account first, then the subaccounts by SID; a page token names an
+/// account's SID (`PA<sid>`).
 pub(super) async fn list(
     State(s): State<Standins>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let user = match basic_auth(&headers) {
-        Some((user, token)) if s.lock().twilio.account_token(&user) == Some(&token) => user,
+        Some((user, token)) if s.lock().twilio.authenticates(&user, &token) => user,
         _ => return unauthenticated(),
     };
-    if let Some(r) = injected(&s, Endpoint::Subaccount).await {
+    if let Some(r) = injected(&s, Endpoint::AccountsList).await {
         return r;
     }
     let pairs = query_pairs(query);
-    let size = match page_size(&pairs) {
-        Ok(n) => n,
+    let paging = match Paging::parse(&pairs) {
+        Ok(p) => p,
         Err(r) => return *r,
     };
+    let name = param(&pairs, "FriendlyName");
+    let status = param(&pairs, "Status");
     let mut inner = s.lock();
     // Lookup lag: a subaccount created within it is not listed yet.
     let listed = inner.list_cutoff(Endpoint::Subaccount);
-    let mut sids: Vec<&str> = vec![LOCAL_TWILIO_MAIN_SID];
-    sids.extend(
-        inner
-            .twilio
-            .subaccounts
-            .iter()
-            .filter(|(_, a)| listed(a.created))
-            .map(|(sid, _)| sid.as_str()),
+    let twilio = &inner.twilio;
+    let main = user == LOCAL_TWILIO_MAIN_SID;
+    let shown = |sid: &str| -> Option<(String, Value)> {
+        if !main && sid != user {
+            return None;
+        }
+        let (friendly, st, created) = twilio.account_view(sid)?;
+        let admitted = listed(created)
+            && name.is_none_or(|n| n == friendly)
+            && status.is_none_or(|want| want == st.as_str());
+        admitted
+            .then(|| twilio.account_json(sid))
+            .flatten()
+            .map(|a| (sid.to_owned(), a))
+    };
+    let subs = &twilio.subaccounts;
+    let after = |after: Option<&str>| -> Box<dyn Iterator<Item = &str> + '_> {
+        match after {
+            None => Box::new(
+                std::iter::once(LOCAL_TWILIO_MAIN_SID).chain(subs.keys().map(String::as_str)),
+            ),
+            Some(LOCAL_TWILIO_MAIN_SID) => Box::new(subs.keys().map(String::as_str)),
+            Some(key) => Box::new(
+                subs.range::<str, _>((Bound::Excluded(key), Bound::Unbounded))
+                    .map(|(sid, _)| sid.as_str()),
+            ),
+        }
+    };
+    let before = |before: &str| -> Box<dyn Iterator<Item = &str> + '_> {
+        if before == LOCAL_TWILIO_MAIN_SID {
+            return Box::new(std::iter::empty());
+        }
+        Box::new(
+            subs.range::<str, _>((Bound::Unbounded, Bound::Excluded(before)))
+                .rev()
+                .map(|(sid, _)| sid.as_str())
+                .chain(std::iter::once(LOCAL_TWILIO_MAIN_SID)),
+        )
+    };
+    let (items, more) = paging.take(
+        |a| after(a).filter_map(shown),
+        |b| before(b).filter_map(shown),
     );
-    let items: Vec<Value> = sids
+    let filters: Vec<(&str, &str)> = [("FriendlyName", name), ("Status", status)]
         .into_iter()
-        .filter(|sid| user == LOCAL_TWILIO_MAIN_SID || *sid == user)
-        .filter_map(|sid| inner.twilio.account_json(sid))
-        .filter(|a| {
-            param(&pairs, "FriendlyName").is_none_or(|n| a["friendly_name"] == n)
-                && param(&pairs, "Status").is_none_or(|st| a["status"] == st)
-        })
-        .take(size)
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
-    Json(page(
-        "accounts",
-        items,
-        format!("{API}/Accounts.json"),
-        size,
+    let path = format!("{API}/Accounts.json");
+    Json(paging::answer(
+        "accounts", &path, &filters, &paging, items, more,
     ))
     .into_response()
 }
@@ -138,9 +171,10 @@ pub(super) async fn fetch(
     }
     let inner = s.lock();
     if main || inner.twilio.account_token(sid).is_some() {
-        // A known account: the main account may read it, the account itself with
-        // its own token.
-        let allowed = main || (user == sid && inner.twilio.account_token(sid) == Some(&token));
+        // A known account: the main account may read it (whatever its status), the
+        // account itself with its own token while it is active (a suspended or
+        // closed account's credentials are refused: 401, 20003).
+        let allowed = main || (user == sid && inner.twilio.authenticates(sid, &token));
         if !allowed {
             return unauthenticated();
         }
@@ -164,12 +198,92 @@ pub(super) async fn fetch(
     .into_response()
 }
 
-/// A suspended or closed account, read with its own credentials. Twilio does not
-/// answer 200 with its status then: it documents "the account is suspended or
-/// closed" as a cause of both 401 (code 20003) and 403 (code 20403). The stand-in
-/// answers 403 / 20403 — the code whose page names only that cause — so the other
-/// answer (401 / 20003, also wrong credentials: the token `000…0`) stays
-/// distinguishable here, and a client that believed only a 401 would be caught.
+/// `POST /Accounts/{sid}.json` as the main account (`Status` `active`,
+/// `suspended` or `closed`; `FriendlyName` ≤ 64): 200 with the account. Closing
+/// releases every number of the subaccount and is for good: a later change is a
+/// 400 (20001) — "closing" it again changes nothing and answers 200. A subaccount
+/// may change no account (401, 20003), nor may anyone change the main account here
+/// (400, 20001); an unknown SID is 404 (20404).
+pub(super) async fn update(
+    State(s): State<Standins>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(sid) = file.strip_suffix(".json") else {
+        return not_found(&format!("{API}/Accounts/{file}"));
+    };
+    let path = format!("{API}/Accounts/{sid}.json");
+    match basic_auth(&headers) {
+        Some((user, token))
+            if user == LOCAL_TWILIO_MAIN_SID && token == LOCAL_TWILIO_MAIN_TOKEN => {}
+        _ => return unauthenticated(),
+    }
+    if let Some(r) = injected(&s, Endpoint::Subaccount).await {
+        return r;
+    }
+    let pairs = form(&body);
+    let status = match param(&pairs, "Status") {
+        None => None,
+        Some(st) => match AccountStatus::parse(st) {
+            Some(st) => Some(st),
+            None => {
+                return bad_request(
+                    20001,
+                    &format!("Status must be one of active, suspended, closed (not {st})"),
+                );
+            }
+        },
+    };
+    let name = param(&pairs, "FriendlyName");
+    if name.is_some_and(|n| n.chars().count() > 64) {
+        return bad_request(20001, "FriendlyName must be 64 characters or fewer");
+    }
+    let answer = {
+        let mut inner = s.lock();
+        if sid == LOCAL_TWILIO_MAIN_SID {
+            return bad_request(
+                20001,
+                "The stand-in's main account cannot be changed (only its subaccounts)",
+            );
+        }
+        let Some(current) = inner.twilio.status(sid) else {
+            return not_found(&path);
+        };
+        match inner
+            .twilio
+            .set_status(sid, status.unwrap_or(current), name)
+        {
+            Ok(_) => {}
+            Err(StatusRefused::Unknown) => return not_found(&path),
+            Err(StatusRefused::Closed) => return account_closed(sid),
+        }
+        inner.changed();
+        match inner.twilio.account_json(sid) {
+            Some(a) => Json(a).into_response(),
+            None => not_found(&path),
+        }
+    };
+    answer_acted(&s, Endpoint::Subaccount, answer).await
+}
+
+/// A change to a closed account: Twilio's 400 (20001).
+fn account_closed(sid: &str) -> Response {
+    bad_request(
+        20001,
+        &format!("Account {sid} is closed: a closed account cannot be changed"),
+    )
+}
+
+/// A suspended or closed account the stand-in does not know (a BYOC SID ending in
+/// `dead`), read with its own credentials. Twilio does not answer 200 with its
+/// status then: it documents "the account is suspended or closed" as a cause of
+/// both 401 (code 20003) and 403 (code 20403). The stand-in answers 403 / 20403 —
+/// the code whose page names only that cause — so the other answer (401 / 20003,
+/// also wrong credentials: the token `000…0`) stays distinguishable here, and a
+/// client that believed only a 401 would be caught. A subaccount it knows and
+/// that was suspended or closed (`POST /Accounts/{sid}.json`) is refused the other
+/// way, 401 / 20003, on every call as itself: a client meets both.
 fn suspended() -> Response {
     twilio_error(StatusCode::FORBIDDEN, 20403, "Forbidden")
 }
@@ -181,7 +295,7 @@ pub(super) async fn prices(
     headers: HeaderMap,
 ) -> Response {
     let authenticated = basic_auth(&headers)
-        .is_some_and(|(user, token)| s.lock().twilio.account_token(&user) == Some(&token));
+        .is_some_and(|(user, token)| s.lock().twilio.authenticates(&user, &token));
     if !authenticated {
         return unauthenticated();
     }

@@ -3,18 +3,24 @@
 //! `{"code","message","more_info","status"}`.
 //!
 //! Who may call: the local main account (`LOCAL_TWILIO_MAIN_SID` /
-//! `LOCAL_TWILIO_MAIN_TOKEN`) on itself and its subaccounts, and a subaccount with
-//! its own token on itself. Wrong credentials are 401 (20003); an account these
-//! credentials may not act on is Twilio's 404 (20404).
+//! `LOCAL_TWILIO_MAIN_TOKEN`) on itself and its subaccounts (whatever their
+//! status), and an active subaccount with its own token on itself. Wrong
+//! credentials, and a suspended or closed subaccount's own, are 401 (20003); an
+//! account these credentials may not act on is Twilio's 404 (20404).
 //!
-//! - `GET /Accounts.json` (`FriendlyName`, `Status`, `PageSize`) and `POST
-//!   /Accounts.json` (`FriendlyName` ≤ 64) → 201 with the new subaccount's `sid` and
-//!   `auth_token`; `GET /Accounts/{sid}.json` answers an account with its
-//!   `auth_token` to the main account and to the account itself. An account the
-//!   stand-in does not know, read with its own credentials, is accepted when
-//!   well-formed (so a BYOC save can be shown), except the token `000…0` (401, 20003)
-//!   and SIDs ending in `dead`: a suspended account, which Twilio answers not with
-//!   200 and its status but with an error (here 403, code 20403).
+//! - `GET /Accounts.json` (`FriendlyName`, `Status`; paged: `PageSize`, `Page`,
+//!   `PageToken`, see `paging.rs`) — the main account first, then its subaccounts
+//!   by SID — and `POST /Accounts.json` (`FriendlyName` ≤ 64) → 201 with the new
+//!   subaccount's `sid` and `auth_token`; `GET /Accounts/{sid}.json` answers an
+//!   account with its `auth_token` and `status` to the main account and to the
+//!   account itself. `POST /Accounts/{sid}.json` as the main account (`Status`
+//!   `active`|`suspended`|`closed`, `FriendlyName`): 200 with the account; closing
+//!   releases the subaccount's numbers and is for good (a later change: 400,
+//!   20001). An account the stand-in does not know, read with its own
+//!   credentials, is accepted when well-formed (so a BYOC save can be shown),
+//!   except the token `000…0` (401, 20003) and SIDs ending in `dead`: a suspended
+//!   account, which Twilio answers not with 200 and its status but with an error
+//!   (here 403, code 20403).
 //! - `GET /Accounts/{sid}/AvailablePhoneNumbers/{ISO}/{Local|TollFree}.json`
 //!   (`AreaCode` — three digits, else 21451 — `Contains`, `VoiceEnabled`,
 //!   `SmsEnabled`, `MmsEnabled`, `Exclude{All,Local,Foreign}AddressRequired`,
@@ -23,17 +29,26 @@
 //! - `POST /Accounts/{sid}/IncomingPhoneNumbers.json` (`PhoneNumber` or `AreaCode`,
 //!   `FriendlyName` ≤ 64): 201 with `sid` `PN…`; a number not offered (never, or
 //!   taken in between) is 400 code 21422, a malformed one 21421, one that needs an
-//!   address 21631. `GET …/IncomingPhoneNumbers.json` (`PhoneNumber`,
-//!   `FriendlyName`), `GET` and `DELETE …/IncomingPhoneNumbers/{PN}.json` (204, then
-//!   404 code 20404). A released number is not offered again (Twilio ages numbers).
+//!   address 21631; on a closed subaccount 404 (20404). `GET
+//!   …/IncomingPhoneNumbers.json` (`PhoneNumber`, `FriendlyName`; paged as the
+//!   accounts, by PN SID), `GET` and `DELETE …/IncomingPhoneNumbers/{PN}.json`
+//!   (204, then 404 code 20404). A released number is not offered again (Twilio
+//!   ages numbers). Listing, fetching or checking an account's numbers reads only
+//!   that account's: O(its numbers), however many the stand-in holds.
+//! - A number's `voice_url` (and `sms_url`) is `""` until Vapi imports it
+//!   ([`super::VAPI_TWILIO_VOICE_URL`], [`super::VAPI_TWILIO_SMS_URL`]) or a hand
+//!   sets it (`/__control/twilio/voice-url`).
 //! - Pricing `GET /PhoneNumbers/Countries/{US|CA}`: local 1.15, toll free 2.15 USD.
 
 mod accounts;
 mod numbers;
+mod paging;
 
 pub use accounts::subaccount_token;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use axum::Router;
 use axum::extract::Query;
@@ -47,20 +62,38 @@ use serde_json::{Map, Value, json};
 
 use super::inventory::{Offer, friendly_name};
 use super::{
-    Inner, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, Standins, authorization, twilio_error,
-    twilio_time,
+    Inner, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, Standins, VAPI_TWILIO_SMS_URL,
+    VAPI_TWILIO_VOICE_URL, authorization, twilio_error, twilio_time,
 };
 
 const API: &str = "/2010-04-01";
 
 pub(super) fn routes() -> Router<Standins> {
-    let api = super::TWILIO_API_PREFIX;
+    api_routes(super::TWILIO_API_PREFIX)
+        // Twilio's page URIs (`next_page_uri`, …) are paths on its API host
+        // (`/2010-04-01/…`): a client that follows one on its base URL's host
+        // meets the same API there.
+        .merge(api_routes(super::TWILIO_ROOT_API_PREFIX))
+        .route(
+            &format!(
+                "{}/PhoneNumbers/Countries/{{iso}}",
+                super::TWILIO_PRICING_PREFIX
+            ),
+            get(accounts::prices),
+        )
+}
+
+/// The REST API's routes under `api`.
+fn api_routes(api: &str) -> Router<Standins> {
     Router::new()
         .route(
             &format!("{api}/Accounts.json"),
             get(accounts::list).post(accounts::create),
         )
-        .route(&format!("{api}/Accounts/{{sid}}"), get(accounts::fetch))
+        .route(
+            &format!("{api}/Accounts/{{sid}}"),
+            get(accounts::fetch).post(accounts::update),
+        )
         .route(
             &format!("{api}/Accounts/{{sid}}/AvailablePhoneNumbers/{{iso}}/{{kind}}"),
             get(numbers::search),
@@ -73,13 +106,37 @@ pub(super) fn routes() -> Router<Standins> {
             &format!("{api}/Accounts/{{sid}}/IncomingPhoneNumbers/{{pn}}"),
             get(numbers::fetch).delete(numbers::release),
         )
-        .route(
-            &format!(
-                "{}/PhoneNumbers/Countries/{{iso}}",
-                super::TWILIO_PRICING_PREFIX
-            ),
-            get(accounts::prices),
-        )
+}
+
+/// A Twilio account's status (`active`, `suspended`, `closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    /// Its credentials work; its numbers bill.
+    Active,
+    /// Its own credentials are refused (401, 20003); its numbers stay and bill.
+    Suspended,
+    /// For good: its numbers are released, its own credentials refused (401,
+    /// 20003); the main account still reads it, with this status.
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
 }
 
 /// A subaccount of the local main account.
@@ -87,8 +144,9 @@ pub(super) fn routes() -> Router<Standins> {
 pub(super) struct Account {
     friendly_name: String,
     auth_token: String,
-    status: String,
+    status: AccountStatus,
     created: DateTime<Utc>,
+    updated: DateTime<Utc>,
 }
 
 /// Never the token.
@@ -102,6 +160,15 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// Why an account's status was not changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StatusRefused {
+    /// No such subaccount (the main account's status is not changed here).
+    Unknown,
+    /// Closed for good: no later change.
+    Closed,
+}
+
 /// A number an account bought.
 #[derive(Debug, Clone)]
 pub(super) struct Incoming {
@@ -110,12 +177,17 @@ pub(super) struct Incoming {
     phone_number: String,
     friendly_name: String,
     created: DateTime<Utc>,
-    offer: Option<Offer>,
+    updated: DateTime<Utc>,
+    /// Where Twilio sends its calls: `""` until an import (or a hand) sets it.
+    voice_url: Cow<'static, str>,
+    /// Where Twilio sends its messages: `""` until set.
+    sms_url: Cow<'static, str>,
+    offer: Option<Box<Offer>>,
 }
 
 impl Incoming {
     fn to_json(&self) -> Value {
-        let caps = self.offer.as_ref();
+        let caps = self.offer.as_deref();
         json!({
             "sid": self.sid,
             "account_sid": self.account_sid,
@@ -130,34 +202,78 @@ impl Incoming {
                 "mms": caps.is_none_or(|o| o.mms),
                 "fax": false,
             },
-            "voice_url": "",
-            "sms_url": "",
+            "voice_url": self.voice_url,
+            "voice_method": "POST",
+            "sms_url": self.sms_url,
+            "sms_method": "POST",
             "api_version": "2010-04-01",
             "date_created": twilio_time(self.created),
-            "date_updated": twilio_time(self.created),
+            "date_updated": twilio_time(self.updated),
             "uri": format!("{API}/Accounts/{}/IncomingPhoneNumbers/{}.json", self.account_sid, self.sid),
         })
     }
 }
 
+/// A number to add to an account, as a purchase (or a hand, or the fleet) makes it.
+pub(super) struct NewIncoming<'a> {
+    pub account_sid: &'a str,
+    pub sid: &'a str,
+    pub e164: &'a str,
+    /// Twilio's display form of the number when `None`.
+    pub friendly_name: Option<String>,
+    pub offer: Option<Offer>,
+    pub created: DateTime<Utc>,
+    pub voice_url: Cow<'static, str>,
+    pub sms_url: Cow<'static, str>,
+}
+
+/// The key of an account's number: `account/PN…`, so an account's numbers are one
+/// range of the map.
+fn number_key(account_sid: &str, pn: &str) -> String {
+    format!("{account_sid}/{pn}")
+}
+
+/// The bounds of an account's numbers in the map: from `account/` (before every
+/// `account/PN…`) to `account0` (`0` follows `/`).
+fn account_range(account_sid: &str) -> (Bound<String>, Bound<String>) {
+    (
+        Bound::Included(format!("{account_sid}/")),
+        Bound::Excluded(format!("{account_sid}0")),
+    )
+}
+
 #[derive(Debug, Default)]
 pub(super) struct TwilioState {
     pub(super) subaccounts: BTreeMap<String, Account>,
-    /// By `subaccount/PN…`.
+    /// By `subaccount/PN…` ([`number_key`]): listing, fetching or checking one
+    /// account's numbers reads only its range, never every number.
     incoming: BTreeMap<String, Incoming>,
+    /// The key of the number that holds each E.164.
+    by_number: HashMap<String, String>,
     /// What a search finds, by E.164.
     pub(super) available: BTreeMap<String, Offer>,
 }
 
 impl TwilioState {
     pub(super) fn add_subaccount(&mut self, sid: &str, friendly_name: &str, auth_token: &str) {
+        self.add_subaccount_at(sid, friendly_name, auth_token, Utc::now());
+    }
+
+    pub(super) fn add_subaccount_at(
+        &mut self,
+        sid: &str,
+        friendly_name: &str,
+        auth_token: &str,
+        created: DateTime<Utc>,
+    ) {
         self.subaccounts.insert(
             sid.to_owned(),
             Account {
                 friendly_name: friendly_name.to_owned(),
                 auth_token: auth_token.to_owned(),
-                status: "active".into(),
-                created: Utc::now(),
+                status: AccountStatus::Active,
+                created,
+                updated: created,
             },
         );
     }
@@ -169,32 +285,177 @@ impl TwilioState {
         e164: &str,
         offer: Option<Offer>,
     ) {
-        self.available.remove(e164);
+        self.insert_incoming(NewIncoming {
+            account_sid,
+            sid,
+            e164,
+            friendly_name: None,
+            offer,
+            created: Utc::now(),
+            voice_url: Cow::Borrowed(""),
+            sms_url: Cow::Borrowed(""),
+        });
+    }
+
+    /// A number held from now on (no longer offered). The account is not checked.
+    pub(super) fn insert_incoming(&mut self, n: NewIncoming<'_>) {
+        self.available.remove(n.e164);
+        let key = number_key(n.account_sid, n.sid);
+        self.by_number.insert(n.e164.to_owned(), key.clone());
         self.incoming.insert(
-            format!("{account_sid}/{sid}"),
+            key,
             Incoming {
-                sid: sid.to_owned(),
-                account_sid: account_sid.to_owned(),
-                phone_number: e164.to_owned(),
-                friendly_name: friendly_name(e164),
-                created: Utc::now(),
-                offer,
+                sid: n.sid.to_owned(),
+                account_sid: n.account_sid.to_owned(),
+                phone_number: n.e164.to_owned(),
+                friendly_name: n.friendly_name.unwrap_or_else(|| friendly_name(n.e164)),
+                created: n.created,
+                updated: n.created,
+                voice_url: n.voice_url,
+                sms_url: n.sms_url,
+                offer: n.offer.map(Box::new),
             },
         );
+    }
+
+    /// The number `pn` of `account_sid`.
+    fn incoming(&self, account_sid: &str, pn: &str) -> Option<&Incoming> {
+        self.incoming.get(&number_key(account_sid, pn))
+    }
+
+    /// Releases the number `pn` of `account_sid`.
+    fn remove_incoming(&mut self, account_sid: &str, pn: &str) -> Option<Incoming> {
+        let key = number_key(account_sid, pn);
+        let removed = self.incoming.remove(&key)?;
+        if self.by_number.get(&removed.phone_number) == Some(&key) {
+            self.by_number.remove(&removed.phone_number);
+        }
+        Some(removed)
+    }
+
+    /// `account_sid`'s numbers, in the order of their SIDs, after `after` (a PN
+    /// SID, exclusive) when given.
+    fn numbers_of<'a>(
+        &'a self,
+        account_sid: &str,
+        after: Option<&str>,
+    ) -> impl DoubleEndedIterator<Item = &'a Incoming> + use<'a> {
+        let (low, high) = account_range(account_sid);
+        let low = match after {
+            Some(pn) => Bound::Excluded(number_key(account_sid, pn)),
+            None => low,
+        };
+        self.incoming.range((low, high)).map(|(_, n)| n)
+    }
+
+    /// `account_sid`'s numbers before `before` (a PN SID, exclusive), nearest first.
+    fn numbers_before<'a>(
+        &'a self,
+        account_sid: &str,
+        before: &str,
+    ) -> impl Iterator<Item = &'a Incoming> + use<'a> {
+        let (low, _) = account_range(account_sid);
+        let high = Bound::Excluded(number_key(account_sid, before));
+        self.incoming.range((low, high)).rev().map(|(_, n)| n)
+    }
+
+    /// Who holds `e164`, if anyone: its account and PN SID.
+    pub(super) fn holder(&self, e164: &str) -> Option<(&str, &str)> {
+        let n = self.incoming.get(self.by_number.get(e164)?)?;
+        Some((n.account_sid.as_str(), n.sid.as_str()))
+    }
+
+    /// The number `e164` held by `account_sid` (a scan of that account's numbers).
+    fn held_by_mut(&mut self, account_sid: &str, e164: &str) -> Option<&mut Incoming> {
+        let (low, high) = account_range(account_sid);
+        self.incoming
+            .range_mut((low, high))
+            .map(|(_, n)| n)
+            .find(|n| n.phone_number == e164)
+    }
+
+    /// As Vapi does when it imports `e164` with `account_sid`: the number's voice
+    /// URL (and, if `sms`, its messaging URL) now point at Vapi. `false` when the
+    /// account does not hold the number.
+    pub(super) fn point_to_vapi(&mut self, account_sid: &str, e164: &str, sms: bool) -> bool {
+        let now = Utc::now();
+        let Some(n) = self.held_by_mut(account_sid, e164) else {
+            return false;
+        };
+        n.voice_url = Cow::Borrowed(VAPI_TWILIO_VOICE_URL);
+        if sms {
+            n.sms_url = Cow::Borrowed(VAPI_TWILIO_SMS_URL);
+        }
+        n.updated = now.max(n.created);
+        true
+    }
+
+    /// A number's voice URL changed by hand (in Twilio's console): its account and
+    /// PN SID, `None` when nobody holds `e164`.
+    pub(super) fn set_voice_url(&mut self, e164: &str, url: &str) -> Option<(String, String)> {
+        let key = self.by_number.get(e164)?.clone();
+        let n = self.incoming.get_mut(&key)?;
+        n.voice_url = Cow::Owned(url.to_owned());
+        n.updated = Utc::now().max(n.created);
+        Some((n.account_sid.clone(), n.sid.clone()))
+    }
+
+    /// A subaccount's status changed (by the main account, or in the console):
+    /// closing releases every number it holds (how many is answered) and is for
+    /// good; a closed account may be "closed" again, nothing else.
+    pub(super) fn set_status(
+        &mut self,
+        sid: &str,
+        status: AccountStatus,
+        friendly_name: Option<&str>,
+    ) -> Result<usize, StatusRefused> {
+        let account = self
+            .subaccounts
+            .get_mut(sid)
+            .ok_or(StatusRefused::Unknown)?;
+        if account.status == AccountStatus::Closed {
+            let unchanged = status == AccountStatus::Closed
+                && friendly_name.is_none_or(|n| n == account.friendly_name);
+            return if unchanged {
+                Ok(0)
+            } else {
+                Err(StatusRefused::Closed)
+            };
+        }
+        account.status = status;
+        if let Some(name) = friendly_name {
+            account.friendly_name = name.to_owned();
+        }
+        account.updated = Utc::now().max(account.created);
+        if status != AccountStatus::Closed {
+            return Ok(0);
+        }
+        let released: Vec<String> = self.numbers_of(sid, None).map(|n| n.sid.clone()).collect();
+        for pn in &released {
+            self.remove_incoming(sid, pn);
+        }
+        Ok(released.len())
+    }
+
+    /// A subaccount's status, if the stand-in knows it.
+    pub(super) fn status(&self, sid: &str) -> Option<AccountStatus> {
+        self.subaccounts.get(sid).map(|a| a.status)
     }
 
     /// As if `by` had passed: every account and number was made that much earlier.
     pub(super) fn age(&mut self, by: TimeDelta) {
         for a in self.subaccounts.values_mut() {
             a.created -= by;
+            a.updated -= by;
         }
         for n in self.incoming.values_mut() {
             n.created -= by;
+            n.updated -= by;
         }
     }
 
     /// The token an account authenticates with (the main account's, or a known
-    /// subaccount's).
+    /// subaccount's, whatever its status).
     pub(super) fn account_token(&self, sid: &str) -> Option<&str> {
         if sid == LOCAL_TWILIO_MAIN_SID {
             return Some(LOCAL_TWILIO_MAIN_TOKEN);
@@ -202,44 +463,84 @@ impl TwilioState {
         self.subaccounts.get(sid).map(|a| a.auth_token.as_str())
     }
 
-    /// Whether `account_sid` holds `e164`.
+    /// Whether Twilio accepts these credentials: the main account's, or an active
+    /// subaccount's own (a suspended or closed one's are refused, 20003).
+    pub(super) fn authenticates(&self, sid: &str, token: &str) -> bool {
+        if sid == LOCAL_TWILIO_MAIN_SID {
+            return token == LOCAL_TWILIO_MAIN_TOKEN;
+        }
+        self.subaccounts
+            .get(sid)
+            .is_some_and(|a| a.status == AccountStatus::Active && a.auth_token == token)
+    }
+
+    /// Whether `account_sid` holds `e164` (a scan of that account's numbers).
     pub(super) fn owns(&self, account_sid: &str, e164: &str) -> bool {
-        self.incoming
-            .values()
-            .any(|n| n.account_sid == account_sid && n.phone_number == e164)
+        self.numbers_of(account_sid, None)
+            .any(|n| n.phone_number == e164)
+    }
+
+    /// An account's name, status and creation time.
+    fn account_view(&self, sid: &str) -> Option<(&str, AccountStatus, DateTime<Utc>)> {
+        if sid == LOCAL_TWILIO_MAIN_SID {
+            return Some((
+                "Local main account",
+                AccountStatus::Active,
+                DateTime::UNIX_EPOCH,
+            ));
+        }
+        let a = self.subaccounts.get(sid)?;
+        Some((a.friendly_name.as_str(), a.status, a.created))
     }
 
     fn account_json(&self, sid: &str) -> Option<Value> {
-        let (name, token, status, created, owner) = if sid == LOCAL_TWILIO_MAIN_SID {
+        let (name, token, status, created, updated) = if sid == LOCAL_TWILIO_MAIN_SID {
             let created = DateTime::UNIX_EPOCH;
             (
                 "Local main account",
                 LOCAL_TWILIO_MAIN_TOKEN,
-                "active",
+                AccountStatus::Active,
                 created,
-                sid,
+                created,
             )
         } else {
             let a = self.subaccounts.get(sid)?;
-            let owner = LOCAL_TWILIO_MAIN_SID;
             (
                 a.friendly_name.as_str(),
                 a.auth_token.as_str(),
-                a.status.as_str(),
+                a.status,
                 a.created,
-                owner,
+                a.updated,
             )
         };
         Some(json!({
             "sid": sid,
-            "owner_account_sid": owner,
+            "owner_account_sid": LOCAL_TWILIO_MAIN_SID,
             "friendly_name": name,
-            "status": status,
+            "status": status.as_str(),
             "auth_token": token,
             "type": "Full",
             "date_created": twilio_time(created),
-            "date_updated": twilio_time(created),
+            "date_updated": twilio_time(updated),
             "uri": format!("{API}/Accounts/{sid}.json"),
+            "subresource_uris": {
+                "incoming_phone_numbers": format!("{API}/Accounts/{sid}/IncomingPhoneNumbers.json"),
+            },
+        }))
+    }
+
+    /// A subaccount as the control endpoints answer it (never its token).
+    pub(super) fn account_state_json(&self, sid: &str) -> Option<Value> {
+        let a = self.subaccounts.get(sid)?;
+        Some(json!({"sid": sid, "friendlyName": a.friendly_name, "status": a.status.as_str()}))
+    }
+
+    /// A number as the control endpoints answer it.
+    pub(super) fn number_state_json(&self, account_sid: &str, pn: &str) -> Option<Value> {
+        let n = self.incoming(account_sid, pn)?;
+        Some(json!({
+            "sid": n.sid, "accountSid": n.account_sid, "phoneNumber": n.phone_number,
+            "friendlyName": n.friendly_name, "voiceUrl": n.voice_url, "smsUrl": n.sms_url,
         }))
     }
 
@@ -250,7 +551,7 @@ impl TwilioState {
             .map(|(sid, a)| {
                 (
                     sid.clone(),
-                    json!({"friendly_name": a.friendly_name, "status": a.status}),
+                    json!({"friendly_name": a.friendly_name, "status": a.status.as_str()}),
                 )
             })
             .collect();
@@ -265,7 +566,8 @@ impl TwilioState {
                 (
                     key.clone(),
                     json!({"sid": n.sid, "account_sid": n.account_sid,
-                           "phone_number": n.phone_number, "friendly_name": n.friendly_name}),
+                           "phone_number": n.phone_number, "friendly_name": n.friendly_name,
+                           "voice_url": n.voice_url, "sms_url": n.sms_url}),
                 )
             })
             .collect();
@@ -315,7 +617,7 @@ fn may_act_on(
     let Some((user, token)) = basic_auth(headers) else {
         return Err(Box::new(unauthenticated()));
     };
-    if inner.twilio.account_token(&user) != Some(token.as_str()) {
+    if !inner.twilio.authenticates(&user, &token) {
         return Err(Box::new(unauthenticated()));
     }
     let main = user == LOCAL_TWILIO_MAIN_SID;
@@ -360,28 +662,4 @@ fn query_pairs(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Vec<(String, String)> {
     query.map(|Query(q)| q).unwrap_or_default()
-}
-
-/// A Twilio `PageSize`: 1 to 1000 (default 50).
-fn page_size(pairs: &[(String, String)]) -> Result<usize, Box<Response>> {
-    match param(pairs, "PageSize") {
-        None => Ok(50),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(Box::new(bad_request(
-                20001,
-                "PageSize must be an integer from 1 to 1000",
-            ))),
-        },
-    }
-}
-
-/// A list answer with Twilio's paging fields.
-fn page(key: &str, items: Vec<Value>, uri: String, size: usize) -> Value {
-    let mut v = json!({
-        "first_page_uri": uri, "next_page_uri": null, "previous_page_uri": null,
-        "page": 0, "page_size": size, "start": 0, "end": items.len().saturating_sub(1), "uri": uri,
-    });
-    v[key] = Value::Array(items);
-    v
 }

@@ -8,8 +8,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use std::borrow::Cow;
+
+use chrono::Utc;
+
+use super::paging::{self, Paging, page_size};
 use super::{
-    API, Incoming, bad_request, form, may_act_on, not_found, page, page_size, param, query_pairs,
+    API, AccountStatus, Incoming, NewIncoming, bad_request, form, may_act_on, not_found, param,
+    query_pairs,
 };
 use crate::standins::inventory::{NumberType, Offer};
 use crate::standins::{Endpoint, Standins, answer_acted, injected, is_e164};
@@ -217,6 +223,10 @@ pub(super) async fn buy(
     }
     let answer = {
         let mut inner = s.lock();
+        // A closed subaccount holds nothing and buys nothing: Twilio's 404.
+        if inner.twilio.status(&sid) == Some(AccountStatus::Closed) {
+            return not_found(&path);
+        }
         let number = match (param(&pairs, "PhoneNumber"), param(&pairs, "AreaCode")) {
             (Some(n), _) => n.to_owned(),
             (None, Some(area)) => {
@@ -250,21 +260,29 @@ pub(super) async fn buy(
             );
         }
         let pn = format!("PN{}", uuid::Uuid::new_v4().simple());
-        inner.twilio.add_incoming(&sid, &pn, &number, Some(offer));
+        inner.twilio.insert_incoming(NewIncoming {
+            account_sid: &sid,
+            sid: &pn,
+            e164: &number,
+            friendly_name: friendly,
+            offer: Some(offer),
+            created: Utc::now(),
+            voice_url: Cow::Borrowed(""),
+            sms_url: Cow::Borrowed(""),
+        });
         inner.changed();
-        let key = format!("{sid}/{pn}");
-        let Some(bought) = inner.twilio.incoming.get_mut(&key) else {
+        let Some(bought) = inner.twilio.incoming(&sid, &pn) else {
             return not_found(&path);
         };
-        if let Some(name) = friendly {
-            bought.friendly_name = name;
-        }
         (StatusCode::CREATED, Json(bought.to_json())).into_response()
     };
     answer_acted(&s, Endpoint::Buy, answer).await
 }
 
-/// `GET /Accounts/{sid}/IncomingPhoneNumbers.json` (`PhoneNumber`, `FriendlyName`).
+/// `GET /Accounts/{sid}/IncomingPhoneNumbers.json` (`PhoneNumber` — exact with a
+/// `+`, else digits it contains — and `FriendlyName`), paged ([`paging`]) in the
+/// order of the numbers' SIDs, a page token naming a PN SID (`PA<PN…>`). It reads
+/// only the account's own numbers.
 pub(super) async fn list(
     State(s): State<Standins>,
     Path(sid): Path<String>,
@@ -275,15 +293,17 @@ pub(super) async fn list(
     if let Err(r) = may_act_on(&s.lock(), &headers, &sid, &path) {
         return *r;
     }
-    if let Some(r) = injected(&s, Endpoint::Bought).await {
+    if let Some(r) = injected(&s, Endpoint::NumbersList).await {
         return r;
     }
     let pairs = query_pairs(query);
-    let size = match page_size(&pairs) {
-        Ok(n) => n,
+    let paging = match Paging::parse(&pairs) {
+        Ok(p) => p,
         Err(r) => return *r,
     };
-    let matches_number = |n: &Incoming| match param(&pairs, "PhoneNumber") {
+    let number = param(&pairs, "PhoneNumber");
+    let name = param(&pairs, "FriendlyName");
+    let matches_number = |n: &Incoming| match number {
         None => true,
         Some(want) if want.starts_with('+') => n.phone_number == want,
         Some(want) => contains(&n.phone_number, want),
@@ -291,17 +311,29 @@ pub(super) async fn list(
     let mut inner = s.lock();
     // Lookup lag: a number bought within it is not listed yet.
     let listed = inner.list_cutoff(Endpoint::Bought);
-    let items: Vec<Value> = inner
-        .twilio
-        .incoming
-        .values()
-        .filter(|n| listed(n.created))
-        .filter(|n| n.account_sid == sid && matches_number(n))
-        .filter(|n| param(&pairs, "FriendlyName").is_none_or(|f| n.friendly_name == f))
-        .take(size)
-        .map(Incoming::to_json)
+    let twilio = &inner.twilio;
+    let shown = |n: &Incoming| -> Option<(String, Value)> {
+        let admitted =
+            listed(n.created) && matches_number(n) && name.is_none_or(|f| n.friendly_name == f);
+        admitted.then(|| (n.sid.clone(), n.to_json()))
+    };
+    let (items, more) = paging.take(
+        |after| twilio.numbers_of(&sid, after).filter_map(shown),
+        |before| twilio.numbers_before(&sid, before).filter_map(shown),
+    );
+    let filters: Vec<(&str, &str)> = [("PhoneNumber", number), ("FriendlyName", name)]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
-    Json(page("incoming_phone_numbers", items, path, size)).into_response()
+    Json(paging::answer(
+        "incoming_phone_numbers",
+        &path,
+        &filters,
+        &paging,
+        items,
+        more,
+    ))
+    .into_response()
 }
 
 pub(super) async fn fetch(
@@ -317,7 +349,7 @@ pub(super) async fn fetch(
         return r;
     }
     let pn = file.strip_suffix(".json").unwrap_or(&file);
-    match s.lock().twilio.incoming.get(&format!("{sid}/{pn}")) {
+    match s.lock().twilio.incoming(&sid, pn) {
         Some(n) => Json(n.to_json()).into_response(),
         None => not_found(&path),
     }
@@ -339,7 +371,7 @@ pub(super) async fn release(
     }
     let removed = {
         let mut inner = s.lock();
-        let removed = inner.twilio.incoming.remove(&format!("{sid}/{pn}"));
+        let removed = inner.twilio.remove_incoming(&sid, &pn);
         if removed.is_some() {
             inner.changed();
         }

@@ -11,7 +11,10 @@
 //!   `number`, `twilioAccountSid`, and `twilioAuthToken` or `twilioApiKey` +
 //!   `twilioApiSecret`; optional `name` ≤ 40, `assistantId` (a UUID), `squadId`,
 //!   `workflowId`, `server`, `fallbackDestination`, `hooks`, `smsEnabled` (default
-//!   true, kept and shown in the control state)). As Vapi does, it checks the
+//!   true, kept and shown in the control state)). An import points the Twilio
+//!   number's `voice_url` at Vapi ([`super::VAPI_TWILIO_VOICE_URL`]) and, unless
+//!   `smsEnabled` is false, its `sms_url` ([`super::VAPI_TWILIO_SMS_URL`]), as
+//!   Vapi documents. As Vapi does, it checks the
 //!   credentials with Twilio (here: the Twilio stand-in must know the account with
 //!   that token; it knows no API keys, so a key pair alone is refused) and that the
 //!   account owns the number; either failing is a 400, and so is an `assistantId`
@@ -20,12 +23,21 @@
 //!   undocumented) — on `PATCH` too. Importing a number twice is
 //!   not refused (Vapi's behaviour is undocumented), so a client's duplicate shows
 //!   in the state.
-//! - `GET /phone-number` (newest first; `limit`, default 100, at most 1000; the
-//!   `createdAt…`/`updatedAt…` `Gt|Lt|Ge|Le` filters; any other parameter is a 400),
-//!   `GET /phone-number/{id}`, `PATCH /phone-number/{id}`
+//! - `GET /phone-number` (newest first, ties by id; `limit`, default 100, at most
+//!   1000; the `createdAt…`/`updatedAt…` `Gt|Lt|Ge|Le` filters; any other parameter
+//!   is a 400), read from an index by `createdAt` (a page costs O(log n + page)).
+//!   Every object the stand-in stamps gets a `createdAt` a millisecond later than
+//!   the one before ([`super::Inner`]'s `stamp`), and a fleet's numbers are spaced
+//!   a millisecond apart (`fleet.rs`), so a walk bounded by `createdAtLe` of the
+//!   oldest item seen never meets a page of ties; only numbers made by hand with
+//!   `ageSecs` or seeded may share one with another number. Each item carries
+//!   `assistantId` (`null` when it routes to none).
+//! - `GET /phone-number/{id}` (Vapi's JSON 404 for an unknown id), `PATCH
+//!   /phone-number/{id}`
 //!   (`UpdateTwilioPhoneNumberDTO`: the same properties, none required;
 //!   `assistantId` may be `null` to detach), `DELETE /phone-number/{id}` (200 with
-//!   the deleted number, then 404).
+//!   the deleted number, then 404; the Twilio number's URLs stay as they were —
+//!   whether Vapi clears them is unconfirmed).
 //!
 //! A number's answers carry its `twilioAuthToken` (and API key pair, if given):
 //! Vapi's `TwilioPhoneNumber` documents them as answered fields, with no "not
@@ -35,7 +47,8 @@
 mod credentials;
 mod numbers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use axum::Router;
 use axum::extract::Query;
@@ -101,7 +114,7 @@ async fn assistant(
 
 /// Whether the stand-in knows the assistant: every lowercase UUID except those
 /// starting `00000000-`.
-fn knows_assistant(id: &str) -> bool {
+pub(super) fn knows_assistant(id: &str) -> bool {
     uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
         && !id.starts_with("00000000-")
 }
@@ -204,6 +217,9 @@ impl VapiNumber {
             "status": "active",
             "twilioAccountSid": self.twilio_account_sid,
             "smsEnabled": self.sms_enabled,
+            // Null when it routes to none (a list's reader compares it with the
+            // database's).
+            "assistantId": self.assistant_id,
             "createdAt": vapi_time(self.created_at),
             "updatedAt": vapi_time(self.updated_at),
         });
@@ -221,7 +237,6 @@ impl VapiNumber {
                 "twilioApiSecret",
                 self.twilio_api_secret.as_ref().map(|t| json!(t.expose())),
             ),
-            ("assistantId", self.assistant_id.as_ref().map(|a| json!(a))),
             ("squadId", self.squad_id.as_ref().map(|a| json!(a))),
             ("workflowId", self.workflow_id.as_ref().map(|a| json!(a))),
             ("name", self.name.as_ref().map(|n| json!(n))),
@@ -261,10 +276,83 @@ pub struct SeededVapiNumber<'a> {
     pub name: Option<&'a str>,
 }
 
+/// Vapi's phone numbers by id, with an index by creation time: a page of `GET
+/// /phone-number` reads O(log n + page) of them, newest first, instead of sorting
+/// every number on each call.
+#[derive(Debug, Default)]
+pub(super) struct PhoneNumbers {
+    by_id: BTreeMap<String, VapiNumber>,
+    /// `(createdAt, id)` of every number.
+    by_created: BTreeSet<(DateTime<Utc>, String)>,
+}
+
+impl PhoneNumbers {
+    fn get(&self, id: &str) -> Option<&VapiNumber> {
+        self.by_id.get(id)
+    }
+
+    /// A number to change; its `created_at` stays as it is (the index keys it).
+    fn get_mut(&mut self, id: &str) -> Option<&mut VapiNumber> {
+        self.by_id.get_mut(id)
+    }
+
+    fn insert(&mut self, id: String, n: VapiNumber) {
+        self.by_created.insert((n.created_at, id.clone()));
+        if let Some(old) = self.by_id.insert(id.clone(), n)
+            && let Some(new) = self.by_id.get(&id)
+            && old.created_at != new.created_at
+        {
+            self.by_created.remove(&(old.created_at, id));
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<VapiNumber> {
+        let n = self.by_id.remove(id)?;
+        self.by_created.remove(&(n.created_at, id.to_owned()));
+        Some(n)
+    }
+
+    /// As if `by` had passed (every number made that much earlier).
+    fn age(&mut self, by: chrono::TimeDelta) {
+        for n in self.by_id.values_mut() {
+            n.created_at -= by;
+            n.updated_at -= by;
+        }
+        self.by_created = self
+            .by_id
+            .iter()
+            .map(|(id, n)| (n.created_at, id.clone()))
+            .collect();
+    }
+
+    /// The numbers created in `[from, until)` (either open when `None`), newest
+    /// first (ties: the greater id first).
+    fn newest_first(
+        &self,
+        from: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> impl Iterator<Item = (&String, &VapiNumber)> + '_ {
+        let empty = matches!((from, until), (Some(f), Some(u)) if f >= u);
+        let low = match from {
+            Some(f) if !empty => Bound::Included((f, String::new())),
+            _ => Bound::Unbounded,
+        };
+        let high = match until {
+            Some(u) if !empty => Bound::Excluded((u, String::new())),
+            _ => Bound::Unbounded,
+        };
+        let range = (!empty).then(|| self.by_created.range((low, high)).rev());
+        range
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, id)| self.by_id.get_key_value(id))
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct VapiState {
     credentials: BTreeMap<String, VapiCredential>,
-    phone_numbers: BTreeMap<String, VapiNumber>,
+    phone_numbers: PhoneNumbers,
 }
 
 impl VapiState {
@@ -298,6 +386,35 @@ impl VapiState {
         );
     }
 
+    /// Whether Vapi has the phone number `id`.
+    pub(super) fn has_phone_number(&self, id: &str) -> bool {
+        self.phone_numbers.get(id).is_some()
+    }
+
+    /// A phone number deleted (in Vapi's dashboard): `false` if there was none.
+    pub(super) fn remove_phone_number(&mut self, id: &str) -> bool {
+        self.phone_numbers.remove(id).is_some()
+    }
+
+    /// A phone number's assistant changed (in Vapi's dashboard; `None` detaches
+    /// it): the number as the control state shows it, `None` if there is none.
+    pub(super) fn set_assistant(
+        &mut self,
+        id: &str,
+        assistant: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Option<Value> {
+        let n = self.phone_numbers.get_mut(id)?;
+        n.assistant_id = assistant;
+        n.updated_at = now.max(n.created_at);
+        Some(n.to_state_json(id))
+    }
+
+    /// A phone number as the control state shows it (no secret).
+    pub(super) fn phone_number_state(&self, id: &str) -> Option<Value> {
+        self.phone_numbers.get(id).map(|n| n.to_state_json(id))
+    }
+
     /// As if `by` had passed: every credential and number was made (and last
     /// changed) that much earlier.
     pub(super) fn age(&mut self, by: chrono::TimeDelta) {
@@ -305,10 +422,7 @@ impl VapiState {
             c.created_at -= by;
             c.updated_at -= by;
         }
-        for n in self.phone_numbers.values_mut() {
-            n.created_at -= by;
-            n.updated_at -= by;
-        }
+        self.phone_numbers.age(by);
     }
 
     pub(super) fn add_credential(
@@ -341,6 +455,7 @@ impl VapiState {
     pub(super) fn phone_numbers_state(&self) -> Value {
         let map: Map<String, Value> = self
             .phone_numbers
+            .by_id
             .iter()
             .map(|(id, n)| (id.clone(), n.to_state_json(id)))
             .collect();
@@ -549,6 +664,31 @@ impl ListQuery {
         }
     }
 
+    /// The `createdAt` window the bounds leave, as `[from, until)` (`None`: open):
+    /// a list reads only that range of its index. Vapi's times are milliseconds,
+    /// the stand-in's stamps may be finer (after [`super::Standins::age`]): `Gt`
+    /// and `Le` move their bound by a nanosecond, which no stamp falls between.
+    fn created_window(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        let next = |t: DateTime<Utc>| {
+            t.checked_add_signed(chrono::TimeDelta::nanoseconds(1))
+                .unwrap_or(t)
+        };
+        let (mut from, mut until): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+        for &(created, greater, inclusive, t) in &self.bounds {
+            if !created {
+                continue;
+            }
+            if greater {
+                let f = if inclusive { t } else { next(t) };
+                from = Some(from.map_or(f, |cur| cur.max(f)));
+            } else {
+                let u = if inclusive { next(t) } else { t };
+                until = Some(until.map_or(u, |cur| cur.min(u)));
+            }
+        }
+        (from, until)
+    }
+
     fn admits(&self, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> bool {
         self.bounds
             .iter()
@@ -561,6 +701,22 @@ impl ListQuery {
                     (false, true) => t <= bound,
                 }
             })
+    }
+
+    /// Vapi's phone numbers the query admits (and `listed`, for lookup lag),
+    /// newest first, at most `limit`: from the index, O(log n + what it skips).
+    fn phone_number_page(
+        &self,
+        numbers: &PhoneNumbers,
+        listed: impl Fn(DateTime<Utc>) -> bool,
+    ) -> Vec<Value> {
+        let (from, until) = self.created_window();
+        numbers
+            .newest_first(from, until)
+            .filter(|(_, n)| listed(n.created_at) && self.admits(n.created_at, n.updated_at))
+            .take(self.limit)
+            .map(|(id, n)| n.to_json(id))
+            .collect()
     }
 
     /// The admitted items, newest first, at most `limit`.
