@@ -103,7 +103,7 @@ pub async fn run(schedule: &Schedule) -> Result<(), Failure> {
     // Drift by hand (the Twilio console, the Vapi dashboard), of the kinds the
     // audit repairs.
     for hand in &schedule.hand {
-        let done = world.hand(*hand);
+        let done = world.hand(*hand).await;
         let _ = writeln!(transcript, "   +  {hand}: {done}");
     }
 

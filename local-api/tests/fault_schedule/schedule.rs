@@ -242,7 +242,8 @@ pub enum Hand {
     LostPurchase { org: usize, number: usize },
     /// `number` imported into Vapi by hand with the org's subaccount.
     ImportByHand { org: usize, number: usize },
-    /// Every Vapi number of `number` routed to `assistant` in the dashboard.
+    /// Every Vapi number of `number` routed to `assistant` in the dashboard (not
+    /// when its row routes to no assistant: the audit can only flag that).
     DashboardAssistant { number: usize, assistant: Assistant },
 }
 

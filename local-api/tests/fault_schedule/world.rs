@@ -328,7 +328,16 @@ impl World {
 
     /// Make `hand` drift at the stand-ins, as a person in the Twilio console or
     /// the Vapi dashboard would; what was done (or why nothing was).
-    pub fn hand(&self, hand: Hand) -> String {
+    pub async fn hand(&self, hand: Hand) -> String {
+        // Vapi's PATCH takes an assistant: a number routed to none has nothing the
+        // audit could send back (it only flags that), so no hand routes it.
+        let unrouted: Vec<String> = self
+            .rows()
+            .await
+            .into_iter()
+            .filter(|r| r.status != "released" && r.assistant.is_none())
+            .map(|r| r.number)
+            .collect();
         let (_, now) = self.standins.holdings();
         let held = Held::parse(&now);
         let subaccount = |org: usize| {
@@ -362,6 +371,11 @@ impl World {
                     .map(drop)
                     .map_err(|e| e.message().to_owned()),
             },
+            Hand::DashboardAssistant { number, .. }
+                if unrouted.iter().any(|n| n == NUMBERS[number]) =>
+            {
+                Err("its row routes to no assistant (the audit only flags that)".to_owned())
+            }
             Hand::DashboardAssistant { number, assistant } => {
                 let ids: Vec<&str> = held
                     .vapi
