@@ -241,7 +241,7 @@ pub enum Hand {
     /// subaccount, named `purchase <operation id>`.
     LostPurchase { org: usize, number: usize },
     /// `number` imported into Vapi by hand with the org's subaccount.
-    ImportByHand { org: usize, number: usize },
+    DashboardImport { org: usize, number: usize },
     /// Every Vapi number of `number` routed to `assistant` in the dashboard (not
     /// when its row routes to no assistant: the audit can only flag that).
     DashboardAssistant { number: usize, assistant: Assistant },
@@ -255,7 +255,7 @@ impl fmt::Display for Hand {
                 "by hand: org{org}'s subaccount holds {} with no row (a lost purchase)",
                 NUMBERS[number]
             ),
-            Self::ImportByHand { org, number } => write!(
+            Self::DashboardImport { org, number } => write!(
                 f,
                 "by hand: {} imported into Vapi with org{org}'s subaccount",
                 NUMBERS[number]
@@ -282,7 +282,7 @@ fn draw_hand(seed: u64) -> Vec<Hand> {
                 org: rng.usize(0..2),
                 number: rng.usize(0..NUMBERS.len()),
             },
-            1 => Hand::ImportByHand {
+            1 => Hand::DashboardImport {
                 org: rng.usize(0..2),
                 number: rng.usize(0..NUMBERS.len()),
             },

@@ -181,11 +181,13 @@ impl World {
             instances: Vec::new(),
             server,
             clocked,
-            audit: AuditConfig::from_env(&Env::from_pairs([("CLAIM_SECS", "3")]), &{
-                let mut steps = shared::steps::StepsConfig::default();
-                steps.claim_ttl = Duration::from_secs(CLAIM_SECS);
-                steps
-            })
+            audit: AuditConfig::from_env(
+                &Env::from_pairs([("CLAIM_SECS", "3")]),
+                &shared::steps::StepsConfig {
+                    claim_ttl: Duration::from_secs(CLAIM_SECS),
+                    ..Default::default()
+                },
+            )
             .expect("audit settings"),
         };
         for _ in 0..INSTANCES {
@@ -363,7 +365,7 @@ impl World {
                         .map_err(|e| e.message().to_owned())
                 }
             },
-            Hand::ImportByHand { org, number } => match subaccount(org) {
+            Hand::DashboardImport { org, number } => match subaccount(org) {
                 None => Err("the org has no subaccount".to_owned()),
                 Some(sid) => self
                     .standins
