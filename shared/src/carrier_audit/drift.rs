@@ -188,7 +188,7 @@ fn same_assistant(a: Option<&str>, b: Option<&str>) -> bool {
 /// voice URL to (a prefix match).
 pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison {
     let mut out = Comparison::default();
-    subaccount_drift(scope, &mut out);
+    subaccount_drift(scope, clock, &mut out);
     let claimed = |number: &str| {
         scope
             .rows
@@ -305,7 +305,12 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
     out
 }
 
-fn subaccount_drift(scope: &Scope<'_>, out: &mut Comparison) {
+fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
+    // A purchase creates the subaccount before it records it on the org.
+    if scope.account.is_some_and(|a| clock.fresh(a.date_created)) {
+        out.skipped.push(scope.subaccount.to_owned());
+        return;
+    }
     let status = scope.account.map(|a| a.status.as_str());
     let reason = match (scope.org_exists, status) {
         (false, Some(s)) if s != "closed" => Some("no org has this subaccount's id"),

@@ -27,6 +27,8 @@ pub struct ListedAccount {
     /// `active`, `suspended` or `closed`.
     #[serde(default)]
     pub status: String,
+    #[serde(default, deserialize_with = "rfc2822")]
+    pub date_created: Option<DateTime<Utc>>,
 }
 
 /// A number an account holds (and is billed for).

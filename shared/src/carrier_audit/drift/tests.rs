@@ -28,6 +28,7 @@ fn account(status: &str) -> ListedAccount {
         sid: SUB.into(),
         friendly_name: Some(format!("org:{}", org())),
         status: status.into(),
+        date_created: Some(at(48)),
     }
 }
 
@@ -275,6 +276,14 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
     scope.account = Some(&acc);
     scope.held = Some(&[]);
     assert!(compare(&scope, &clock(), URL).candidates.is_empty());
+    // Just created by a purchase that has not recorded it on the org yet.
+    let mut fresh = account("active");
+    fresh.date_created = Some(now());
+    scope.org_recorded_subaccount = None;
+    scope.account = Some(&fresh);
+    let c = compare(&scope, &clock(), URL);
+    assert!(c.candidates.is_empty(), "{c:?}");
+    assert_eq!(c.skipped, [SUB]);
 }
 
 #[test]
