@@ -7,7 +7,14 @@
 import type { ManagedNumber } from "./client.js";
 import { $, button, el, messageArea, showBusy, type MessageArea } from "./dom.js";
 import type { PageContext } from "./telephony.js";
-import { STATUS_LABELS, describeAssistant, describeNumber, describeOutcome, describeRouting } from "./words.js";
+import {
+  STATUS_LABELS,
+  describeAssistant,
+  describeFindings,
+  describeNumber,
+  describeOutcome,
+  describeRouting,
+} from "./words.js";
 
 export class NumbersList {
   readonly messages: MessageArea;
@@ -69,6 +76,8 @@ export class NumbersList {
       what.append(el("span", { className: "assistant" }, describeAssistant(n)));
     }
     what.append(el("span", { className: "detail" }, describeNumber(n)));
+    const findings = describeFindings(n);
+    if (findings) what.append(el("span", { className: "finding" }, findings));
     const row = el("li", { className: `number status-${n.status}` }, what, ...this.buttons(n));
     row.dataset.number = n.phoneNumber;
     row.dataset.status = n.status;

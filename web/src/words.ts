@@ -112,6 +112,20 @@ export function describeAssistant(n: Pick<ManagedNumber, "assistantId" | "assist
   return `Assistant ${n.assistantId}${n.assistantPending ? " (Vapi has not confirmed the change yet; it is sent again automatically)" : ""}`;
 }
 
+/** What the daily carrier audit found about a number, in words; "" when nothing. */
+export function describeFindings(n: Pick<ManagedNumber, "findings">): string {
+  const words: Record<string, string> = {
+    vapi_missing: "Vapi no longer has this number, so its calls go nowhere",
+    voice_url_mismatch: "Twilio sends this number's calls somewhere other than Vapi",
+    carrier_missing: "Twilio no longer holds this number",
+    assistant_mismatch: "Vapi routed this number to another assistant; the one shown is being sent again",
+    billed_unknown: "Twilio billed this number without a record; it is being released",
+  };
+  return (n.findings ?? [])
+    .map((f) => `${words[f.kind] ?? f.kind} (found ${formatTime(f.firstSeenAt)}${f.repaired ? ", repair under way" : ""})`)
+    .join(". ");
+}
+
 // Prices: the API's decimal string as it is (no floating point), with the currency.
 const CURRENCY_SYMBOLS: Record<string, string> = { USD: "$", EUR: "€", GBP: "£" };
 
