@@ -22,6 +22,7 @@ pub mod tls;
 pub use error::ApiError;
 pub mod credential;
 pub mod numbers;
+pub mod offboard;
 pub mod providers;
 pub mod purchase;
 pub mod release;

@@ -156,6 +156,9 @@ pub struct CredentialSummary {
 pub struct Status {
     pub credential: Option<CredentialSummary>,
     pub numbers: Vec<ManagedNumber>,
+    /// The org's offboarding, once asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offboarding: Option<crate::offboard::Offboarding>,
 }
 
 /// Which numbers to list.
@@ -198,8 +201,16 @@ const STATUS_SQL: &str = "SELECT
         n.purchase_attempts, n.claim_token IS NULL AS unclaimed, n.last_purchase_error,
         n.route_attempts, n.next_route_attempt_at, n.last_route_error->>'code' AS route_code,
         n.route_gave_up_at IS NOT NULL AS route_gave_up,
-        fx.kinds AS finding_kinds, fx.seen AS finding_seen, fx.repaired AS finding_repaired
+        fx.kinds AS finding_kinds, fx.seen AS finding_seen, fx.repaired AS finding_repaired,
+        og.offboard_requested_at, og.offboard_numbers_done_at IS NOT NULL AS offboard_numbers_done,
+        og.offboard_credential_done_at IS NOT NULL AS offboard_credential_done,
+        og.offboard_subaccount_done_at IS NOT NULL AS offboard_subaccount_done,
+        og.offboard_slot_done_at IS NOT NULL AS offboard_slot_done, og.offboarded_at,
+        og.offboard_attempts, og.offboard_next_attempt_at, og.offboard_last_error,
+        og.offboard_gave_up_at IS NOT NULL AS offboard_gave_up,
+        og.offboard_claim_token IS NOT NULL AND og.offboard_claimed_until >= now() AS offboard_held
     FROM (VALUES ($1::uuid)) AS q (org_id)
+    LEFT JOIN organizations og ON og.id = q.org_id
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
     LEFT JOIN managed_phone_numbers n
@@ -232,9 +243,21 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
             numbers.push(number);
         }
     }
+    let offboarding = match rows.first() {
+        Some(row) => {
+            let at = row
+                .columns()
+                .iter()
+                .position(|c| c.name() == "offboard_requested_at")
+                .ok_or_else(|| DbError::Shape("status row without offboarding".into()))?;
+            crate::offboard::offboarding_from_row(row, at)?
+        }
+        None => None,
+    };
     Ok(Status {
         credential,
         numbers,
+        offboarding,
     })
 }
 

@@ -560,6 +560,29 @@ impl VapiClient {
         .map(drop)
     }
 
+    /// `DELETE /credential/{id}`: idempotent, retried with backoff. `Ok` also when
+    /// Vapi answers its own JSON 404 (already gone); its unknown-route 404 is an
+    /// error ([`ProviderError::UnknownRoute`]).
+    pub async fn delete_credential(&self, id: &str) -> Result<(), ProviderError> {
+        let path = format!("/credential/{}", urlencode(id));
+        let deleted = self
+            .with_fresh_key(|| {
+                call_idempotent(
+                    PROVIDER,
+                    Method::DELETE,
+                    "/credential/{id}",
+                    || self.request(Method::DELETE, &path),
+                    &self.policy,
+                )
+            })
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_gone() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `DELETE /phone-number/{id}`: idempotent, retried with backoff. A 404 is
     /// returned as an error; the release counts it as done only when it is Vapi's
     /// own ([`ProviderError::is_gone`]).

@@ -114,6 +114,9 @@ pub enum SaveError {
     /// A managed credential would replace the org's own (BYOC) one.
     #[error("the organisation uses its own Twilio account")]
     ByocInUse,
+    /// The org is being offboarded (or was).
+    #[error("the organisation is being offboarded")]
+    OrgOffboarding,
     #[error("the credential could not be serialised for sealing")]
     Serialise,
     #[error("encryption failed: {0}")]
@@ -162,6 +165,7 @@ impl From<SaveError> for ApiError {
                 message: "Another save of this organisation's credential is still running, or Vapi has not answered the last one yet; try again in a minute.".into(),
             },
             SaveError::ByocInUse => byoc_in_use(),
+            SaveError::OrgOffboarding => crate::offboard::org_offboarding(),
             SaveError::Crypto(CryptoError::Kms(cause)) => {
                 tracing::error!(%cause, "KMS failed");
                 ApiError::Unavailable {

@@ -88,7 +88,7 @@ async fn commit_once(
                   WHERE organizations.sync_lease_token IS NULL
                      OR organizations.sync_lease_until < now()
                  RETURNING sync_generation, vapi_credential_id, vapi_create_attempted_at,
-                           vapi_lookup_before",
+                           vapi_lookup_before, offboard_requested_at IS NOT NULL",
                 &[
                     (&org.as_uuid(), Type::UUID),
                     (&token.as_uuid(), Type::UUID),
@@ -99,6 +99,10 @@ async fn commit_once(
         else {
             return Ok(None);
         };
+        // An org being offboarded gets no new credential (the error rolls back).
+        if org_row.get::<_, bool>(4) {
+            return Err(SaveError::OrgOffboarding);
+        }
         // A managed credential never replaces a BYOC one: switching an org from its
         // own account to the platform's is a deliberate act, not a side effect of a
         // purchase. (The error rolls the lease back with the rest.)

@@ -9,6 +9,9 @@ use crate::providers::ProviderError;
 pub enum PurchaseError {
     #[error("the organisation uses its own Twilio account")]
     ByocInUse,
+    /// The org is being offboarded (or was): nothing new is bought.
+    #[error("the organisation is being offboarded")]
+    OrgOffboarding,
     #[error("another organisation holds this number")]
     Taken,
     #[error("Twilio no longer offers this number")]
@@ -99,6 +102,7 @@ impl From<PurchaseError> for ApiError {
         let unprocessable = |code, message: String| ApiError::Unprocessable { code, message };
         match e {
             PurchaseError::ByocInUse => byoc_in_use(),
+            PurchaseError::OrgOffboarding => crate::offboard::org_offboarding(),
             PurchaseError::Taken => conflict("number_taken", "This number is not available."),
             PurchaseError::Unavailable => conflict(
                 "number_unavailable",

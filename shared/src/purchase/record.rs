@@ -158,11 +158,18 @@ pub(super) async fn claim(
             // first — a BYOC save committed just before is never missed. NO KEY
             // UPDATE, not UPDATE: the foreign-key checks of the org's other writes
             // (KEY SHARE) never wait.
-            tx.query_typed(
-                "SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
-                &[(&org.as_uuid(), Type::UUID)],
-            )
-            .await?;
+            let offboarding = tx
+                .query_typed_one(
+                    "SELECT offboard_requested_at IS NOT NULL FROM organizations
+                      WHERE id = $1 FOR NO KEY UPDATE",
+                    &[(&org.as_uuid(), Type::UUID)],
+                )
+                .await?;
+            // Offboarding takes the same row lock for its intent: from its commit on,
+            // nothing new is bought for the org.
+            if offboarding.get::<_, bool>(0) {
+                return Err(PurchaseError::OrgOffboarding);
+            }
             let slot = tx
                 .query_typed_opt(
                     "SELECT source FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",

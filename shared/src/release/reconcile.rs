@@ -28,6 +28,7 @@ use super::{ReleaseError, ReleaseOutcome, ReleaseService, Releaser, claim};
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
 use crate::metrics::{MetricSet, MetricsConfig, Unit};
+use crate::offboard::{OffboardError, Offboarder};
 use crate::purchase::{PurchaseReport, Purchaser};
 use crate::routing::{RouteResumed, Router};
 
@@ -54,6 +55,9 @@ pub struct ReconcileReport {
     pub assistants_still_pending: usize,
     /// Assistant changes given up in this run.
     pub assistants_given_up: usize,
+    /// Offboardings resumed, and those that finished in this run.
+    pub offboardings_resumed: usize,
+    pub offboardings_finished: usize,
     /// After the run.
     pub at_risk: AtRisk,
 }
@@ -75,6 +79,10 @@ pub struct AtRisk {
     /// Assistant changes reconcile gave up (`route_gave_up_at`): the number may
     /// route elsewhere than the org asked.
     pub assistant_changes_given_up: i64,
+    /// Offboardings not finished (an org that left may still be billed).
+    pub offboardings_pending: i64,
+    /// Offboardings reconcile gave up on (`offboard_gave_up_at`).
+    pub offboardings_need_attention: i64,
 }
 
 impl AtRisk {
@@ -93,7 +101,11 @@ impl AtRisk {
                         AND EXISTS (SELECT 1 FROM org_credentials c WHERE c.org_id = o.id)),
                     count(*) FILTER (WHERE status = 'provisioning'
                                        AND (claim_token IS NULL OR claimed_until < now())),
-                    count(*) FILTER (WHERE status = 'active' AND route_gave_up_at IS NOT NULL)
+                    count(*) FILTER (WHERE status = 'active' AND route_gave_up_at IS NOT NULL),
+                    (SELECT count(*) FROM organizations
+                      WHERE offboard_requested_at IS NOT NULL AND offboarded_at IS NULL),
+                    (SELECT count(*) FROM organizations
+                      WHERE offboarded_at IS NULL AND offboard_gave_up_at IS NOT NULL)
                    FROM managed_phone_numbers",
                 &[],
             )
@@ -105,6 +117,8 @@ impl AtRisk {
             unfinished_syncs: row.get(3),
             stuck_purchases: row.get(4),
             assistant_changes_given_up: row.get(5),
+            offboardings_pending: row.get(6),
+            offboardings_need_attention: row.get(7),
         })
     }
 }
@@ -129,6 +143,16 @@ impl ReconcileReport {
                     "AssistantChangesGivenUp",
                     Unit::Count,
                     r.assistant_changes_given_up as f64,
+                )
+                .value(
+                    "OffboardingsPending",
+                    Unit::Count,
+                    r.offboardings_pending as f64,
+                )
+                .value(
+                    "OffboardingsNeedAttention",
+                    Unit::Count,
+                    r.offboardings_need_attention as f64,
                 )
                 .value("ReleasesCompleted", Unit::Count, self.released as f64)
                 .value(
@@ -178,10 +202,16 @@ impl ReleaseService {
             config: &self.config,
         };
         let releaser = self.releaser();
-        let mut open = [true; 3];
-        let mut taken = [0usize; 3];
+        let offboarder = Offboarder {
+            db: &self.db,
+            vapi: &self.vapi,
+            twilio: &self.twilio,
+            config: &self.config,
+        };
+        let mut open = [true; 4];
+        let mut taken = [0usize; 4];
         'run: while open.iter().any(|o| *o) {
-            for kind in 0..3 {
+            for kind in 0..4 {
                 if !open[kind] {
                     continue;
                 }
@@ -202,6 +232,23 @@ impl ReleaseService {
                             tracing::error!(error = %e, "reconcile could not resume purchases");
                             e
                         }),
+                    3 => {
+                        let deadline =
+                            crate::steps::Deadline::after(budget.min(self.config.deadline));
+                        match offboarder.resume_one(request_id, deadline).await {
+                            Ok(Some(state)) => {
+                                report.offboardings_resumed += 1;
+                                report.offboardings_finished += usize::from(state.is_done());
+                                Ok(true)
+                            }
+                            Ok(None) => Ok(false),
+                            Err(OffboardError::Db(e)) => {
+                                tracing::error!(error = %e, "reconcile could not resume offboardings");
+                                Err(e)
+                            }
+                            Err(OffboardError::ConfirmationMismatch) => Ok(false),
+                        }
+                    }
                     _ => match router.resume_one(request_id, budget).await {
                         Ok(Some(resumed)) => {
                             match resumed {

@@ -55,6 +55,57 @@ impl TwilioClient {
         Subaccount::try_from(account)
     }
 
+    /// Close a subaccount for good, as the main account: `GET /Accounts/{sid}.json`
+    /// (already `closed`: done), else `POST /Accounts/{sid}.json` `Status=closed`,
+    /// whose answer must say `closed`. Twilio then releases every number the
+    /// subaccount still holds. Never `suspended`: a suspended subaccount's numbers
+    /// keep billing. A subaccount Twilio no longer has (closed ones are deleted after
+    /// 30 days) is done only when the main account's list, read now, lacks it — a
+    /// 20404 alone may be a wrong base URL.
+    pub async fn close_subaccount(&self, sid: &AccountSid) -> Result<(), ProviderError> {
+        let path = format!("/Accounts/{}.json", urlencode(sid.as_str()));
+        let read = MainCall::idempotent(Method::GET, "/Accounts/{AccountSid}.json", path.clone());
+        let status = match self.as_main(read).await {
+            Ok(answer) => answer.json::<AccountResource>(PROVIDER)?.status,
+            Err(e) if e.says_not_found() => {
+                return self.confirm_account_gone(sid).await;
+            }
+            Err(e) => return Err(e),
+        };
+        if status == "closed" {
+            return Ok(());
+        }
+        // Setting a status is idempotent: repeated, it changes nothing more.
+        let close = MainCall {
+            form: vec![("Status", "closed".to_owned())],
+            ..MainCall::idempotent(Method::POST, "/Accounts/{AccountSid}.json", path)
+        };
+        let closed: AccountResource = self.as_main(close).await?.json(PROVIDER)?;
+        if closed.status == "closed" {
+            Ok(())
+        } else {
+            Err(bad_body(200))
+        }
+    }
+
+    /// After a 20404 for an account: `Ok` only when the main account's list (a
+    /// 200, which proves the base URL) does not hold it.
+    async fn confirm_account_gone(&self, sid: &AccountSid) -> Result<(), ProviderError> {
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .accounts_page(super::MAX_PAGE_SIZE, next.as_deref())
+                .await?;
+            if page.items.iter().any(|a| a.sid == sid.as_str()) {
+                return Err(bad_body(404));
+            }
+            match page.next {
+                Some(n) if Some(&n) != next.as_ref() => next = Some(n),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// `GET /Accounts/{main}/AvailablePhoneNumbers/{ISO}/{Local|TollFree}.json` as
     /// the main account. A result is not a reservation.
     pub async fn available_numbers(
