@@ -25,6 +25,7 @@ pub const RELEASE_ROUTE: &str = "DELETE /api/managed-telephony/numbers/{phoneNum
 pub const SEARCH_ROUTE: &str = "GET /api/managed-telephony/available-numbers";
 pub const BUY_ROUTE: &str = "POST /api/managed-telephony/numbers";
 pub const UPDATE_ROUTE: &str = "PATCH /api/managed-telephony/numbers/{phoneNumber}";
+pub const OFFBOARD_ROUTE: &str = "POST /api/managed-telephony/offboard";
 
 /// Routes that need the read scope; every other route needs the write scope (the
 /// template's `AuthorizationScopes`). Neither implies the other.
@@ -38,6 +39,7 @@ pub struct Functions {
     pub search: search_numbers::State,
     pub buy: buy_number::State,
     pub update: update_number::State,
+    pub offboard: offboard_org::State,
 }
 
 impl Functions {
@@ -55,6 +57,7 @@ impl Functions {
             search: search_numbers::State::from_env(env, aws).await?,
             buy: buy_number::State::from_env(env, aws).await?,
             update: update_number::State::from_env(env, aws).await?,
+            offboard: offboard_org::State::from_env(env, aws).await?,
         })
     }
 
@@ -72,6 +75,7 @@ impl Functions {
             SEARCH_ROUTE => search_numbers::handle(&self.search, req).await,
             BUY_ROUTE => buy_number::handle(&self.buy, req).await,
             UPDATE_ROUTE => update_number::handle(&self.update, req).await,
+            OFFBOARD_ROUTE => offboard_org::handle(&self.offboard, req).await,
             _ => {
                 let mut resp = lambda_http::Response::new(Body::Text(
                     json!({"message": "Not Found"}).to_string(),
@@ -194,6 +198,8 @@ pub struct Gateway {
     pub write_scope: String,
     /// The scope the template's `AuthorizationScopes` require on the GET routes.
     pub read_scope: String,
+    /// The scope offboarding requires (neither of the others implies it).
+    pub offboard_scope: String,
 }
 
 fn gateway_error(status: StatusCode, message: &str) -> Response {
@@ -209,6 +215,7 @@ pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<
         ("GET", "/api/managed-telephony/status") => Some((STATUS_ROUTE, None)),
         ("GET", "/api/managed-telephony/available-numbers") => Some((SEARCH_ROUTE, None)),
         ("POST", "/api/managed-telephony/numbers") => Some((BUY_ROUTE, None)),
+        ("POST", "/api/managed-telephony/offboard") => Some((OFFBOARD_ROUTE, None)),
         ("DELETE" | "PATCH", p) => {
             let route = if method == Method::DELETE {
                 RELEASE_ROUTE
@@ -256,6 +263,8 @@ async fn forward(
     // API Gateway's JWT authorizer: the route's scope, or 403 before any function runs.
     let needed = if READ_ROUTES.contains(&route) {
         &gw.read_scope
+    } else if route == OFFBOARD_ROUTE {
+        &gw.offboard_scope
     } else {
         &gw.write_scope
     };

@@ -171,14 +171,15 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     let IdentityConfig {
         write_scope,
         read_scope,
+        offboard_scope,
         ..
     } = IdentityConfig::from_env(&env);
-    // The page reads and changes: its token carries both scopes (neither implies
-    // the other).
+    // The page reads, changes and (behind a typed confirmation) offboards: its
+    // token carries all three scopes (none implies another).
     let token = authorizer.mint(
         DEMO_ORG,
         "demo-user",
-        &[&read_scope, &write_scope],
+        &[&read_scope, &write_scope, &offboard_scope],
         Duration::from_secs(12 * 3600),
     )?;
     let default_origins = format!("http://127.0.0.1:{0},http://localhost:{0}", web.port());
@@ -191,6 +192,7 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         authorizer,
         write_scope,
         read_scope,
+        offboard_scope,
     });
     let app = Router::new()
         .fallback(serve)

@@ -292,6 +292,7 @@ mod tests {
             org_claim: "custom:org".into(),
             write_scope: "w".into(),
             read_scope: "r".into(),
+            offboard_scope: "o".into(),
         };
         let c = Caller::from_claims(&claims(&[("custom:org", ORG), ("sub", "u")]), None, &cfg);
         assert!(c.is_ok());

@@ -97,7 +97,9 @@ impl From<OffboardError> for ApiError {
 pub fn org_offboarding() -> ApiError {
     ApiError::Conflict {
         code: "org_offboarding",
-        message: "this organisation is being offboarded (or was): nothing new can be bought or saved".into(),
+        message:
+            "this organisation is being offboarded (or was): nothing new can be bought or saved"
+                .into(),
     }
 }
 
@@ -144,10 +146,7 @@ const STATE_COLS: &str = "offboard_requested_at, offboard_numbers_done_at IS NOT
 /// The job's state, read from [`STATE_COLS`] at `at`.
 pub fn offboarding_from_row(row: &Row, at: usize) -> Result<Option<Offboarding>, DbError> {
     let shape = |e: tokio_postgres::Error| DbError::Shape(format!("offboarding: {e}"));
-    let Some(requested_at) = row
-        .try_get::<_, Option<DateTime<Utc>>>(at)
-        .map_err(shape)?
-    else {
+    let Some(requested_at) = row.try_get::<_, Option<DateTime<Utc>>>(at).map_err(shape)? else {
         return Ok(None);
     };
     let mut done = Vec::new();
@@ -201,7 +200,8 @@ struct Job {
     sync_lease_live: bool,
 }
 
-const JOB_COLS: &str = "id, offboard_numbers_done_at IS NOT NULL, offboard_credential_done_at IS NOT NULL,
+const JOB_COLS: &str =
+    "id, offboard_numbers_done_at IS NOT NULL, offboard_credential_done_at IS NOT NULL,
     offboard_subaccount_done_at IS NOT NULL, twilio_subaccount_sid, vapi_credential_id,
     vapi_create_attempted_at, coalesce(sync_lease_until >= now(), false), offboard_attempts";
 
@@ -431,17 +431,27 @@ impl Offboarder<'_> {
             }
         }
         let releaser = self.releaser();
-        let outcomes: Vec<Result<ReleaseOutcome, ReleaseError>> =
-            futures::stream::iter(numbers.iter().map(|n| releaser.release(caller, request_id, n, deadline)))
-                .buffer_unordered(4)
-                .collect()
-                .await;
+        // Futures collected first: a stream over a closure borrowing `numbers`
+        // would not be `Send` for every lifetime (a known rustc limitation).
+        let releases: Vec<_> = numbers
+            .iter()
+            .map(|n| releaser.release(caller, request_id, n, deadline))
+            .collect();
+        let outcomes: Vec<Result<ReleaseOutcome, ReleaseError>> = futures::stream::iter(releases)
+            .buffer_unordered(4)
+            .collect()
+            .await;
         let mut code: Option<&'static str> = waiting.then_some("purchase_in_progress");
         for outcome in outcomes {
             match outcome {
                 Ok(ReleaseOutcome::Released { .. }) => {}
-                Ok(ReleaseOutcome::ReleasePending { errors, .. } | ReleaseOutcome::NeedsAttention { errors, .. }) => {
-                    code = code.or(errors.values().next().copied()).or(Some("release_pending"));
+                Ok(
+                    ReleaseOutcome::ReleasePending { errors, .. }
+                    | ReleaseOutcome::NeedsAttention { errors, .. },
+                ) => {
+                    code = code
+                        .or(errors.values().next().copied())
+                        .or(Some("release_pending"));
                 }
                 Ok(ReleaseOutcome::Releasing { .. }) => code = code.or(Some("release_in_progress")),
                 Err(ReleaseError::Provisioning(_)) => code = code.or(Some("purchase_in_progress")),
@@ -477,7 +487,9 @@ impl Offboarder<'_> {
                 {
                     Ok(Walk::Found(id)) => id,
                     Ok(Walk::NotFound) => return StepEnd::Done,
-                    Ok(Walk::Unfinished { .. }) => return StepEnd::Pending("vapi_lookup_unfinished"),
+                    Ok(Walk::Unfinished { .. }) => {
+                        return StepEnd::Pending("vapi_lookup_unfinished");
+                    }
                     Err(e) => return StepEnd::Pending(e.stable_code()),
                 }
             }
@@ -501,7 +513,10 @@ impl Offboarder<'_> {
             .into_iter()
             .collect();
         match deadline
-            .run("twilio", self.twilio.find_subaccount(&subaccount_name(job.org)))
+            .run(
+                "twilio",
+                self.twilio.find_subaccount(&subaccount_name(job.org)),
+            )
             .await
         {
             Ok(Some(found)) if !sids.contains(&found.sid) => sids.push(found.sid),
@@ -509,7 +524,10 @@ impl Offboarder<'_> {
             Err(e) => return StepEnd::Pending(e.stable_code()),
         }
         for sid in &sids {
-            if let Err(e) = deadline.run("twilio", self.twilio.close_subaccount(sid)).await {
+            if let Err(e) = deadline
+                .run("twilio", self.twilio.close_subaccount(sid))
+                .await
+            {
                 return StepEnd::Pending(e.stable_code());
             }
         }

@@ -101,6 +101,8 @@ pub struct Scope<'a> {
     /// Whether that org exists, and the subaccount the database records for it.
     pub org_exists: bool,
     pub org_recorded_subaccount: Option<&'a str>,
+    /// The org is being (or was) offboarded: its subaccount is closed on purpose.
+    pub org_offboarding: bool,
     /// `None`: Twilio's list does not have it.
     pub account: Option<&'a ListedAccount>,
     /// Its numbers, when they were read (active or suspended accounts).
@@ -322,7 +324,10 @@ fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
         (true, None) if scope.org_recorded_subaccount == Some(scope.subaccount) => {
             Some("the org's subaccount is missing at Twilio")
         }
-        (true, Some("closed")) if scope.org_recorded_subaccount == Some(scope.subaccount) => {
+        (true, Some("closed"))
+            if scope.org_recorded_subaccount == Some(scope.subaccount)
+                && !scope.org_offboarding =>
+        {
             Some("the org's subaccount is closed at Twilio")
         }
         _ => None,

@@ -312,8 +312,7 @@ impl Auditor<'_> {
         let orgs = store::orgs(self.db).await?;
         let targets = targets(&orgs, accounts, &pass.cursor);
         report.subaccounts_left = targets.len();
-        let org_index: HashMap<Uuid, Option<&str>> =
-            orgs.iter().map(|(id, sub)| (*id, sub.as_deref())).collect();
+        let org_index: HashMap<Uuid, &store::OrgView> = orgs.iter().map(|o| (o.id, o)).collect();
         let vapi_by_id: HashMap<&str, &VapiNumber> =
             vapi.numbers.iter().map(|v| (v.id.as_str(), v)).collect();
         let mut vapi_by_sub: HashMap<&str, Vec<&VapiNumber>> = HashMap::new();
@@ -514,12 +513,13 @@ impl Auditor<'_> {
                 None => None,
             };
             let org = t.org;
-            let org_recorded = org.and_then(|o| b.org_index.get(&o).copied());
+            let view = org.and_then(|o| b.org_index.get(&o).copied());
             let scope = Scope {
                 subaccount: &t.sid,
                 org,
-                org_exists: org_recorded.is_some(),
-                org_recorded_subaccount: org_recorded.flatten(),
+                org_exists: view.is_some(),
+                org_recorded_subaccount: view.and_then(|v| v.subaccount.as_deref()),
+                org_offboarding: view.is_some_and(|v| v.offboarding),
                 account: t.account.as_ref(),
                 held: held.as_deref(),
                 vapi: b.vapi_by_sub.get(t.sid.as_str()).map_or(&[], Vec::as_slice),
@@ -684,7 +684,7 @@ fn readable(t: &Target) -> bool {
 
 /// What every batch of a run shares.
 struct Batches<'a> {
-    org_index: &'a HashMap<Uuid, Option<&'a str>>,
+    org_index: &'a HashMap<Uuid, &'a store::OrgView>,
     vapi_by_id: &'a HashMap<&'a str, &'a VapiNumber>,
     vapi_by_sub: &'a HashMap<&'a str, Vec<&'a VapiNumber>>,
     vapi_complete: bool,
@@ -702,11 +702,7 @@ struct BatchRun<'a> {
 /// The subaccounts a pass covers after `cursor`, in SID order: every org's recorded
 /// one and every account named `org:<uuid>` (the main account and accounts named
 /// otherwise are not this service's).
-fn targets(
-    orgs: &[(Uuid, Option<String>)],
-    accounts: Vec<ListedAccount>,
-    cursor: &str,
-) -> Vec<Target> {
+fn targets(orgs: &[store::OrgView], accounts: Vec<ListedAccount>, cursor: &str) -> Vec<Target> {
     let mut by_sid: BTreeMap<String, Target> = BTreeMap::new();
     let named_org = |a: &ListedAccount| {
         a.friendly_name
@@ -714,25 +710,15 @@ fn targets(
             .and_then(|n| n.strip_prefix("org:"))
             .and_then(|id| Uuid::parse_str(id).ok())
     };
+    let recorded_by = |sid: &str| {
+        orgs.iter()
+            .find(|o| o.subaccount.as_deref() == Some(sid))
+            .map(|o| o.id)
+    };
     for a in accounts {
-        if let Some(org) = named_org(&a) {
-            by_sid.insert(
-                a.sid.clone(),
-                Target {
-                    sid: a.sid.clone(),
-                    org: Some(org),
-                    account: Some(a),
-                },
-            );
-        } else if orgs
-            .iter()
-            .any(|(_, s)| s.as_deref() == Some(a.sid.as_str()))
-        {
-            // Recorded by an org but renamed at Twilio: still the org's.
-            let org = orgs
-                .iter()
-                .find(|(_, s)| s.as_deref() == Some(a.sid.as_str()))
-                .map(|(o, _)| *o);
+        // Named after an org, or recorded by one but renamed at Twilio: the org's.
+        let org = named_org(&a).or_else(|| recorded_by(&a.sid));
+        if org.is_some() {
             by_sid.insert(
                 a.sid.clone(),
                 Target {
@@ -743,11 +729,11 @@ fn targets(
             );
         }
     }
-    for (org, sub) in orgs {
-        if let Some(sub) = sub {
+    for o in orgs {
+        if let Some(sub) = &o.subaccount {
             by_sid.entry(sub.clone()).or_insert_with(|| Target {
                 sid: sub.clone(),
-                org: Some(*org),
+                org: Some(o.id),
                 account: None,
             });
         }

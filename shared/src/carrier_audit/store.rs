@@ -120,15 +120,32 @@ pub async fn finish_pass(db: &Db, token: Uuid, pass: i64) -> Result<bool, DbErro
     Ok(!rows.is_empty())
 }
 
+/// An org as the audit sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgView {
+    pub id: Uuid,
+    /// The subaccount it records.
+    pub subaccount: Option<String>,
+    /// Offboarding was asked for: its subaccount is closed on purpose.
+    pub offboarding: bool,
+}
+
 /// Every org, with the subaccount it records.
-pub async fn orgs(db: &Db) -> Result<Vec<(Uuid, Option<String>)>, DbError> {
+pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
     let rows = db
-        .query("SELECT id, twilio_subaccount_sid FROM organizations", &[])
+        .query(
+            "SELECT id, twilio_subaccount_sid, offboard_requested_at IS NOT NULL FROM organizations",
+            &[],
+        )
         .await?;
     rows.iter()
         .map(|r| {
             let s = shape("orgs");
-            Ok((r.try_get(0).map_err(&s)?, r.try_get(1).map_err(&s)?))
+            Ok(OrgView {
+                id: r.try_get(0).map_err(&s)?,
+                subaccount: r.try_get(1).map_err(&s)?,
+                offboarding: r.try_get(2).map_err(&s)?,
+            })
         })
         .collect()
 }

@@ -116,6 +116,9 @@ pub struct IdentityConfig {
     /// `telephony:read`. The write scope does not imply it (least privilege: a
     /// token is good for exactly the scopes it carries; a dashboard asks for both).
     pub read_scope: String,
+    /// Scope required to offboard the org (`OFFBOARD_SCOPE`, default
+    /// `telephony:offboard`): ending an org is not implied by the write scope.
+    pub offboard_scope: String,
 }
 
 impl IdentityConfig {
@@ -127,6 +130,10 @@ impl IdentityConfig {
                 .unwrap_or("telephony:write")
                 .to_owned(),
             read_scope: env.get("READ_SCOPE").unwrap_or("telephony:read").to_owned(),
+            offboard_scope: env
+                .get("OFFBOARD_SCOPE")
+                .unwrap_or("telephony:offboard")
+                .to_owned(),
         }
     }
 }

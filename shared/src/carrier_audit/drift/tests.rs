@@ -85,6 +85,7 @@ fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison
         org: Some(org()),
         org_exists: true,
         org_recorded_subaccount: Some(SUB),
+        org_offboarding: false,
         account: Some(&acc),
         held: Some(held),
         vapi: &refs,
@@ -248,6 +249,7 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         org: Some(org()),
         org_exists: false,
         org_recorded_subaccount: None,
+        org_offboarding: false,
         account: Some(&acc),
         held: Some(&[]),
         vapi: &[],
@@ -267,6 +269,10 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         kinds(&compare(&scope, &clock(), URL)),
         [DriftKind::SubaccountOrphan]
     );
+    // Closed on purpose: the org was offboarded.
+    scope.org_offboarding = true;
+    assert!(compare(&scope, &clock(), URL).candidates.is_empty());
+    scope.org_offboarding = false;
     scope.account = None;
     assert_eq!(
         kinds(&compare(&scope, &clock(), URL)),
