@@ -131,6 +131,30 @@ pub(super) async fn update(
     answer_acted(&s, Endpoint::Credential, answer).await
 }
 
+/// `DELETE /credential/{id}`: 200 with the deleted credential, Vapi's JSON 404
+/// for one it does not have.
+pub(super) async fn delete(
+    State(s): State<Standins>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&s, &headers, Endpoint::Credential, None).await {
+        return r;
+    }
+    let answer = {
+        let mut inner = s.lock();
+        match inner.vapi.credentials.remove(&id) {
+            Some(credential) => {
+                let answer = Json(credential.to_json(&id)).into_response();
+                inner.changed();
+                answer
+            }
+            None => vapi_error(StatusCode::NOT_FOUND, json!("Credential not found")),
+        }
+    };
+    answer_acted(&s, Endpoint::Credential, answer).await
+}
+
 /// `GET /credential`: the org's credentials, newest first, at most `limit`.
 pub(super) async fn list(
     State(s): State<Standins>,

@@ -6,7 +6,9 @@
 //! - `POST /credential` (`CreateTwilioCredentialDTO`: `provider: "twilio"`,
 //!   `accountSid`, and `authToken` or `apiKey` + `apiSecret`; `name` ≤ 40),
 //!   `GET /credential`, `PATCH /credential/{id}` (`UpdateTwilioCredentialDTO`:
-//!   the same properties, none required). Never a secret in an answer.
+//!   the same properties, none required), `DELETE /credential/{id}` (200 with the
+//!   deleted credential; Vapi's JSON 404 for an unknown id). Never a secret in an
+//!   answer.
 //! - `POST /phone-number` (`CreateTwilioPhoneNumberDTO`: `provider: "twilio"`,
 //!   `number`, `twilioAccountSid`, and `twilioAuthToken` or `twilioApiKey` +
 //!   `twilioApiSecret`; optional `name` ≤ 40, `assistantId` (a UUID), `squadId`,
@@ -71,7 +73,10 @@ pub(super) fn routes() -> Router<Standins> {
             "/vapi/credential",
             post(credentials::create).get(credentials::list),
         )
-        .route("/vapi/credential/{id}", patch(credentials::update))
+        .route(
+            "/vapi/credential/{id}",
+            patch(credentials::update).delete(credentials::delete),
+        )
         .route(
             "/vapi/phone-number",
             post(numbers::import).get(numbers::list),
