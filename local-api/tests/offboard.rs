@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, DEMO_SUBACCOUNT, OTHER_NUMBER, OTHER_ORG};
 use local_api::server::Running;
-use local_api::standins::{Endpoint, FailMode};
+use local_api::standins::FailMode;
 use serde_json::{Value, json};
 use testkit::TestDb;
 

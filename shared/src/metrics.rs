@@ -38,6 +38,8 @@ impl MetricsConfig {
 pub enum Unit {
     Count,
     Seconds,
+    /// A quantity with no CloudWatch unit (an amount of money).
+    None,
 }
 
 impl Unit {
@@ -45,6 +47,7 @@ impl Unit {
         match self {
             Unit::Count => "Count",
             Unit::Seconds => "Seconds",
+            Unit::None => "None",
         }
     }
 }

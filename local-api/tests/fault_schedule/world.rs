@@ -340,6 +340,19 @@ impl World {
             .filter(|r| r.status != "released" && r.assistant.is_none())
             .map(|r| r.number)
             .collect();
+        let operation: Option<String> = match hand {
+            Hand::LostPurchase { org, .. } => self
+                .admin
+                .query_opt(
+                    "SELECT detail->>'operationId' FROM audit_log
+                      WHERE org_id = $1 AND action = 'number.purchase' LIMIT 1",
+                    &[&self.orgs[org]],
+                )
+                .await
+                .expect("an operation id")
+                .map(|r| r.get(0)),
+            _ => None,
+        };
         let (_, now) = self.standins.holdings();
         let held = Held::parse(&now);
         let subaccount = |org: usize| {
@@ -350,10 +363,15 @@ impl World {
                 .map(|(sid, _)| sid.clone())
         };
         let outcome = match hand {
-            Hand::LostPurchase { org, number } => match subaccount(org) {
-                None => Err("the org has no subaccount".to_owned()),
-                Some(sid) => {
-                    let name = format!("purchase {}", Uuid::new_v4());
+            Hand::LostPurchase { org, number } => match (subaccount(org), &operation) {
+                (None, _) => Err("the org has no subaccount".to_owned()),
+                (_, None) => {
+                    Err("the org never asked to buy (no operation id to reuse)".to_owned())
+                }
+                (Some(sid), Some(op)) => {
+                    // A purchase of the org's whose rows were lost: its name carries
+                    // an operation id this database knows.
+                    let name = format!("purchase {op}");
                     self.standins
                         .buy_by_hand(local_api::standins::HandNumber {
                             account_sid: &sid,

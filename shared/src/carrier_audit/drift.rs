@@ -3,7 +3,7 @@
 //! each finding is in the [`Action`] it carries; the audit ([`super`]) confirms,
 //! repairs and records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
@@ -62,14 +62,12 @@ impl DriftKind {
     }
 
     /// Findings of this kind are about a number Twilio bills while it does not
-    /// route as the database says: their price counts as money at risk.
+    /// route as the database says: their price counts as money at risk. (A
+    /// subaccount orphan's numbers are priced by their own `billed_unknown`.)
     pub fn bills(self) -> bool {
         matches!(
             self,
-            Self::BilledUnknown
-                | Self::VapiMissing
-                | Self::VoiceUrlMismatch
-                | Self::SubaccountOrphan
+            Self::BilledUnknown | Self::VapiMissing | Self::VoiceUrlMismatch
         )
     }
 }
@@ -86,6 +84,8 @@ pub struct LiveRow {
     pub vapi_phone_id: Option<String>,
     pub assistant_id: Option<String>,
     pub assistant_pending: bool,
+    /// Reconcile gave the pending change up (`route_gave_up_at`).
+    pub route_gave_up: bool,
     /// A request, reconcile or another flow holds it right now.
     pub claimed: bool,
     pub created_at: DateTime<Utc>,
@@ -186,44 +186,82 @@ fn same_assistant(a: Option<&str>, b: Option<&str>) -> bool {
     a.map(str::to_ascii_lowercase) == b.map(str::to_ascii_lowercase)
 }
 
+/// The batch's rows, indexed for one subaccount's comparison.
+struct Rows<'a> {
+    by_number: HashMap<&'a str, Vec<&'a LiveRow>>,
+    vapi_ids: HashSet<&'a str>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(rows: &'a [LiveRow]) -> Self {
+        let mut by_number: HashMap<&str, Vec<&LiveRow>> = HashMap::new();
+        let mut vapi_ids = HashSet::new();
+        for r in rows {
+            by_number
+                .entry(r.phone_number.as_str())
+                .or_default()
+                .push(r);
+            if let Some(id) = &r.vapi_phone_id {
+                vapi_ids.insert(id.as_str());
+            }
+        }
+        Self {
+            by_number,
+            vapi_ids,
+        }
+    }
+
+    fn of(&self, number: &str) -> &[&'a LiveRow] {
+        self.by_number.get(number).map_or(&[], Vec::as_slice)
+    }
+
+    fn claimed(&self, number: &str) -> bool {
+        self.of(number).iter().any(|r| r.claimed)
+    }
+}
+
+/// Only what was bought or made for the org, under the subaccount it records, and
+/// never while it is being offboarded (that job holds the org): elsewhere the
+/// audit flags and never repairs.
+fn repairable(scope: &Scope<'_>) -> bool {
+    scope.org_exists && !scope.org_offboarding
+}
+
 /// Compare one subaccount. `voice_url` is what Vapi sets an imported number's
 /// voice URL to (a prefix match).
 pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison {
     let mut out = Comparison::default();
     subaccount_drift(scope, clock, &mut out);
-    let claimed = |number: &str| {
-        scope
-            .rows
-            .iter()
-            .any(|r| r.phone_number == number && r.claimed)
-    };
-    let mut attached_imports: Vec<&str> = Vec::new();
+    let rows = Rows::new(scope.rows);
+    let mut imports: HashMap<&str, Vec<&VapiNumber>> = HashMap::new();
+    for v in scope.vapi {
+        imports.entry(v.number.as_str()).or_default().push(v);
+    }
+    // Imports a recorded release takes with it, and numbers flagged only (their
+    // imports are not ours to delete either).
+    let mut attached: HashSet<&str> = HashSet::new();
+    let mut flagged: HashSet<&str> = HashSet::new();
 
     // Twilio's numbers against the rows.
     for t in scope.held.unwrap_or_default() {
-        if claimed(&t.phone_number) {
+        if rows.claimed(&t.phone_number) {
             out.skipped.push(t.phone_number.clone());
             continue;
         }
-        let row = scope.rows.iter().find(|r| r.phone_number == t.phone_number);
-        match row {
+        match rows.of(&t.phone_number).first() {
             None if clock.fresh(t.date_created) => out.skipped.push(t.phone_number.clone()),
             None => {
-                let import = scope
-                    .vapi
-                    .iter()
-                    .find(|v| v.number == t.phone_number)
-                    .filter(|v| {
-                        !scope
-                            .rows
-                            .iter()
-                            .any(|r| r.vapi_phone_id.as_deref() == Some(&v.id))
-                    });
+                let import = imports
+                    .get(t.phone_number.as_str())
+                    .and_then(|vs| vs.iter().find(|v| !rows.vapi_ids.contains(v.id.as_str())));
                 let operation = purchase_operation(t.friendly_name.as_deref());
-                let action = match (operation, scope.org, scope.org_exists) {
-                    (Some(operation_id), Some(org), true) => {
+                // What a release row must hold; anything else is flagged only.
+                let well_formed = t.phone_number.parse::<crate::ids::E164>().is_ok()
+                    && t.sid.parse::<crate::ids::PhoneNumberSid>().is_ok();
+                let action = match (operation, scope.org) {
+                    (Some(operation_id), Some(org)) if repairable(scope) && well_formed => {
                         if let Some(v) = import {
-                            attached_imports.push(&v.id);
+                            attached.insert(&v.id);
                         }
                         Action::RecordRelease {
                             org,
@@ -233,17 +271,20 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
                         }
                     }
                     // Bought by hand (or under no org): never release what we did not buy.
-                    _ => Action::Flag,
+                    _ => {
+                        flagged.insert(&t.phone_number);
+                        Action::Flag
+                    }
                 };
                 out.candidates.push(Candidate {
                     kind: DriftKind::BilledUnknown,
                     org: scope.org,
                     subject: t.phone_number.clone(),
-                    phone_number: Some(t.phone_number.clone()),
+                    phone_number: well_formed.then(|| t.phone_number.clone()),
                     detail: json!({
                         "numberSid": t.sid,
                         "friendlyName": t.friendly_name,
-                        "ours": operation.is_some(),
+                        "purchaseName": operation.is_some(),
                         "dateCreated": t.date_created,
                     }),
                     action,
@@ -251,13 +292,20 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
             }
             Some(r) if r.status == "active" && r.vapi_phone_id.is_some() => {
                 let url = t.voice_url.as_deref().unwrap_or_default();
-                if !url.starts_with(voice_url) && !clock.fresh(Some(r.updated_at)) {
+                if url.starts_with(voice_url) {
+                } else if clock.fresh(Some(r.updated_at)) {
+                    out.skipped.push(t.phone_number.clone());
+                } else {
                     out.candidates.push(Candidate {
                         kind: DriftKind::VoiceUrlMismatch,
                         org: Some(r.org_id),
                         subject: t.phone_number.clone(),
                         phone_number: Some(t.phone_number.clone()),
-                        detail: json!({ "numberSid": t.sid, "voiceUrl": url, "expected": voice_url }),
+                        detail: json!({
+                            "numberSid": t.sid,
+                            "voiceUrl": redact_url(url),
+                            "expected": voice_url,
+                        }),
                         action: Action::Flag,
                     });
                 }
@@ -266,31 +314,41 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
         }
     }
 
+    let held_sids: HashSet<&str> = scope
+        .held
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|t| [t.sid.as_str(), t.phone_number.as_str()])
+        .collect();
     for r in scope.rows {
-        if r.claimed || r.subaccount_sid.as_deref() != Some(scope.subaccount) {
-            if r.claimed {
-                out.skipped.push(r.phone_number.clone());
-            }
+        if r.subaccount_sid.as_deref() != Some(scope.subaccount) {
             continue;
         }
-        carrier_drift(scope, clock, r, &mut out);
+        if r.claimed {
+            out.skipped.push(r.phone_number.clone());
+            continue;
+        }
+        carrier_drift(scope, clock, r, &held_sids, &mut out);
         vapi_drift(scope, clock, r, &mut out);
     }
 
     // Vapi's numbers of this subaccount that no row has.
     for v in scope.vapi {
-        let held_by_row = scope.rows.iter().any(|r| {
-            r.vapi_phone_id.as_deref() == Some(&v.id)
-                // A purchase that has not recorded its import may adopt this one.
-                || (r.phone_number == v.number && r.vapi_phone_id.is_none())
-        });
-        if held_by_row || attached_imports.contains(&v.id.as_str()) {
+        let held_by_row = rows.vapi_ids.contains(v.id.as_str())
+            // A purchase that has not recorded its import may adopt this one.
+            || rows.of(&v.number).iter().any(|r| r.vapi_phone_id.is_none());
+        if held_by_row || attached.contains(v.id.as_str()) {
             continue;
         }
-        if claimed(&v.number) || clock.fresh(v.created_at) || v.created_at.is_none() {
+        if rows.claimed(&v.number) || clock.fresh(v.created_at) || v.created_at.is_none() {
             out.skipped.push(v.id.clone());
             continue;
         }
+        // Deleted only when made with the subaccount the org records, and not the
+        // import of a number flagged only (bought by hand, or by another stack).
+        let ours = repairable(scope)
+            && scope.org_recorded_subaccount == Some(scope.subaccount)
+            && !flagged.contains(v.number.as_str());
         out.candidates.push(Candidate {
             kind: DriftKind::VapiOrphan,
             org: scope.org,
@@ -301,10 +359,29 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
                 .ok()
                 .map(|n| n.as_str().to_owned()),
             detail: json!({ "number": v.number, "assistantId": v.assistant_id }),
-            action: Action::DeleteAtVapi { id: v.id.clone() },
+            action: if ours {
+                Action::DeleteAtVapi { id: v.id.clone() }
+            } else {
+                Action::Flag
+            },
         });
     }
     out
+}
+
+/// A URL as a finding keeps it: scheme, host and path, never user info or a
+/// query (a voice URL set by hand may carry credentials).
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) if url.is_empty() => String::new(),
+        Err(_) => "(not a URL)".into(),
+    }
 }
 
 fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
@@ -350,48 +427,73 @@ fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
 }
 
 /// A row Twilio no longer lists (or whose subaccount it closed or lost).
-fn carrier_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparison) {
-    if !matches!(r.status.as_str(), "active" | "needs_attention") || clock.fresh(Some(r.created_at))
-    {
+fn carrier_drift(
+    scope: &Scope<'_>,
+    clock: &Clock,
+    r: &LiveRow,
+    held: &HashSet<&str>,
+    out: &mut Comparison,
+) {
+    if !matches!(r.status.as_str(), "active" | "needs_attention") {
         return;
     }
     let Some(number_sid) = &r.twilio_phone_sid else {
         return;
     };
     let listed = match scope.held {
-        Some(held) => held
-            .iter()
-            .any(|t| &t.sid == number_sid || t.phone_number == r.phone_number),
+        Some(_) => held.contains(number_sid.as_str()) || held.contains(r.phone_number.as_str()),
         // Closed or missing: Twilio's list was not read; a direct read decides.
         None => scope.account.is_some_and(|a| a.status == "suspended"),
     };
-    if !listed {
-        out.candidates.push(Candidate {
-            kind: DriftKind::CarrierMissing,
-            org: Some(r.org_id),
-            subject: r.phone_number.clone(),
-            phone_number: Some(r.phone_number.clone()),
-            detail: json!({ "numberSid": number_sid, "status": r.status }),
-            action: Action::ConfirmCarrierMissing {
-                number_sid: number_sid.clone(),
-            },
-        });
+    if listed {
+        return;
     }
+    if clock.fresh(Some(r.created_at)) {
+        out.skipped.push(r.phone_number.clone());
+        return;
+    }
+    out.candidates.push(Candidate {
+        kind: DriftKind::CarrierMissing,
+        org: Some(r.org_id),
+        subject: r.phone_number.clone(),
+        phone_number: Some(r.phone_number.clone()),
+        detail: json!({ "numberSid": number_sid, "status": r.status }),
+        action: Action::ConfirmCarrierMissing {
+            number_sid: number_sid.clone(),
+        },
+    });
 }
 
 /// An active row's Vapi number: gone, or routing to another assistant.
 fn vapi_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparison) {
     let Some(id) = &r.vapi_phone_id else { return };
+    if r.status != "active" {
+        return;
+    }
     // Changed since Vapi's list was read (or too recently): the list may be behind.
-    if r.status != "active" || r.updated_at >= clock.vapi_read_at || clock.fresh(Some(r.updated_at))
-    {
+    if r.updated_at >= clock.vapi_read_at || clock.fresh(Some(r.updated_at)) {
+        out.skipped.push(r.phone_number.clone());
         return;
     }
     match scope.vapi_by_id.get(id.as_str()) {
-        Some(v)
-            if !r.assistant_pending
-                && !same_assistant(v.assistant_id.as_deref(), r.assistant_id.as_deref()) =>
-        {
+        Some(v) if !same_assistant(v.assistant_id.as_deref(), r.assistant_id.as_deref()) => {
+            let action = match (&r.assistant_id, r.assistant_pending, r.route_gave_up) {
+                // A change reconcile is still sending: not drift yet, but an open
+                // finding about it stays open.
+                (_, true, false) => {
+                    out.skipped.push(r.phone_number.clone());
+                    return;
+                }
+                // Reconcile gave up and Vapi still routes elsewhere: keep it open.
+                (_, true, true) => Action::Flag,
+                (Some(a), false, _) if repairable(scope) => Action::ResendAssistant {
+                    row: r.id,
+                    assistant: a.clone(),
+                },
+                // Nothing to send (Vapi's PATCH takes an assistant), or the org is
+                // being offboarded.
+                _ => Action::Flag,
+            };
             out.candidates.push(Candidate {
                 kind: DriftKind::AssistantMismatch,
                 org: Some(r.org_id),
@@ -402,14 +504,7 @@ fn vapi_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Compariso
                     "assistantId": r.assistant_id,
                     "vapiAssistantId": v.assistant_id,
                 }),
-                action: match &r.assistant_id {
-                    Some(a) => Action::ResendAssistant {
-                        row: r.id,
-                        assistant: a.clone(),
-                    },
-                    // Nothing to send: Vapi's PATCH takes an assistant.
-                    None => Action::Flag,
-                },
+                action,
             });
         }
         Some(_) => {}

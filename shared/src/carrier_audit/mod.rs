@@ -51,7 +51,7 @@ use crate::vapi::{VapiClient, VapiNumber};
 
 use drift::{Action, Candidate, Clock, DriftKind, Scope};
 use price::PriceBook;
-use store::Repair;
+use store::{RecordedRelease, Repair};
 
 /// What Vapi sets an imported Twilio number's voice URL to (unconfirmed in Vapi's
 /// public docs; `VAPI_VOICE_URL` overrides it).
@@ -170,7 +170,7 @@ impl AuditReport {
             MetricSet::for_stack(cfg)
                 .value(
                     "MonthlyCostAtRisk",
-                    Unit::Count,
+                    Unit::None,
                     self.monthly_cost_at_risk.get("USD").copied().unwrap_or(0.0),
                 )
                 .value(
@@ -297,7 +297,11 @@ impl Auditor<'_> {
         report.pass = Some(pass.number);
         // Vapi first: rows changed after this instant are not compared with it.
         let vapi_read_at = Utc::now();
-        let vapi = match self.vapi.all_phone_numbers(Some(stop_by)).await {
+        // At most half the run: the rest is for the subaccounts (an unfinished list
+        // still finds orphans, never "missing").
+        let now = tokio::time::Instant::now();
+        let vapi_stop = now + stop_by.saturating_duration_since(now) / 2;
+        let vapi = match self.vapi.all_phone_numbers(Some(vapi_stop)).await {
             Ok(inventory) => inventory,
             Err(e) => return self.source_failed(report, "vapi", &e),
         };
@@ -310,7 +314,12 @@ impl Auditor<'_> {
             Err(e) => return self.source_failed(report, "twilio", &e),
         };
         let orgs = store::orgs(self.db).await?;
-        let targets = targets(&orgs, accounts, &pass.cursor);
+        let all_targets = targets(&orgs, accounts);
+        let target_sids: Vec<String> = all_targets.iter().map(|t| t.sid.clone()).collect();
+        let targets: Vec<Target> = all_targets
+            .into_iter()
+            .filter(|t| t.sid.as_str() > pass.cursor.as_str())
+            .collect();
         report.subaccounts_left = targets.len();
         let org_index: HashMap<Uuid, &store::OrgView> = orgs.iter().map(|o| (o.id, o)).collect();
         let vapi_by_id: HashMap<&str, &VapiNumber> =
@@ -359,6 +368,7 @@ impl Auditor<'_> {
         }
         AuditReport::count(&mut report.calls, "twilio_pricing", prices.calls);
         if report.subaccounts_left == 0 {
+            report.closed += store::close_outside(self.db, pass.number, &target_sids).await?;
             report.pass_finished = store::finish_pass(self.db, token, pass.number).await?;
         }
         Ok(())
@@ -395,8 +405,10 @@ impl Auditor<'_> {
             AuditReport::count(&mut report.calls, "twilio", 1);
             all.extend(page.items);
             match page.next {
-                Some(n) if Some(&n) != next.as_ref() => next = Some(n),
-                _ => return Ok(all),
+                // The same page again would never end: not Twilio's list.
+                Some(n) if Some(&n) == next.as_ref() => return Err(bad_list()),
+                Some(n) => next = Some(n),
+                None => return Ok(all),
             }
         }
     }
@@ -408,11 +420,13 @@ impl Auditor<'_> {
         t: &Target,
         stop_by: tokio::time::Instant,
     ) -> Option<(Result<Vec<HeldNumber>, ProviderError>, usize)> {
-        if readable(t) && tokio::time::Instant::now() < stop_by {
-            Some(self.held_numbers(&t.sid).await)
-        } else {
-            None
+        if !readable(t) || tokio::time::Instant::now() >= stop_by {
+            return None;
         }
+        // Retries and Retry-After waits never run past the run's end.
+        tokio::time::timeout_at(stop_by, self.held_numbers(&t.sid))
+            .await
+            .ok()
     }
 
     /// Every number one subaccount holds, with the pages it took.
@@ -439,8 +453,9 @@ impl Auditor<'_> {
                 Ok(page) => {
                     all.extend(page.items);
                     match page.next {
-                        Some(n) if Some(&n) != next.as_ref() => next = Some(n),
-                        _ => return (Ok(all), pages),
+                        Some(n) if Some(&n) == next.as_ref() => return (Err(bad_list()), pages),
+                        Some(n) => next = Some(n),
+                        None => return (Ok(all), pages),
                     }
                 }
                 Err(e) => return (Err(e), pages),
@@ -527,14 +542,39 @@ impl Auditor<'_> {
                 vapi_complete: b.vapi_complete,
                 rows: &rows,
             };
-            let comparison = drift::compare(&scope, &clock, &self.config.voice_url);
+            let mut comparison = drift::compare(&scope, &clock, &self.config.voice_url);
+            let mut failed = false;
             for c in &comparison.candidates {
-                self.settle(c, &t.sid, held.as_deref(), ctx, prices, report)
-                    .await?;
+                match self.settle(c, &t.sid, ctx, prices, report).await {
+                    Ok(Settled::Kept) => {}
+                    // Not decided this time: an open finding about it stays open.
+                    Ok(Settled::Undecided) => comparison.skipped.push(c.subject.clone()),
+                    Ok(Settled::NotDrift) => {}
+                    // One finding that cannot be written never stops the pass: the
+                    // subaccount counts as failed (its findings stay as they are).
+                    Err(e) => {
+                        tracing::error!(subaccount = %t.sid, finding = %store::describe(c), error = %e, "could not keep a finding");
+                        report
+                            .errors
+                            .push(format!("finding {}: {e}", c.kind.code()));
+                        failed = true;
+                    }
+                }
             }
-            report.closed +=
-                store::close_unseen(self.db, &t.sid, ctx.pass.number, &comparison.skipped).await?;
             covered += 1;
+            if failed {
+                report.subaccounts_failed += 1;
+                continue;
+            }
+            // An unfinished Vapi list proves nothing gone: its findings stay open.
+            let kept: &[&str] = if b.vapi_complete {
+                &[]
+            } else {
+                &["vapi_orphan", "vapi_missing", "assistant_mismatch"]
+            };
+            report.closed +=
+                store::close_unseen(self.db, &t.sid, ctx.pass.number, &comparison.skipped, kept)
+                    .await?;
         }
         Ok(covered)
     }
@@ -544,33 +584,44 @@ impl Auditor<'_> {
         &self,
         c: &Candidate,
         subaccount: &str,
-        held: Option<&[HeldNumber]>,
         ctx: &BatchRun<'_>,
         prices: &mut PriceBook,
         report: &mut AuditReport,
-    ) -> Result<(), DbError> {
+    ) -> Result<Settled, DbError> {
         let repair = match &c.action {
             Action::Flag => Repair::None,
             Action::ConfirmVapiMissing { id } => {
                 AuditReport::count(&mut report.calls, "vapi", 1);
-                match self.vapi.phone_number_exists(id).await {
+                match within(ctx.stop_by, self.vapi.phone_number_exists(id)).await {
                     Ok(false) => Repair::None,
-                    // Still there, or unknown: not a finding this time.
-                    Ok(true) | Err(_) => return Ok(()),
+                    Ok(true) => return Ok(Settled::NotDrift),
+                    Err(_) => return Ok(Settled::Undecided),
                 }
             }
             Action::ConfirmCarrierMissing { number_sid } => {
-                AuditReport::count(&mut report.calls, "twilio", 2);
+                AuditReport::count(&mut report.calls, "twilio", 1);
                 let (Ok(sub), Ok(pn), Some(Ok(number))) = (
                     subaccount.parse::<AccountSid>(),
                     number_sid.parse::<PhoneNumberSid>(),
                     c.phone_number.as_deref().map(str::parse::<E164>),
                 ) else {
-                    return Ok(());
+                    return Ok(Settled::Undecided);
                 };
-                match self.twilio.read_number(&sub, &pn, &number).await {
-                    Ok(NumberRead::Gone) => Repair::None,
-                    Ok(NumberRead::Held(_)) | Err(_) => return Ok(()),
+                match tokio::time::timeout_at(
+                    ctx.stop_by,
+                    self.twilio.read_number(&sub, &pn, &number),
+                )
+                .await
+                {
+                    Ok(Ok(NumberRead::Gone)) => {
+                        // Released (or claimed) since the rows were read: not drift.
+                        if !store::row_still_live(self.db, &number).await? {
+                            return Ok(Settled::NotDrift);
+                        }
+                        Repair::None
+                    }
+                    Ok(Ok(NumberRead::Held(_))) => return Ok(Settled::NotDrift),
+                    Ok(Err(_)) | Err(_) => return Ok(Settled::Undecided),
                 }
             }
             Action::RecordRelease {
@@ -589,12 +640,15 @@ impl Auditor<'_> {
                     *operation_id,
                     vapi_phone_id.as_deref(),
                     ctx.request_id,
+                    self.config.grace.as_secs_f64(),
                 )
                 .await?
                 {
-                    true => Repair::Done,
-                    // A live row has it by now: not drift.
-                    false => return Ok(()),
+                    RecordedRelease::Recorded => Repair::Done,
+                    // A name like ours, an operation this database does not know:
+                    // never release what this service did not buy.
+                    RecordedRelease::NotOurs => Repair::None,
+                    RecordedRelease::NotDrift => return Ok(Settled::NotDrift),
                 }
             }
             Action::ResendAssistant { row, assistant } => {
@@ -608,25 +662,24 @@ impl Auditor<'_> {
                 .await?
                 {
                     true => Repair::Done,
-                    false => return Ok(()),
+                    false => return Ok(Settled::NotDrift),
                 }
             }
             Action::DeleteAtVapi { id } => {
                 let number = c.phone_number.as_deref().unwrap_or_default();
                 if store::vapi_number_is_held(self.db, id, number).await? {
-                    return Ok(());
+                    return Ok(Settled::NotDrift);
                 }
                 AuditReport::count(&mut report.calls, "vapi", 1);
-                match self.vapi.delete_phone_number(id).await {
+                match within(ctx.stop_by, self.vapi.delete_phone_number(id)).await {
                     Ok(()) => Repair::Done,
-                    Err(e) if e.is_gone() => Repair::Done,
+                    // Gone already (a release deleted it meanwhile): not drift.
+                    Err(e) if e.is_gone() => return Ok(Settled::NotDrift),
                     Err(e) => Repair::Failed(e.stable_code()),
                 }
             }
         };
-        let price = if c.kind == DriftKind::SubaccountOrphan {
-            self.orphan_price(held, prices).await
-        } else if c.kind.bills() {
+        let price = if c.kind.bills() {
             match &c.phone_number {
                 Some(n) => prices.monthly(self.twilio, n).await,
                 None => None,
@@ -651,26 +704,7 @@ impl Auditor<'_> {
             Repair::None => {}
         }
         tracing::info!(finding = %store::describe(c), new, repaired = matches!(repair, Repair::Done), "drift");
-        Ok(())
-    }
-
-    /// What an orphaned subaccount's numbers cost together.
-    async fn orphan_price(
-        &self,
-        held: Option<&[HeldNumber]>,
-        prices: &mut PriceBook,
-    ) -> Option<price::Monthly> {
-        let mut total: Option<price::Monthly> = None;
-        for n in held.unwrap_or_default() {
-            if let Some(p) = prices.monthly(self.twilio, &n.phone_number).await {
-                match &mut total {
-                    Some(t) if t.unit == p.unit => t.amount += p.amount,
-                    Some(_) => {}
-                    None => total = Some(p),
-                }
-            }
-        }
-        total
+        Ok(Settled::Kept)
     }
 }
 
@@ -680,6 +714,34 @@ fn readable(t: &Target) -> bool {
     t.account
         .as_ref()
         .is_some_and(|a| a.status == "active" || a.status == "suspended")
+}
+
+/// How one finding ended.
+enum Settled {
+    /// Recorded (and repaired, if its kind repairs).
+    Kept,
+    /// Not drift after all (confirmed there, released meanwhile, a live row now).
+    NotDrift,
+    /// Could not be decided this time (a confirming read failed): an open finding
+    /// about it stays open.
+    Undecided,
+}
+
+/// A provider call that never runs past the run's end.
+async fn within<T>(
+    stop_by: tokio::time::Instant,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    tokio::time::timeout_at(stop_by, call)
+        .await
+        .unwrap_or(Err(ProviderError::Timeout { provider: "audit" }))
+}
+
+fn bad_list() -> ProviderError {
+    ProviderError::UnexpectedBody {
+        provider: "twilio",
+        status: 200,
+    }
 }
 
 /// What every batch of a run shares.
@@ -702,7 +764,7 @@ struct BatchRun<'a> {
 /// The subaccounts a pass covers after `cursor`, in SID order: every org's recorded
 /// one and every account named `org:<uuid>` (the main account and accounts named
 /// otherwise are not this service's).
-fn targets(orgs: &[store::OrgView], accounts: Vec<ListedAccount>, cursor: &str) -> Vec<Target> {
+fn targets(orgs: &[store::OrgView], accounts: Vec<ListedAccount>) -> Vec<Target> {
     let mut by_sid: BTreeMap<String, Target> = BTreeMap::new();
     let named_org = |a: &ListedAccount| {
         a.friendly_name
@@ -738,8 +800,5 @@ fn targets(orgs: &[store::OrgView], accounts: Vec<ListedAccount>, cursor: &str) 
             });
         }
     }
-    by_sid
-        .into_values()
-        .filter(|t| t.sid.as_str() > cursor)
-        .collect()
+    by_sid.into_values().collect()
 }

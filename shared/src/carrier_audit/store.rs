@@ -162,7 +162,8 @@ pub async fn live_rows(
         .query(
             "SELECT id, org_id, phone_number, status, twilio_phone_sid, twilio_subaccount_sid,
                     vapi_phone_id, assistant_id, assistant_pending,
-                    claim_token IS NOT NULL AND claimed_until >= now(), created_at, updated_at
+                    claim_token IS NOT NULL AND claimed_until >= now(), created_at, updated_at,
+                    route_gave_up_at IS NOT NULL
                FROM managed_phone_numbers
               WHERE status <> 'released'
                 AND (twilio_subaccount_sid = ANY($1) OR org_id = ANY($2)
@@ -191,6 +192,7 @@ pub async fn live_rows(
                 claimed: r.try_get(9).map_err(&s)?,
                 created_at: r.try_get(10).map_err(&s)?,
                 updated_at: r.try_get(11).map_err(&s)?,
+                route_gave_up: r.try_get(12).map_err(&s)?,
             })
         })
         .collect()
@@ -265,18 +267,36 @@ pub async fn close_unseen(
     subaccount: &str,
     pass: i64,
     skipped: &[String],
+    kept_kinds: &[&str],
 ) -> Result<u64, DbError> {
     let rows = db
         .query(
             "UPDATE carrier_findings SET closed_at = now()
               WHERE subaccount_sid = $1 AND closed_at IS NULL AND last_pass < $2
-                AND NOT (subject = ANY($3))
+                AND NOT (subject = ANY($3)) AND NOT (kind = ANY($4))
               RETURNING 1",
             &[
                 (&subaccount, Type::TEXT),
                 (&pass, Type::INT8),
                 (&skipped, Type::TEXT_ARRAY),
+                (&kept_kinds, Type::TEXT_ARRAY),
             ],
+        )
+        .await?;
+    Ok(rows.len() as u64)
+}
+
+/// At the end of a pass: close the open findings of subaccounts the pass no longer
+/// had to cover (an org's subaccount re-recorded, an account Twilio purged), so no
+/// finding stays open for good. `targets`: every subaccount the pass covered or
+/// tried to (a failed read keeps its findings open).
+pub async fn close_outside(db: &Db, pass: i64, targets: &[String]) -> Result<u64, DbError> {
+    let rows = db
+        .query(
+            "UPDATE carrier_findings SET closed_at = now()
+              WHERE closed_at IS NULL AND last_pass < $1 AND NOT (subaccount_sid = ANY($2))
+              RETURNING 1",
+            &[(&pass, Type::INT8), (&targets, Type::TEXT_ARRAY)],
         )
         .await?;
     Ok(rows.len() as u64)
@@ -294,8 +314,35 @@ pub async fn record_release(
     operation_id: Uuid,
     vapi_phone_id: Option<&str>,
     request_id: &str,
-) -> Result<bool, DbError> {
+    grace_secs: f64,
+) -> Result<RecordedRelease, DbError> {
     db.transaction(async |tx| {
+        // Ours only if this database knows the operation; and a number released
+        // within the grace period may still be on a lagging list.
+        let check = tx
+            .query_typed(
+                "SELECT purchase_operation_known($1, $2),
+                        EXISTS (SELECT 1 FROM managed_phone_numbers
+                                 WHERE phone_number = $3 AND status = 'released'
+                                   AND released_at > now() - make_interval(secs => $4))",
+                &[
+                    (&org, Type::UUID),
+                    (&operation_id, Type::UUID),
+                    (&number, Type::TEXT),
+                    (&grace_secs, Type::FLOAT8),
+                ],
+            )
+            .await?;
+        let (known, just_released) = match check.first() {
+            Some(r) => (r.try_get::<_, bool>(0)?, r.try_get::<_, bool>(1)?),
+            None => (false, false),
+        };
+        if !known {
+            return Ok(RecordedRelease::NotOurs);
+        }
+        if just_released {
+            return Ok(RecordedRelease::NotDrift);
+        }
         let inserted = tx
             .query_typed(
                 "INSERT INTO managed_phone_numbers
@@ -320,7 +367,7 @@ pub async fn record_release(
             )
             .await?;
         if inserted.is_empty() {
-            return Ok(false);
+            return Ok(RecordedRelease::NotDrift);
         }
         let caller = Caller::system(OrgId::new(org), ACTOR);
         audit::record(
@@ -335,9 +382,19 @@ pub async fn record_release(
             },
         )
         .await?;
-        Ok::<_, DbError>(true)
+        Ok::<_, DbError>(RecordedRelease::Recorded)
     })
     .await
+}
+
+/// What [`record_release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedRelease {
+    Recorded,
+    /// The operation id is not one this database knows: flag only.
+    NotOurs,
+    /// A live row has the number by now, or it was released just now: not drift.
+    NotDrift,
 }
 
 /// Whether a live row holds this Vapi number, or its E.164 without an import yet
@@ -353,6 +410,20 @@ pub async fn vapi_number_is_held(db: &Db, id: &str, number: &str) -> Result<bool
         )
         .await?;
     row.try_get(0).map_err(shape("vapi number held"))
+}
+
+/// Whether `number` still has a live, unclaimed row that Twilio should hold (read
+/// again before a `carrier_missing` is recorded: a release may have ended since).
+pub async fn row_still_live(db: &Db, number: &crate::ids::E164) -> Result<bool, DbError> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM managed_phone_numbers
+                             WHERE phone_number = $1 AND status IN ('active', 'needs_attention')
+                               AND (claim_token IS NULL OR claimed_until < now()))",
+            &[(&number.as_str(), Type::TEXT)],
+        )
+        .await?;
+    row.try_get(0).map_err(shape("row still live"))
 }
 
 /// `assistant_mismatch`: the row's confirmed assistant becomes a pending change
@@ -444,8 +515,11 @@ pub async fn open_findings(db: &Db) -> Result<OpenFindings, DbError> {
         .collect();
     let rows = db
         .query(
-            "SELECT price_unit, sum(monthly_price)::float8 FROM carrier_findings
-              WHERE closed_at IS NULL AND kind = ANY($1) AND monthly_price IS NOT NULL
+            "SELECT price_unit, sum(monthly_price)::float8
+               FROM (SELECT DISTINCT ON (coalesce(phone_number, subject)) price_unit, monthly_price
+                       FROM carrier_findings
+                      WHERE closed_at IS NULL AND kind = ANY($1) AND monthly_price IS NOT NULL
+                      ORDER BY coalesce(phone_number, subject), kind) one_per_number
               GROUP BY price_unit ORDER BY price_unit",
             &[(&billing, Type::TEXT_ARRAY)],
         )

@@ -57,6 +57,7 @@ fn row(number: &str, vapi: Option<&str>) -> LiveRow {
         vapi_phone_id: vapi.map(str::to_owned),
         assistant_id: Some(ASSISTANT.into()),
         assistant_pending: false,
+        route_gave_up: false,
         claimed: false,
         created_at: at(48),
         updated_at: at(48),
@@ -131,7 +132,7 @@ fn a_number_of_ours_without_a_row_is_recorded_for_release_with_its_import() {
 }
 
 #[test]
-fn a_number_bought_by_hand_is_flagged_only_and_its_import_is_an_orphan() {
+fn a_number_bought_by_hand_and_its_import_are_flagged_only() {
     let c = run(
         &[held("+14155550100", PN, "(415) 555-0100", URL, 48)],
         &[vapi("v1", "+14155550100", None, 48)],
@@ -139,10 +140,93 @@ fn a_number_bought_by_hand_is_flagged_only_and_its_import_is_an_orphan() {
     );
     assert_eq!(kinds(&c), [DriftKind::BilledUnknown, DriftKind::VapiOrphan]);
     assert_eq!(c.candidates[0].action, Action::Flag);
+    // Deleting its import would leave a number that bills and answers nothing.
+    assert_eq!(c.candidates[1].action, Action::Flag);
+    // An import of our subaccount with no number at Twilio is ours to delete.
+    let c = run(&[], &[vapi("v2", "+14155550109", None, 48)], &[]);
     assert_eq!(
-        c.candidates[1].action,
-        Action::DeleteAtVapi { id: "v1".into() }
+        c.candidates[0].action,
+        Action::DeleteAtVapi { id: "v2".into() }
     );
+}
+
+#[test]
+fn nothing_is_repaired_under_a_subaccount_the_org_does_not_record_or_while_it_offboards() {
+    let acc = account("active");
+    let v = [vapi("v2", "+14155550109", None, 48)];
+    let refs: Vec<&VapiNumber> = v.iter().collect();
+    let by_id: HashMap<&str, &VapiNumber> = v.iter().map(|v| (v.id.as_str(), v)).collect();
+    let held_numbers = [held(
+        "+14155550100",
+        PN,
+        "purchase 00000000-0000-0000-0000-000000003333",
+        URL,
+        48,
+    )];
+    let mut scope = Scope {
+        subaccount: SUB,
+        org: Some(org()),
+        org_exists: true,
+        org_recorded_subaccount: Some("AC0000000000000000000000000000aa02"),
+        org_offboarding: false,
+        account: Some(&acc),
+        held: Some(&held_numbers),
+        vapi: &refs,
+        vapi_by_id: &by_id,
+        vapi_complete: true,
+        rows: &[],
+    };
+    let c = compare(&scope, &clock(), URL);
+    let orphan = c
+        .candidates
+        .iter()
+        .find(|c| c.kind == DriftKind::VapiOrphan);
+    assert_eq!(orphan.map(|c| &c.action), Some(&Action::Flag), "{c:?}");
+    scope.org_recorded_subaccount = Some(SUB);
+    scope.org_offboarding = true;
+    let c = compare(&scope, &clock(), URL);
+    assert!(
+        c.candidates.iter().all(|c| c.action == Action::Flag),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_change_reconcile_still_sends_is_undecided_and_one_it_gave_up_stays_flagged() {
+    let mut pending = row("+14155550100", Some("v1"));
+    pending.assistant_pending = true;
+    let sources = (
+        [held("+14155550100", PN, "purchase x", URL, 48)],
+        [vapi("v1", "+14155550100", Some(OTHER_ASSISTANT), 48)],
+    );
+    let c = run(&sources.0, &sources.1, std::slice::from_ref(&pending));
+    assert!(c.candidates.is_empty(), "{c:?}");
+    assert_eq!(c.skipped, ["+14155550100"]);
+    pending.route_gave_up = true;
+    let c = run(&sources.0, &sources.1, &[pending]);
+    assert_eq!(kinds(&c), [DriftKind::AssistantMismatch]);
+    assert_eq!(c.candidates[0].action, Action::Flag);
+}
+
+#[test]
+fn a_voice_url_is_kept_without_credentials_or_query() {
+    let c = run(
+        &[held(
+            "+14155550100",
+            PN,
+            "purchase x",
+            "https://user:secret@example.com/voice?token=abc",
+            48,
+        )],
+        &[vapi("v1", "+14155550100", Some(ASSISTANT), 48)],
+        &[row("+14155550100", Some("v1"))],
+    );
+    let detail = c.candidates[0].detail.to_string();
+    assert!(
+        !detail.contains("secret") && !detail.contains("abc"),
+        "{detail}"
+    );
+    assert!(detail.contains("https://example.com/voice"), "{detail}");
 }
 
 #[test]
