@@ -281,10 +281,19 @@ fn error_from(provider: &'static str, status: StatusCode, body: &[u8]) -> Provid
 }
 
 /// A successful answer: status and raw body.
-#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub body: bytes::Bytes,
+}
+
+/// Never the body: Twilio's account list carries every subaccount's auth token.
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Answer {
@@ -463,6 +472,16 @@ mod tests {
                 assert!(e.stable_code().ends_with("_bad_response"));
             }
         }
+    }
+
+    #[test]
+    fn an_answer_never_shows_its_body() {
+        let a = Answer {
+            status: StatusCode::OK,
+            body: bytes::Bytes::from_static(br#"{"auth_token":"0123456789abcdef"}"#),
+        };
+        let debug = format!("{a:?}");
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
     }
 
     #[test]
