@@ -177,6 +177,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/managed-telephony/offboard": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * End the org so that nothing bills after it
+         * @description Offboards the caller's org: every managed number is released (Vapi, then
+         *     Twilio), the org's Vapi credential is deleted, its Twilio subaccount is
+         *     **closed** (which releases whatever it still holds; a subaccount is never
+         *     merely suspended, whose numbers would keep billing) and its credential slot
+         *     is cleared. Cannot be undone. `confirm` must be the org's own id, typed out.
+         *     The job is recorded first: from the first request on, purchases and saves of
+         *     the org are refused (409 `org_offboarding`). Each step is stamped when done;
+         *     a step that fails leaves the job pending (202), resumed by a repeat of this
+         *     request or by the scheduled reconcile, with backoff; after
+         *     `RECONCILE_MAX_ATTEMPTS` attempts it shows `needs_attention` (alarmed; a
+         *     repeat still resumes it). The subaccount is closed only once every number
+         *     went through the release. Status shows the progress (`offboarding`). Needs
+         *     the `telephony:offboard` scope, which the write scope does not imply.
+         */
+        post: operations["offboardOrg"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -323,6 +355,32 @@ export interface components {
         Status: {
             credential: components["schemas"]["CredentialSummary"] | null;
             numbers: components["schemas"]["ManagedNumber"][];
+            offboarding?: components["schemas"]["Offboarding"];
+        };
+        OffboardRequest: {
+            /** @description The org's own id (a UUID), typed out to confirm. */
+            confirm: string;
+        };
+        /** @description Where the org's offboarding is. Present in status once it was asked for. */
+        Offboarding: {
+            /** @enum {string} */
+            status: "offboarding" | "offboarded" | "needs_attention";
+            /** Format: date-time */
+            requestedAt: string;
+            /** Format: date-time */
+            offboardedAt: string | null;
+            done: ("numbers" | "credential" | "subaccount" | "slot")[];
+            pending: ("numbers" | "credential" | "subaccount" | "slot")[];
+            /** @description Stable code of each pending step's last failure. */
+            errors?: {
+                [key: string]: string;
+            };
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description When reconcile resumes it; `null` once done, while a request holds it, or after it gave up.
+             */
+            nextAttemptAt: string | null;
         };
         Released: {
             phoneNumber: components["schemas"]["E164"];
@@ -980,6 +1038,60 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+        };
+    };
+    offboardOrg: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OffboardRequest"];
+            };
+        };
+        responses: {
+            /** @description Offboarded (now, or by an earlier request; a repeat changes nothing). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Offboarding"];
+                };
+            };
+            /**
+             * @description Recorded, not finished: `pending` lists the steps left and `errors` why
+             *     (e.g. `{"numbers": "twilio_unavailable", "subaccount":
+             *     "waiting_for_numbers"}`). Repeat the request, or let reconcile finish it.
+             */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Offboarding"];
+                };
+            };
+            /**
+             * @description `confirmation_mismatch` (`confirm` is not the org's id) or a malformed
+             *     body (`invalid_body`); nothing was recorded.
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
         };
     };
 }

@@ -2,7 +2,7 @@
  * The client test: the client a frontend generates from openapi.yaml
  * (openapi-typescript's `paths` in web/src/api.d.ts, openapi-fetch) walks every
  * route of the running local API — status, search, buy, change assistant, release,
- * save — and each answer must be what the document says: a status the operation
+ * save, offboard (last: it ends the org) — and each answer must be what the document says: a status the operation
  * declares, a body that matches its schema (checked against openapi.yaml itself,
  * ./openapi.ts), and the values this walk expects. Every route is also refused once,
  * with the `error.code` the document names. The last test fails when openapi.yaml
@@ -267,6 +267,25 @@ test("save: 422 twilio_rejected_credentials for a refused token; 200 saved as BY
   // A BYOC org buys no managed numbers.
   const next = offered.find((n) => n.phoneNumber !== bought)?.phoneNumber ?? assert.fail("another offered number");
   refused(await api.POST("/api/managed-telephony/numbers", { body: { phoneNumber: next } }), 409, "byoc_in_use");
+});
+
+test("offboard: 400 for a wrong confirmation; 200 offboarded, then purchases refused 409 org_offboarding", async () => {
+  const payload = JSON.parse(Buffer.from(ready.token.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+    org_id: string;
+  };
+  refused(
+    await api.POST("/api/managed-telephony/offboard", { body: { confirm: randomUUID() } }),
+    400,
+    "confirmation_mismatch",
+  );
+  const done = ok(await api.POST("/api/managed-telephony/offboard", { body: { confirm: payload.org_id } }), 200);
+  assert.equal(done.status, "offboarded", JSON.stringify(done));
+  assert.deepEqual(done.done, ["numbers", "credential", "subaccount", "slot"]);
+  const status = ok(await api.GET("/api/managed-telephony/status"), 200);
+  assert.equal(status.offboarding?.status, "offboarded");
+  assert.equal(status.credential, null);
+  const next = offered.find((n) => n.phoneNumber !== bought)?.phoneNumber ?? assert.fail("another offered number");
+  refused(await api.POST("/api/managed-telephony/numbers", { body: { phoneNumber: next } }), 409, "org_offboarding");
 });
 
 test("every route of openapi.yaml was walked, answered and refused", () => {
