@@ -157,6 +157,9 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
                         "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS",
                         "PURCHASES_PER_ORG_PER_DAY"],
     "update-number": db + ["VAPI_SECRET_ARN", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
+    # Offboarding: the release protocol's clients, its own scope.
+    "offboard-org": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "OFFBOARD_SCOPE",
+                          "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS"],
     # The carrier audit: the release protocol's clients and settings, its own, metrics.
     "audit": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
                    "STEPS_DEADLINE_MS", "CLAIM_SECS", "AUDIT_EVERY_HOURS", "AUDIT_GRACE_SECS",
@@ -182,7 +185,7 @@ ROLES = {  # role: (its login policy, its secret parameter, its user parameter)
 }
 role_of = {"migrate": "owner", "list-numbers": "reader", "search-numbers": None,
            **{b: "route" for b in ("save-credential", "release-number", "reconcile", "buy-number", "update-number",
-                               "audit")}}
+                               "audit", "offboard-org")}}
 login_policies = {pol for pol, _, _ in ROLES.values()}
 db_params = {x for _, s, u in ROLES.values() for x in (s, u)}
 for pol, _, _ in ROLES.values():
@@ -301,7 +304,8 @@ for name in funcs:
     if {"Ref": name} not in errors_of:
         bad.append(f"{name} has no AWS/Lambda Errors alarm (dimension FunctionName: !Ref {name})")
 reconcile_env = rec.get("Environment", {}).get("Variables", {})
-for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention", "StuckPurchases"]:
+for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention", "StuckPurchases",
+               "OffboardingsNeedAttention"]:
     on = [a for a in alarms.values() if a.get("MetricName") == metric]
     if not on:
         bad.append(f"no alarm on reconcile's {metric}")
@@ -347,7 +351,9 @@ for name, res in funcs.items():
             continue
         route = f'{ev["Properties"]["Method"]} {ev["Properties"]["Path"]}'
         serves[route] = name
-        want = "ReadScope" if ev["Properties"]["Method"] == "GET" else "WriteScope"
+        want = ("ReadScope" if ev["Properties"]["Method"] == "GET"
+                else "OffboardScope" if ev["Properties"]["Path"] == "/api/managed-telephony/offboard"
+                else "WriteScope")
         scopes = ev["Properties"].get("Auth", {}).get("AuthorizationScopes")
         if scopes != [{"Ref": want}]:
             bad.append(f"{route}: AuthorizationScopes must be [!Ref {want}], is {scopes}")
@@ -362,7 +368,7 @@ for api in [r for r in R.values() if r.get("Type") == "AWS::Serverless::HttpApi"
         bad.append("the access log must not carry $context.path (it holds the phone number)")
 for route in ["PUT /api/telephony/credentials/twilio", "DELETE /api/managed-telephony/numbers/{phoneNumber}",
               "PATCH /api/managed-telephony/numbers/{phoneNumber}", "POST /api/managed-telephony/numbers",
-              "GET /api/managed-telephony/available-numbers"]:
+              "GET /api/managed-telephony/available-numbers", "POST /api/managed-telephony/offboard"]:
     if not any(route in api["Properties"].get("RouteSettings", {})
                for api in R.values() if api.get("Type") == "AWS::Serverless::HttpApi"):
         bad.append(f"{route} has no RouteSettings throttling of its own")
