@@ -44,6 +44,8 @@ pub struct Held {
     pub twilio: Vec<TwilioNumber>,
     pub vapi: Vec<VapiNumber>,
     pub credentials: Vec<VapiCredential>,
+    /// Subaccounts Twilio closed.
+    pub closed: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,11 @@ impl Held {
                     account: text(&n, "twilioAccountSid"),
                     assistant: n["assistantId"].as_str().map(str::to_owned),
                 })
+                .collect(),
+            closed: values("twilio_subaccounts")
+                .into_iter()
+                .filter(|(_, a)| a["status"] == "closed")
+                .map(|(sid, _)| sid)
                 .collect(),
             credentials: values("credentials")
                 .into_iter()
@@ -520,9 +527,57 @@ pub fn asserted(act: &Act, answer: &Answer, orgs: &[Uuid]) -> Asserted {
                 });
             }
         }
-        Act::Reconcile => {}
+        // What an offboarding answered is held against the end state (O1).
+        Act::Reconcile | Act::Offboard { .. } => {}
     }
     a
+}
+
+/// O1 (DESIGN "Ending things"), for an org whose offboarding was asked for: it
+/// reached `offboarded` once reconcile ran to quiescence, and then Twilio holds no
+/// number under the org's subaccounts, each of them is closed, and Vapi holds no
+/// number of those subaccounts and no credential of the org.
+pub fn offboarded_violations(held: &Held, org: Uuid, status: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if status["offboarding"]["status"] != "offboarded" {
+        out.push(format!(
+            "O1: org {org}'s offboarding did not finish: {}",
+            status["offboarding"]
+        ));
+        return out;
+    }
+    let name = format!("org:{org}");
+    let subs: Vec<&String> = held
+        .subaccounts
+        .iter()
+        .filter(|(_, n)| **n == name)
+        .map(|(sid, _)| sid)
+        .collect();
+    for sub in &subs {
+        if !held.closed.contains(sub) {
+            out.push(format!("O1: org {org}'s subaccount {sub} is not closed"));
+        }
+        for n in held.twilio.iter().filter(|n| &&n.account == sub) {
+            out.push(format!(
+                "O1: Twilio still holds {} under offboarded org {org}",
+                n.number
+            ));
+        }
+        for v in held.vapi.iter().filter(|v| &&v.account == sub) {
+            out.push(format!(
+                "O1: Vapi still holds {} ({}) of offboarded org {org}",
+                v.number, v.id
+            ));
+        }
+    }
+    let credential = format!("org-{org}");
+    for c in held.credentials.iter().filter(|c| c.name == credential) {
+        out.push(format!(
+            "O1: Vapi still holds credential {} of offboarded org {org}",
+            c.id
+        ));
+    }
+    out
 }
 
 /// I1–I3 and V1 over the final state; `statuses`: each org's status answer.

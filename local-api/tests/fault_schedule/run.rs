@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use super::invariants::{Held, asserted, final_violations};
+use super::invariants::{Held, asserted, final_violations, offboarded_violations};
 use super::schedule::{Call, Schedule, Step};
 use super::world::{Answer, World};
 
@@ -107,6 +107,18 @@ pub async fn run(schedule: &Schedule) -> Result<(), Failure> {
         let _ = writeln!(transcript, "   +  {hand}: {done}");
     }
 
+    // An org ends, perhaps under a fault.
+    if let Some(end) = &schedule.ending {
+        world.plan(&end.faults);
+        let act = super::schedule::Act::Offboard { org: end.org };
+        let answer = world.call(0, &act, None).await;
+        world.heal();
+        let _ = writeln!(transcript, "   +  {act} → {answer}");
+        for wrong in asserted(&act, &answer, &world.orgs).wrong {
+            violations.push(format!("{act}: {wrong}"));
+        }
+    }
+
     // Healthy providers; reconcile until a pass changes nothing; then the carrier
     // audit, and reconcile to quiescence again (what it repaired is finished).
     world.heal();
@@ -140,6 +152,10 @@ pub async fn run(schedule: &Schedule) -> Result<(), Failure> {
         statuses.push((world.orgs[org], world.status(org).await));
     }
     violations.extend(final_violations(&held, &rows, &statuses));
+    if let Some(end) = &schedule.ending {
+        let (org, status) = &statuses[end.org];
+        violations.extend(offboarded_violations(&held, *org, status));
+    }
 
     if violations.is_empty() {
         if std::env::var("FAULT_VERBOSE").is_ok_and(|v| v == "1") {

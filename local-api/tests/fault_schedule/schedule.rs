@@ -62,6 +62,9 @@ pub enum Act {
     Save { org: usize, account: usize },
     /// One reconcile run (its library entry point).
     Reconcile,
+    /// `POST /api/managed-telephony/offboard`: the org ends (drawn only as a
+    /// schedule's [`Ending`]).
+    Offboard { org: usize },
 }
 
 impl Act {
@@ -71,7 +74,7 @@ impl Act {
             Self::Buy { org, number, .. }
             | Self::Change { org, number, .. }
             | Self::Release { org, number } => Some((org, number)),
-            Self::Save { .. } | Self::Reconcile => None,
+            Self::Save { .. } | Self::Reconcile | Self::Offboard { .. } => None,
         }
     }
 
@@ -90,6 +93,7 @@ impl Act {
             Self::Reconcile => &[
                 Buy, Bought, Import, List, Route, Route, Delete, Release, Subaccount, Assistant,
             ],
+            Self::Offboard { .. } => &[Delete, Release, Release, Credential, Subaccount],
         }
     }
 }
@@ -125,6 +129,7 @@ impl fmt::Display for Act {
                 write!(f, "save org{org} BYOC {}", BYOC_ACCOUNTS[account])
             }
             Self::Reconcile => f.write_str("reconcile"),
+            Self::Offboard { org } => write!(f, "offboard org{org}"),
         }
     }
 }
@@ -231,6 +236,32 @@ pub struct Schedule {
     /// Drift made by hand after the steps (in the Twilio console, the Vapi
     /// dashboard), which the carrier audit must find and repair.
     pub hand: Vec<Hand>,
+    /// An org offboarded after that, perhaps under a fault.
+    pub ending: Option<Ending>,
+}
+
+/// The end of an org: offboarded after the schedule's steps (and hand drift), with
+/// `faults` on its one call; reconcile finishes what it leaves.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub org: usize,
+    pub faults: Vec<Fault>,
+}
+
+/// The ending of `seed`, from a generator of its own (as [`draw_hand`]).
+fn draw_ending(seed: u64) -> Option<Ending> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x0ff0_b0a2_d000_0001);
+    if rng.u32(0..100) >= 30 {
+        return None;
+    }
+    let org = rng.usize(0..2);
+    let act = Act::Offboard { org };
+    let faults = if rng.bool() {
+        draw_faults(&mut rng, &[&act])
+    } else {
+        Vec::new()
+    };
+    Some(Ending { org, faults })
 }
 
 /// Drift made by hand, of the kinds the audit repairs (what it only flags would
@@ -314,6 +345,15 @@ impl fmt::Display for Schedule {
         for hand in &self.hand {
             writeln!(f, "   +  {hand}")?;
         }
+        if let Some(end) = &self.ending {
+            let faults: Vec<String> = end.faults.iter().map(|x| format!("{x}")).collect();
+            writeln!(
+                f,
+                "   +  offboard org{} under [{}]",
+                end.org,
+                faults.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -382,6 +422,7 @@ impl Schedule {
             scenario: None,
             steps,
             hand: draw_hand(seed),
+            ending: draw_ending(seed),
         }
     }
 
@@ -393,6 +434,7 @@ impl Schedule {
             scenario: Some(name),
             steps,
             hand: Vec::new(),
+            ending: None,
         }
     }
 }
@@ -432,7 +474,7 @@ fn retarget(act: &mut Act, to_org: usize, to_number: usize) {
             *number = to_number;
         }
         Act::Save { org, .. } => *org = to_org,
-        Act::Reconcile => {}
+        Act::Reconcile | Act::Offboard { .. } => {}
     }
 }
 

@@ -46,6 +46,7 @@ const NUMBERS_ROUTE: &str = "/api/managed-telephony/numbers";
 const NUMBER_ROUTE: &str = "/api/managed-telephony/numbers/{phoneNumber}";
 const SAVE_ROUTE: &str = "/api/telephony/credentials/twilio";
 const STATUS_ROUTE: &str = "/api/managed-telephony/status";
+const OFFBOARD_ROUTE: &str = "/api/managed-telephony/offboard";
 
 /// One Lambda instance of each function the schedules use.
 pub struct Instance {
@@ -54,6 +55,7 @@ pub struct Instance {
     release: release_number::State,
     save: save_credential::State,
     list: list_numbers::State,
+    offboard: offboard_org::State,
     reconcile: ReleaseService,
 }
 
@@ -216,6 +218,9 @@ impl World {
             list: list_numbers::State::from_env(&self.reader_env, aws)
                 .await
                 .expect("list-numbers"),
+            offboard: offboard_org::State::from_env(env, aws)
+                .await
+                .expect("offboard-org"),
             reconcile: ReleaseService::from_env(env, aws).await.expect("reconcile"),
         }
     }
@@ -292,6 +297,13 @@ impl World {
                 });
                 let ev = write("PUT", SAVE_ROUTE, SAVE_ROUTE, org).json(&body);
                 save_credential::handle(&instance.save, ev.request()).await
+            }
+            Act::Offboard { org } => {
+                let ev = ApiEvent::new("POST", OFFBOARD_ROUTE, OFFBOARD_ROUTE)
+                    .caller(&self.org(org), "fault-schedule")
+                    .scopes(&["telephony:offboard"])
+                    .json(&json!({ "confirm": self.org(org) }));
+                offboard_org::handle(&instance.offboard, ev.request()).await
             }
             Act::Reconcile => {
                 let request_id = format!("reconcile-{}", Uuid::new_v4());

@@ -101,8 +101,10 @@ pub struct Scope<'a> {
     /// Whether that org exists, and the subaccount the database records for it.
     pub org_exists: bool,
     pub org_recorded_subaccount: Option<&'a str>,
-    /// The org is being (or was) offboarded: its subaccount is closed on purpose.
+    /// The org is being offboarded (the job holds it: nothing is repaired).
     pub org_offboarding: bool,
+    /// The org was offboarded: its subaccount is closed on purpose.
+    pub org_offboarded: bool,
     /// `None`: Twilio's list does not have it.
     pub account: Option<&'a ListedAccount>,
     /// Its numbers, when they were read (active or suspended accounts).
@@ -403,7 +405,8 @@ fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
         }
         (true, Some("closed"))
             if scope.org_recorded_subaccount == Some(scope.subaccount)
-                && !scope.org_offboarding =>
+                && !scope.org_offboarding
+                && !scope.org_offboarded =>
         {
             Some("the org's subaccount is closed at Twilio")
         }

@@ -535,6 +535,7 @@ impl Auditor<'_> {
                 org_exists: view.is_some(),
                 org_recorded_subaccount: view.and_then(|v| v.subaccount.as_deref()),
                 org_offboarding: view.is_some_and(|v| v.offboarding),
+                org_offboarded: view.is_some_and(|v| v.offboarded),
                 account: t.account.as_ref(),
                 held: held.as_deref(),
                 vapi: b.vapi_by_sub.get(t.sid.as_str()).map_or(&[], Vec::as_slice),

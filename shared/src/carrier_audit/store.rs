@@ -126,15 +126,21 @@ pub struct OrgView {
     pub id: Uuid,
     /// The subaccount it records.
     pub subaccount: Option<String>,
-    /// Offboarding was asked for: its subaccount is closed on purpose.
+    /// Offboarding was asked for and is not done: the job holds the org.
     pub offboarding: bool,
+    /// Offboarded: its subaccount is closed on purpose, and nothing of it should
+    /// remain at Vapi.
+    pub offboarded: bool,
 }
 
 /// Every org, with the subaccount it records.
 pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
     let rows = db
         .query(
-            "SELECT id, twilio_subaccount_sid, offboard_requested_at IS NOT NULL FROM organizations",
+            "SELECT id, twilio_subaccount_sid,
+                    offboard_requested_at IS NOT NULL AND offboarded_at IS NULL,
+                    offboarded_at IS NOT NULL
+               FROM organizations",
             &[],
         )
         .await?;
@@ -145,6 +151,7 @@ pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
                 id: r.try_get(0).map_err(&s)?,
                 subaccount: r.try_get(1).map_err(&s)?,
                 offboarding: r.try_get(2).map_err(&s)?,
+                offboarded: r.try_get(3).map_err(&s)?,
             })
         })
         .collect()

@@ -87,6 +87,7 @@ fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison
         org_exists: true,
         org_recorded_subaccount: Some(SUB),
         org_offboarding: false,
+        org_offboarded: false,
         account: Some(&acc),
         held: Some(held),
         vapi: &refs,
@@ -169,6 +170,7 @@ fn nothing_is_repaired_under_a_subaccount_the_org_does_not_record_or_while_it_of
         org_exists: true,
         org_recorded_subaccount: Some("AC0000000000000000000000000000aa02"),
         org_offboarding: false,
+        org_offboarded: false,
         account: Some(&acc),
         held: Some(&held_numbers),
         vapi: &refs,
@@ -334,6 +336,7 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         org_exists: false,
         org_recorded_subaccount: None,
         org_offboarding: false,
+        org_offboarded: false,
         account: Some(&acc),
         held: Some(&[]),
         vapi: &[],
@@ -353,10 +356,13 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         kinds(&compare(&scope, &clock(), URL)),
         [DriftKind::SubaccountOrphan]
     );
-    // Closed on purpose: the org was offboarded.
+    // Closed on purpose: the org is being, or was, offboarded.
     scope.org_offboarding = true;
     assert!(compare(&scope, &clock(), URL).candidates.is_empty());
     scope.org_offboarding = false;
+    scope.org_offboarded = true;
+    assert!(compare(&scope, &clock(), URL).candidates.is_empty());
+    scope.org_offboarded = false;
     scope.account = None;
     assert_eq!(
         kinds(&compare(&scope, &clock(), URL)),
