@@ -26,6 +26,7 @@ pub const SEARCH_ROUTE: &str = "GET /api/managed-telephony/available-numbers";
 pub const BUY_ROUTE: &str = "POST /api/managed-telephony/numbers";
 pub const UPDATE_ROUTE: &str = "PATCH /api/managed-telephony/numbers/{phoneNumber}";
 pub const OFFBOARD_ROUTE: &str = "POST /api/managed-telephony/offboard";
+pub const DISCONNECT_ROUTE: &str = "DELETE /api/telephony/credentials/twilio";
 
 /// Routes that need the read scope; every other route needs the write scope (the
 /// template's `AuthorizationScopes`). Neither implies the other.
@@ -40,6 +41,7 @@ pub struct Functions {
     pub buy: buy_number::State,
     pub update: update_number::State,
     pub offboard: offboard_org::State,
+    pub disconnect: disconnect_credential::State,
 }
 
 impl Functions {
@@ -58,6 +60,7 @@ impl Functions {
             buy: buy_number::State::from_env(env, aws).await?,
             update: update_number::State::from_env(env, aws).await?,
             offboard: offboard_org::State::from_env(env, aws).await?,
+            disconnect: disconnect_credential::State::from_env(env, aws).await?,
         })
     }
 
@@ -76,6 +79,7 @@ impl Functions {
             BUY_ROUTE => buy_number::handle(&self.buy, req).await,
             UPDATE_ROUTE => update_number::handle(&self.update, req).await,
             OFFBOARD_ROUTE => offboard_org::handle(&self.offboard, req).await,
+            DISCONNECT_ROUTE => disconnect_credential::handle(&self.disconnect, req).await,
             _ => {
                 let mut resp = lambda_http::Response::new(Body::Text(
                     json!({"message": "Not Found"}).to_string(),
@@ -212,6 +216,7 @@ fn gateway_error(status: StatusCode, message: &str) -> Response {
 pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> {
     match (method.as_str(), path) {
         ("PUT", "/api/telephony/credentials/twilio") => Some((SAVE_ROUTE, None)),
+        ("DELETE", "/api/telephony/credentials/twilio") => Some((DISCONNECT_ROUTE, None)),
         ("GET", "/api/managed-telephony/status") => Some((STATUS_ROUTE, None)),
         ("GET", "/api/managed-telephony/available-numbers") => Some((SEARCH_ROUTE, None)),
         ("POST", "/api/managed-telephony/numbers") => Some((BUY_ROUTE, None)),

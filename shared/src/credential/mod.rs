@@ -22,6 +22,7 @@
 //!    audit. A failed sync never loses the slot: the answer says `synced: false`
 //!    with the code, status shows it, and the next save finishes it.
 
+pub mod disconnect;
 mod slot;
 mod sync;
 

@@ -1,0 +1,169 @@
+//! Disconnecting a credential (issue 23) through the local API: a BYOC org's Vapi
+//! credential is deleted and its slot cleared; a managed slot that still serves
+//! numbers is refused; a Vapi failure changes nothing and a repeat finishes it.
+
+use std::time::Duration;
+
+use local_api::demo::{DEMO_NUMBERS, DEMO_ORG};
+use local_api::server::Running;
+use local_api::standins::FailMode;
+use serde_json::{Value, json};
+use testkit::TestDb;
+
+mod common;
+
+struct Api {
+    db: TestDb,
+    running: Running,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let running = common::start_local(&db).await;
+        Self {
+            db,
+            running,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A token for `org` with the read and write scopes.
+    fn token(&self, org: &str) -> String {
+        self.running
+            .gateway
+            .authorizer
+            .mint(
+                org,
+                "someone",
+                &["telephony:read", "telephony:write"],
+                Duration::from_secs(600),
+            )
+            .expect("token")
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: &str) -> (u16, Value) {
+        let resp = req.bearer_auth(token).send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.api)
+    }
+
+    async fn disconnect(&self, token: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .delete(self.url("/api/telephony/credentials/twilio")),
+            token,
+        )
+        .await
+    }
+
+    async fn save_byoc(&self, token: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .put(self.url("/api/telephony/credentials/twilio"))
+                .json(&json!({
+                    "accountSid": "AC0123456789abcdef0123456789abcdef",
+                    "authToken": "5f4dcc3b5aa765d61d8327deb882cf99",
+                    "phoneNumber": "+14155550123",
+                })),
+            token,
+        )
+        .await
+    }
+
+    async fn status(&self, token: &str) -> Value {
+        self.send(
+            self.http.get(self.url("/api/managed-telephony/status")),
+            token,
+        )
+        .await
+        .1
+    }
+
+    fn vapi_credentials(&self) -> String {
+        self.running.standins_state.state()["credentials"].to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_byoc_credential_is_disconnected_at_vapi_and_in_its_slot() {
+    let a = Api::start().await;
+    let org = uuid::Uuid::new_v4().to_string();
+    let token = a.token(&org);
+    let (status, saved) = a.save_byoc(&token).await;
+    assert_eq!(status, 200, "{saved}");
+    assert!(a.vapi_credentials().contains(&format!("org-{org}")));
+
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "disconnected", "source": "byoc", "vapiCredentialDeleted": true})
+    );
+    assert!(
+        !a.vapi_credentials().contains(&format!("org-{org}")),
+        "the Vapi credential is still there"
+    );
+    assert_eq!(a.status(&token).await["credential"], Value::Null);
+    // A repeat: nothing to do, the same answer without a source.
+    let (status, again) = a.disconnect(&token).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["source"], Value::Null);
+    // The org may save again afterwards.
+    assert_eq!(a.save_byoc(&token).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_managed_slot_serving_numbers_is_refused_until_they_are_released() {
+    let a = Api::start().await;
+    let before = a.db.dump().await;
+    let (status, body) = a.disconnect(&a.running.token).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "managed_numbers_remain", "{body}");
+    assert_eq!(a.db.dump().await, before, "a refusal changed the database");
+    for n in DEMO_NUMBERS {
+        let (status, body) = a
+            .send(
+                a.http.delete(a.url(&format!(
+                    "/api/managed-telephony/numbers/{}",
+                    n.replace('+', "%2B")
+                ))),
+                &a.running.token,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = a.disconnect(&a.running.token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "managed");
+    assert!(!a.vapi_credentials().contains(&format!("org-{DEMO_ORG}")));
+}
+
+#[tokio::test]
+async fn a_vapi_failure_changes_nothing_and_a_repeat_finishes_it() {
+    let a = Api::start().await;
+    let org = uuid::Uuid::new_v4().to_string();
+    let token = a.token(&org);
+    assert_eq!(a.save_byoc(&token).await.0, 200);
+    let before = a.db.dump().await;
+    a.running
+        .standins_state
+        .fail("vapi", FailMode::ServerError, None);
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "vapi_unavailable", "{body}");
+    assert_eq!(
+        a.db.dump().await,
+        before,
+        "a failed disconnect changed the database"
+    );
+    a.running.standins_state.fail("vapi", FailMode::None, None);
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["vapiCredentialDeleted"], true);
+}
