@@ -157,6 +157,7 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
                         "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS",
                         "PURCHASES_PER_ORG_PER_DAY"],
     "update-number": db + ["VAPI_SECRET_ARN", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
+    "disconnect-credential": db + ["VAPI_SECRET_ARN", "WRITE_SCOPE", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     # Offboarding: the release protocol's clients, its own scope.
     "offboard-org": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "OFFBOARD_SCOPE",
                           "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS"],
@@ -185,7 +186,7 @@ ROLES = {  # role: (its login policy, its secret parameter, its user parameter)
 }
 role_of = {"migrate": "owner", "list-numbers": "reader", "search-numbers": None,
            **{b: "route" for b in ("save-credential", "release-number", "reconcile", "buy-number", "update-number",
-                               "audit", "offboard-org")}}
+                               "audit", "offboard-org", "disconnect-credential")}}
 login_policies = {pol for pol, _, _ in ROLES.values()}
 db_params = {x for _, s, u in ROLES.values() for x in (s, u)}
 for pol, _, _ in ROLES.values():
@@ -366,7 +367,8 @@ for api in [r for r in R.values() if r.get("Type") == "AWS::Serverless::HttpApi"
     fmt = json.dumps(api["Properties"].get("AccessLogSettings", {}).get("Format"))
     if "$context.path" in fmt or "$context.requestOverride" in fmt:
         bad.append("the access log must not carry $context.path (it holds the phone number)")
-for route in ["PUT /api/telephony/credentials/twilio", "DELETE /api/managed-telephony/numbers/{phoneNumber}",
+for route in ["PUT /api/telephony/credentials/twilio", "DELETE /api/telephony/credentials/twilio",
+              "DELETE /api/managed-telephony/numbers/{phoneNumber}",
               "PATCH /api/managed-telephony/numbers/{phoneNumber}", "POST /api/managed-telephony/numbers",
               "GET /api/managed-telephony/available-numbers", "POST /api/managed-telephony/offboard"]:
     if not any(route in api["Properties"].get("RouteSettings", {})

@@ -25,7 +25,18 @@ export interface paths {
          */
         put: operations["saveCredential"];
         post?: never;
-        delete?: never;
+        /**
+         * Disconnect the org's Twilio credential (delete its Vapi credential, clear the slot)
+         * @description Deletes the org's Vapi credential (looked up by its name `org-<uuid>` when a
+         *     create's outcome was unknown; already gone counts as done) and clears its
+         *     slot. Takes turns with saves (the same lease). A managed slot that still
+         *     serves numbers not released is refused (409 `managed_numbers_remain`:
+         *     release them first, or offboard the org); an org being offboarded gets 409
+         *     `org_offboarding`. When Vapi cannot delete it, nothing changes: 503 with
+         *     Vapi's code; repeat it. With nothing to disconnect the answer is 200 too
+         *     (`source: null`). Needs the `telephony:write` scope.
+         */
+        delete: operations["disconnectCredential"];
         options?: never;
         head?: never;
         patch?: never;
@@ -357,6 +368,16 @@ export interface components {
             numbers: components["schemas"]["ManagedNumber"][];
             offboarding?: components["schemas"]["Offboarding"];
         };
+        Disconnected: {
+            /** @enum {string} */
+            status: "disconnected";
+            /**
+             * @description The slot's source before, `null` when there was none.
+             * @enum {string|null}
+             */
+            source: "byoc" | "managed" | null;
+            vapiCredentialDeleted: boolean;
+        };
         OffboardRequest: {
             /** @description The org's own id (a UUID), typed out to confirm. */
             confirm: string;
@@ -668,6 +689,42 @@ export interface operations {
              *     (`twilio_refused_verification`). Nothing stored.
              */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    disconnectCredential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Disconnected (now, or there was nothing to disconnect). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Disconnected"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /**
+             * @description `managed_numbers_remain`, `org_offboarding`, or `save_in_progress` (a save
+             *     of the org is running); nothing changed.
+             */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -2,7 +2,7 @@
  * The client test: the client a frontend generates from openapi.yaml
  * (openapi-typescript's `paths` in web/src/api.d.ts, openapi-fetch) walks every
  * route of the running local API — status, search, buy, change assistant, release,
- * save, offboard (last: it ends the org) — and each answer must be what the document says: a status the operation
+ * save, disconnect, offboard (last: it ends the org) — and each answer must be what the document says: a status the operation
  * declares, a body that matches its schema (checked against openapi.yaml itself,
  * ./openapi.ts), and the values this walk expects. Every route is also refused once,
  * with the `error.code` the document names. The last test fails when openapi.yaml
@@ -123,6 +123,8 @@ let bought = "";
 test("status: the org's credential and numbers; a sub with U+202E is 401 unrecordable_subject", async () => {
   const status = ok(await api.GET("/api/managed-telephony/status"), 200);
   assert.equal(status.credential?.source, "managed");
+  // The managed credential serves these numbers: disconnecting it is refused.
+  refused(await api.DELETE("/api/telephony/credentials/twilio"), 409, "managed_numbers_remain");
   assert.ok(status.numbers.some((n) => n.phoneNumber === "+14155550100" && n.status === "active"));
   const history = ok(await api.GET("/api/managed-telephony/status", { params: { query: { include: "released" } } }), 200);
   assert.ok(history.numbers.length >= status.numbers.length);
@@ -267,6 +269,15 @@ test("save: 422 twilio_rejected_credentials for a refused token; 200 saved as BY
   // A BYOC org buys no managed numbers.
   const next = offered.find((n) => n.phoneNumber !== bought)?.phoneNumber ?? assert.fail("another offered number");
   refused(await api.POST("/api/managed-telephony/numbers", { body: { phoneNumber: next } }), 409, "byoc_in_use");
+});
+
+test("disconnect: 200 for the BYOC credential (Vapi's deleted), 200 again with nothing left", async () => {
+  const done = ok(await api.DELETE("/api/telephony/credentials/twilio"), 200);
+  assert.deepEqual(done, { status: "disconnected", source: "byoc", vapiCredentialDeleted: true });
+  const again = ok(await api.DELETE("/api/telephony/credentials/twilio"), 200);
+  assert.equal(again.source, null);
+  const status = ok(await api.GET("/api/managed-telephony/status"), 200);
+  assert.equal(status.credential, null);
 });
 
 test("offboard: 400 for a wrong confirmation; 200 offboarded, then purchases refused 409 org_offboarding", async () => {
