@@ -12,6 +12,7 @@ import { BUY_ERROR_WORDS, describeOffer, describePrice, describePurchase } from 
 
 export class BuyPanel {
   readonly messages: MessageArea;
+  private readonly panel: HTMLElement;
   private readonly form: HTMLFormElement;
   private readonly searchButton: HTMLButtonElement;
   private readonly offersBox: HTMLElement;
@@ -24,6 +25,7 @@ export class BuyPanel {
     root: ParentNode,
     private readonly ctx: PageContext,
   ) {
+    this.panel = $<HTMLElement>(root, "#buy-panel");
     this.form = $<HTMLFormElement>(root, "#search-form");
     this.searchButton = $<HTMLButtonElement>(root, "#search");
     this.offersBox = $<HTMLElement>(root, "#offers");
@@ -32,6 +34,11 @@ export class BuyPanel {
       event.preventDefault();
       void this.runSearch();
     });
+  }
+
+  /** Hidden while the org is (being) offboarded: every purchase would be refused (409 `org_offboarding`). */
+  setRefused(refused: boolean): void {
+    this.panel.hidden = refused;
   }
 
   private async runSearch(): Promise<void> {

@@ -24,6 +24,10 @@ export type SearchResult = Schemas["SearchResult"];
 export type PurchaseRequest = Schemas["PurchaseRequest"];
 export type RouteChange = Schemas["RouteChange"];
 export type Routing = Schemas["Routing"];
+export type Disconnected = Schemas["Disconnected"];
+export type Offboarding = Schemas["Offboarding"];
+/** A step of an offboarding: numbers, credential, subaccount, slot. */
+export type OffboardStep = Offboarding["pending"][number];
 /** The search's query parameters. */
 export type SearchQuery = NonNullable<paths["/api/managed-telephony/available-numbers"]["get"]["parameters"]["query"]>;
 
@@ -44,6 +48,11 @@ export interface TelephonyConfig {
   apiBase: string;
   /** The signed-in user's access token; called before every request, so it may refresh. */
   getToken: () => string | Promise<string>;
+  /**
+   * The org's id, which offboarding asks to be typed out. Optional: without it the
+   * page reads the token's `org_id` claim (see `TelephonyApi.orgId`).
+   */
+  orgId?: string;
 }
 
 /** API Gateway gives up after 30 s; wait a little longer than that, never forever. */
@@ -55,7 +64,7 @@ type Answer<D, E> = { data?: D; error?: E; response: Response };
 export class TelephonyApi {
   private readonly client;
 
-  constructor(config: TelephonyConfig) {
+  constructor(private readonly config: TelephonyConfig) {
     const base = config.apiBase.replace(/\/+$/, "");
     this.client = createClient<paths>({
       baseUrl: base,
@@ -96,6 +105,42 @@ export class TelephonyApi {
         body: change,
       }),
     );
+  }
+
+  /** Disconnect the org's Twilio credential: its Vapi credential is deleted and its slot cleared. */
+  disconnect() {
+    return settle(this.client.DELETE("/api/telephony/credentials/twilio"));
+  }
+
+  /** Offboard the org (`confirm`: its id, typed out): 200 offboarded, 202 still under way. */
+  offboard(confirm: string) {
+    return settle(this.client.POST("/api/managed-telephony/offboard", { body: { confirm } }));
+  }
+
+  /**
+   * The org the calls act for, to show in the offboarding confirmation: the
+   * configured `orgId`, else the token's `org_id` claim (read, not verified: the
+   * API checks the confirmation itself); `null` when neither says.
+   */
+  async orgId(): Promise<string | null> {
+    if (this.config.orgId) return this.config.orgId;
+    try {
+      return tokenOrgId(await this.config.getToken());
+    } catch {
+      return null; // no token now: the offboard request itself says why
+    }
+  }
+}
+
+/** The `org_id` claim of a JWT's payload, or `null` (not a JWT, or no such claim). */
+export function tokenOrgId(token: string): string | null {
+  try {
+    const payload = token.split(".")[1] ?? "";
+    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(payload.length / 4) * 4, "="));
+    const orgId = (JSON.parse(json) as { org_id?: unknown }).org_id;
+    return typeof orgId === "string" && orgId ? orgId : null;
+  } catch {
+    return null;
   }
 }
 

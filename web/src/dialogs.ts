@@ -1,12 +1,20 @@
 /**
- * The three confirmations, each a modal <dialog> of index.html: delete a number,
- * buy one (number, place and price, an optional assistant and name), change a
- * number's assistant. Each resolves with what was confirmed, or `null` on Cancel
- * or Escape.
+ * The confirmations, each a modal <dialog> of index.html: delete a number, buy one
+ * (number, place and price, an optional assistant and name), change a number's
+ * assistant, disconnect the credential, and offboard the organisation (its id typed
+ * out: the confirm button stays disabled until it matches). Each resolves with what
+ * was confirmed, or `null` on Cancel or Escape.
  */
 
 import { $ } from "./dom.js";
-import type { ManagedNumber, MonthlyPrice, OfferedNumber, PurchaseRequest, RouteChange } from "./client.js";
+import type {
+  CredentialSummary,
+  ManagedNumber,
+  MonthlyPrice,
+  OfferedNumber,
+  PurchaseRequest,
+  RouteChange,
+} from "./client.js";
 import { describeBilling } from "./words.js";
 
 /** What the buyer chose in the purchase confirmation (the number itself aside). */
@@ -16,11 +24,15 @@ export class Dialogs {
   private readonly release: HTMLDialogElement;
   private readonly buy: HTMLDialogElement;
   private readonly assistant: HTMLDialogElement;
+  private readonly disconnect: HTMLDialogElement;
+  private readonly offboard: TypedConfirmation;
 
   constructor(root: ParentNode) {
     this.release = $<HTMLDialogElement>(root, "#confirm-release");
     this.buy = $<HTMLDialogElement>(root, "#confirm-buy");
     this.assistant = $<HTMLDialogElement>(root, "#change-assistant");
+    this.disconnect = $<HTMLDialogElement>(root, "#confirm-disconnect");
+    this.offboard = new TypedConfirmation($<HTMLDialogElement>(root, "#confirm-offboard"));
   }
 
   /** Ask before releasing, naming the number (window.confirm where <dialog> is missing). */
@@ -57,7 +69,60 @@ export class Dialogs {
     if (!assistantId) return null;
     return { assistantId, name: field(answer, "name") || undefined };
   }
+
+  /** Ask before disconnecting the credential, naming its account. */
+  async confirmDisconnect(c: CredentialSummary): Promise<boolean> {
+    const account = c.accountSid ?? "your Twilio account";
+    if (typeof this.disconnect.showModal !== "function") {
+      return window.confirm(`Disconnect ${account}? Its copy at Vapi is deleted.`);
+    }
+    return (await ask(this.disconnect, { account })) !== null;
+  }
+
+  /** Ask for the org's id, typed out, before offboarding; resolves with what was typed. */
+  confirmOffboard(orgId: string | null): Promise<string | null> {
+    return this.offboard.ask(orgId);
+  }
 }
+
+/**
+ * A confirmation that asks for a value typed out (the org's id): its `confirm`
+ * button is enabled only while the `confirm` field matches it exactly (surrounding
+ * spaces aside). When the page does not know the value, anything typed goes, and
+ * the API checks it.
+ */
+class TypedConfirmation {
+  private readonly input: HTMLInputElement;
+  private readonly confirmButton: HTMLButtonElement;
+  private expected: string | null = null;
+
+  constructor(private readonly dialog: HTMLDialogElement) {
+    this.input = $<HTMLInputElement>(dialog, "input[name=confirm]");
+    this.confirmButton = $<HTMLButtonElement>(dialog, "button[value=confirm]");
+    this.input.addEventListener("input", () => this.check());
+  }
+
+  async ask(expected: string | null): Promise<string | null> {
+    const unknown = "(not known to this page: your administrator has it)";
+    if (typeof this.dialog.showModal !== "function") {
+      const typed = window.prompt(`Offboard this organisation? Type its id to confirm: ${expected ?? unknown}`);
+      return typed && matches(typed, expected) ? typed.trim() : null;
+    }
+    this.expected = expected;
+    this.confirmButton.disabled = true; // the field starts empty
+    const answer = await ask(this.dialog, { org: expected ?? unknown });
+    const typed = answer ? field(answer, "confirm") : "";
+    return typed && matches(typed, expected) ? typed : null;
+  }
+
+  private check(): void {
+    this.confirmButton.disabled = !matches(this.input.value, this.expected);
+  }
+}
+
+/** Whether `typed` is the expected value (any value when it is not known). */
+const matches = (typed: string, expected: string | null): boolean =>
+  expected === null ? typed.trim() !== "" : typed.trim() === expected;
 
 /**
  * Open a confirmation <dialog>: fill its `data-slot` elements, reset its fields,

@@ -1,8 +1,9 @@
 /**
  * The telephony page: the org's Twilio credential (a summary — the API never
- * returns the auth token), the phone numbers the platform bought for it
- * ("managed numbers") with the assistant each routes to, a Delete button that
- * releases one and a Change assistant action, and a "Buy a number" panel.
+ * returns the auth token — with Disconnect for the org's own account), the phone
+ * numbers the platform bought for it ("managed numbers") with the assistant each
+ * routes to, a Delete button that releases one and a Change assistant action, a
+ * "Buy a number" panel, and "Offboard organisation" behind a typed confirmation.
  *
  * THIS IS THE REFERENCE the frontend team copies into the dashboard's
  * `/dashboard/telephony` page. Keep it small, framework-free and obvious. By what
@@ -12,10 +13,12 @@
  *   client.ts      — `TelephonyApi`: the generated client (openapi-fetch), bearer
  *                    token, timeout, errors as `ApiError`; names for the generated types.
  *   words.ts       — what each API state means, in words for people.
- *   credential.ts  — the credential summary.
+ *   credential.ts  — the credential summary, and Disconnect (BYOC only).
  *   numbers.ts     — the numbers list: release (with Retry) and change assistant.
  *   buy.ts         — the buy panel: search, results with prices, buying.
- *   dialogs.ts     — the three confirmations (delete, buy, change assistant).
+ *   offboard.ts    — offboarding: the action, its progress, the banner.
+ *   dialogs.ts     — the confirmations (delete, buy, change assistant,
+ *                    disconnect, offboard with the org's id typed out).
  *   dom.ts         — element helpers and the message areas.
  *   telephony.ts   — this file: the page put together, configuration, start-up.
  *
@@ -36,16 +39,24 @@
  *     `releasing` (another request is doing it right now).
  *   - Show every error in words: `error.message` and the request id (support
  *     finds the request's logs by it). Never swallow one.
+ *   - Disconnect only for a BYOC credential (a managed one goes with its numbers:
+ *     409 `managed_numbers_remain`); a 503 changed nothing, so it can be repeated.
+ *   - Offboarding is confirmed by typing the org's id (the button waits for an
+ *     exact match). 200: offboarded; 202: the steps left and why (it finishes on
+ *     its own; repeating it resumes it now). Once status has `offboarding`, a banner
+ *     says so and the buy panel and Disconnect are gone (they would be refused, 409
+ *     `org_offboarding`).
  *
  * Configuration (where the API is and which bearer token): see `loadConfig`.
  */
 
-import { renderCredential, renderNotLoaded } from "./credential.js";
+import { CredentialPanel } from "./credential.js";
 import { BuyPanel } from "./buy.js";
 import { TelephonyApi, type TelephonyConfig, type TelephonyStatus } from "./client.js";
 import { Dialogs } from "./dialogs.js";
 import { $ } from "./dom.js";
 import { NumbersList } from "./numbers.js";
+import { OffboardPanel } from "./offboard.js";
 import { describeError } from "./words.js";
 
 export * from "./client.js";
@@ -57,37 +68,41 @@ export interface PageContext {
   dialogs: Dialogs;
   /** Clears every message of the page: each action starts with a clean slate. */
   clearMessages(): void;
-  /** Loads the status again and shows it (the credential and the list). */
+  /** Loads the status again and shows it (the credential, the list, the offboarding). */
   refresh(): Promise<void>;
 }
 
 /** Put the page together on markup with index.html's ids, and load the status. */
 export function mountTelephonyPage(root: ParentNode, api: TelephonyApi): { refresh: () => Promise<void> } {
-  const credentialBox = $<HTMLElement>(root, "#credential");
   const refreshButton = $<HTMLButtonElement>(root, "#refresh");
   const ctx: PageContext = {
     api,
     dialogs: new Dialogs(root),
-    clearMessages: () => {
-      numbers.messages.clear();
-      buyPanel.messages.clear();
-    },
+    clearMessages: () => parts.forEach((part) => part.messages.clear()),
     refresh,
   };
+  const credential = new CredentialPanel(root, ctx);
   const numbers = new NumbersList(root, ctx);
   const buyPanel = new BuyPanel(root, ctx);
+  const offboard = new OffboardPanel(root, ctx);
+  const parts = [credential, numbers, buyPanel, offboard];
+
+  function show(status: TelephonyStatus): void {
+    credential.show(status.credential, !!status.offboarding);
+    numbers.show(status.numbers);
+    buyPanel.setRefused(!!status.offboarding);
+    offboard.show(status.offboarding);
+  }
 
   async function refresh(): Promise<void> {
     numbers.setBusy(true);
     refreshButton.disabled = true;
     try {
-      const status: TelephonyStatus = await api.status();
-      renderCredential(credentialBox, status.credential);
-      numbers.show(status.numbers);
+      show(await api.status());
     } catch (e) {
       numbers.messages.error("Could not load the telephony status", e);
       if (!numbers.loaded) {
-        renderNotLoaded(credentialBox);
+        credential.notLoaded();
         numbers.notLoaded();
       }
     } finally {
@@ -114,13 +129,14 @@ export function mountTelephonyPage(root: ParentNode, api: TelephonyApi): { refre
  *   window.telephonyConfig = {
  *     apiBase: "https://api.example.com",
  *     getToken: () => auth.currentSession().accessToken,   // the dashboard's sign-in
+ *     orgId: auth.currentOrg().id,   // optional: else the token's org_id claim
  *   };
  *
  * A static `token` is accepted too (tests, demos).
  */
 declare global {
   interface Window {
-    telephonyConfig?: { apiBase: string; token?: string; getToken?: () => string | Promise<string> };
+    telephonyConfig?: { apiBase: string; token?: string; getToken?: () => string | Promise<string>; orgId?: string };
   }
 }
 
@@ -141,10 +157,10 @@ export async function loadConfig(): Promise<TelephonyConfig> {
     if (!response.ok) throw new Error(`config.json answered HTTP ${response.status}; set window.telephonyConfig instead`);
     given = (await response.json()) as { apiBase: string; token?: string };
   }
-  const { apiBase, token, getToken } = given;
+  const { apiBase, token, getToken, orgId } = given;
   if (!apiBase) throw new Error("no apiBase configured");
   if (!getToken && !token) throw new Error("no token configured");
-  return { apiBase, getToken: getToken ?? (() => token as string) };
+  return { apiBase, getToken: getToken ?? (() => token as string), orgId };
 }
 
 async function main(): Promise<void> {

@@ -1,15 +1,19 @@
 /**
  * What each API state means, in words for people: the lines under a number, the
- * notices after a release, a purchase or an assistant change, prices, and errors.
+ * notices after a release, a purchase, an assistant change or a disconnect, an
+ * offboarding's progress, prices, and errors.
  * Pure functions of the API's answers (types generated from openapi.yaml).
  */
 
 import {
   ApiError,
+  type Disconnected,
   type ManagedNumber,
   type MonthlyPrice,
   type NumberStatus,
   type OfferedNumber,
+  type Offboarding,
+  type OffboardStep,
   type PurchaseOutcome,
   type ReleaseOutcome,
   type Routing,
@@ -208,3 +212,98 @@ export function describeError(
   }
   return { text: `${what}: ${e instanceof Error ? e.message : String(e)}`, requestId: null };
 }
+
+// ---- Disconnecting the credential ------------------------------------------------
+
+/** The notice after a disconnect answered 200. */
+export function describeDisconnected(d: Disconnected): string {
+  if (d.source === null) return "There was no Twilio credential to disconnect.";
+  const which = d.source === "byoc" ? "Your Twilio credential" : "The managed Twilio credential";
+  const vapi = d.vapiCredentialDeleted ? " and its copy at Vapi deleted" : "";
+  return `${which} was disconnected${vapi}. Save a credential again to reconnect.`;
+}
+
+/** A refused disconnect: the page's own words for the answers that need them. */
+export const DISCONNECT_ERROR_WORDS: Record<string, string> = {
+  managed_numbers_remain: "the managed credential still serves numbers: release them first, or offboard the organisation.",
+  org_offboarding: "this organisation is being offboarded, which removes the credential itself.",
+  save_in_progress: "the credential is being saved right now. Try again in a moment.",
+};
+
+// ---- Offboarding -------------------------------------------------------------------
+
+const OFFBOARD_TODO: Record<OffboardStep, string> = {
+  numbers: "releasing every number",
+  credential: "deleting the Vapi credential",
+  subaccount: "closing the Twilio subaccount",
+  slot: "removing the saved credential",
+};
+
+const OFFBOARD_DONE: Record<OffboardStep, string> = {
+  numbers: "numbers released",
+  credential: "Vapi credential deleted",
+  subaccount: "Twilio subaccount closed",
+  slot: "saved credential removed",
+};
+
+/** Why a step waits, for the codes that are not a provider's failure. */
+const OFFBOARD_WAITS: Record<string, string> = { waiting_for_numbers: "waits until every number is released" };
+
+/** "closing the Twilio subaccount (last try: twilio_unavailable), clearing the credential" */
+function describeOffboardSteps(o: Offboarding): string {
+  return o.pending
+    .map((step) => {
+      const code = o.errors?.[step];
+      const why = code ? ` (${OFFBOARD_WAITS[code] ?? `last try: ${code}`})` : "";
+      return `${OFFBOARD_TODO[step] ?? step}${why}`;
+    })
+    .join(", ");
+}
+
+/** "Done: numbers released, Vapi credential deleted. " ("" when nothing is done yet). */
+const describeOffboardDone = (o: Offboarding): string =>
+  o.done.length ? `Done: ${o.done.map((s) => OFFBOARD_DONE[s] ?? s).join(", ")}. ` : "";
+
+/** The banner while (or after) the org is offboarded. */
+export function describeOffboarding(o: Offboarding): string {
+  const refused = "Buying numbers and saving a credential are refused.";
+  switch (o.status) {
+    case "offboarded":
+      return (
+        `This organisation was offboarded on ${formatTime(o.offboardedAt)}: its numbers are released, ` +
+        `its Vapi credential deleted and its Twilio subaccount closed. ${refused}`
+      );
+    case "offboarding": {
+      const next = o.nextAttemptAt ? ` Next try around ${formatTime(o.nextAttemptAt)}.` : "";
+      const steps = describeOffboardSteps(o) || "the last steps";
+      return `This organisation is being offboarded. ${describeOffboardDone(o)}Still to do: ${steps}.${next} ${refused}`;
+    }
+    case "needs_attention":
+      return (
+        `Offboarding this organisation failed ${o.attempts} times and is no longer retried on its own. ` +
+        `${describeOffboardDone(o)}Still to do: ${describeOffboardSteps(o) || "the last steps"}. ` +
+        `Resume it below, or contact support. ${refused}`
+      );
+  }
+}
+
+/** The notice after an offboard request answered 200 (offboarded) or 202 (under way). */
+export function describeOffboardOutcome(o: Offboarding): string {
+  if (o.status === "offboarded") {
+    return (
+      "The organisation was offboarded: every number is released, the Vapi credential deleted " +
+      "and the Twilio subaccount closed. Nothing bills any more."
+    );
+  }
+  const steps = describeOffboardSteps(o) || "the last steps";
+  const resume =
+    o.status === "needs_attention"
+      ? "It keeps failing: resume it later, or contact support."
+      : "It finishes on its own; Resume offboarding tries again now.";
+  return `Offboarding is recorded but not finished. ${describeOffboardDone(o)}Still to do: ${steps}. ${resume}`;
+}
+
+/** A refused offboarding: the page's own words for the answers that need them. */
+export const OFFBOARD_ERROR_WORDS: Record<string, string> = {
+  confirmation_mismatch: "what was typed is not this organisation's id. Nothing was changed.",
+};

@@ -8,6 +8,9 @@
 // Needs the local API's demo data, fresh: the demo org's three active numbers, and
 // the stand-ins' inventory (area code 415, local numbers at 1.15 USD a month).
 // What it buys is released again at the end, so a re-run on the same database works.
+// The last two tests disconnect a BYOC credential and offboard the demo org (the
+// last one: it ends the org); `after` takes the offboarding off the org's row again,
+// so the next start of the local API re-seeds the demo org as before.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -32,19 +35,33 @@ const WAIT = 15_000;
 const AREA_CODE = "415";
 const ASSISTANT = randomUUID(); // a Vapi assistant id, as the buyer types it
 const OTHER_ASSISTANT = randomUUID();
+/** The demo org: the token's `org_id` claim, which offboarding asks to be typed out. */
+const ORG_ID = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString("utf8")).org_id;
+/** A BYOC credential the Twilio stand-in accepts (the client test saves the same). */
+const BYOC = {
+  accountSid: "AC0123456789abcdef0123456789abcdef",
+  authToken: "5f4dcc3b5aa765d61d8327deb882cf99",
+  phoneNumber: "+14155550123",
+};
 /** Numbers this run bought (released again in `after`). */
 const bought = new Set();
+/** Whether this run offboarded the demo org (undone in `after`). */
+let offboarded = false;
 
 // ---- helpers -----------------------------------------------------------------
 
-/** The API's view of one number: its newest entry, including released history. */
-async function apiNumber(phoneNumber) {
+/** The API's status, including released history. */
+async function apiStatus() {
   const r = await fetch(`${api}/api/managed-telephony/status?include=released`, {
     headers: { Authorization: `Bearer ${token}` },
   });
   assert.equal(r.status, 200, `status answered ${r.status}`);
-  const body = await r.json();
-  return body.numbers.find((n) => n.phoneNumber === phoneNumber);
+  return r.json();
+}
+
+/** The API's view of one number: its newest entry, including released history. */
+async function apiNumber(phoneNumber) {
+  return (await apiStatus()).numbers.find((n) => n.phoneNumber === phoneNumber);
 }
 
 async function failProvider(provider, mode, times, endpoint) {
@@ -140,6 +157,15 @@ after(async () => {
       headers: { Authorization: `Bearer ${token}` },
     });
     if (![200, 202, 404].includes(r.status)) console.error(`releasing ${n} answered ${r.status}`);
+  }
+  // The offboarding stays on the org's row: take it off (its numbers stay released
+  // and its slot empty; the local API re-seeds both at its next start).
+  if (offboarded) {
+    sql(`UPDATE organizations SET offboard_requested_at = NULL, offboard_requested_by = NULL,
+           offboard_numbers_done_at = NULL, offboard_credential_done_at = NULL, offboard_subaccount_done_at = NULL,
+           offboard_slot_done_at = NULL, offboarded_at = NULL, offboard_claim_token = NULL, offboard_claimed_until = NULL,
+           offboard_attempts = 0, offboard_next_attempt_at = NULL, offboard_last_error = NULL, offboard_gave_up_at = NULL
+         WHERE id = '${ORG_ID}'`);
   }
 });
 
@@ -593,4 +619,147 @@ test("readable at 360 px: no horizontal scrolling, buttons full width", async (t
   const buyButton = await p.locator("li.offer button").first().boundingBox();
   assert.ok(buyButton && buyButton.width > 250, `Buy button is ${buyButton?.width}px wide`);
   await p.screenshot({ path: path.join(ARTIFACTS, "telephony-narrow.png"), fullPage: true });
+});
+
+// ---- disconnecting the credential, then offboarding (last: it ends the demo org) -------
+
+/** Save `credential` as the org's own (BYOC), through the API. */
+async function saveByoc(credential) {
+  const r = await fetch(`${api}/api/telephony/credentials/twilio`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(credential),
+  });
+  assert.equal(r.status, 200, `saving the BYOC credential answered ${r.status}: ${await r.text()}`);
+}
+
+/** The credential's Disconnect: confirmed (or cancelled) in its dialog. */
+async function disconnectOnPage(p, confirm) {
+  await p.getByRole("button", { name: "Disconnect the Twilio credential" }).click();
+  const dialog = p.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  await dialog.getByRole("button", { name: confirm ? "Disconnect" : "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+}
+
+test("Disconnect removes a BYOC credential (asks first; a Vapi failure changes nothing)", async () => {
+  await saveByoc(BYOC);
+  await page.goto(`${web}/`);
+  await page.locator("#credential dl").waitFor();
+  assert.match(await page.locator("#credential").innerText(), /Your own Twilio account \(BYOC\)/);
+  assert.ok(!(await page.content()).includes(BYOC.authToken), "the page shows the BYOC token");
+
+  // It asks first, naming the account, focus on Cancel; Cancel changes nothing.
+  await page.getByRole("button", { name: "Disconnect the Twilio credential" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  assert.match(await dialog.innerText(), new RegExp(`Disconnect ${BYOC.accountSid}\\?[\\s\\S]*copy at Vapi is deleted`));
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cancel");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-disconnect-confirm.png") });
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal((await apiStatus()).credential?.source, "byoc");
+
+  // Vapi cannot delete it: the 503 in words, the credential still there.
+  await failProvider("vapi", "500", undefined, "credential");
+  try {
+    await disconnectOnPage(page, true);
+    const shown = await waitForText(page, "#credential-error", /503/);
+    assert.match(shown, /Could not disconnect the credential \(nothing changed; try again\): .*\(HTTP 503, vapi_\w+\)/);
+    assert.match(shown, /Request id: \S+/);
+    assert.match(await page.locator("#credential").innerText(), /BYOC/);
+    assert.equal((await apiStatus()).credential?.source, "byoc");
+  } finally {
+    await failProvider("vapi", "none", undefined, "credential");
+  }
+
+  await disconnectOnPage(page, true);
+  assert.equal(
+    await waitForText(page, "#credential-notice", /disconnected/),
+    "Your Twilio credential was disconnected and its copy at Vapi deleted. Save a credential again to reconnect.",
+  );
+  assert.equal(await textOf(page, "#credential p"), "No Twilio credential connected.");
+  assert.equal(await page.locator("#credential-error").isHidden(), true, "the earlier error is still shown");
+  assert.equal(await page.getByRole("button", { name: "Disconnect the Twilio credential" }).count(), 0);
+  assert.equal((await apiStatus()).credential, null);
+  assert.equal(sql(`SELECT count(*) FROM org_credentials WHERE org_id = '${ORG_ID}'`), "0");
+  assert.equal(sql(`SELECT vapi_credential_id IS NULL FROM organizations WHERE id = '${ORG_ID}'`), "t");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-disconnected.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});
+
+/** Open the offboard dialog and type `typed`; the dialog. */
+async function typeOrgId(p, button, typed) {
+  await p.getByRole("button", { name: button }).click();
+  const dialog = p.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  await dialog.getByLabel("Type the organisation's id to confirm").fill(typed);
+  return dialog;
+}
+
+test("Offboard asks for the org id typed out, shows its progress, then the offboarded banner; every number released", async () => {
+  const listed = await page.locator("li.number").evaluateAll((rows) => rows.map((r) => r.dataset.number));
+  assert.ok(listed.length >= 2, `numbers listed before offboarding: ${listed}`);
+  assert.equal(await page.locator("#offboarding-banner").isHidden(), true);
+
+  // The confirm button waits for the exact id; Escape changes nothing.
+  const dialog = await typeOrgId(page, "Offboard organisation", "");
+  assert.ok((await dialog.innerText()).includes(`Your organisation's id: ${ORG_ID}`));
+  assert.match(await dialog.innerText(), /This cannot be undone/);
+  const confirm = dialog.getByRole("button", { name: "Offboard", exact: true });
+  const input = dialog.getByLabel("Type the organisation's id to confirm");
+  for (const typed of ["", ORG_ID.slice(0, -1), ORG_ID.toUpperCase(), `${ORG_ID}0`]) {
+    await input.fill(typed);
+    assert.equal(await confirm.isDisabled(), true, `enabled for "${typed}"`);
+  }
+  // Typing its last character makes it match.
+  await input.fill(ORG_ID.slice(0, -1));
+  assert.equal(await confirm.isDisabled(), true);
+  await input.pressSequentially(ORG_ID.slice(-1));
+  assert.equal(await confirm.isEnabled(), true, "disabled for the org's id");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-offboard-confirm.png") });
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal((await apiStatus()).offboarding, undefined, "Escape offboarded");
+
+  // Twilio fails: 202, the steps left and why; the banner; no buy panel.
+  await failProvider("twilio", "500");
+  try {
+    await (await typeOrgId(page, "Offboard organisation", ORG_ID)).getByRole("button", { name: "Offboard", exact: true }).click();
+    offboarded = true;
+    const notice = await waitForText(page, "#offboard-notice", /not finished/);
+    assert.match(notice, /Offboarding is recorded but not finished\..*Still to do: releasing every number \(last try: twilio_\w+\)/);
+    assert.match(notice, /closing the Twilio subaccount \(waits until every number is released\)/);
+    assert.match(notice, /Done: .*saved credential removed/);
+    assert.equal(await page.locator("#offboard-notice").evaluate((n) => n.classList.contains("warning")), true);
+    const banner = await waitForText(page, "#offboarding-banner", /being offboarded/);
+    assert.match(banner, /Still to do: releasing every number.*Buying numbers and saving a credential are refused\./);
+    assert.equal(await page.locator("#buy-panel").isHidden(), true, "the buy panel is shown while offboarding");
+    await page.getByRole("button", { name: "Resume offboarding" }).waitFor();
+    const fromApi = (await apiStatus()).offboarding;
+    assert.equal(fromApi?.status, "offboarding", JSON.stringify(fromApi));
+    assert.ok(fromApi.pending.includes("numbers"), JSON.stringify(fromApi));
+    await page.screenshot({ path: path.join(ARTIFACTS, "telephony-offboarding.png"), fullPage: true });
+  } finally {
+    await failProvider("twilio", "none");
+  }
+
+  // Resumed: 200 offboarded.
+  await (await typeOrgId(page, "Resume offboarding", ORG_ID)).getByRole("button", { name: "Offboard", exact: true }).click();
+  assert.match(await waitForText(page, "#offboard-notice", /was offboarded/), /every number is released.*Nothing bills any more/);
+  assert.match(await waitForText(page, "#offboarding-banner", /was offboarded/), /This organisation was offboarded on .*subaccount closed/);
+  assert.equal(await page.locator("#offboarding-banner").getAttribute("data-status"), "offboarded");
+  assert.equal(await page.locator("#offboard").isHidden(), true, "Offboard is still offered");
+  assert.equal(await page.locator("#buy-panel").isHidden(), true);
+  assert.equal(await textOf(page, "#numbers .empty"), "No managed numbers.");
+  assert.equal(await page.locator("#offboard-error").isHidden(), true, await page.locator("#offboard-error").innerText());
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-offboarded.png"), fullPage: true });
+
+  const status = await apiStatus();
+  assert.equal(status.offboarding?.status, "offboarded");
+  for (const n of listed) assert.equal(status.numbers.find((x) => x.phoneNumber === n)?.status, "released", n);
+  assert.equal(sql(`SELECT count(*) FROM managed_phone_numbers WHERE org_id = '${ORG_ID}' AND status <> 'released'`), "0");
+  assert.equal(sql(`SELECT count(*) FROM phone_number_mapping WHERE org_id = '${ORG_ID}'`), "0");
+  assert.equal(sql(`SELECT offboarded_at IS NOT NULL FROM organizations WHERE id = '${ORG_ID}'`), "t");
+  assert.deepEqual(consoleErrors, []);
 });
