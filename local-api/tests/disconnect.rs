@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG};
 use local_api::server::Running;
-use local_api::standins::FailMode;
+use local_api::standins::{FailMode, Refusal};
 use serde_json::{Value, json};
 use testkit::TestDb;
 
@@ -145,25 +145,70 @@ async fn a_managed_slot_serving_numbers_is_refused_until_they_are_released() {
 }
 
 #[tokio::test]
-async fn a_vapi_failure_changes_nothing_and_a_repeat_finishes_it() {
+async fn a_vapi_refusal_changes_nothing_and_a_repeat_finishes_it() {
     let a = Api::start().await;
     let org = uuid::Uuid::new_v4().to_string();
     let token = a.token(&org);
     assert_eq!(a.save_byoc(&token).await.0, 200);
     let before = a.db.dump().await;
+    a.running.standins_state.fail(
+        "vapi",
+        FailMode::Refuse(Refusal {
+            status: Some(403),
+            code: None,
+            message: None,
+        }),
+        None,
+    );
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        a.db.dump().await,
+        before,
+        "a refused disconnect changed the database"
+    );
+    a.running.standins_state.fail("vapi", FailMode::None, None);
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["vapiCredentialDeleted"], true);
+}
+
+#[tokio::test]
+async fn a_delete_vapi_may_still_act_on_keeps_the_lease_until_it_expires() {
+    let a = Api::start().await;
+    let org = uuid::Uuid::new_v4().to_string();
+    let token = a.token(&org);
+    assert_eq!(a.save_byoc(&token).await.0, 200);
     a.running
         .standins_state
         .fail("vapi", FailMode::ServerError, None);
     let (status, body) = a.disconnect(&token).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "vapi_unavailable", "{body}");
-    assert_eq!(
-        a.db.dump().await,
-        before,
-        "a failed disconnect changed the database"
+    assert!(
+        a.status(&token).await["credential"].is_object(),
+        "the slot is kept"
     );
     a.running.standins_state.fail("vapi", FailMode::None, None);
+    // A save meanwhile would sync a credential that a late DELETE may remove: the
+    // lease is kept, so a repeat (or a save) waits.
+    let (status, body) = a.disconnect(&token).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("save_in_progress")),
+        "{body}"
+    );
+    // The lease expires (CLAIM_SECS later): the repeat finishes it.
+    a.db.client()
+        .await
+        .execute(
+            "UPDATE organizations SET sync_lease_until = now() - interval '1 second'
+              WHERE id = $1::text::uuid",
+            &[&org],
+        )
+        .await
+        .expect("lease expires");
     let (status, body) = a.disconnect(&token).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["vapiCredentialDeleted"], true);
+    assert!(!a.vapi_credentials().contains(&format!("org-{org}")));
 }

@@ -221,6 +221,47 @@ fn job_from_row(row: &Row, token: ClaimToken) -> Result<Job, DbError> {
     })
 }
 
+/// Below this much time left, no further release is started in an attempt.
+const RELEASE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Who made an attempt: only reconcile's count toward giving up (a person's
+/// repeats, e.g. a page showing progress, never use them up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Request,
+    Reconcile,
+}
+
+/// How the three provider steps of an attempt ended.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    numbers: StepEnd,
+    credential: StepEnd,
+    subaccount: StepEnd,
+}
+
+impl Ends {
+    /// Only waiting (on a purchase, a save, a release held elsewhere, an earlier
+    /// step): no provider failed.
+    fn only_waiting(&self) -> bool {
+        [self.numbers, self.credential, self.subaccount]
+            .iter()
+            .all(|e| match e {
+                StepEnd::Done => true,
+                StepEnd::Pending(code) => WAITING.contains(code),
+            })
+    }
+}
+
+/// Codes of steps that wait rather than fail.
+const WAITING: [&str; 5] = [
+    "purchase_in_progress",
+    "sync_in_progress",
+    "release_in_progress",
+    "waiting_for_numbers",
+    "waiting_for_credential",
+];
+
 /// How one step of an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StepEnd {
@@ -257,7 +298,10 @@ impl Offboarder<'_> {
     ) -> Result<Offboarding, OffboardError> {
         let token = ClaimToken::new();
         match self.intent(caller, request_id, token).await? {
-            Some(job) => self.finish(job, caller, request_id, deadline).await,
+            Some(job) => {
+                self.finish(job, caller, request_id, deadline, Attempt::Request)
+                    .await
+            }
             // Done already, or another request holds it: say where it is.
             None => self.current(caller.org_id).await,
         }
@@ -280,10 +324,15 @@ impl Offboarder<'_> {
                             offboard_claimed_until = now() + make_interval(secs => $2)
                       WHERE id = (SELECT id FROM organizations
                                    WHERE offboard_requested_at IS NOT NULL AND offboarded_at IS NULL
-                                     AND offboard_gave_up_at IS NULL
-                                     AND (offboard_claim_token IS NULL OR offboard_claimed_until < now())
-                                     AND coalesce(offboard_next_attempt_at, '-infinity') <= now()
-                                   ORDER BY offboard_attempts, offboard_next_attempt_at NULLS FIRST, id
+                                     -- A statement re-sent after a dropped connection
+                                     -- finds the org it claimed.
+                                     AND (offboard_claim_token = $1
+                                          OR (offboard_gave_up_at IS NULL
+                                              AND (offboard_claim_token IS NULL
+                                                   OR offboard_claimed_until < now())
+                                              AND coalesce(offboard_next_attempt_at, '-infinity') <= now()))
+                                   ORDER BY offboard_claim_token IS NOT DISTINCT FROM $1 DESC,
+                                            offboard_attempts, offboard_next_attempt_at NULLS FIRST, id
                                    LIMIT 1 FOR UPDATE SKIP LOCKED)
                       RETURNING {JOB_COLS}"
                 ),
@@ -296,7 +345,7 @@ impl Offboarder<'_> {
         let Some(row) = row else { return Ok(None) };
         let job = job_from_row(&row, token)?;
         let caller = Caller::system(job.org, "system:reconcile");
-        self.finish(job, &caller, request_id, deadline)
+        self.finish(job, &caller, request_id, deadline, Attempt::Reconcile)
             .await
             .map(Some)
     }
@@ -333,7 +382,10 @@ impl Offboarder<'_> {
                          ON CONFLICT (id) DO UPDATE
                             SET offboard_requested_at = coalesce(organizations.offboard_requested_at, now()),
                                 offboard_requested_by = coalesce(organizations.offboard_requested_by, $2),
-                                -- A person asking again resumes what reconcile gave up.
+                                -- A person asking again resumes what reconcile gave
+                                -- up, with its attempts counted afresh.
+                                offboard_attempts = CASE WHEN organizations.offboard_gave_up_at IS NULL
+                                    THEN organizations.offboard_attempts ELSE 0 END,
                                 offboard_gave_up_at = NULL
                          RETURNING offboard_requested_at = now()",
                         &[(&org, Type::UUID), (&caller.subject, Type::TEXT)],
@@ -386,6 +438,7 @@ impl Offboarder<'_> {
         caller: &Caller,
         request_id: &str,
         deadline: Deadline,
+        attempt: Attempt,
     ) -> Result<Offboarding, OffboardError> {
         let (numbers, credential) = tokio::join!(
             self.numbers_step(&job, caller, request_id, deadline),
@@ -393,13 +446,19 @@ impl Offboarder<'_> {
         );
         let numbers = numbers?;
         // Closing the subaccount releases its numbers at Twilio without deleting
-        // their Vapi imports: only once every number went through the release.
-        let subaccount = match numbers {
-            StepEnd::Done => self.subaccount_step(&job, deadline).await,
-            StepEnd::Pending(_) => StepEnd::Pending("waiting_for_numbers"),
+        // their Vapi imports: only once every number went through the release, and
+        // (DESIGN "Ending things") after the Vapi credential was deleted.
+        let subaccount = match (numbers, credential) {
+            (StepEnd::Done, StepEnd::Done) => self.subaccount_step(&job, deadline).await,
+            (StepEnd::Pending(_), _) => StepEnd::Pending("waiting_for_numbers"),
+            (_, StepEnd::Pending(_)) => StepEnd::Pending("waiting_for_credential"),
         };
-        self.record(&job, caller, request_id, numbers, credential, subaccount)
-            .await
+        let ends = Ends {
+            numbers,
+            credential,
+            subaccount,
+        };
+        self.record(&job, caller, request_id, ends, attempt).await
     }
 
     async fn numbers_step(
@@ -433,9 +492,18 @@ impl Offboarder<'_> {
         let releaser = self.releaser();
         // Futures collected first: a stream over a closure borrowing `numbers`
         // would not be `Send` for every lifetime (a known rustc limitation).
+        // A release started without the time to finish would count a failed attempt
+        // on a number nobody tried: those wait for the next attempt.
         let releases: Vec<_> = numbers
             .iter()
-            .map(|n| releaser.release(caller, request_id, n, deadline))
+            .map(|n| async {
+                if deadline.remaining() < RELEASE_BUDGET {
+                    return Ok(ReleaseOutcome::Releasing {
+                        phone_number: n.to_string(),
+                    });
+                }
+                releaser.release(caller, request_id, n, deadline).await
+            })
             .collect();
         let outcomes: Vec<Result<ReleaseOutcome, ReleaseError>> = futures::stream::iter(releases)
             .buffer_unordered(4)
@@ -505,13 +573,34 @@ impl Offboarder<'_> {
         if job.subaccount_done {
             return StepEnd::Done;
         }
-        // The recorded one, and one a purchase may have created without recording.
+        // The recorded one, those the org's numbers were bought on, and one a
+        // purchase may have created without recording it.
         let mut sids: Vec<AccountSid> = job
             .subaccount
             .as_deref()
             .and_then(|s| s.parse().ok())
             .into_iter()
             .collect();
+        match self
+            .db
+            .query(
+                "SELECT DISTINCT twilio_subaccount_sid FROM managed_phone_numbers
+                  WHERE org_id = $1 AND twilio_subaccount_sid IS NOT NULL",
+                &[(&job.org.as_uuid(), Type::UUID)],
+            )
+            .await
+        {
+            Ok(rows) => {
+                for r in &rows {
+                    if let Ok(sid) = r.get::<_, String>(0).parse::<AccountSid>()
+                        && !sids.contains(&sid)
+                    {
+                        sids.push(sid);
+                    }
+                }
+            }
+            Err(_) => return StepEnd::Pending("database_unavailable"),
+        }
         match deadline
             .run(
                 "twilio",
@@ -524,6 +613,13 @@ impl Offboarder<'_> {
             Err(e) => return StepEnd::Pending(e.stable_code()),
         }
         for sid in &sids {
+            // Closing is irreversible: never the platform's own account.
+            if self.twilio.is_main_account(sid) {
+                tracing::error!(
+                    "an org records the platform's main account as its subaccount; not closing it"
+                );
+                return StepEnd::Pending("main_account_recorded");
+            }
             if let Err(e) = deadline
                 .run("twilio", self.twilio.close_subaccount(sid))
                 .await
@@ -541,10 +637,16 @@ impl Offboarder<'_> {
         job: &Job,
         caller: &Caller,
         request_id: &str,
-        numbers: StepEnd,
-        credential: StepEnd,
-        subaccount: StepEnd,
+        ends: Ends,
+        attempt: Attempt,
     ) -> Result<Offboarding, OffboardError> {
+        let Ends {
+            numbers,
+            credential,
+            subaccount,
+        } = ends;
+        // Counted toward giving up: reconcile's attempts on which a provider failed.
+        let counted = attempt == Attempt::Reconcile && !ends.only_waiting();
         let mut errors = BTreeMap::new();
         for (step, end) in [
             ("numbers", numbers),
@@ -552,6 +654,7 @@ impl Offboarder<'_> {
             ("subaccount", subaccount),
         ] {
             if let StepEnd::Pending(code) = end {
+                tracing::warn!(step, code, "offboarding step pending");
                 errors.insert(step, code);
             }
         }
@@ -564,17 +667,22 @@ impl Offboarder<'_> {
                     .query_typed_opt(
                         &format!(
                             "UPDATE organizations o
-                                SET offboard_numbers_done_at = CASE WHEN $3 THEN coalesce(o.offboard_numbers_done_at, now()) END,
-                                    offboard_credential_done_at = CASE WHEN $4 THEN coalesce(o.offboard_credential_done_at, now()) END,
-                                    offboard_subaccount_done_at = CASE WHEN $5 THEN coalesce(o.offboard_subaccount_done_at, now()) END,
-                                    offboard_slot_done_at = CASE WHEN $4 THEN coalesce(o.offboard_slot_done_at, now()) END,
+                                SET offboard_numbers_done_at = CASE WHEN $3 THEN coalesce(o.offboard_numbers_done_at, now())
+                                        ELSE o.offboard_numbers_done_at END,
+                                    offboard_credential_done_at = CASE WHEN $4 THEN coalesce(o.offboard_credential_done_at, now())
+                                        ELSE o.offboard_credential_done_at END,
+                                    offboard_subaccount_done_at = CASE WHEN $5 THEN coalesce(o.offboard_subaccount_done_at, now())
+                                        ELSE o.offboard_subaccount_done_at END,
+                                    offboard_slot_done_at = CASE WHEN $4 THEN coalesce(o.offboard_slot_done_at, now())
+                                        ELSE o.offboard_slot_done_at END,
                                     vapi_credential_id = CASE WHEN $4 THEN NULL ELSE o.vapi_credential_id END,
                                     offboarded_at = CASE WHEN $3 AND $4 AND $5 THEN now() END,
-                                    offboard_attempts = o.offboard_attempts + 1,
+                                    offboard_attempts = o.offboard_attempts + CASE WHEN $9 THEN 1 ELSE 0 END,
                                     offboard_next_attempt_at = CASE WHEN $3 AND $4 AND $5 THEN NULL
                                         ELSE now() + make_interval(secs => $6) END,
                                     offboard_last_error = $7,
-                                    offboard_gave_up_at = CASE WHEN NOT ($3 AND $4 AND $5) AND o.offboard_attempts + 1 >= $8
+                                    offboard_gave_up_at = CASE WHEN $9 AND NOT ($3 AND $4 AND $5)
+                                                                    AND o.offboard_attempts + 1 >= $8
                                         THEN coalesce(o.offboard_gave_up_at, now()) END,
                                     offboard_claim_token = NULL, offboard_claimed_until = NULL
                               WHERE o.id = $1 AND o.offboard_claim_token = $2
@@ -589,6 +697,7 @@ impl Offboarder<'_> {
                             (&retry_backoff(job.attempts + 1).as_secs_f64(), Type::FLOAT8),
                             (&errors_json, Type::JSONB),
                             (&max, Type::INT4),
+                            (&counted, Type::BOOL),
                         ],
                     )
                     .await?;

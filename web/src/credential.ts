@@ -67,9 +67,10 @@ export class CredentialPanel {
     try {
       this.messages.notice(describeDisconnected(await this.ctx.api.disconnect()));
     } catch (e) {
-      // A provider's 503: Vapi could not delete it, and nothing changed.
-      const unchanged = e instanceof ApiError && e.status === 503 ? " (nothing changed; try again)" : "";
-      this.messages.error(`Could not disconnect the credential${unchanged}`, e, DISCONNECT_ERROR_WORDS);
+      // A provider's 503: Vapi did not delete it (or did not say); the slot is kept
+      // and the API's message says which.
+      const retry = e instanceof ApiError && e.status === 503 ? " (the credential is kept; try again in a minute)" : "";
+      this.messages.error(`Could not disconnect the credential${retry}`, e, DISCONNECT_ERROR_WORDS);
     } finally {
       this.disconnecting = false;
     }

@@ -660,12 +660,18 @@ test("Disconnect removes a BYOC credential (asks first; a Vapi failure changes n
   await dialog.waitFor({ state: "hidden" });
   assert.equal((await apiStatus()).credential?.source, "byoc");
 
-  // Vapi cannot delete it: the 503 in words, the credential still there.
-  await failProvider("vapi", "500", undefined, "credential");
+  // Vapi refuses to delete it: the 503 in words, the credential still there (a
+  // refusal releases the lease at once; a 5xx would keep it until it expires).
+  const refuse = await fetch(`${standins}/__control/fail`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ provider: "vapi", endpoint: "credential", mode: "refuse", status: 403 }),
+  });
+  assert.equal(refuse.status, 200, await refuse.text());
   try {
     await disconnectOnPage(page, true);
     const shown = await waitForText(page, "#credential-error", /503/);
-    assert.match(shown, /Could not disconnect the credential \(nothing changed; try again\): .*\(HTTP 503, vapi_\w+\)/);
+    assert.match(shown, /Could not disconnect the credential \(the credential is kept; try again in a minute\): .*\(HTTP 503, vapi_\w+\)/);
     assert.match(shown, /Request id: \S+/);
     assert.match(await page.locator("#credential").innerText(), /BYOC/);
     assert.equal((await apiStatus()).credential?.source, "byoc");

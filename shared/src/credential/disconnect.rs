@@ -50,6 +50,12 @@ pub enum DisconnectError {
     InProgress,
     #[error("Vapi: {0}")]
     Vapi(ProviderError),
+    /// Vapi's answer never came: the credential may be deleted or not.
+    #[error("Vapi did not answer: {0}")]
+    VapiUnknown(ProviderError),
+    /// A managed number was bought while the slot was being disconnected.
+    #[error("a managed number appeared")]
+    ManagedNumberAppeared,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -81,6 +87,17 @@ impl From<DisconnectError> for ApiError {
                     message: "Vapi could not delete the credential; nothing was changed. Try again shortly.".into(),
                 }
             }
+            DisconnectError::VapiUnknown(p) => {
+                tracing::warn!(error = %p, code = p.stable_code(), "Vapi did not answer the credential's deletion");
+                ApiError::Unavailable {
+                    code: p.stable_code(),
+                    message: "Vapi did not answer; the credential may or may not be deleted yet. The slot is kept; try again in a minute.".into(),
+                }
+            }
+            DisconnectError::ManagedNumberAppeared => ApiError::Conflict {
+                code: "managed_numbers_remain",
+                message: "a managed number was bought meanwhile: the managed credential stays; release it first, or offboard the organisation".into(),
+            },
             DisconnectError::Db(db) => db.into(),
         }
     }
@@ -117,6 +134,10 @@ impl Disconnector<'_> {
         };
         let deleted = match self.delete_at_vapi(caller, &intent, deadline).await {
             Ok(deleted) => deleted,
+            // A DELETE that may still land keeps the lease until it expires (DESIGN
+            // "Provider steps"): a save meanwhile would sync a credential about to
+            // vanish. The repeat after it finishes the disconnect.
+            Err(e) if e.outcome_unknown() => return Err(DisconnectError::VapiUnknown(e)),
             Err(e) => {
                 self.release(caller, token).await?;
                 return Err(DisconnectError::Vapi(e));
@@ -259,11 +280,21 @@ impl Disconnector<'_> {
                     // The lease expired and a save took it: it wins.
                     return Err(DisconnectError::InProgress);
                 }
-                tx.query_typed(
-                    "DELETE FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
-                    &[(&org, Type::UUID)],
-                )
-                .await?;
+                // A managed slot only while no live number needs it (a purchase may have
+                // finished meanwhile: the org row's lock above orders them).
+                let cleared = tx
+                    .query_typed(
+                        "DELETE FROM org_credentials c
+                          WHERE c.org_id = $1 AND c.provider = 'twilio'
+                            AND (c.source <> 'managed'
+                                 OR NOT EXISTS (SELECT 1 FROM managed_phone_numbers n
+                                                 WHERE n.org_id = c.org_id AND n.status <> 'released'))
+                          RETURNING 1",
+                        &[(&org, Type::UUID)],
+                    )
+                    .await?;
+                // The Vapi credential is gone either way; the slot stays for the number.
+                let kept = cleared.is_empty() && intent.source.as_deref() == Some("managed");
                 audit::record(
                     tx,
                     &AuditEntry {
@@ -271,17 +302,20 @@ impl Disconnector<'_> {
                         action: "credential.disconnect",
                         target: &caller.org_id.to_string(),
                         request_id,
-                        outcome: "disconnected",
+                        outcome: if kept { "slot_kept" } else { "disconnected" },
                         detail: json!({ "source": intent.source, "vapiCredentialDeleted": deleted }),
                     },
                 )
                 .await?;
-                Ok(Disconnected {
+                if kept {
+                    return Ok(Err(DisconnectError::ManagedNumberAppeared));
+                }
+                Ok(Ok(Disconnected {
                     status: "disconnected",
                     source: intent.source.clone(),
                     vapi_credential_deleted: deleted,
-                })
+                }))
             })
-            .await
+            .await?
     }
 }

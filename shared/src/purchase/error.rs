@@ -77,6 +77,7 @@ impl PurchaseError {
     pub(super) fn refusal_code(&self) -> &'static str {
         match self {
             Self::Unavailable => "number_unavailable",
+            Self::OrgOffboarding => "org_offboarding",
             Self::InvalidNumber => "invalid_phone_number",
             Self::AddressRequired => "address_required",
             Self::UnknownAssistant => "unknown_assistant",

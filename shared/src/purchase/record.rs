@@ -453,10 +453,16 @@ pub(super) async fn stamp(
     step: Stamp<'_>,
 ) -> Result<bool, DbError> {
     let (sql, value): (&str, Option<String>) = match step {
+        // Nothing is bought for an org being offboarded: the org's row, locked
+        // FOR SHARE, takes turns with the offboarding's intent (which updates it).
         Stamp::BuyAttempt => (
             "UPDATE managed_phone_numbers SET buy_attempted_at = coalesce(buy_attempted_at, now()),
                     updated_at = now()
-              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL RETURNING 1",
+              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL
+                AND EXISTS (SELECT 1 FROM organizations o
+                             WHERE o.id = managed_phone_numbers.org_id
+                               AND o.offboard_requested_at IS NULL FOR SHARE)
+              RETURNING 1",
             None,
         ),
         Stamp::Bought(sid) => (
@@ -489,6 +495,19 @@ pub(super) async fn stamp(
         )
         .await?;
     Ok(row.is_some())
+}
+
+/// Whether the claim's org is being (or was) offboarded.
+pub(super) async fn org_offboarding(db: &Db, claim: &PurchaseClaim) -> Result<bool, DbError> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM managed_phone_numbers n JOIN organizations o ON o.id = n.org_id
+                             WHERE n.id = $1 AND o.offboard_requested_at IS NOT NULL)",
+            &[(&claim.id, Type::UUID)],
+        )
+        .await?;
+    row.try_get(0)
+        .map_err(|e| DbError::Shape(format!("offboarding: {e}")))
 }
 
 pub(super) enum Stamp<'a> {

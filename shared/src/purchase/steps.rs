@@ -208,6 +208,10 @@ impl Purchaser<'_> {
                 Err(e) => return Ok(Err(Progress::Pending("twilio", e))),
             }
         } else if !record::stamp(self.db, claim, Stamp::BuyAttempt).await? {
+            // The org's offboarding began: nothing is bought, the intent closes.
+            if record::org_offboarding(self.db, claim).await? {
+                return Ok(Err(Progress::Refused(PurchaseError::OrgOffboarding)));
+            }
             return Ok(Err(Progress::Lost));
         }
         // From here on the row says a purchase was attempted: giving up looks first.

@@ -87,6 +87,13 @@ impl TwilioClient {
         self
     }
 
+    /// Whether `sid` is the platform's main account (never closed, never an org's).
+    pub fn is_main_account(&self, sid: &AccountSid) -> bool {
+        self.main
+            .as_ref()
+            .is_some_and(|m| m.current().account_sid == *sid)
+    }
+
     /// `GET /Accounts/{sid}.json` with the org's own credentials.
     pub async fn check_account(
         &self,
