@@ -51,7 +51,8 @@ async fn the_route_login_cannot_alter_the_schema_or_the_audit_log() {
         "TRUNCATE audit_log",
         "SELECT * FROM audit_log",
         "DELETE FROM organizations",
-        "DELETE FROM org_credentials",
+        // (DELETE FROM org_credentials is the route login's since V7: disconnect and
+        // offboarding clear a slot.)
         "SELECT * FROM refinery_schema_history",
         "CREATE ROLE sneaky LOGIN",
     ] {
@@ -85,8 +86,12 @@ async fn the_route_login_can_do_what_the_routes_do() {
          UPDATE managed_phone_numbers SET status = 'releasing', claimed_until = now(),
                 claim_token = gen_random_uuid() WHERE org_id = '{org}';
          DELETE FROM phone_number_mapping WHERE org_id = '{org}';
+         DELETE FROM org_credentials WHERE org_id = '{org}';
          INSERT INTO audit_log (org_id, actor, action, target, request_id, outcome)
               VALUES ('{org}', 'u', 'release', '+14155550100', 'r2', 'released');
+         SELECT purchase_operation_known('{org}', gen_random_uuid());
+         INSERT INTO carrier_findings (kind, subaccount_sid, subject, last_pass)
+              VALUES ('subaccount_orphan', 'AC0000000000000000000000000000aa01', 'x', 1);
          COMMIT;"
     ))
     .await
@@ -106,6 +111,8 @@ async fn the_reader_login_only_reads_and_never_the_sealed_credential() {
         "DELETE FROM phone_number_mapping",
         "SELECT * FROM audit_log",
         "DROP TABLE organizations",
+        "INSERT INTO carrier_findings (kind, subaccount_sid, subject, last_pass) VALUES ('vapi_orphan', 'AC0000000000000000000000000000aa01', 'x', 1)",
+        "SELECT purchase_operation_known(gen_random_uuid(), gen_random_uuid())",
     ] {
         assert_eq!(refusal(&t, &t.reader, sql).await, denied, "{sql}");
     }
