@@ -221,7 +221,8 @@ fn job_from_row(row: &Row, token: ClaimToken) -> Result<Job, DbError> {
     })
 }
 
-/// Below this much time left, no further release is started in an attempt.
+/// Below this much time left (or a quarter of the steps' deadline, if less), no
+/// further release is started in an attempt.
 const RELEASE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Who made an attempt: only reconcile's count toward giving up (a person's
@@ -497,7 +498,7 @@ impl Offboarder<'_> {
         let releases: Vec<_> = numbers
             .iter()
             .map(|n| async {
-                if deadline.remaining() < RELEASE_BUDGET {
+                if deadline.remaining() < RELEASE_BUDGET.min(self.config.deadline / 4) {
                     return Ok(ReleaseOutcome::Releasing {
                         phone_number: n.to_string(),
                     });
