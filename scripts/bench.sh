@@ -21,7 +21,7 @@
 # never run by default either:
 #   scripts/bench.sh audit_scale
 #     AUDIT_BENCH_ORGS / AUDIT_BENCH_NUMBERS (10000 × 10), AUDIT_BENCH_RTT_MS
-#     (0,50: the stand-ins' delay per answer), AUDIT_BENCH_SHORT_SECS (20: a budget
+#     (0,50: the stand-ins' delay per answer), AUDIT_BENCH_SHORT_SECS (40: a budget
 #     the pass needs several runs for), AUDIT_CONCURRENCY / AUDIT_BATCH as deployed.
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
