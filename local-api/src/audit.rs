@@ -68,17 +68,9 @@ impl LocalAudit {
 
     /// Wake up every `every`, as the deployed schedule does (a pass only when due).
     pub fn spawn_schedule(self: Arc<Self>, every: Duration) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let id = format!("local-audit-{}", uuid::Uuid::new_v4());
-                if let Err(e) = self.run_once(&id, false).await {
-                    tracing::error!(error = %e, "local audit run failed");
-                }
-            }
+        crate::reconcile::every_tick(every, "local-audit", move |id| {
+            let this = self.clone();
+            async move { this.run_once(&id, false).await.map(drop) }
         });
     }
 }

@@ -69,20 +69,33 @@ impl LocalReconcile {
 
     /// Run a pass every `every`, for as long as the process lives.
     pub fn spawn_schedule(self: Arc<Self>, every: Duration) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is immediate: let the API come up first.
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let id = format!("local-reconcile-{}", uuid::Uuid::new_v4());
-                if let Err(e) = self.run_once(&id).await {
-                    tracing::error!(error = %e, "local reconcile pass failed");
-                }
-            }
+        every_tick(every, "local-reconcile", move |id| {
+            let this = self.clone();
+            async move { this.run_once(&id).await.map(drop) }
         });
     }
+}
+
+/// Run `run` with a fresh request id every `every` (the first tick skipped: the API
+/// comes up first), logging a failed run, for as long as the process lives: the
+/// local stand-in for an EventBridge schedule.
+pub fn every_tick<F, Fut>(every: Duration, what: &'static str, run: F)
+where
+    F: Fn(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let id = format!("{what}-{}", uuid::Uuid::new_v4());
+            if let Err(e) = run(id).await {
+                tracing::error!(error = %e, what, "local scheduled run failed");
+            }
+        }
+    });
 }
 
 /// Where `POST /__control/reconcile` finds reconcile once the functions are built

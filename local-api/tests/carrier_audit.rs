@@ -8,47 +8,17 @@
 use std::time::Duration;
 
 use local_api::demo::{DEMO_ASSISTANT, DEMO_NUMBERS, DEMO_ORG, DEMO_SUBACCOUNT, OTHER_NUMBER};
-use local_api::server::Running;
 use serde_json::{Value, json};
-use testkit::TestDb;
 
 mod common;
 
 const OTHER_ASSISTANT: &str = "0d3e0000-0000-4000-8000-0000000000bb";
 
-struct Audit {
-    db: TestDb,
-    running: Running,
-    http: reqwest::Client,
-}
+use common::Local as Audit;
 
 impl Audit {
-    async fn start() -> Self {
-        let db = TestDb::new().await;
-        let running = common::start_local(&db).await;
-        Self {
-            db,
-            running,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn control(&self, path: &str) -> String {
-        format!("http://{}/__control/{path}", self.running.standins)
-    }
-
     async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(self.control(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("control call");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        assert!(status.is_success(), "{path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        self.post_control(path, body).await
     }
 
     async fn delete(&self, path: &str) {
@@ -116,37 +86,16 @@ impl Audit {
     }
 
     async fn status(&self) -> Value {
-        self.http
-            .get(format!(
-                "http://{}/api/managed-telephony/status",
-                self.running.api
-            ))
-            .bearer_auth(&self.running.token)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json")
+        self.status_with(&self.running.token, "").await
     }
 
     /// `POST /api/managed-telephony/numbers` as the demo org.
     async fn buy(&self, number: &str) -> (u16, Value) {
-        let resp = self
+        let req = self
             .http
-            .post(format!(
-                "http://{}/api/managed-telephony/numbers",
-                self.running.api
-            ))
-            .bearer_auth(&self.running.token)
-            .json(&json!({"phoneNumber": number, "assistantId": DEMO_ASSISTANT}))
-            .send()
-            .await
-            .expect("buy");
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+            .post(self.api("/api/managed-telephony/numbers"))
+            .json(&json!({"phoneNumber": number, "assistantId": DEMO_ASSISTANT}));
+        self.send(req, &self.running.token).await
     }
 
     async fn vapi_id_of(&self, number: &str) -> String {

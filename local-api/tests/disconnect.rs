@@ -2,55 +2,22 @@
 //! credential is deleted and its slot cleared; a managed slot that still serves
 //! numbers is refused; a Vapi failure changes nothing and a repeat finishes it.
 
-use std::time::Duration;
-
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG};
-use local_api::server::Running;
 use local_api::standins::{FailMode, Refusal};
 use serde_json::{Value, json};
-use testkit::TestDb;
 
 mod common;
 
-struct Api {
-    db: TestDb,
-    running: Running,
-    http: reqwest::Client,
-}
+use common::Local as Api;
 
 impl Api {
-    async fn start() -> Self {
-        let db = TestDb::new().await;
-        let running = common::start_local(&db).await;
-        Self {
-            db,
-            running,
-            http: reqwest::Client::new(),
-        }
-    }
-
     /// A token for `org` with the read and write scopes.
     fn token(&self, org: &str) -> String {
-        self.running
-            .gateway
-            .authorizer
-            .mint(
-                org,
-                "someone",
-                &["telephony:read", "telephony:write"],
-                Duration::from_secs(600),
-            )
-            .expect("token")
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder, token: &str) -> (u16, Value) {
-        let resp = req.bearer_auth(token).send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        self.token_for(org, &["telephony:read", "telephony:write"])
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.api)
+        self.api(path)
     }
 
     async fn disconnect(&self, token: &str) -> (u16, Value) {
@@ -77,12 +44,7 @@ impl Api {
     }
 
     async fn status(&self, token: &str) -> Value {
-        self.send(
-            self.http.get(self.url("/api/managed-telephony/status")),
-            token,
-        )
-        .await
-        .1
+        self.status_with(token, "").await
     }
 
     fn vapi_credentials(&self) -> String {

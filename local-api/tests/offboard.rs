@@ -7,46 +7,21 @@
 use std::time::Duration;
 
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, DEMO_SUBACCOUNT, OTHER_NUMBER, OTHER_ORG};
-use local_api::server::Running;
 use local_api::standins::FailMode;
 use serde_json::{Value, json};
-use testkit::TestDb;
 
 mod common;
 
-struct Org {
-    db: TestDb,
-    running: Running,
-    http: reqwest::Client,
-}
+use common::Local as Org;
 
 impl Org {
-    async fn start() -> Self {
-        let db = TestDb::new().await;
-        let running = common::start_local(&db).await;
-        Self {
-            db,
-            running,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.api)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req
-            .bearer_auth(&self.running.token)
-            .send()
-            .await
-            .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+    /// As the demo org (the local API's token).
+    async fn as_demo(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        self.send(req, &self.running.token).await
     }
 
     async fn offboard(&self, confirm: &str) -> (u16, Value) {
-        self.send(
+        self.as_demo(
             self.http
                 .post(self.api("/api/managed-telephony/offboard"))
                 .json(&json!({ "confirm": confirm })),
@@ -55,26 +30,12 @@ impl Org {
     }
 
     async fn status(&self) -> Value {
-        self.send(
-            self.http
-                .get(self.api("/api/managed-telephony/status?include=released")),
-        )
-        .await
-        .1
+        self.status_with(&self.running.token, "?include=released")
+            .await
     }
 
     async fn reconcile(&self) -> Value {
-        self.http
-            .post(format!(
-                "http://{}/__control/reconcile",
-                self.running.standins
-            ))
-            .send()
-            .await
-            .expect("reconcile")
-            .json()
-            .await
-            .expect("report")
+        self.post_control("reconcile", json!({})).await
     }
 
     /// Backoff passes for every unfinished job and release.
@@ -149,7 +110,7 @@ async fn an_org_with_three_numbers_is_offboarded_and_nothing_bills_after() {
 
     // Nothing new: a purchase and a save are refused; a repeat answers 200.
     let (status, body) = o
-        .send(
+        .as_demo(
             o.http
                 .post(o.api("/api/managed-telephony/numbers"))
                 .json(&json!({"phoneNumber": "+14155550150"})),
@@ -161,7 +122,7 @@ async fn an_org_with_three_numbers_is_offboarded_and_nothing_bills_after() {
         "{body}"
     );
     let (status, body) = o
-        .send(
+        .as_demo(
             o.http
                 .put(o.api("/api/telephony/credentials/twilio"))
                 .json(&json!({
@@ -213,7 +174,7 @@ async fn a_twilio_outage_leaves_it_pending_and_reconcile_finishes_it() {
     );
     // Purchases are refused already.
     let (status, refused) = o
-        .send(
+        .as_demo(
             o.http
                 .post(o.api("/api/managed-telephony/numbers"))
                 .json(&json!({"phoneNumber": "+14155550150"})),
@@ -248,7 +209,7 @@ async fn a_wrong_confirmation_or_a_token_without_the_scope_changes_nothing() {
         assert_eq!(body["error"]["code"], "confirmation_mismatch", "{body}");
     }
     let (status, body) = o
-        .send(
+        .as_demo(
             o.http
                 .post(o.api("/api/managed-telephony/offboard"))
                 .json(&json!({"confirm": DEMO_ORG, "force": true})),
@@ -260,17 +221,7 @@ async fn a_wrong_confirmation_or_a_token_without_the_scope_changes_nothing() {
         "{body}"
     );
     // A token with read and write but not the offboard scope: the gateway's 403.
-    let token = o
-        .running
-        .gateway
-        .authorizer
-        .mint(
-            DEMO_ORG,
-            "someone",
-            &["telephony:read", "telephony:write"],
-            Duration::from_secs(600),
-        )
-        .expect("token");
+    let token = o.token_for(DEMO_ORG, &["telephony:read", "telephony:write"]);
     let resp = o
         .http
         .post(o.api("/api/managed-telephony/offboard"))

@@ -565,21 +565,9 @@ impl VapiClient {
     /// error ([`ProviderError::UnknownRoute`]).
     pub async fn delete_credential(&self, id: &str) -> Result<(), ProviderError> {
         let path = format!("/credential/{}", urlencode(id));
-        let deleted = self
-            .with_fresh_key(|| {
-                call_idempotent(
-                    PROVIDER,
-                    Method::DELETE,
-                    "/credential/{id}",
-                    || self.request(Method::DELETE, &path),
-                    &self.policy,
-                )
-            })
-            .await;
-        match deleted {
-            Ok(_) => Ok(()),
+        match self.delete("/credential/{id}", &path).await {
             Err(e) if e.is_gone() => Ok(()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -588,12 +576,18 @@ impl VapiClient {
     /// own ([`ProviderError::is_gone`]).
     pub async fn delete_phone_number(&self, id: &str) -> Result<(), ProviderError> {
         let path = format!("/phone-number/{}", urlencode(id));
+        self.delete("/phone-number/{id}", &path).await
+    }
+
+    /// `DELETE {path}`: idempotent, retried with backoff, the key fetched again
+    /// after a 401.
+    async fn delete(&self, template: &'static str, path: &str) -> Result<(), ProviderError> {
         self.with_fresh_key(|| {
             call_idempotent(
                 PROVIDER,
                 Method::DELETE,
-                "/phone-number/{id}",
-                || self.request(Method::DELETE, &path),
+                template,
+                || self.request(Method::DELETE, path),
                 &self.policy,
             )
         })
