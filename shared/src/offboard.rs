@@ -191,6 +191,9 @@ struct Job {
     org: OrgId,
     token: ClaimToken,
     attempts: i32,
+    /// Where an unfinished lookup of the credential by name stopped (the save's
+    /// cursor, `vapi_lookup_before`): the next attempt resumes below it.
+    lookup_before: Option<DateTime<Utc>>,
     numbers_done: bool,
     credential_done: bool,
     subaccount_done: bool,
@@ -203,7 +206,8 @@ struct Job {
 const JOB_COLS: &str =
     "id, offboard_numbers_done_at IS NOT NULL, offboard_credential_done_at IS NOT NULL,
     offboard_subaccount_done_at IS NOT NULL, twilio_subaccount_sid, vapi_credential_id,
-    vapi_create_attempted_at, coalesce(sync_lease_until >= now(), false), offboard_attempts";
+    vapi_create_attempted_at, coalesce(sync_lease_until >= now(), false), offboard_attempts,
+    vapi_lookup_before";
 
 fn job_from_row(row: &Row, token: ClaimToken) -> Result<Job, DbError> {
     let shape = |e: tokio_postgres::Error| DbError::Shape(format!("offboarding job: {e}"));
@@ -218,6 +222,7 @@ fn job_from_row(row: &Row, token: ClaimToken) -> Result<Job, DbError> {
         vapi_create_attempted_at: row.try_get(6).map_err(shape)?,
         sync_lease_live: row.try_get(7).map_err(shape)?,
         attempts: row.try_get(8).map_err(shape)?,
+        lookup_before: row.try_get(9).map_err(shape)?,
     })
 }
 
@@ -546,17 +551,29 @@ impl Offboarder<'_> {
             // A create whose outcome was unknown may have made one: look it up.
             (None, Some(attempted)) => {
                 let since = attempted - chrono::Duration::minutes(5);
-                match deadline
-                    .run(
-                        "vapi",
-                        self.vapi
-                            .find_credential(job.org, since, None, Some(deadline.instant())),
-                    )
-                    .await
-                {
+                let lookup = self.vapi.find_credential(
+                    job.org,
+                    since,
+                    job.lookup_before,
+                    Some(deadline.instant()),
+                );
+                match deadline.run("vapi", lookup).await {
                     Ok(Walk::Found(id)) => id,
                     Ok(Walk::NotFound) => return StepEnd::Done,
-                    Ok(Walk::Unfinished { .. }) => {
+                    Ok(Walk::Unfinished { before }) => {
+                        // The next attempt resumes below where this one stopped.
+                        let _ = self
+                            .db
+                            .query(
+                                "UPDATE organizations SET vapi_lookup_before = $2
+                                  WHERE id = $1 AND offboard_claim_token = $3",
+                                &[
+                                    (&job.org.as_uuid(), Type::UUID),
+                                    (&before, Type::TIMESTAMPTZ),
+                                    (&job.token.as_uuid(), Type::UUID),
+                                ],
+                            )
+                            .await;
                         return StepEnd::Pending("vapi_lookup_unfinished");
                     }
                     Err(e) => return StepEnd::Pending(e.stable_code()),
@@ -677,6 +694,7 @@ impl Offboarder<'_> {
                                     offboard_slot_done_at = CASE WHEN $4 THEN coalesce(o.offboard_slot_done_at, now())
                                         ELSE o.offboard_slot_done_at END,
                                     vapi_credential_id = CASE WHEN $4 THEN NULL ELSE o.vapi_credential_id END,
+                                    vapi_lookup_before = CASE WHEN $4 THEN NULL ELSE o.vapi_lookup_before END,
                                     offboarded_at = CASE WHEN $3 AND $4 AND $5 THEN now() END,
                                     offboard_attempts = o.offboard_attempts + CASE WHEN $9 THEN 1 ELSE 0 END,
                                     offboard_next_attempt_at = CASE WHEN $3 AND $4 AND $5 THEN NULL

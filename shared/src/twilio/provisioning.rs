@@ -66,7 +66,7 @@ impl TwilioClient {
         let path = format!("/Accounts/{}.json", urlencode(sid.as_str()));
         let read = MainCall::idempotent(Method::GET, "/Accounts/{AccountSid}.json", path.clone());
         let status = match self.as_main(read).await {
-            Ok(answer) => answer.json::<AccountResource>(PROVIDER)?.status,
+            Ok(answer) => answer.json::<AccountStatus>(PROVIDER)?.status,
             Err(e) if e.says_not_found() => {
                 return self.confirm_account_gone(sid).await;
             }
@@ -80,7 +80,7 @@ impl TwilioClient {
             form: vec![("Status", "closed".to_owned())],
             ..MainCall::idempotent(Method::POST, "/Accounts/{AccountSid}.json", path)
         };
-        let closed: AccountResource = self.as_main(close).await?.json(PROVIDER)?;
+        let closed: AccountStatus = self.as_main(close).await?.json(PROVIDER)?;
         if closed.status == "closed" {
             Ok(())
         } else {
@@ -244,6 +244,13 @@ impl TryFrom<AccountResource> for Subaccount {
             auth_token: token.parse().map_err(|_| bad_body(200))?,
         })
     }
+}
+
+/// An account's status only: its `auth_token` is never read where it is not needed.
+#[derive(Deserialize)]
+struct AccountStatus {
+    #[serde(default)]
+    status: String,
 }
 
 #[derive(Deserialize)]
