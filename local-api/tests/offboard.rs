@@ -233,3 +233,54 @@ async fn a_wrong_confirmation_or_a_token_without_the_scope_changes_nothing() {
     assert_eq!(resp.status(), 403);
     assert_eq!((o.db.dump().await, o.state()), before, "something changed");
 }
+
+/// An org carried over by V2 (no Vapi id recorded, a create "attempted" in 2000)
+/// with more than ten pages of newer credentials at Vapi: the first attempt's
+/// lookup stops at its page bound and keeps where it stopped; the repeat resumes
+/// below it, finds the org's credential and deletes it.
+#[tokio::test]
+async fn a_carried_over_orgs_credential_lookup_resumes_where_it_stopped() {
+    let o = Org::start().await;
+    let base = format!("http://{}/vapi/credential", o.running.standins);
+    let sid = local_api::demo::DEMO_SUBACCOUNT;
+    let token = local_api::demo::DEMO_SUBACCOUNT_TOKEN;
+    use futures::StreamExt;
+    let created: Vec<bool> = futures::stream::iter(0..10_100)
+        .map(|i| {
+            o.http
+                .post(&base)
+                .bearer_auth(local_api::standins::LOCAL_VAPI_KEY)
+                .json(&json!({"provider": "twilio", "name": format!("other-{i}"),
+                              "accountSid": sid, "authToken": token}))
+                .send()
+        })
+        .buffer_unordered(16)
+        .map(|resp| resp.is_ok_and(|r| r.status().is_success()))
+        .collect()
+        .await;
+    assert!(created.iter().all(|ok| *ok), "every credential created");
+    o.db.client()
+        .await
+        .execute(
+            "UPDATE organizations SET vapi_credential_id = NULL,
+                    vapi_create_attempted_at = '2000-01-01T00:00:00Z'
+              WHERE id = $1::text::uuid",
+            &[&DEMO_ORG],
+        )
+        .await
+        .expect("carried over");
+    let (status, first) = o.offboard(DEMO_ORG).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        first["errors"]["credential"], "vapi_lookup_unfinished",
+        "{first}"
+    );
+    let (status, done) = o.offboard(DEMO_ORG).await;
+    assert_eq!(status, 200, "{done}");
+    assert!(
+        !o.running.standins_state.state()["credentials"]
+            .to_string()
+            .contains(&format!("org-{DEMO_ORG}")),
+        "the org's credential is still at Vapi"
+    );
+}
