@@ -205,7 +205,7 @@ async fn a_wrong_confirmation_or_a_token_without_the_scope_changes_nothing() {
     let before = (o.db.dump().await, o.state());
     for confirm in [OTHER_ORG, "yes", ""] {
         let (status, body) = o.offboard(confirm).await;
-        assert_eq!(status, 400, "{confirm}: {body}");
+        assert_eq!(status, 422, "{confirm}: {body}");
         assert_eq!(body["error"]["code"], "confirmation_mismatch", "{body}");
     }
     let (status, body) = o

@@ -84,7 +84,9 @@ impl From<tokio_postgres::Error> for OffboardError {
 impl From<OffboardError> for ApiError {
     fn from(e: OffboardError) -> Self {
         match e {
-            OffboardError::ConfirmationMismatch => ApiError::BadRequest {
+            // Well-formed, but not this org's id: 422, as any body the schema admits
+            // and the request's meaning refuses.
+            OffboardError::ConfirmationMismatch => ApiError::Unprocessable {
                 code: "confirmation_mismatch",
                 message: "confirm must be your organisation's id, typed out: offboarding releases every number and cannot be undone".into(),
             },

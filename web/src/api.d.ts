@@ -1132,11 +1132,16 @@ export interface operations {
                     "application/json": components["schemas"]["Offboarding"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             /**
-             * @description `confirmation_mismatch` (`confirm` is not the org's id) or a malformed
-             *     body (`invalid_body`); nothing was recorded.
+             * @description `confirmation_mismatch`: `confirm` is not the org's id; nothing was
+             *     recorded.
              */
-            400: {
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1144,10 +1149,6 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            401: components["responses"]["Unauthorized"];
-            403: components["responses"]["Forbidden"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };

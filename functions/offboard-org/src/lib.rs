@@ -6,7 +6,7 @@
 //! org's Vapi credential deleted, its Twilio subaccount closed, its slot cleared
 //! (`shared::offboard`). Answers `202` with the progress while steps are left
 //! (resumed by a repeat or by reconcile), `200` once offboarded (a repeat then
-//! answers 200 and changes nothing); `400 confirmation_mismatch` when `confirm` is
+//! answers 200 and changes nothing); `422 confirmation_mismatch` when `confirm` is
 //! not the caller's org id. Purchases and saves of the org are refused from the
 //! first request on (409 `org_offboarding`).
 

@@ -280,13 +280,13 @@ test("disconnect: 200 for the BYOC credential (Vapi's deleted), 200 again with n
   assert.equal(status.credential, null);
 });
 
-test("offboard: 400 for a wrong confirmation; 200 offboarded, then purchases refused 409 org_offboarding", async () => {
+test("offboard: 422 for a wrong confirmation; 200 offboarded, then purchases refused 409 org_offboarding", async () => {
   const payload = JSON.parse(Buffer.from(ready.token.split(".")[1] ?? "", "base64url").toString("utf8")) as {
     org_id: string;
   };
   refused(
     await api.POST("/api/managed-telephony/offboard", { body: { confirm: randomUUID() } }),
-    400,
+    422,
     "confirmation_mismatch",
   );
   const done = ok(await api.POST("/api/managed-telephony/offboard", { body: { confirm: payload.org_id } }), 200);
