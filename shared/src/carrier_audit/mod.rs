@@ -593,7 +593,7 @@ impl Auditor<'_> {
             Action::Flag => Repair::None,
             Action::ConfirmVapiMissing { id } => {
                 AuditReport::count(&mut report.calls, "vapi", 1);
-                match within(ctx.stop_by, self.vapi.phone_number_exists(id)).await {
+                match within(ctx.stop_by, "vapi", self.vapi.phone_number_exists(id)).await {
                     Ok(false) => Repair::None,
                     Ok(true) => return Ok(Settled::NotDrift),
                     Err(_) => return Ok(Settled::Undecided),
@@ -672,7 +672,7 @@ impl Auditor<'_> {
                     return Ok(Settled::NotDrift);
                 }
                 AuditReport::count(&mut report.calls, "vapi", 1);
-                match within(ctx.stop_by, self.vapi.delete_phone_number(id)).await {
+                match within(ctx.stop_by, "vapi", self.vapi.delete_phone_number(id)).await {
                     Ok(()) => Repair::Done,
                     // Gone already (a release deleted it meanwhile): not drift.
                     Err(e) if e.is_gone() => return Ok(Settled::NotDrift),
@@ -729,13 +729,15 @@ enum Settled {
 }
 
 /// A provider call that never runs past the run's end.
+/// (`provider` names whose timeout it is, for the finding's repair error.)
 async fn within<T>(
     stop_by: tokio::time::Instant,
+    provider: &'static str,
     call: impl Future<Output = Result<T, ProviderError>>,
 ) -> Result<T, ProviderError> {
     tokio::time::timeout_at(stop_by, call)
         .await
-        .unwrap_or(Err(ProviderError::Timeout { provider: "audit" }))
+        .unwrap_or(Err(ProviderError::Timeout { provider }))
 }
 
 fn bad_list() -> ProviderError {
