@@ -8,9 +8,14 @@
 //! - `POST /__control/take` `{"phoneNumber"}` — another buyer takes an available
 //!   number.
 //! - `GET /__control/state` — what the stand-ins hold: `twilio_subaccounts` (by SID:
-//!   `friendly_name`, `status`), `twilio_numbers` (by `sub/PN`: `sid`,
-//!   `account_sid`, `phone_number`, `friendly_name`, `voice_url`, `sms_url`),
-//!   `vapi_phone_numbers`, `credentials`, `available_numbers`, the plans and lags.
+//!   `friendly_name`, `status`, `hasSecondaryToken`, `tokenRotations`),
+//!   `twilio_numbers` (by `sub/PN`: `sid`, `account_sid`, `phone_number`,
+//!   `friendly_name`, `voice_url`, `sms_url`), `vapi_phone_numbers` and
+//!   `credentials` (by id, as Vapi answers them without secrets, each with
+//!   `twilioToken`: `"primary"|"secondary"|"retired"|"unknown"|null`),
+//!   `deadTokenCalls` (`[{"endpoint", "method", "accountSid", "at"}]`),
+//!   `available_numbers`, the plans and lags. Never a token (the stand-ins'
+//!   module doc says what the token fields mean).
 //!
 //! Drift made by hand, as in Twilio's console or Vapi's dashboard (`drift.rs`).
 //! `ageSecs` (optional, default 0) makes the object that long ago, so it is past
@@ -31,6 +36,13 @@
 //!   /Accounts/{sid}.json`: closing releases its numbers, for good. 200 `{"sid",
 //!   "friendlyName", "status", "releasedNumbers"}`; 404 unknown; 409 a change to a
 //!   closed account; 400 another status.
+//! - `POST /__control/twilio/accounts/{sid}/rotate-token` (no body) — the
+//!   subaccount's auth token rotated in the console: its primary replaced at once
+//!   by a new random token, the old one and any secondary retired (both fail from
+//!   now on; a Vapi call still carrying one is a dead-token call). 200
+//!   `{"accountSid", "rotated": true}`, never the token (the main account reads it
+//!   as the account's `auth_token`); 404 unknown (or the main account, never
+//!   rotated); 409 a closed account.
 //! - `POST /__control/twilio/voice-url` `{"phoneNumber", "voiceUrl"}` — the
 //!   number's voice URL changed in the console. 200 with the number as above; 404
 //!   when Twilio holds no such number.
@@ -332,6 +344,15 @@ pub(super) async fn twilio_account(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct StatusRequest {
     status: String,
+}
+
+/// `POST /__control/twilio/accounts/{sid}/rotate-token` (no body): a subaccount's
+/// auth token rotated in Twilio's console.
+pub(super) async fn twilio_rotate_token(
+    State(s): State<Standins>,
+    Path(sid): Path<String>,
+) -> Response {
+    answer(StatusCode::OK, s.rotate_token_by_hand(&sid))
 }
 
 /// `POST /__control/twilio/accounts/{sid}/status`: a subaccount suspended,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::twilio::{AccountStatus, NewIncoming, StatusRefused};
 use super::vapi::{SeededVapiNumber, knows_assistant};
-use super::{Inner, Standins, is_account_sid, is_e164, subaccount_token};
+use super::{Inner, LOCAL_TWILIO_MAIN_SID, Standins, is_account_sid, is_e164, subaccount_token};
 
 /// Why a change by hand was refused: the control endpoints answer 400, 404 or 409
 /// with `{"message"}`.
@@ -64,6 +64,12 @@ fn ago(age: Duration) -> DateTime<Utc> {
 }
 
 impl Inner {
+    /// A Vapi phone number as the control state shows it (with `twilioToken`).
+    fn vapi_number_state(&self, id: &str) -> Option<Value> {
+        let status = |sid: &str, token: Option<&str>| self.token_status(sid, token);
+        self.vapi.phone_number_state(id, &status)
+    }
+
     /// A creation time for something made by hand `age` ago: a fresh stamp (later
     /// than every other) when `age` is zero.
     fn made_ago(&mut self, age: Duration) -> DateTime<Utc> {
@@ -192,6 +198,41 @@ impl Standins {
         Ok(answer)
     }
 
+    /// A subaccount's auth token rotated by hand (Twilio's console): its primary is
+    /// replaced at once by a new random token and retired, and so is any secondary
+    /// (both fail from now on). A suspended account's too; not a closed one's
+    /// (409), nor the main account's (404: the stand-ins never rotate it). Answers
+    /// `{"accountSid", "rotated": true}`, never a token (the main account reads
+    /// the new one as the account's `auth_token`).
+    pub fn rotate_token_by_hand(&self, sid: &str) -> Result<Value, ControlError> {
+        let mut inner = self.lock();
+        match inner.twilio.status(sid) {
+            None if sid == LOCAL_TWILIO_MAIN_SID => {
+                return Err(ControlError::NotFound(format!(
+                    "{sid} is the main account: the stand-ins never rotate the platform's main token"
+                )));
+            }
+            None => {
+                return Err(ControlError::NotFound(format!(
+                    "Twilio has no subaccount {sid}"
+                )));
+            }
+            Some(AccountStatus::Closed) => {
+                return Err(ControlError::Conflict(format!(
+                    "subaccount {sid} is closed: a closed account cannot be changed"
+                )));
+            }
+            Some(_) => {}
+        }
+        if !inner.twilio.rotate_primary(sid, Utc::now()) {
+            return Err(ControlError::NotFound(format!(
+                "Twilio has no subaccount {sid}"
+            )));
+        }
+        inner.changed();
+        Ok(json!({ "accountSid": sid, "rotated": true }))
+    }
+
     /// A number's voice URL changed by hand (Twilio's console). Answers the number.
     pub fn set_voice_url(
         &self,
@@ -267,8 +308,7 @@ impl Standins {
         );
         inner.changed();
         inner
-            .vapi
-            .phone_number_state(&id)
+            .vapi_number_state(&id)
             .ok_or_else(|| ControlError::NotFound(id.clone()))
     }
 
@@ -306,11 +346,17 @@ impl Standins {
             )));
         }
         let now = inner.stamp();
-        let answer = inner
+        if !inner
             .vapi
             .set_assistant(id, assistant_id.map(str::to_owned), now)
-            .ok_or_else(|| ControlError::NotFound(format!("Vapi has no phone number {id}")))?;
+        {
+            return Err(ControlError::NotFound(format!(
+                "Vapi has no phone number {id}"
+            )));
+        }
         inner.changed();
-        Ok(answer)
+        inner
+            .vapi_number_state(id)
+            .ok_or_else(|| ControlError::NotFound(format!("Vapi has no phone number {id}")))
     }
 }

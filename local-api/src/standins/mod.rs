@@ -39,23 +39,43 @@
 //!   An endpoint's plan comes before its broader endpoint's (`accounts_list` before
 //!   `subaccount`, `numbers_list` before `bought`), which comes before its
 //!   provider's; `"mode": "none"` clears an endpoint's plan and lag, and without an
-//!   endpoint its provider's plan and all of its endpoints'.
+//!   endpoint its provider's plan and all of its endpoints'. Twilio's
+//!   `auth_tokens` (Accounts v1 `POST`/`DELETE /AuthTokens/Secondary`, `POST
+//!   /AuthTokens/Promote`) acts: `lost` there rotates and loses the answer.
 //! - `POST /__control/take` `{"phoneNumber"}` — another buyer takes an available
 //!   number: Twilio no longer offers it (21422 when bought).
 //! - `GET /__control/state` — what the stand-ins hold (never a token: subaccounts
 //!   with their status, numbers with their `voice_url` and `sms_url`), the plans
-//!   and the lags.
+//!   and the lags. For a checker of token rotations, token statuses instead of
+//!   tokens: each subaccount's `"hasSecondaryToken": bool` and `"tokenRotations":
+//!   n` (how many times its primary changed); each Vapi credential's and phone
+//!   number's `"twilioToken"` — what the Twilio token Vapi holds for it is at the
+//!   Twilio stand-in now: `"primary"`, `"secondary"`, `"retired"` (one of that
+//!   account's tokens that no longer works: a replaced or deleted secondary, a
+//!   primary replaced by a promotion or a rotation by hand), `"unknown"` (an
+//!   account the stand-in does not know, or a token it never gave out), `null`
+//!   (no token: an API key pair); and `"deadTokenCalls": [{"endpoint", "method",
+//!   "accountSid", "at"}]`, every Vapi call (`credential` `POST`/`PATCH`, `import`
+//!   `POST`, `route` `PATCH`) that carried a Twilio token already retired for
+//!   that account when it came, whether the call then succeeded or not (noted
+//!   with Vapi's key, before a planned failure or the body's checks).
+//!   `deadTokenCalls` is a record, not a holding: noting a call is no change
+//!   ([`Standins::version`]), and a journal snapshot carries the calls noted up
+//!   to it.
 //! - Drift made by hand, as in Twilio's console or Vapi's dashboard, and a fleet
 //!   seeded in bulk for a scale benchmark: `/__control/twilio/…`,
 //!   `/__control/vapi/…` and `/__control/fleet`, listed in `control.rs`.
 //!
 //! For a checker, [`Standins::keep_journal`] keeps what the providers held after
 //! every change ([`Standins::journal_since`]), so an answer can be held against each
-//! moment its request ran.
+//! moment its request ran; each snapshot is [`Standins::holdings`], token
+//! statuses and `deadTokenCalls` included.
 //!
 //! Vapi lives under `/vapi` (`vapi/`), Twilio under `/twilio/2010-04-01` (and, as
-//! its page URIs name it, under `/2010-04-01` too) and its Pricing API under
-//! `/twilio-pricing/v1` (`twilio/`). Every other path under a
+//! its page URIs name it, under `/2010-04-01` too), its Pricing API under
+//! `/twilio-pricing/v1` and its Accounts API (auth-token rotation: a subaccount's
+//! secondary token created, deleted, promoted) under `/twilio-accounts/v1`
+//! ([`TWILIO_ACCOUNTS_PREFIX`]; `twilio/`). Every other path under a
 //! provider's prefix answers that provider's own 404 JSON (Vapi: `Cannot GET /x`;
 //! Twilio: code 20404), and a wrong method Vapi's 404 or Twilio's 405 (code 20004):
 //! a client never meets a 404 here that the real provider would not send.
@@ -108,6 +128,9 @@ pub const TWILIO_API_PREFIX: &str = "/twilio/2010-04-01";
 pub const TWILIO_ROOT_API_PREFIX: &str = "/2010-04-01";
 /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL` is the address plus this).
 pub const TWILIO_PRICING_PREFIX: &str = "/twilio-pricing/v1";
+/// Twilio's Accounts API, v1 (`accounts.twilio.com/v1`): the auth-token rotation
+/// of `twilio/auth_tokens.rs` (`TWILIO_ACCOUNTS_BASE_URL` is the address plus this).
+pub const TWILIO_ACCOUNTS_PREFIX: &str = "/twilio-accounts/v1";
 
 /// How the next calls to a provider or an endpoint fail, as `POST /__control/fail`
 /// plans it.
@@ -258,10 +281,13 @@ pub enum Endpoint {
     /// Twilio `GET …/IncomingPhoneNumbers.json` only; a plan for
     /// [`Endpoint::Bought`] applies too.
     NumbersList,
+    /// Twilio Accounts v1 `POST` and `DELETE /AuthTokens/Secondary`, `POST
+    /// /AuthTokens/Promote` (as the subaccount whose token is rotated).
+    AuthTokens,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 15] = [
+    pub const ALL: [Endpoint; 16] = [
         Self::Account,
         Self::Subaccount,
         Self::Search,
@@ -277,6 +303,7 @@ impl Endpoint {
         Self::Assistant,
         Self::AccountsList,
         Self::NumbersList,
+        Self::AuthTokens,
     ];
 
     /// The broader endpoint whose plan applies when this one has none: the list
@@ -301,6 +328,7 @@ impl Endpoint {
                 | Self::Import
                 | Self::Route
                 | Self::Delete
+                | Self::AuthTokens
         )
     }
 
@@ -406,6 +434,46 @@ impl LagPlan {
     }
 }
 
+/// A secret the stand-ins keep (a Twilio token or API secret): never in `Debug`,
+/// never in the control state or a journal snapshot.
+#[derive(Clone, PartialEq, Eq)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Vapi call that carried a Twilio token already retired for its account when
+/// the call came (`deadTokenCalls` in the state): what a rotation that promoted
+/// before reaching Vapi leaves behind.
+#[derive(Debug, Clone)]
+struct DeadTokenCall {
+    /// `credential`, `import` or `route` ([`Endpoint::name`]).
+    endpoint: Endpoint,
+    method: &'static str,
+    account_sid: String,
+    at: DateTime<Utc>,
+}
+
+impl DeadTokenCall {
+    fn to_json(&self) -> Value {
+        json!({
+            "endpoint": self.endpoint.name(),
+            "method": self.method,
+            "accountSid": self.account_sid,
+            "at": vapi_time(self.at),
+        })
+    }
+}
+
 /// Everything both stand-ins hold, behind one lock (Vapi checks an import against
 /// Twilio's accounts and numbers, as the real one does).
 #[derive(Debug, Default)]
@@ -423,6 +491,9 @@ pub struct Inner {
     version: u64,
     /// What they held after each change, once [`Standins::keep_journal`] asked.
     journal: Option<Vec<(u64, Value)>>,
+    /// Every Vapi call that carried a retired Twilio token, oldest first. A
+    /// record, not a holding: noting one is not a change ([`Inner::changed`]).
+    dead_token_calls: Vec<DeadTokenCall>,
 }
 
 impl Inner {
@@ -483,15 +554,55 @@ impl Inner {
         move |created| cutoff.is_none_or(|cutoff| created <= cutoff)
     }
 
-    /// What the providers hold (never a token): Twilio's subaccounts and numbers,
-    /// Vapi's credentials and phone numbers.
+    /// What the providers hold (never a token): Twilio's subaccounts (with
+    /// `hasSecondaryToken` and `tokenRotations`) and numbers, Vapi's credentials
+    /// and phone numbers (each with `twilioToken`: what the Twilio token Vapi holds
+    /// for it is at Twilio now, [`Inner::token_status`]), and `deadTokenCalls`.
     fn holdings(&self) -> Value {
+        let status = |sid: &str, token: Option<&str>| self.token_status(sid, token);
         json!({
-            "credentials": self.vapi.credentials_state(),
-            "vapi_phone_numbers": self.vapi.phone_numbers_state(),
+            "credentials": self.vapi.credentials_state(&status),
+            "vapi_phone_numbers": self.vapi.phone_numbers_state(&status),
             "twilio_subaccounts": self.twilio.subaccounts_state(),
             "twilio_numbers": self.twilio.numbers_state(),
+            "deadTokenCalls": self
+                .dead_token_calls
+                .iter()
+                .map(DeadTokenCall::to_json)
+                .collect::<Vec<_>>(),
         })
+    }
+
+    /// What a Twilio token Vapi holds for `account_sid` is at the Twilio stand-in
+    /// now, never the token: `"primary"`, `"secondary"`, `"retired"` (it was one of
+    /// the account's and no longer works), `"unknown"` (an account the stand-in
+    /// does not know, or a token it never gave out); `null` when Vapi holds no
+    /// token (an API key pair, or a credential seeded for an unknown account).
+    fn token_status(&self, account_sid: &str, token: Option<&str>) -> Value {
+        match token {
+            None => Value::Null,
+            Some(t) => json!(self.twilio.token_kind(account_sid, t).as_str()),
+        }
+    }
+
+    /// A Vapi call (`endpoint`, `method`) carrying `token` for `account_sid`:
+    /// recorded in `deadTokenCalls` when that token had been retired for that
+    /// account already, whatever then becomes of the call.
+    fn note_twilio_token(
+        &mut self,
+        endpoint: Endpoint,
+        method: &'static str,
+        account_sid: &str,
+        token: &str,
+    ) {
+        if self.twilio.is_retired(account_sid, token) {
+            self.dead_token_calls.push(DeadTokenCall {
+                endpoint,
+                method,
+                account_sid: account_sid.to_owned(),
+                at: Utc::now(),
+            });
+        }
     }
 
     /// After every change to what the providers hold: counted, and journaled if
@@ -531,11 +642,14 @@ impl Standins {
         inner.changed();
     }
 
-    /// A Vapi credential the stand-in knows (created before it started).
+    /// A Vapi credential the stand-in knows (created before it started), holding
+    /// the account's current primary token if Twilio's stand-in knows the account
+    /// (as a seeded number does); none otherwise (its `twilioToken` is `null`).
     pub fn add_vapi_credential(&self, id: &str, name: &str, account_sid: &str) {
         let mut inner = self.lock();
         let now = inner.stamp();
-        inner.vapi.add_credential(id, name, account_sid, now);
+        let token = inner.twilio.account_token(account_sid).map(str::to_owned);
+        inner.vapi.add_credential(id, name, account_sid, token, now);
         inner.changed();
     }
 
@@ -740,6 +854,10 @@ impl Standins {
                 post(control::twilio_account_status),
             )
             .route(
+                "/__control/twilio/accounts/{sid}/rotate-token",
+                post(control::twilio_rotate_token),
+            )
+            .route(
                 "/__control/twilio/voice-url",
                 post(control::twilio_voice_url),
             )
@@ -900,6 +1018,7 @@ async fn unknown_path(method: Method, uri: Uri) -> Response {
     }
     let twilio_rest = provider_path(path, TWILIO_PREFIX)
         .or_else(|| provider_path(path, "/twilio-pricing"))
+        .or_else(|| provider_path(path, "/twilio-accounts"))
         .or_else(|| provider_path(path, TWILIO_ROOT_API_PREFIX).map(|_| path));
     if let Some(rest) = twilio_rest {
         return twilio_error(
@@ -910,7 +1029,7 @@ async fn unknown_path(method: Method, uri: Uri) -> Response {
     }
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"message": format!("Not Found: the stand-ins serve {VAPI_PREFIX}/…, {TWILIO_API_PREFIX}/…, {TWILIO_PRICING_PREFIX}/… and /__control/…")})),
+        Json(json!({"message": format!("Not Found: the stand-ins serve {VAPI_PREFIX}/…, {TWILIO_API_PREFIX}/…, {TWILIO_PRICING_PREFIX}/…, {TWILIO_ACCOUNTS_PREFIX}/… and /__control/…")})),
     )
         .into_response()
 }
@@ -921,6 +1040,7 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     if provider_path(path, TWILIO_PREFIX).is_some()
         || provider_path(path, "/twilio-pricing").is_some()
+        || provider_path(path, "/twilio-accounts").is_some()
         || provider_path(path, TWILIO_ROOT_API_PREFIX).is_some()
     {
         return twilio_error(StatusCode::METHOD_NOT_ALLOWED, 20004, "Method not allowed");

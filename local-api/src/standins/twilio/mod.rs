@@ -1,12 +1,32 @@
-//! The Twilio stand-in: the REST API under `/twilio/2010-04-01` and the Pricing API
-//! under `/twilio-pricing/v1`, HTTP Basic auth, form bodies, Twilio's error JSON
-//! `{"code","message","more_info","status"}`.
+//! The Twilio stand-in: the REST API under `/twilio/2010-04-01`, the Pricing API
+//! under `/twilio-pricing/v1` and the Accounts API's auth-token rotation under
+//! `/twilio-accounts/v1` (`auth_tokens.rs`), HTTP Basic auth, form bodies,
+//! Twilio's error JSON `{"code","message","more_info","status"}`.
 //!
 //! Who may call: the local main account (`LOCAL_TWILIO_MAIN_SID` /
 //! `LOCAL_TWILIO_MAIN_TOKEN`) on itself and its subaccounts (whatever their
 //! status), and an active subaccount with its own token on itself. Wrong
 //! credentials, and a suspended or closed subaccount's own, are 401 (20003); an
 //! account these credentials may not act on is Twilio's 404 (20404).
+//!
+//! Tokens: each subaccount has a primary token (`subaccount_token(sid)` when made,
+//! the one the main account reads as its `auth_token`) and, while a rotation is
+//! under way, a secondary one; until the secondary is promoted both authenticate
+//! everywhere (this API as the subaccount, the Accounts API, Vapi's checks with
+//! Twilio). The Accounts API (`/twilio-accounts/v1`, as the subaccount):
+//! `POST /AuthTokens/Secondary` → 201 with `secondary_auth_token` (a new random
+//! 32-hex token; one made while another exists replaces it, and the old one fails
+//! at once), `DELETE /AuthTokens/Secondary` → 204 (none: 404, 20404), `POST
+//! /AuthTokens/Promote` → 200 with the promoted token as `auth_token` (the old
+//! primary fails at once, 401 / 20003; no secondary: 400, 20001). The main
+//! account is refused there with 403 (20403): at real Twilio it would rotate the
+//! platform's MAIN token. A rotation by hand (`/__control/twilio/accounts/{sid}/
+//! rotate-token`, Twilio's console) replaces the primary at once and drops the
+//! secondary. Each subaccount keeps its retired tokens (a replaced or deleted
+//! secondary, a replaced primary) as `Secret`s, never shown, so the control state
+//! can say what a token Vapi holds is (`twilioToken`) and which Vapi calls carried
+//! a dead one (`deadTokenCalls`). Rotated tokens live in memory only: a restart of
+//! the stand-ins knows each subaccount by `subaccount_token(sid)` again.
 //!
 //! - `GET /Accounts.json` (`FriendlyName`, `Status`; paged: `PageSize`, `Page`,
 //!   `PageToken`, see `paging.rs`) — the main account first, then its subaccounts
@@ -41,6 +61,7 @@
 //! - Pricing `GET /PhoneNumbers/Countries/{US|CA}`: local 1.15, toll free 2.15 USD.
 
 mod accounts;
+mod auth_tokens;
 mod numbers;
 mod paging;
 
@@ -55,14 +76,14 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::inventory::{Offer, friendly_name};
 use super::{
-    Inner, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, Standins, VAPI_TWILIO_SMS_URL,
+    Inner, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, Secret, Standins, VAPI_TWILIO_SMS_URL,
     VAPI_TWILIO_VOICE_URL, authorization, twilio_error, twilio_time,
 };
 
@@ -80,6 +101,14 @@ pub(super) fn routes() -> Router<Standins> {
                 super::TWILIO_PRICING_PREFIX
             ),
             get(accounts::prices),
+        )
+        .route(
+            &format!("{}/AuthTokens/Secondary", super::TWILIO_ACCOUNTS_PREFIX),
+            post(auth_tokens::create_secondary).delete(auth_tokens::delete_secondary),
+        )
+        .route(
+            &format!("{}/AuthTokens/Promote", super::TWILIO_ACCOUNTS_PREFIX),
+            post(auth_tokens::promote),
         )
 }
 
@@ -143,21 +172,89 @@ impl AccountStatus {
 #[derive(Clone)]
 pub(super) struct Account {
     friendly_name: String,
-    auth_token: String,
+    /// The primary token: what the main account reads as the account's
+    /// `auth_token`.
+    auth_token: Secret,
+    /// The secondary token and when it was made, until it is promoted, deleted or
+    /// replaced: until then it authenticates as the primary does.
+    secondary: Option<(Secret, DateTime<Utc>)>,
+    /// When the primary became the primary (the account's creation, a promotion or
+    /// a rotation by hand).
+    primary_since: DateTime<Utc>,
+    /// The account's tokens that no longer work: a secondary replaced by another or
+    /// deleted, a primary replaced by a promotion or a rotation by hand (and the
+    /// secondary such a rotation dropped). Kept only as [`Secret`]s, to tell a call
+    /// with one (`deadTokenCalls`, `twilioToken: "retired"`).
+    retired: Vec<Secret>,
+    /// How many times the primary changed.
+    token_rotations: u64,
     status: AccountStatus,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
 }
 
-/// Never the token.
+/// Never a token.
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
             .field("friendly_name", &self.friendly_name)
             .field("status", &self.status)
+            .field("has_secondary_token", &self.secondary.is_some())
+            .field("token_rotations", &self.token_rotations)
             .field("created", &self.created)
             .finish_non_exhaustive()
     }
+}
+
+impl Account {
+    /// Retires the secondary, if any (replaced, deleted or dropped).
+    fn retire_secondary(&mut self) -> bool {
+        match self.secondary.take() {
+            Some((token, _)) => {
+                self.retired.push(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `primary` is the primary from `now` on; the old one is retired.
+    fn replace_primary(&mut self, primary: Secret, now: DateTime<Utc>) {
+        let old = std::mem::replace(&mut self.auth_token, primary);
+        self.retired.push(old);
+        self.primary_since = now;
+        self.token_rotations += 1;
+        self.updated = now.max(self.created);
+    }
+}
+
+/// What a token is to an account at the stand-in now (the control state's
+/// `twilioToken`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenKind {
+    Primary,
+    Secondary,
+    /// It was one of the account's tokens and works no more.
+    Retired,
+    /// An account the stand-in does not know, or a token it never gave it.
+    Unknown,
+}
+
+impl TokenKind {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Secondary => "secondary",
+            Self::Retired => "retired",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A new random token: 32 lowercase hex characters, as Twilio's (and
+/// [`subaccount_token`]'s) are.
+fn new_token() -> Secret {
+    Secret(uuid::Uuid::new_v4().simple().to_string())
 }
 
 /// Why an account's status was not changed.
@@ -270,7 +367,11 @@ impl TwilioState {
             sid.to_owned(),
             Account {
                 friendly_name: friendly_name.to_owned(),
-                auth_token: auth_token.to_owned(),
+                auth_token: Secret(auth_token.to_owned()),
+                secondary: None,
+                primary_since: created,
+                retired: Vec::new(),
+                token_rotations: 0,
                 status: AccountStatus::Active,
                 created,
                 updated: created,
@@ -447,6 +548,10 @@ impl TwilioState {
         for a in self.subaccounts.values_mut() {
             a.created -= by;
             a.updated -= by;
+            a.primary_since -= by;
+            if let Some((_, made)) = &mut a.secondary {
+                *made -= by;
+            }
         }
         for n in self.incoming.values_mut() {
             n.created -= by;
@@ -454,24 +559,118 @@ impl TwilioState {
         }
     }
 
-    /// The token an account authenticates with (the main account's, or a known
+    /// The primary token of an account (the main account's, or a known
     /// subaccount's, whatever its status).
     pub(super) fn account_token(&self, sid: &str) -> Option<&str> {
         if sid == LOCAL_TWILIO_MAIN_SID {
             return Some(LOCAL_TWILIO_MAIN_TOKEN);
         }
-        self.subaccounts.get(sid).map(|a| a.auth_token.as_str())
+        self.subaccounts.get(sid).map(|a| a.auth_token.expose())
     }
 
     /// Whether Twilio accepts these credentials: the main account's, or an active
-    /// subaccount's own (a suspended or closed one's are refused, 20003).
+    /// subaccount's own with its primary or (until promoted) its secondary token
+    /// (a suspended or closed one's are refused, 20003).
     pub(super) fn authenticates(&self, sid: &str, token: &str) -> bool {
         if sid == LOCAL_TWILIO_MAIN_SID {
             return token == LOCAL_TWILIO_MAIN_TOKEN;
         }
-        self.subaccounts
-            .get(sid)
-            .is_some_and(|a| a.status == AccountStatus::Active && a.auth_token == token)
+        self.subaccounts.get(sid).is_some_and(|a| {
+            a.status == AccountStatus::Active
+                && matches!(
+                    self.token_kind(sid, token),
+                    TokenKind::Primary | TokenKind::Secondary
+                )
+        })
+    }
+
+    /// What `token` is to the account `sid` now (whatever its status).
+    pub(super) fn token_kind(&self, sid: &str, token: &str) -> TokenKind {
+        if sid == LOCAL_TWILIO_MAIN_SID {
+            return if token == LOCAL_TWILIO_MAIN_TOKEN {
+                TokenKind::Primary
+            } else {
+                TokenKind::Unknown
+            };
+        }
+        let Some(a) = self.subaccounts.get(sid) else {
+            return TokenKind::Unknown;
+        };
+        if a.auth_token.expose() == token {
+            TokenKind::Primary
+        } else if a
+            .secondary
+            .as_ref()
+            .is_some_and(|(t, _)| t.expose() == token)
+        {
+            TokenKind::Secondary
+        } else if a.retired.iter().any(|t| t.expose() == token) {
+            TokenKind::Retired
+        } else {
+            TokenKind::Unknown
+        }
+    }
+
+    /// Whether `token` was one of the account's and works no more.
+    pub(super) fn is_retired(&self, sid: &str, token: &str) -> bool {
+        self.token_kind(sid, token) == TokenKind::Retired
+    }
+
+    /// A new secondary token for the subaccount, made `now`: it replaces (and
+    /// retires) the secondary it had. The token and its time; `None` for a
+    /// subaccount the stand-in does not know.
+    pub(super) fn create_secondary(
+        &mut self,
+        sid: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let a = self.subaccounts.get_mut(sid)?;
+        a.retire_secondary();
+        let token = new_token();
+        let answer = (token.expose().to_owned(), now);
+        a.secondary = Some((token, now));
+        a.updated = now.max(a.created);
+        Some(answer)
+    }
+
+    /// The subaccount's secondary token deleted (and retired): `false` if it had
+    /// none.
+    pub(super) fn delete_secondary(&mut self, sid: &str, now: DateTime<Utc>) -> bool {
+        let Some(a) = self.subaccounts.get_mut(sid) else {
+            return false;
+        };
+        let deleted = a.retire_secondary();
+        if deleted {
+            a.updated = now.max(a.created);
+        }
+        deleted
+    }
+
+    /// The subaccount's secondary token becomes its primary `now`; the old primary
+    /// is retired at once. The new primary and when it was made as a secondary;
+    /// `None` without a secondary.
+    pub(super) fn promote_secondary(
+        &mut self,
+        sid: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let a = self.subaccounts.get_mut(sid)?;
+        let (token, made) = a.secondary.take()?;
+        let answer = (token.expose().to_owned(), made);
+        a.replace_primary(token, now);
+        Some(answer)
+    }
+
+    /// The subaccount's primary token replaced by a new random one `now`, as in
+    /// Twilio's console: the old primary and any secondary are retired. `false`
+    /// for a subaccount the stand-in does not know.
+    pub(super) fn rotate_primary(&mut self, sid: &str, now: DateTime<Utc>) -> bool {
+        let Some(a) = self.subaccounts.get_mut(sid) else {
+            return false;
+        };
+        a.retire_secondary();
+        a.replace_primary(new_token(), now);
+        true
     }
 
     /// Whether `account_sid` holds `e164` (a scan of that account's numbers).
@@ -507,7 +706,7 @@ impl TwilioState {
             let a = self.subaccounts.get(sid)?;
             (
                 a.friendly_name.as_str(),
-                a.auth_token.as_str(),
+                a.auth_token.expose(),
                 a.status,
                 a.created,
                 a.updated,
@@ -551,7 +750,9 @@ impl TwilioState {
             .map(|(sid, a)| {
                 (
                     sid.clone(),
-                    json!({"friendly_name": a.friendly_name, "status": a.status.as_str()}),
+                    json!({"friendly_name": a.friendly_name, "status": a.status.as_str(),
+                           "hasSecondaryToken": a.secondary.is_some(),
+                           "tokenRotations": a.token_rotations}),
                 )
             })
             .collect();

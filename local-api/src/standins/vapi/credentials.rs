@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ListQuery, VapiCredential, admit, bad_request, check_name, check_provider, string_prop,
-    unknown_properties,
+    ListQuery, Secret, VapiCredential, admit, bad_request, check_name, check_provider,
+    note_twilio_token, string_prop, unknown_properties,
 };
 use crate::standins::{Endpoint, Standins, answer_acted, vapi_error};
 
@@ -26,10 +26,12 @@ const TWILIO_CREDENTIAL_PROPERTIES: &[&str] = &[
 ];
 
 /// A Twilio credential body, checked as Vapi checks it. What the stand-in keeps:
-/// the name and the account SID (never a secret: Vapi never answers one).
+/// the name, the account SID and the token (a [`Secret`], never answered: Vapi
+/// never answers one; kept only for the control state's `twilioToken`).
 struct CredentialBody {
     name: Option<String>,
     account_sid: Option<String>,
+    token: Option<String>,
 }
 
 impl CredentialBody {
@@ -61,14 +63,21 @@ impl CredentialBody {
         }
         check_name(&name, &mut problems);
         if problems.is_empty() {
-            Ok(Self { name, account_sid })
+            Ok(Self {
+                name,
+                account_sid,
+                token,
+            })
         } else {
             Err(problems)
         }
     }
 }
 
+/// `POST /credential`: 201 with the credential (never its token). Vapi's check of
+/// the token with Twilio is not made here (a credential is accepted as given).
 pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: Bytes) -> Response {
+    note_twilio_token(&s, &headers, Endpoint::Credential, "POST", None, &body);
     let body = match admit(&s, &headers, Endpoint::Credential, Some(&body)).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -84,6 +93,7 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
         let credential = VapiCredential {
             name: b.name.unwrap_or_default(),
             account_sid: b.account_sid.unwrap_or_default(),
+            auth_token: b.token.map(Secret),
             created_at: now,
             updated_at: now,
         };
@@ -95,12 +105,23 @@ pub(super) async fn create(State(s): State<Standins>, headers: HeaderMap, body: 
     answer_acted(&s, Endpoint::Credential, answer).await
 }
 
+/// `PATCH /credential/{id}`: what the body gives replaces what the credential
+/// held (a new key pair alone leaves the stored token as it was); 200 with the
+/// credential, never its token.
 pub(super) async fn update(
     State(s): State<Standins>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    note_twilio_token(
+        &s,
+        &headers,
+        Endpoint::Credential,
+        "PATCH",
+        Some(&id),
+        &body,
+    );
     let body = match admit(&s, &headers, Endpoint::Credential, Some(&body)).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -119,6 +140,9 @@ pub(super) async fn update(
                 }
                 if let Some(sid) = b.account_sid {
                     credential.account_sid = sid;
+                }
+                if let Some(token) = b.token {
+                    credential.auth_token = Some(Secret(token));
                 }
                 credential.updated_at = now;
                 let answer = Json(credential.to_json(&id)).into_response();

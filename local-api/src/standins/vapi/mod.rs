@@ -8,7 +8,9 @@
 //!   `GET /credential`, `PATCH /credential/{id}` (`UpdateTwilioCredentialDTO`:
 //!   the same properties, none required), `DELETE /credential/{id}` (200 with the
 //!   deleted credential; Vapi's JSON 404 for an unknown id). Never a secret in an
-//!   answer.
+//!   answer. The token is not checked with Twilio here; it is kept (never
+//!   answered) so the control state can say what it is at Twilio now
+//!   (`twilioToken`).
 //! - `POST /phone-number` (`CreateTwilioPhoneNumberDTO`: `provider: "twilio"`,
 //!   `number`, `twilioAccountSid`, and `twilioAuthToken` or `twilioApiKey` +
 //!   `twilioApiSecret`; optional `name` ≤ 40, `assistantId` (a UUID), `squadId`,
@@ -44,7 +46,12 @@
 //! A number's answers carry its `twilioAuthToken` (and API key pair, if given):
 //! Vapi's `TwilioPhoneNumber` documents them as answered fields, with no "not
 //! returned" note, so a client must expect them. The control state never shows
-//! them.
+//! them; it shows `twilioToken`, what the token is at Twilio now.
+//!
+//! A credential or number write that carries a Twilio token already retired for
+//! its account (`authToken` / `twilioAuthToken`, with the body's account or the
+//! stored one's) is recorded in the state's `deadTokenCalls` as it comes in,
+//! whatever becomes of it.
 
 mod credentials;
 mod numbers;
@@ -62,7 +69,13 @@ use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{Endpoint, LOCAL_VAPI_KEY, Standins, authorization, injected, vapi_error, vapi_time};
+use super::{
+    Endpoint, LOCAL_VAPI_KEY, Secret, Standins, authorization, injected, vapi_error, vapi_time,
+};
+
+/// What a Twilio token Vapi holds for an account is at Twilio now
+/// ([`super::Inner::token_status`]): the state's `twilioToken`.
+pub(super) type TokenStatus<'a> = &'a dyn Fn(&str, Option<&str>) -> Value;
 
 /// The Vapi org the local key belongs to.
 const LOCAL_VAPI_ORG: &str = "local-vapi-org";
@@ -141,12 +154,16 @@ fn unknown_assistant(b: &Option<Option<String>>) -> Option<Response> {
     })
 }
 
-/// A Vapi credential the stand-in holds. Not its token: Vapi never returns it, and
-/// nothing here needs it.
+/// A Vapi credential the stand-in holds. Its token is kept (as a [`Secret`]) only
+/// so the control state can say what it is at Twilio (`twilioToken`): Vapi never
+/// answers it, and neither does the stand-in.
 #[derive(Debug, Clone)]
 struct VapiCredential {
     name: String,
     account_sid: String,
+    /// The `authToken` it was created or last updated with; `None` with an API key
+    /// pair only.
+    auth_token: Option<Secret>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -163,22 +180,6 @@ impl VapiCredential {
             "name": self.name,
             "accountSid": self.account_sid,
         })
-    }
-}
-
-/// A secret the stand-in keeps (a Twilio token or API secret): never in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl Secret {
-    fn expose(&self) -> &str {
-        &self.0
     }
 }
 
@@ -257,8 +258,9 @@ impl VapiNumber {
         v
     }
 
-    /// The number as the control state shows it: no secret.
-    fn to_state_json(&self, id: &str) -> Value {
+    /// The number as the control state shows it: no secret, but what its token is
+    /// at Twilio now (`twilioToken`).
+    fn to_state_json(&self, id: &str, token_status: TokenStatus<'_>) -> Value {
         let mut v = self.to_json(id);
         if let Some(map) = v.as_object_mut() {
             for key in SECRET_NUMBER_FIELDS {
@@ -267,6 +269,13 @@ impl VapiNumber {
             if let Some(server) = map.get_mut("server").and_then(Value::as_object_mut) {
                 server.remove("headers");
             }
+            map.insert(
+                "twilioToken".into(),
+                token_status(
+                    &self.twilio_account_sid,
+                    self.twilio_auth_token.as_ref().map(Secret::expose),
+                ),
+            );
         }
         v
     }
@@ -402,22 +411,30 @@ impl VapiState {
     }
 
     /// A phone number's assistant changed (in Vapi's dashboard; `None` detaches
-    /// it): the number as the control state shows it, `None` if there is none.
+    /// it): `false` if there is no such number.
     pub(super) fn set_assistant(
         &mut self,
         id: &str,
         assistant: Option<String>,
         now: DateTime<Utc>,
-    ) -> Option<Value> {
-        let n = self.phone_numbers.get_mut(id)?;
+    ) -> bool {
+        let Some(n) = self.phone_numbers.get_mut(id) else {
+            return false;
+        };
         n.assistant_id = assistant;
         n.updated_at = now.max(n.created_at);
-        Some(n.to_state_json(id))
+        true
     }
 
     /// A phone number as the control state shows it (no secret).
-    pub(super) fn phone_number_state(&self, id: &str) -> Option<Value> {
-        self.phone_numbers.get(id).map(|n| n.to_state_json(id))
+    pub(super) fn phone_number_state(
+        &self,
+        id: &str,
+        token_status: TokenStatus<'_>,
+    ) -> Option<Value> {
+        self.phone_numbers
+            .get(id)
+            .map(|n| n.to_state_json(id, token_status))
     }
 
     /// As if `by` had passed: every credential and number was made (and last
@@ -435,6 +452,7 @@ impl VapiState {
         id: &str,
         name: &str,
         account_sid: &str,
+        auth_token: Option<String>,
         now: DateTime<Utc>,
     ) {
         self.credentials.insert(
@@ -442,27 +460,47 @@ impl VapiState {
             VapiCredential {
                 name: name.to_owned(),
                 account_sid: account_sid.to_owned(),
+                auth_token: auth_token.map(Secret),
                 created_at: now,
                 updated_at: now,
             },
         );
     }
 
-    pub(super) fn credentials_state(&self) -> Value {
+    /// The account a credential is for, if Vapi has it.
+    pub(super) fn credential_account(&self, id: &str) -> Option<&str> {
+        self.credentials.get(id).map(|c| c.account_sid.as_str())
+    }
+
+    /// The account a phone number's Twilio side is, if Vapi has it.
+    pub(super) fn phone_number_account(&self, id: &str) -> Option<&str> {
+        self.phone_numbers
+            .get(id)
+            .map(|n| n.twilio_account_sid.as_str())
+    }
+
+    /// The credentials as the control state shows them: as Vapi answers them
+    /// (`id`, `name`, `accountSid`, …, never the token) with `twilioToken`.
+    pub(super) fn credentials_state(&self, token_status: TokenStatus<'_>) -> Value {
         let map: Map<String, Value> = self
             .credentials
             .iter()
-            .map(|(id, c)| (id.clone(), c.to_json(id)))
+            .map(|(id, c)| {
+                let mut v = c.to_json(id);
+                v["twilioToken"] =
+                    token_status(&c.account_sid, c.auth_token.as_ref().map(Secret::expose));
+                (id.clone(), v)
+            })
             .collect();
         Value::Object(map)
     }
 
-    pub(super) fn phone_numbers_state(&self) -> Value {
+    pub(super) fn phone_numbers_state(&self, token_status: TokenStatus<'_>) -> Value {
         let map: Map<String, Value> = self
             .phone_numbers
             .by_id
             .iter()
-            .map(|(id, n)| (id.clone(), n.to_state_json(id)))
+            .map(|(id, n)| (id.clone(), n.to_state_json(id, token_status)))
             .collect();
         Value::Object(map)
     }
@@ -514,6 +552,53 @@ async fn admit(
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(bad_request(vec!["body must be an object".into()])),
+    }
+}
+
+/// A credential or phone-number write that carries a Twilio token (`authToken`,
+/// `twilioAuthToken`), as it comes in with Vapi's key: `deadTokenCalls` records
+/// it when the token had been retired for its account already (the body's
+/// `accountSid` / `twilioAccountSid`, else the stored credential's or number's, by
+/// `id`). Noted before anything else happens to the call (a planned failure, a
+/// refusal of its body, a check with Twilio), so it is recorded whatever becomes
+/// of it.
+fn note_twilio_token(
+    s: &Standins,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+    method: &'static str,
+    id: Option<&str>,
+    body: &[u8],
+) {
+    if !authorized(headers) {
+        return;
+    }
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let (token_key, sid_key) = if endpoint == Endpoint::Credential {
+        ("authToken", "accountSid")
+    } else {
+        ("twilioAuthToken", "twilioAccountSid")
+    };
+    let Some(token) = body
+        .get(token_key)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    else {
+        return;
+    };
+    let mut inner = s.lock();
+    let sid = match (body.get(sid_key).and_then(Value::as_str), id) {
+        (Some(sid), _) => Some(sid.to_owned()),
+        (None, Some(id)) if endpoint == Endpoint::Credential => {
+            inner.vapi.credential_account(id).map(str::to_owned)
+        }
+        (None, Some(id)) => inner.vapi.phone_number_account(id).map(str::to_owned),
+        (None, None) => None,
+    };
+    if let Some(sid) = sid {
+        inner.note_twilio_token(endpoint, method, &sid, token);
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ListQuery, Secret, VapiNumber, admit, bad_request, bool_prop, check_name, check_provider,
-    is_uuid, json_prop, string_prop, unknown_assistant, unknown_properties,
+    is_uuid, json_prop, note_twilio_token, string_prop, unknown_assistant, unknown_properties,
 };
 use crate::standins::{Endpoint, Inner, Standins, answer_acted, vapi_error};
 
@@ -141,6 +141,7 @@ fn check_with_twilio(
 /// `POST /phone-number` with a Twilio number: 201 with the number as Vapi answers
 /// it (its `twilioAuthToken` included).
 pub(super) async fn import(State(s): State<Standins>, headers: HeaderMap, body: Bytes) -> Response {
+    note_twilio_token(&s, &headers, Endpoint::Import, "POST", None, &body);
     let body = match admit(&s, &headers, Endpoint::Import, Some(&body)).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -242,6 +243,7 @@ pub(super) async fn route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    note_twilio_token(&s, &headers, Endpoint::Route, "PATCH", Some(&id), &body);
     let body = match admit(&s, &headers, Endpoint::Route, Some(&body)).await {
         Ok(b) => b,
         Err(r) => return r,
