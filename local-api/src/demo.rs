@@ -117,9 +117,12 @@ pub async fn seed(functions: &Functions, db: &Db, standins: &Standins) -> Result
             "phoneNumber": DEMO_NUMBERS[0],
         }))?;
         let caller = Caller::system(org, "system:local-demo");
-        functions
-            .save
-            .store()
+        // As a purchase fills it: with the token's fingerprint.
+        let store = shared::credential::CredentialStore {
+            fingerprints: Some(&functions.buy.fingerprints),
+            ..functions.save.store()
+        };
+        store
             .save(
                 &caller,
                 "local-demo-seed",

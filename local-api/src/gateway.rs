@@ -27,6 +27,7 @@ pub const BUY_ROUTE: &str = "POST /api/managed-telephony/numbers";
 pub const UPDATE_ROUTE: &str = "PATCH /api/managed-telephony/numbers/{phoneNumber}";
 pub const OFFBOARD_ROUTE: &str = "POST /api/managed-telephony/offboard";
 pub const DISCONNECT_ROUTE: &str = "DELETE /api/telephony/credentials/twilio";
+pub const ROTATE_ROUTE: &str = "POST /api/telephony/credentials/twilio/rotate";
 
 /// Routes that need the read scope; every other route needs the write scope (the
 /// template's `AuthorizationScopes`). Neither implies the other.
@@ -42,6 +43,7 @@ pub struct Functions {
     pub update: update_number::State,
     pub offboard: offboard_org::State,
     pub disconnect: disconnect_credential::State,
+    pub rotate: rotate_credential::State,
 }
 
 impl Functions {
@@ -61,6 +63,7 @@ impl Functions {
             update: update_number::State::from_env(env, aws).await?,
             offboard: offboard_org::State::from_env(env, aws).await?,
             disconnect: disconnect_credential::State::from_env(env, aws).await?,
+            rotate: rotate_credential::State::from_env(env, aws).await?,
         })
     }
 
@@ -80,6 +83,7 @@ impl Functions {
             UPDATE_ROUTE => update_number::handle(&self.update, req).await,
             OFFBOARD_ROUTE => offboard_org::handle(&self.offboard, req).await,
             DISCONNECT_ROUTE => disconnect_credential::handle(&self.disconnect, req).await,
+            ROTATE_ROUTE => rotate_credential::handle(&self.rotate, req).await,
             _ => {
                 let mut resp = lambda_http::Response::new(Body::Text(
                     json!({"message": "Not Found"}).to_string(),
@@ -217,6 +221,7 @@ pub fn match_route(method: &Method, path: &str) -> Option<(&'static str, Option<
     match (method.as_str(), path) {
         ("PUT", "/api/telephony/credentials/twilio") => Some((SAVE_ROUTE, None)),
         ("DELETE", "/api/telephony/credentials/twilio") => Some((DISCONNECT_ROUTE, None)),
+        ("POST", "/api/telephony/credentials/twilio/rotate") => Some((ROTATE_ROUTE, None)),
         ("GET", "/api/managed-telephony/status") => Some((STATUS_ROUTE, None)),
         ("GET", "/api/managed-telephony/available-numbers") => Some((SEARCH_ROUTE, None)),
         ("POST", "/api/managed-telephony/numbers") => Some((BUY_ROUTE, None)),

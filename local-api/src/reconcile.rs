@@ -20,9 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use shared::config::Env;
+use shared::config::{Env, SecretLoader};
 use shared::metrics::{MetricsConfig, emit};
 use shared::release::{ReconcileReport, ReleaseService};
+use shared::rotation::TokenKit;
 
 use crate::gateway::BoxError;
 
@@ -41,7 +42,9 @@ impl LocalReconcile {
     /// Built as the `reconcile` function builds its state, from the routes' login.
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, BoxError> {
         Ok(Self {
-            service: ReleaseService::from_env(env, aws).await?,
+            service: ReleaseService::from_env(env, aws)
+                .await?
+                .with_tokens(TokenKit::from_env(env, aws, &SecretLoader::new(env, aws)).await?),
             batch: env.parse_or("RECONCILE_BATCH", 25)?,
             metrics: MetricsConfig::from_env(env),
             one_at_a_time: tokio::sync::Mutex::new(()),

@@ -23,8 +23,8 @@ use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
 use crate::reconcile::{self, LocalReconcile, ReconcileSlot};
 use crate::standins::{
-    LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins, TWILIO_API_PREFIX,
-    TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
+    LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins,
+    TWILIO_ACCOUNTS_PREFIX, TWILIO_API_PREFIX, TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
 };
 
 /// Where everything listens once started.
@@ -92,6 +92,10 @@ fn web_app(dir: PathBuf, api_base: String, token: String) -> Router {
 /// connections).
 pub const LOCAL_DB_POOL_SIZE: usize = 8;
 
+/// The local fingerprint key of Twilio tokens unless `TOKEN_FINGERPRINT_KEY` is set
+/// (local runs and tests only; a deployed stack generates its own secret).
+pub const LOCAL_TOKEN_FINGERPRINT_KEY: &str = "local-dev-only-token-fingerprint-key-0123456789";
+
 /// Start everything on the ports `PORT` (default 8080), `STANDINS_PORT` (8090) and
 /// `WEB_PORT` (8081); 0 picks a free port. Providers whose `VAPI_BASE_URL` /
 /// `TWILIO_BASE_URL` is unset are served by the stand-ins. The functions' pools get
@@ -123,11 +127,22 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
             "TWILIO_PRICING_BASE_URL",
             format!("{standins_url}{TWILIO_PRICING_PREFIX}"),
         );
+        env.set(
+            "TWILIO_ACCOUNTS_BASE_URL",
+            format!("{standins_url}{TWILIO_ACCOUNTS_PREFIX}"),
+        );
         env.set("TWILIO_MAIN_ACCOUNT_SID", LOCAL_TWILIO_MAIN_SID);
         env.set("TWILIO_MAIN_AUTH_TOKEN", LOCAL_TWILIO_MAIN_TOKEN);
         // What a search finds: area code 415 and toll-free numbers (see
         // `standins::seed_numbers`); the demo data takes out what it holds.
         standins_state.offer(seed_numbers());
+    }
+    // The key of the tokens' fingerprints: a documented local default (local
+    // runs and tests only; deployed, a generated secret).
+    if env.get("TOKEN_FINGERPRINT_KEY").is_none()
+        && env.get("TOKEN_FINGERPRINT_SECRET_ARN").is_none()
+    {
+        env.set("TOKEN_FINGERPRINT_KEY", LOCAL_TOKEN_FINGERPRINT_KEY);
     }
     let reconcile_slot = ReconcileSlot::default();
     let audit_slot = AuditSlot::default();

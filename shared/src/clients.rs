@@ -59,6 +59,7 @@ impl ClientKit {
     pub fn twilio_main(&self, main: TwilioMainAccount) -> TwilioClient {
         self.twilio()
             .with_pricing_base(self.urls.twilio_pricing.clone())
+            .with_accounts_base(self.urls.twilio_accounts.clone())
             .with_main_account(main, Some(self.secrets.clone()))
     }
 }

@@ -162,6 +162,19 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, limit: usize) -> Result<T, 
     })
 }
 
+/// [`json_body`] for a body that may be left out: an empty one (whatever its
+/// `Content-Type`) is `T::default()`; anything else must be JSON that parses.
+pub fn optional_json_body<T: DeserializeOwned + Default>(
+    req: &Request,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json_body(req, limit)
+}
+
 /// The invocation's deadline, from the Lambda context (`None` outside Lambda: the
 /// local API and tests, whose contexts carry no deadline).
 pub fn lambda_deadline(req: &Request) -> Option<std::time::SystemTime> {

@@ -255,12 +255,17 @@ impl<'de> Deserialize<'de> for AuthToken {
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Twilio,
+    /// A token rotation's secondary Twilio token, kept sealed until the slot holds
+    /// it: a context of its own, so the key policy can let the rotating functions
+    /// open these and nothing else.
+    TwilioSecondary,
 }
 
 impl Provider {
     pub fn as_str(&self) -> &'static str {
         match self {
             Provider::Twilio => "twilio",
+            Provider::TwilioSecondary => "twilio-secondary",
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod offboard;
 pub mod providers;
 pub mod purchase;
 pub mod release;
+pub mod rotation;
 pub mod routing;
 pub mod search;
 pub mod steps;

@@ -159,6 +159,10 @@ pub struct Status {
     /// The org's offboarding, once asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offboarding: Option<crate::offboard::Offboarding>,
+    /// The org's latest token rotation (asked for, or a token rotated elsewhere
+    /// being brought to Vapi), once there was one.
+    #[serde(rename = "tokenRotation", skip_serializing_if = "Option::is_none")]
+    pub token_rotation: Option<crate::rotation::Rotation>,
 }
 
 /// Which numbers to list.
@@ -208,8 +212,11 @@ const STATUS_SQL: &str = "SELECT
         og.offboard_slot_done_at IS NOT NULL AS offboard_slot_done, og.offboarded_at,
         og.offboard_attempts, og.offboard_next_attempt_at, og.offboard_last_error,
         og.offboard_gave_up_at IS NOT NULL AS offboard_gave_up,
-        og.offboard_claim_token IS NOT NULL AND og.offboard_claimed_until >= now() AS offboard_held
+        og.offboard_claim_token IS NOT NULL AND og.offboard_claimed_until >= now() AS offboard_held,
+        rot.*
     FROM (VALUES ($1::uuid)) AS q (org_id)
+    LEFT JOIN LATERAL (SELECT ROTATION_COLS FROM token_rotations r WHERE r.org_id = q.org_id
+                        ORDER BY r.requested_at DESC, r.id LIMIT 1) rot ON true
     LEFT JOIN organizations og ON og.id = q.org_id
     LEFT JOIN (org_credentials cr JOIN organizations o ON o.id = cr.org_id)
            ON cr.org_id = q.org_id AND cr.provider = 'twilio' AND cr.is_active
@@ -224,12 +231,18 @@ const STATUS_SQL: &str = "SELECT
            AND f.org_id = n.org_id AND f.phone_number = n.phone_number) fx ON true
     ORDER BY n.created_at DESC, n.id";
 
+/// [`STATUS_SQL`] with the rotation's columns, built once.
+fn status_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| STATUS_SQL.replace("ROTATION_COLS", crate::rotation::STATE_COLS))
+}
+
 /// The org's credential summary and numbers, newest first, in one round trip.
 pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbError> {
     let with_released = listing == Listing::WithReleased;
     let rows = db
         .query(
-            STATUS_SQL,
+            status_sql(),
             &[(&org.as_uuid(), Type::UUID), (&with_released, Type::BOOL)],
         )
         .await?;
@@ -254,10 +267,22 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
         }
         None => None,
     };
+    let token_rotation = match rows.first() {
+        Some(row) => {
+            let at = row
+                .columns()
+                .iter()
+                .position(|c| c.name() == "rotation_id")
+                .ok_or_else(|| DbError::Shape("status row without rotation".into()))?;
+            crate::rotation::rotation_from_row(row, at)?
+        }
+        None => None,
+    };
     Ok(Status {
         credential,
         numbers,
         offboarding,
+        token_rotation,
     })
 }
 

@@ -560,6 +560,34 @@ impl VapiClient {
         .map(drop)
     }
 
+    /// `PATCH /phone-number/{id}` with the Twilio account and token the number calls
+    /// Twilio with (a Twilio number carries them inline, so a rotated token must
+    /// reach each number): idempotent, retried with backoff. Vapi's JSON 404
+    /// ([`ProviderError::is_gone`]): the number is gone at Vapi.
+    pub async fn set_number_token(
+        &self,
+        id: &str,
+        account_sid: &AccountSid,
+        auth_token: &AuthToken,
+    ) -> Result<(), ProviderError> {
+        let body = json!({
+            "twilioAccountSid": account_sid.as_str(),
+            "twilioAuthToken": auth_token.expose(),
+        });
+        let path = format!("/phone-number/{}", urlencode(id));
+        self.with_fresh_key(|| {
+            call_idempotent(
+                PROVIDER,
+                Method::PATCH,
+                "/phone-number/{id}",
+                || self.request(Method::PATCH, &path).json(&body),
+                &self.policy,
+            )
+        })
+        .await
+        .map(drop)
+    }
+
     /// `DELETE /credential/{id}`: idempotent, retried with backoff. `Ok` also when
     /// Vapi answers its own JSON 404 (already gone); its unknown-route 404 is an
     /// error ([`ProviderError::UnknownRoute`]).

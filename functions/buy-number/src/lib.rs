@@ -28,6 +28,7 @@ use lambda_http::{Body, Request, Response};
 use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::CredentialStore;
+use shared::credential::fingerprint::FingerprintKey;
 use shared::db::{Db, DbConfig};
 use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
@@ -48,6 +49,9 @@ pub struct State {
     pub keyring: Keyring,
     pub vapi: VapiClient,
     pub twilio: TwilioClient,
+    /// Fingerprints the subaccount's token (recorded on imports and in the slot;
+    /// a token rotated elsewhere is noticed by it).
+    pub fingerprints: FingerprintKey,
     pub identity: IdentityConfig,
     pub steps: StepsConfig,
     /// New purchases per org in any rolling 24 hours (`PURCHASES_PER_ORG_PER_DAY`).
@@ -62,10 +66,11 @@ impl State {
         let steps = StepsConfig::from_env(env)?;
         let purchase_limit = PurchaseLimit::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
-        let (db, vapi_key, main) = tokio::try_join!(
+        let (db, vapi_key, main, fingerprints) = tokio::try_join!(
             DbConfig::from_env(&secrets),
             secrets.vapi(),
-            secrets.twilio_main()
+            secrets.twilio_main(),
+            secrets.fingerprint_key()
         )?;
         let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
@@ -73,6 +78,7 @@ impl State {
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
+            fingerprints,
             identity: IdentityConfig::from_env(env),
             steps,
             purchase_limit,
@@ -91,7 +97,9 @@ impl State {
                 vapi: &self.vapi,
                 twilio: &self.twilio,
                 config: &self.steps,
+                fingerprints: Some(&self.fingerprints),
             }),
+            fingerprints: Some(&self.fingerprints),
         }
     }
 }

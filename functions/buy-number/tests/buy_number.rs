@@ -296,6 +296,7 @@ async fn try_build_state(
         ("VAPI_PRIVATE_KEY", VAPI_KEY),
         ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
         ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
+        ("TOKEN_FINGERPRINT_KEY", "buy-number-tests-token-fingerprint-key-0123"),
         ("PROVIDER_TIMEOUT_MS", "1000"),
         ("PROVIDER_MIN_BACKOFF_MS", "10"),
         ("PROVIDER_MAX_BACKOFF_MS", "40"),

@@ -351,6 +351,8 @@ async fn reference_status(t: &TestDb, org: OrgId, with_released: bool) -> Value 
         numbers: serde_json::from_value(numbers).unwrap(),
         // The old SQL knew no offboarding (none of these orgs asked for one).
         offboarding: None,
+        // Nor token rotations (none of these orgs had one).
+        token_rotation: None,
     })
     .unwrap()
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use shared::config::{Env, aws_sdk_config};
 use shared::metrics::{MetricsConfig, emit};
 use shared::release::{ReconcileReport, ReleaseService};
+use shared::rotation::TokenKit;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,7 +50,13 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let env = Env::from_process();
     let aws = aws_sdk_config(&env)?;
-    let service = ReleaseService::from_env(&env, &aws).await?;
+    let secrets = shared::config::SecretLoader::new(&env, &aws);
+    // Token rotations are resumed here too: a data key per seal, the rotation's
+    // own secondary tokens opened, the fingerprint key.
+    let (service, tokens) = tokio::try_join!(ReleaseService::from_env(&env, &aws), async {
+        Ok(TokenKit::from_env(&env, &aws, &secrets).await?)
+    })?;
+    let service = service.with_tokens(tokens);
     let batch: usize = env.parse_or("RECONCILE_BATCH", 25)?;
     let metrics = MetricsConfig::from_env(&env);
     let (service, metrics) = (&service, &metrics);

@@ -64,6 +64,8 @@ impl State {
             vapi: &self.vapi,
             twilio: &self.twilio,
             config: &self.steps,
+            // A BYOC slot: its owner rotates its token and saves the new one.
+            fingerprints: None,
         }
     }
 }

@@ -153,6 +153,9 @@ pub struct ProviderUrls {
     /// Twilio's Pricing API (`TWILIO_PRICING_BASE_URL`, default
     /// `https://pricing.twilio.com/v1`).
     pub twilio_pricing: String,
+    /// Twilio's Accounts API, for token rotation (`TWILIO_ACCOUNTS_BASE_URL`,
+    /// default `https://accounts.twilio.com/v1`).
+    pub twilio_accounts: String,
 }
 
 impl ProviderUrls {
@@ -167,6 +170,10 @@ impl ProviderUrls {
             twilio_pricing: trim(
                 env.get("TWILIO_PRICING_BASE_URL")
                     .unwrap_or("https://pricing.twilio.com/v1"),
+            ),
+            twilio_accounts: trim(
+                env.get("TWILIO_ACCOUNTS_BASE_URL")
+                    .unwrap_or("https://accounts.twilio.com/v1"),
             ),
         }
     }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Env, SameSecret};
+use crate::credential::fingerprint::FingerprintKey;
 use crate::ids::{AccountSid, FormatError};
 
 /// The Vapi private key (`Authorization: Bearer …`).
@@ -108,6 +109,12 @@ struct VapiSecret {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct FingerprintSecret {
+    fingerprint_key: SecretString,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TwilioSecret {
     account_sid: String,
     auth_token: SecretString,
@@ -122,6 +129,7 @@ impl SecretLoader {
             "DB_READER_SECRET_ARN",
             "VAPI_SECRET_ARN",
             "TWILIO_MAIN_SECRET_ARN",
+            "TOKEN_FINGERPRINT_SECRET_ARN",
         ]
         .iter()
         .any(|n| env.get(n).is_some());
@@ -198,6 +206,18 @@ impl SecretLoader {
                 self.env.require("VAPI_PRIVATE_KEY")?.to_owned(),
             ))),
         }
+    }
+
+    /// The key of the tokens' fingerprints ([`FingerprintKey`]):
+    /// `TOKEN_FINGERPRINT_SECRET_ARN`'s `fingerprintKey`, or `TOKEN_FINGERPRINT_KEY`
+    /// in the environment (local runs, tests).
+    pub async fn fingerprint_key(&self) -> Result<FingerprintKey, ConfigError> {
+        let secret = match self.env.get("TOKEN_FINGERPRINT_SECRET_ARN") {
+            Some(arn) => self.fetch_json::<FingerprintSecret>(arn).await?.fingerprint_key,
+            None => SecretString::from(self.env.require("TOKEN_FINGERPRINT_KEY")?.to_owned()),
+        };
+        FingerprintKey::new(secret.expose_secret().as_bytes())
+            .map_err(|e| ConfigError::invalid("TOKEN_FINGERPRINT_KEY", e.to_string()))
     }
 
     pub async fn twilio_main(&self) -> Result<TwilioMainAccount, ConfigError> {

@@ -23,6 +23,7 @@
 //!    with the code, status shows it, and the next save finishes it.
 
 pub mod disconnect;
+pub mod fingerprint;
 mod slot;
 mod sync;
 
@@ -90,6 +91,9 @@ pub struct CredentialStore<'a> {
     /// Verifies BYOC credentials; not used for managed ones.
     pub twilio: &'a TwilioClient,
     pub config: &'a StepsConfig,
+    /// Records the token's fingerprint in the slot's metadata (managed slots: how
+    /// a token rotated elsewhere is noticed). `None`: not recorded.
+    pub fingerprints: Option<&'a fingerprint::FingerprintKey>,
 }
 
 /// What a save refused by Twilio says: a suspended or closed account is refused
@@ -181,6 +185,41 @@ impl From<SaveError> for ApiError {
     }
 }
 
+/// The slot's envelope for these values, under `data_key`.
+fn seal_with(
+    data_key: crate::envelope::DataKey,
+    account_sid: &AccountSid,
+    auth_token: &AuthToken,
+    phone_number: &str,
+) -> Result<serde_json::Value, SaveError> {
+    let plaintext = Zeroizing::new(
+        serde_json::to_vec(&SealedCredential {
+            account_sid: account_sid.as_str(),
+            auth_token: auth_token.expose(),
+            phone_number,
+        })
+        .map_err(|_| SaveError::Serialise)?,
+    );
+    serde_json::to_value(data_key.seal(&plaintext)?).map_err(|_| SaveError::Serialise)
+}
+
+/// A managed slot's envelope with a new token (a rotation's last step): the same
+/// layout and context as a save's, with a fresh data key.
+pub async fn seal_managed(
+    keyring: &Keyring,
+    org: OrgId,
+    account_sid: &AccountSid,
+    auth_token: &AuthToken,
+    phone_number: &str,
+    deadline: Deadline,
+) -> Result<serde_json::Value, SaveError> {
+    let context = EncryptionContext::new(org, Provider::Twilio);
+    let data_key = tokio::time::timeout(deadline.remaining(), keyring.generate_data_key(&context))
+        .await
+        .unwrap_or_else(|_| Err(CryptoError::Kms("no data key within the deadline".into())))?;
+    seal_with(data_key, account_sid, auth_token, phone_number)
+}
+
 /// 409 `byoc_in_use`: the org brings its own Twilio account, and the platform
 /// does not switch it to a managed one as a side effect (of a purchase).
 pub fn byoc_in_use() -> ApiError {
@@ -209,6 +248,7 @@ impl CredentialStore<'_> {
             cred,
             source,
             envelope: &envelope,
+            token_fp: self.fingerprints.map(|k| k.of(&cred.auth_token)),
         };
         let lease = self.commit_when_free(&slot, deadline).await?;
 
@@ -305,15 +345,12 @@ impl CredentialStore<'_> {
             // The platform created this subaccount: nothing to verify.
             CredentialSource::Managed => data_key.await?,
         };
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&SealedCredential {
-                account_sid: cred.account_sid.as_str(),
-                auth_token: cred.auth_token.expose(),
-                phone_number: cred.phone_number.as_str(),
-            })
-            .map_err(|_| SaveError::Serialise)?,
-        );
-        serde_json::to_value(data_key.seal(&plaintext)?).map_err(|_| SaveError::Serialise)
+        seal_with(
+            data_key,
+            &cred.account_sid,
+            &cred.auth_token,
+            cred.phone_number.as_str(),
+        )
     }
 
     /// Step 1, waiting for the org's lease while another save holds it: polls with

@@ -20,6 +20,8 @@ pub(super) struct SlotWrite<'a> {
     pub cred: &'a TwilioCredential,
     pub source: CredentialSource,
     pub envelope: &'a serde_json::Value,
+    /// The token's keyed fingerprint, kept in the metadata when known.
+    pub token_fp: Option<super::fingerprint::TokenFingerprint>,
 }
 
 /// The org's sync lease, held by this save.
@@ -69,10 +71,13 @@ async fn commit_once(
     token: ClaimToken,
 ) -> Result<Option<Lease>, SaveError> {
     let org = slot.caller.org_id;
-    let metadata = json!({
+    let mut metadata = json!({
         "accountSid": slot.cred.account_sid.as_str(),
         "phoneNumber": slot.cred.phone_number.as_str(),
     });
+    if let Some(fp) = &slot.token_fp {
+        metadata["tokenFingerprint"] = json!(fp.as_str());
+    }
     db.transaction(async |tx| {
         // Creates the org on its first save. A concurrent save blocks on the row
         // only for this short transaction, then sees the lease taken.

@@ -8,7 +8,6 @@ use std::fmt;
 use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_sdk_kms::error::DisplayErrorContext;
-#[cfg(feature = "decrypt")]
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroizing;
@@ -16,7 +15,6 @@ use zeroize::Zeroizing;
 use super::{
     CryptoError, DataKey, EncryptionContext, KEY_LEN, aead_key, key_from_vec, random_nonce,
 };
-#[cfg(feature = "decrypt")]
 use super::{ENVELOPE_VERSION, Envelope, open_with};
 
 /// Where data keys come from. Two real implementations, chosen by configuration.
@@ -39,12 +37,35 @@ impl Keyring {
 
     /// Open an envelope sealed under `context`. Fails for any other context.
     ///
-    /// Behind the `decrypt` feature: no route decrypts (a save seals what it was given
-    /// and sends that plaintext to Vapi itself), so the functions are built without
-    /// it. Tests enable it (through `testkit`), and so would a future holder of the
-    /// decrypt role (say, a reconcile granted `kms:Decrypt` to finish a Vapi sync).
+    /// Behind the `decrypt` feature: no route decrypts a stored credential (a save
+    /// seals what it was given and sends that plaintext to Vapi itself), so the
+    /// functions are built without it. Tests enable it (through `testkit`), and so
+    /// would a future holder of the decrypt role.
     #[cfg(feature = "decrypt")]
     pub async fn open(
+        &self,
+        context: &EncryptionContext,
+        envelope: &Envelope,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.open_any(context, envelope).await
+    }
+
+    /// Open a token rotation's secondary token, sealed under `{org_id, provider:
+    /// twilio-secondary}`: the only blobs a function without the `decrypt` feature
+    /// may open (the key policy allows the rotating functions `kms:Decrypt` with
+    /// that context only). Any other context is refused before KMS is asked.
+    pub async fn open_rotation_secondary(
+        &self,
+        context: &EncryptionContext,
+        envelope: &Envelope,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if !context.is_rotation_secondary() {
+            return Err(CryptoError::Undecryptable);
+        }
+        self.open_any(context, envelope).await
+    }
+
+    async fn open_any(
         &self,
         context: &EncryptionContext,
         envelope: &Envelope,
@@ -114,7 +135,6 @@ impl KmsKeyring {
         })
     }
 
-    #[cfg(feature = "decrypt")]
     async fn decrypt_data_key(
         &self,
         context: &EncryptionContext,
@@ -218,7 +238,6 @@ impl LocalKeyring {
         })
     }
 
-    #[cfg(feature = "decrypt")]
     fn decrypt_data_key(
         &self,
         context: &EncryptionContext,

@@ -44,10 +44,8 @@ pub enum CryptoError {
     /// Tampered data, a wrong context or a wrong key: deliberately indistinguishable.
     #[error("the envelope does not decrypt under this key and context")]
     Undecryptable,
-    #[cfg(feature = "decrypt")]
     #[error("unsupported envelope version {0}")]
     UnsupportedVersion(u8),
-    #[cfg(feature = "decrypt")]
     #[error("the envelope was sealed by key {found}, this keyring holds {expected}")]
     WrongKeyring { expected: String, found: String },
     #[error("KMS call failed: {0}")]
@@ -67,6 +65,11 @@ pub struct EncryptionContext {
 impl EncryptionContext {
     pub fn new(org_id: OrgId, provider: Provider) -> Self {
         Self { org_id, provider }
+    }
+
+    /// A token rotation's secondary token ([`Provider::TwilioSecondary`]).
+    pub fn is_rotation_secondary(&self) -> bool {
+        self.provider == Provider::TwilioSecondary
     }
 
     fn pairs(&self) -> [(&'static str, String); 2] {
@@ -220,7 +223,6 @@ fn random_nonce() -> Result<[u8; NONCE_LEN], CryptoError> {
     Ok(nonce)
 }
 
-#[cfg(feature = "decrypt")]
 fn open_with(
     key: &[u8; KEY_LEN],
     aad: Vec<u8>,

@@ -12,6 +12,9 @@ pub enum PurchaseError {
     /// The org is being offboarded (or was): nothing new is bought.
     #[error("the organisation is being offboarded")]
     OrgOffboarding,
+    /// The org's token is being promoted (a rotation's last provider step).
+    #[error("the organisation's Twilio token is being rotated")]
+    TokenRotating,
     #[error("another organisation holds this number")]
     Taken,
     #[error("Twilio no longer offers this number")]
@@ -78,6 +81,7 @@ impl PurchaseError {
         match self {
             Self::Unavailable => "number_unavailable",
             Self::OrgOffboarding => "org_offboarding",
+            Self::TokenRotating => "token_rotation_in_progress",
             Self::InvalidNumber => "invalid_phone_number",
             Self::AddressRequired => "address_required",
             Self::UnknownAssistant => "unknown_assistant",
@@ -104,6 +108,7 @@ impl From<PurchaseError> for ApiError {
         match e {
             PurchaseError::ByocInUse => byoc_in_use(),
             PurchaseError::OrgOffboarding => crate::offboard::org_offboarding(),
+            PurchaseError::TokenRotating => crate::rotation::token_rotation_in_progress(),
             PurchaseError::Taken => conflict("number_taken", "This number is not available."),
             PurchaseError::Unavailable => conflict(
                 "number_unavailable",

@@ -54,6 +54,7 @@ pub use error::PurchaseError;
 pub use limit::PurchaseLimit;
 pub use record::{ActiveNumber, PurchaseClaim};
 
+use crate::credential::fingerprint::FingerprintKey;
 use crate::credential::CredentialStore;
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
@@ -164,6 +165,9 @@ pub struct Purchaser<'a> {
     /// Fills the org's slot with its subaccount. `None` in reconcile, which may not
     /// seal credentials (no KMS): the org's next purchase fills it.
     pub credentials: Option<CredentialStore<'a>>,
+    /// Fingerprints the subaccount's token: recorded on each import, and compared
+    /// with the slot's to find a token rotated elsewhere. `None`: neither is done.
+    pub fingerprints: Option<&'a FingerprintKey>,
 }
 
 /// The subaccount's deterministic FriendlyName (≤ 64 characters).
@@ -420,7 +424,7 @@ impl Purchaser<'_> {
                     tracing::warn!(
                         "an import given up for lost was made after all; releasing it too"
                     );
-                    if !record::stamp(self.db, &claim, record::Stamp::Imported(&id)).await? {
+                    if !record::stamp(self.db, &claim, record::Stamp::Imported(&id, None)).await? {
                         return Ok(self.provisioning(&claim, None));
                     }
                     claim.vapi_phone_id = Some(id);

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{PurchaseError, PurchaseLimit, PurchaseRequest};
 use crate::audit::{self, AuditEntry};
+use crate::credential::fingerprint::TokenFingerprint;
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
 use crate::ids::{AccountSid, AssistantId, E164, NumberName, OrgId, PhoneNumberSid};
@@ -31,6 +32,9 @@ pub struct PurchaseClaim {
     pub(super) name: Option<NumberName>,
     /// The org's slot: `None` (empty), or its source and account SID.
     pub(super) slot: Option<(String, Option<String>)>,
+    /// The keyed fingerprint of the token the slot holds (`None`: not recorded,
+    /// e.g. sealed before fingerprints were kept).
+    pub(super) slot_token_fp: Option<String>,
     /// When the intent was first committed: nothing of this purchase can exist at
     /// a provider from before.
     pub(super) started_at: chrono::DateTime<chrono::Utc>,
@@ -76,7 +80,7 @@ const CLAIM_COLS: &str = "id, org_id, phone_number, operation_id,
     coalesce(twilio_subaccount_sid, (SELECT twilio_subaccount_sid FROM organizations o WHERE o.id = org_id)),
     twilio_phone_sid, CASE WHEN imported_at IS NOT NULL THEN vapi_phone_id END,
     purchase_attempts, assistant_id, display_name,
-    (SELECT jsonb_build_array(c.source, c.metadata->>'accountSid') FROM org_credentials c
+    (SELECT jsonb_build_array(c.source, c.metadata->>'accountSid', c.metadata->>'tokenFingerprint') FROM org_credentials c
       WHERE c.org_id = managed_phone_numbers.org_id AND c.provider = 'twilio'),
     created_at, buy_attempted_at IS NOT NULL, import_attempted_at IS NOT NULL, sms_enabled";
 
@@ -111,6 +115,9 @@ fn claim_from_row(row: &Row, token: ClaimToken) -> Result<PurchaseClaim, DbError
             .map(|s| s.parse())
             .transpose()
             .map_err(|_| shape("name"))?,
+        slot_token_fp: slot
+            .as_ref()
+            .and_then(|v| v.get(2)?.as_str().map(str::to_owned)),
         slot: slot.and_then(|v| {
             let source = v.get(0)?.as_str()?.to_owned();
             Some((source, v.get(1).and_then(Value::as_str).map(str::to_owned)))
@@ -169,6 +176,12 @@ pub(super) async fn claim(
             // nothing new is bought for the org.
             if offboarding.get::<_, bool>(0) {
                 return Err(PurchaseError::OrgOffboarding);
+            }
+            // A token being promoted: an import carrying the primary read now could
+            // carry a dead token a moment later (the promotion's gate takes this
+            // row lock too, and waits for purchases that hold a claim).
+            if org_token_promoting(tx, org).await? {
+                return Err(PurchaseError::TokenRotating);
             }
             let slot = tx
                 .query_typed_opt(
@@ -340,6 +353,24 @@ pub(super) async fn claim(
     }
 }
 
+/// Whether the org's token is between the start of a promotion and its end.
+async fn org_token_promoting(
+    tx: &tokio_postgres::Transaction<'_>,
+    org: OrgId,
+) -> Result<bool, PurchaseError> {
+    let row = tx
+        .query_typed_one(
+            &format!("SELECT EXISTS (SELECT 1 FROM token_rotations r WHERE r.org_id = $1 AND {PROMOTING})"),
+            &[(&org.as_uuid(), Type::UUID)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A token rotation `r` between the start of its promotion and its end.
+const PROMOTING: &str = "r.promote_started_at IS NOT NULL AND r.promoted_at IS NULL
+    AND r.done_at IS NULL AND r.cancelled_at IS NULL";
+
 async fn claimed_by(
     db: &Db,
     number: &E164,
@@ -471,18 +502,30 @@ pub(super) async fn stamp(
               WHERE id = $1 AND claim_token = $2 RETURNING 1",
             Some(sid.to_string()),
         ),
+        // Not while the org's token is being promoted (see `org_token_promoting`):
+        // the purchase stays pending and is resumed after it.
         Stamp::ImportAttempt => (
             "UPDATE managed_phone_numbers SET import_attempted_at = coalesce(import_attempted_at, now()),
                     updated_at = now()
-              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL RETURNING 1",
+              WHERE id = $1 AND claim_token = $2 AND $3::text IS NULL
+                AND NOT EXISTS (SELECT 1 FROM token_rotations r
+                                 WHERE r.org_id = managed_phone_numbers.org_id
+                                   AND r.promote_started_at IS NOT NULL AND r.promoted_at IS NULL
+                                   AND r.done_at IS NULL AND r.cancelled_at IS NULL)
+              RETURNING 1",
             None,
         ),
-        Stamp::Imported(id) => (
+        // With the fingerprint of the token the import carries.
+        Stamp::Imported(id, _) => (
             "UPDATE managed_phone_numbers SET vapi_phone_id = $3, imported_at = coalesce(imported_at, now()),
-                    updated_at = now()
+                    twilio_token_fp = coalesce($4, twilio_token_fp), updated_at = now()
               WHERE id = $1 AND claim_token = $2 RETURNING 1",
             Some(id.to_owned()),
         ),
+    };
+    let fp = match &step {
+        Stamp::Imported(_, fp) => fp.map(TokenFingerprint::as_str),
+        _ => None,
     };
     let row = db
         .query_opt(
@@ -491,6 +534,7 @@ pub(super) async fn stamp(
                 (&claim.id, Type::UUID),
                 (&claim.token.as_uuid(), Type::UUID),
                 (&value, Type::TEXT),
+                (&fp, Type::TEXT),
             ],
         )
         .await?;
@@ -514,7 +558,8 @@ pub(super) enum Stamp<'a> {
     BuyAttempt,
     Bought(&'a PhoneNumberSid),
     ImportAttempt,
-    Imported(&'a str),
+    /// The Vapi id, and the fingerprint of the token the import carries.
+    Imported(&'a str, Option<&'a TokenFingerprint>),
 }
 
 /// Record the org's subaccount while the claim is ours. The org keeps the first
@@ -571,6 +616,9 @@ pub(super) async fn claim_next_due(
                         updated_at = now()
                   WHERE id = (SELECT id FROM managed_phone_numbers
                                WHERE status = 'provisioning'
+                                 AND NOT EXISTS (SELECT 1 FROM token_rotations r
+                                                  WHERE r.org_id = managed_phone_numbers.org_id
+                                                    AND {PROMOTING})
                                  AND (claim_token = $2
                                       OR ((claim_token IS NULL OR claimed_until < now())
                                           AND coalesce(next_attempt_at, '-infinity') <= now()

@@ -78,7 +78,8 @@ impl Purchaser<'_> {
                 Ok(id) => id,
                 Err(progress) => return Ok((progress.after_buying(bought_now), Some(sub))),
             };
-            if !record::stamp(self.db, claim, Stamp::Imported(&id)).await? {
+            let fp = self.fingerprints.map(|k| k.of(&sub.auth_token));
+            if !record::stamp(self.db, claim, Stamp::Imported(&id, fp.as_ref())).await? {
                 return Ok((Progress::Lost, Some(sub)));
             }
             claim.vapi_phone_id = Some(id);
@@ -148,14 +149,41 @@ impl Purchaser<'_> {
         request_id: &str,
         deadline: Deadline,
     ) {
-        let Some(store) = &self.credentials else {
-            return;
-        };
         match &claim.slot {
-            Some((source, Some(sid))) if source == "managed" && sid == sub.sid.as_str() => return,
+            Some((source, Some(sid))) if source == "managed" && sid == sub.sid.as_str() => {
+                // The slot is this subaccount's: does it hold the token Twilio has
+                // now? A token rotated elsewhere (console, support) is brought to
+                // Vapi and the slot by an `adopt` rotation, which reconcile runs.
+                let Some(key) = self.fingerprints else { return };
+                let now = key.of(&sub.auth_token);
+                if claim.slot_token_fp.as_deref() == Some(now.as_str()) {
+                    return;
+                }
+                match crate::rotation::request_adopt(
+                    self.db,
+                    caller,
+                    request_id,
+                    &sub.sid,
+                    "purchase_read_back",
+                )
+                .await
+                {
+                    Ok(true) => tracing::warn!(
+                        "the subaccount's token is not the one the slot holds; an adopt rotation was opened"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not open an adopt rotation; the carrier audit finds it again")
+                    }
+                }
+                return;
+            }
             Some((source, _)) if source == "byoc" => return,
             _ => {}
         }
+        let Some(store) = &self.credentials else {
+            return;
+        };
         let cred = TwilioCredential {
             account_sid: sub.sid.clone(),
             auth_token: sub.auth_token.clone(),

@@ -124,6 +124,9 @@ pub struct ReleaseService {
     pub vapi: VapiClient,
     pub twilio: TwilioClient,
     pub config: StepsConfig,
+    /// Reconcile's: token rotations are resumed (and purchases record token
+    /// fingerprints) only with these; release-number has none.
+    pub tokens: Option<crate::rotation::TokenKit>,
 }
 
 impl ReleaseService {
@@ -143,7 +146,14 @@ impl ReleaseService {
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
             config: StepsConfig::from_env(env)?,
+            tokens: None,
         })
+    }
+
+    /// Also resume token rotations (reconcile).
+    pub fn with_tokens(mut self, tokens: crate::rotation::TokenKit) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     pub fn releaser(&self) -> Releaser<'_> {

@@ -30,6 +30,7 @@ use crate::identity::Caller;
 use crate::metrics::{MetricSet, MetricsConfig, Unit};
 use crate::offboard::{OffboardError, Offboarder};
 use crate::purchase::{PurchaseReport, Purchaser};
+use crate::rotation::{RotationError, Rotator};
 use crate::routing::{RouteResumed, Router};
 
 /// What a reconcile run did, and what is still at risk after it.
@@ -58,6 +59,9 @@ pub struct ReconcileReport {
     /// Offboardings resumed, and those that finished in this run.
     pub offboardings_resumed: usize,
     pub offboardings_finished: usize,
+    /// Token rotations resumed, and those that finished in this run.
+    pub rotations_resumed: usize,
+    pub rotations_finished: usize,
     /// After the run.
     pub at_risk: AtRisk,
 }
@@ -83,6 +87,11 @@ pub struct AtRisk {
     pub offboardings_pending: i64,
     /// Offboardings reconcile gave up on (`offboard_gave_up_at`).
     pub offboardings_need_attention: i64,
+    /// Token rotations not finished (before promotion both tokens work; a number
+    /// left with a token that stopped working cannot call).
+    pub rotations_pending: i64,
+    /// Token rotations reconcile gave up on.
+    pub rotations_need_attention: i64,
 }
 
 impl AtRisk {
@@ -105,7 +114,11 @@ impl AtRisk {
                     (SELECT count(*) FROM organizations
                       WHERE offboard_requested_at IS NOT NULL AND offboarded_at IS NULL),
                     (SELECT count(*) FROM organizations
-                      WHERE offboarded_at IS NULL AND offboard_gave_up_at IS NOT NULL)
+                      WHERE offboarded_at IS NULL AND offboard_gave_up_at IS NOT NULL),
+                    (SELECT count(*) FROM token_rotations
+                      WHERE done_at IS NULL AND cancelled_at IS NULL),
+                    (SELECT count(*) FROM token_rotations
+                      WHERE done_at IS NULL AND cancelled_at IS NULL AND gave_up_at IS NOT NULL)
                    FROM managed_phone_numbers",
                 &[],
             )
@@ -119,6 +132,8 @@ impl AtRisk {
             assistant_changes_given_up: row.get(5),
             offboardings_pending: row.get(6),
             offboardings_need_attention: row.get(7),
+            rotations_pending: row.get(8),
+            rotations_need_attention: row.get(9),
         })
     }
 }
@@ -153,6 +168,16 @@ impl ReconcileReport {
                     "OffboardingsNeedAttention",
                     Unit::Count,
                     r.offboardings_need_attention as f64,
+                )
+                .value(
+                    "TokenRotationsPending",
+                    Unit::Count,
+                    r.rotations_pending as f64,
+                )
+                .value(
+                    "TokenRotationsNeedAttention",
+                    Unit::Count,
+                    r.rotations_need_attention as f64,
                 )
                 .value("ReleasesCompleted", Unit::Count, self.released as f64)
                 .value(
@@ -195,6 +220,7 @@ impl ReleaseService {
             twilio: &self.twilio,
             config: &self.config,
             credentials: None,
+            fingerprints: self.tokens.as_ref().map(|t| &t.fingerprints),
         };
         let router = Router {
             db: &self.db,
@@ -208,10 +234,19 @@ impl ReleaseService {
             twilio: &self.twilio,
             config: &self.config,
         };
-        let mut open = [true; 4];
-        let mut taken = [0usize; 4];
+        let rotator = self.tokens.as_ref().map(|t| Rotator {
+            db: &self.db,
+            vapi: &self.vapi,
+            twilio: &self.twilio,
+            keyring: &t.keyring,
+            fingerprints: &t.fingerprints,
+            config: &self.config,
+        });
+        // Token rotations only where the keyring and fingerprint key were given.
+        let mut open = [true, true, true, true, rotator.is_some()];
+        let mut taken = [0usize; 5];
         'run: while open.iter().any(|o| *o) {
-            for kind in 0..4 {
+            for kind in 0..5 {
                 if !open[kind] {
                     continue;
                 }
@@ -247,6 +282,26 @@ impl ReleaseService {
                                 Err(e)
                             }
                             Err(OffboardError::ConfirmationMismatch) => Ok(false),
+                        }
+                    }
+                    4 => {
+                        let deadline =
+                            crate::steps::Deadline::after(budget.min(self.config.deadline));
+                        let Some(rotator) = &rotator else {
+                            continue;
+                        };
+                        match rotator.resume_one(request_id, deadline).await {
+                            Ok(Some(state)) => {
+                                report.rotations_resumed += 1;
+                                report.rotations_finished += usize::from(state.is_done());
+                                Ok(true)
+                            }
+                            Ok(None) => Ok(false),
+                            Err(RotationError::Db(e)) => {
+                                tracing::error!(error = %e, "reconcile could not resume token rotations");
+                                Err(e)
+                            }
+                            Err(_) => Ok(false),
                         }
                     }
                     _ => match router.resume_one(request_id, budget).await {

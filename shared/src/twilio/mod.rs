@@ -6,6 +6,7 @@
 //! `as_main`). What the platform provisions for an org (subaccounts, numbers, prices)
 //! is in `provisioning`.
 
+mod auth_tokens;
 mod inventory;
 mod provisioning;
 
@@ -32,6 +33,8 @@ pub struct TwilioClient {
     base: String,
     /// The Pricing API (`https://pricing.twilio.com/v1`).
     pricing_base: String,
+    /// Twilio's Accounts API (`https://accounts.twilio.com/v1`): token rotation.
+    accounts_base: String,
     policy: CallPolicy,
     /// The platform's main account, for releasing numbers of its subaccounts,
     /// fetched again after a 401. `None` for functions that never act as the
@@ -59,6 +62,7 @@ impl TwilioClient {
         let base = base.into();
         Self {
             pricing_base: format!("{base}/__pricing_not_configured"),
+            accounts_base: "https://accounts.twilio.com/v1".to_owned(),
             http,
             base,
             policy,

@@ -1,0 +1,410 @@
+//! Token rotation (issue 23) through the local API: the demo org's subaccount token
+//! is rotated so that its Vapi credential and every Vapi number hold the new token
+//! before it is promoted; a Vapi PATCH refused on the way leaves the job pending
+//! with calls working (both tokens work until the promotion), and a repeat or
+//! reconcile finishes it; a lost promotion answer is recognised; a token rotated in
+//! Twilio's console is noticed by the next purchase and brought to Vapi; refusals
+//! change nothing; no token leaves the service.
+
+use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, DEMO_SUBACCOUNT, OTHER_ORG};
+use local_api::standins::{LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN};
+use serde_json::{Value, json};
+
+mod common;
+
+use common::Local as Org;
+
+impl Org {
+    async fn as_demo(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        self.send(req, &self.running.token).await
+    }
+
+    async fn rotate(&self) -> (u16, Value) {
+        self.as_demo(
+            self.http
+                .post(self.api("/api/telephony/credentials/twilio/rotate")),
+        )
+        .await
+    }
+
+    async fn reconcile(&self) -> Value {
+        self.post_control("reconcile", json!({})).await
+    }
+
+    fn state(&self) -> Value {
+        self.running.standins_state.state()
+    }
+
+    /// The subaccount's primary token, as the main account reads it at the
+    /// stand-in (only to prove it never leaves the service).
+    async fn primary_token(&self, sid: &str) -> String {
+        let url = format!(
+            "http://{}/twilio/2010-04-01/Accounts/{sid}.json",
+            self.running.standins
+        );
+        let v: Value = self
+            .http
+            .get(url)
+            .basic_auth(LOCAL_TWILIO_MAIN_SID, Some(LOCAL_TWILIO_MAIN_TOKEN))
+            .send()
+            .await
+            .expect("read back")
+            .json()
+            .await
+            .expect("json");
+        v["auth_token"].as_str().expect("auth_token").to_owned()
+    }
+
+    /// What each of the demo org's Vapi numbers and its credential hold, as the
+    /// stand-ins see it (`primary`, `secondary`, `retired`…), by E.164 / "credential".
+    fn token_kinds(&self) -> Vec<(String, Value)> {
+        let state = self.state();
+        let mut out: Vec<(String, Value)> = state["vapi_phone_numbers"]
+            .as_object()
+            .expect("numbers")
+            .values()
+            .filter(|n| n["twilioAccountSid"] == DEMO_SUBACCOUNT)
+            .map(|n| {
+                (
+                    n["number"].as_str().unwrap_or("?").to_owned(),
+                    n["twilioToken"].clone(),
+                )
+            })
+            .collect();
+        out.extend(
+            state["credentials"]
+                .as_object()
+                .expect("credentials")
+                .values()
+                .filter(|c| c["accountSid"] == DEMO_SUBACCOUNT)
+                .map(|c| ("credential".to_owned(), c["twilioToken"].clone())),
+        );
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    async fn backoff_passes(&self) {
+        self.db
+            .client()
+            .await
+            .batch_execute(
+                "UPDATE token_rotations SET next_attempt_at = now() - interval '1 second'
+                  WHERE next_attempt_at IS NOT NULL",
+            )
+            .await
+            .expect("backoff");
+    }
+
+    async fn slot_fingerprint(&self) -> Option<String> {
+        self.db
+            .client()
+            .await
+            .query_one(
+                "SELECT metadata->>'tokenFingerprint' FROM org_credentials WHERE org_id = $1::text::uuid",
+                &[&DEMO_ORG],
+            )
+            .await
+            .expect("slot")
+            .get(0)
+    }
+}
+
+fn assert_all_hold(kinds: &[(String, Value)], kind: &str) {
+    assert_eq!(kinds.len(), DEMO_NUMBERS.len() + 1, "{kinds:?}");
+    for (what, k) in kinds {
+        assert_eq!(k, kind, "{what} holds a {k} token: {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_reaches_the_credential_and_every_number_before_the_promotion() {
+    let o = Org::start().await;
+    let old = o.primary_token(DEMO_SUBACCOUNT).await;
+    assert_all_hold(&o.token_kinds(), "primary");
+
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "rotated", "{body}");
+    assert_eq!(body["kind"], "rotate");
+    assert_eq!(body["promoted"], true);
+    assert_eq!(body["credentialUpdated"], true);
+    assert_eq!(body["numbers"]["updated"], json!(DEMO_NUMBERS), "{body}");
+    assert_eq!(body["numbers"]["pending"], json!([]));
+
+    let new = o.primary_token(DEMO_SUBACCOUNT).await;
+    assert_ne!(old, new, "the subaccount's token changed");
+    assert_all_hold(&o.token_kinds(), "primary");
+    let state = o.state();
+    assert_eq!(state["deadTokenCalls"], json!([]), "{state}");
+    assert_eq!(
+        state["twilio_subaccounts"][DEMO_SUBACCOUNT]["hasSecondaryToken"],
+        false
+    );
+    assert!(o.slot_fingerprint().await.is_some());
+
+    // Status shows it; nothing shows a token, old or new, nor does the database.
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["status"], "rotated", "{status}");
+    let dump = o.db.dump().await;
+    for token in [&old, &new] {
+        assert!(!body.to_string().contains(token.as_str()));
+        assert!(!status.to_string().contains(token.as_str()));
+        assert!(!dump.contains(token.as_str()), "a token is stored in plain");
+    }
+
+    // A purchase now imports with the new token.
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&json!({"phoneNumber": "+14155550150"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let kinds = o.token_kinds();
+    assert!(kinds.iter().all(|(_, k)| k == "primary"), "{kinds:?}");
+
+    // A second rotation is a new job.
+    let (status, again) = o.rotate().await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(again["id"], body["id"]);
+    assert_eq!(
+        o.state()["twilio_subaccounts"][DEMO_SUBACCOUNT]["tokenRotations"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_refused_vapi_patch_leaves_the_job_pending_with_calls_working_until_it_is_resumed() {
+    let o = Org::start().await;
+    // One number's PATCH is refused once (a 400: never retried).
+    o.post_control(
+        "fail",
+        json!({"endpoint": "route", "mode": "refuse", "times": 1}),
+    )
+    .await;
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "rotating", "{body}");
+    assert_eq!(body["promoted"], false);
+    assert_eq!(
+        body["numbers"]["pending"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(
+        body["numbers"]["updated"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    assert!(body["errors"]["numbers"].is_string(), "{body}");
+    // Not promoted: every Vapi entity holds a token that works (two the secondary,
+    // one the primary); nothing was called with a dead one.
+    let kinds = o.token_kinds();
+    assert!(
+        kinds
+            .iter()
+            .all(|(_, k)| k == "primary" || k == "secondary"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|(_, k)| k == "primary"), "{kinds:?}");
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["status"], "rotating", "{status}");
+    assert!(
+        status["tokenRotation"]["nextAttemptAt"].is_string(),
+        "{status}"
+    );
+
+    // Reconcile resumes it once its backoff passed: the same secondary (no second
+    // one was asked for), then the promotion.
+    o.backoff_passes().await;
+    let report = o.reconcile().await;
+    assert_eq!(report["rotations_resumed"], 1, "{report}");
+    assert_eq!(report["rotations_finished"], 1, "{report}");
+    assert_all_hold(&o.token_kinds(), "primary");
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["status"], "rotated", "{status}");
+    assert_eq!(
+        status["tokenRotation"]["numbers"]["updated"],
+        json!(DEMO_NUMBERS)
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_resumes_the_open_job_and_a_lost_promotion_answer_is_recognised() {
+    let o = Org::start().await;
+    o.post_control("fail", json!({"endpoint": "credential", "mode": "500"}))
+        .await;
+    let (status, first) = o.rotate().await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["credentialUpdated"], false, "{first}");
+    o.post_control("fail", json!({"endpoint": "credential", "mode": "none"}))
+        .await;
+    // The promotion acts, and its answer is lost: read back, it is recognised.
+    o.post_control(
+        "fail",
+        json!({"endpoint": "auth_tokens", "mode": "lost", "times": 1}),
+    )
+    .await;
+    let (status, second) = o.rotate().await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["id"], first["id"], "the repeat resumed the same job");
+    assert_all_hold(&o.token_kinds(), "primary");
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+}
+
+#[tokio::test]
+async fn a_token_rotated_in_the_console_is_noticed_by_the_next_purchase_and_brought_to_vapi() {
+    let o = Org::start().await;
+    // The demo slot was sealed with the token's fingerprint: a purchase now opens
+    // no job.
+    let before = o.slot_fingerprint().await;
+    assert!(before.is_some());
+    o.post_control(
+        &format!("twilio/accounts/{DEMO_SUBACCOUNT}/rotate-token"),
+        json!({}),
+    )
+    .await;
+    // Every Vapi entity now holds a dead token (calls fail until it is fixed).
+    assert_all_hold(&o.token_kinds(), "retired");
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&json!({"phoneNumber": "+14155550150"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["kind"], "adopt", "{status}");
+    let report = o.reconcile().await;
+    assert_eq!(report["rotations_finished"], 1, "{report}");
+    let kinds = o.token_kinds();
+    assert!(kinds.iter().all(|(_, k)| k == "primary"), "{kinds:?}");
+    assert_ne!(
+        o.slot_fingerprint().await,
+        before,
+        "the slot was sealed again"
+    );
+}
+
+#[tokio::test]
+async fn refusals_change_nothing() {
+    let o = Org::start().await;
+    let before = o.db.dump().await;
+    // Without the write scope.
+    let read_only = o.token_for(DEMO_ORG, &["telephony:read"]);
+    let (status, _) = o
+        .send(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate")),
+            &read_only,
+        )
+        .await;
+    assert_eq!(status, 403);
+    // A body with anything in it.
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate"))
+                .json(&json!({"force": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_body")),
+        "{body}"
+    );
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate"))
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // An org without a slot.
+    let other = o.token_for(OTHER_ORG, &["telephony:read", "telephony:write"]);
+    let (status, body) = o
+        .send(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate")),
+            &other,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("no_credential")),
+        "{body}"
+    );
+    assert_eq!(o.db.dump().await, before);
+
+    // A BYOC org: 409, naming the way to rotate it.
+    let byoc_org = "0d3e0000-0000-4000-8000-0000000000b1";
+    let byoc = o.token_for(byoc_org, &["telephony:read", "telephony:write"]);
+    let (status, body) = o
+        .send(
+            o.http
+                .put(o.api("/api/telephony/credentials/twilio"))
+                .json(&json!({
+                    "accountSid": "AC0123456789abcdef0123456789abcdef",
+                    "authToken": "0123456789abcdef0123456789abcdef",
+                    "phoneNumber": "+14155550177"
+                })),
+            &byoc,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let before = o.db.dump().await;
+    let (status, body) = o
+        .send(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate")),
+            &byoc,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("byoc_credential")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("save the new one"),
+        "{body}"
+    );
+    assert_eq!(o.db.dump().await, before);
+}
+
+#[tokio::test]
+async fn purchases_wait_while_the_token_is_being_promoted() {
+    let o = Org::start().await;
+    // A promotion whose answer never came (Twilio times out, and so does the read
+    // back): the job stays between the start of its promotion and its end.
+    o.db.client()
+        .await
+        .execute(
+            "INSERT INTO token_rotations (id, org_id, account_sid, kind, requested_by, promote_started_at)
+             VALUES (gen_random_uuid(), $1::text::uuid, $2, 'rotate', 'someone', now())",
+            &[&DEMO_ORG, &DEMO_SUBACCOUNT],
+        )
+        .await
+        .expect("a job being promoted");
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&json!({"phoneNumber": "+14155550150"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("token_rotation_in_progress")),
+        "{body}"
+    );
+}
