@@ -74,6 +74,13 @@ CREATE INDEX token_rotations_by_org ON token_rotations (org_id, requested_at DES
 ALTER TABLE managed_phone_numbers
     ADD COLUMN twilio_token_fp text CHECK (twilio_token_fp ~ '^[0-9a-f]{64}$');
 
+-- The carrier audit's new kind: a Vapi import holding another token than its
+-- subaccount's current one.
+ALTER TABLE carrier_findings DROP CONSTRAINT carrier_findings_kind_check;
+ALTER TABLE carrier_findings ADD CONSTRAINT carrier_findings_kind_check CHECK (kind IN (
+    'billed_unknown', 'vapi_orphan', 'assistant_mismatch', 'vapi_missing',
+    'carrier_missing', 'voice_url_mismatch', 'subaccount_orphan', 'token_mismatch'));
+
 REVOKE ALL ON token_rotations FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON token_rotations TO telephony_route;
 -- list-numbers shows the org's latest job: every column but the sealed secondary.

@@ -408,3 +408,41 @@ async fn purchases_wait_while_the_token_is_being_promoted() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_carrier_audit_finds_numbers_holding_a_token_rotated_elsewhere_and_opens_an_adopt_job()
+{
+    let o = Org::start().await;
+    // Rotate once through the service, so every number's token is recorded.
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
+    o.post_control(
+        &format!("twilio/accounts/{DEMO_SUBACCOUNT}/rotate-token"),
+        json!({}),
+    )
+    .await;
+    assert_all_hold(&o.token_kinds(), "retired");
+    // The numbers were changed just now: the audit's grace is for what is fresh.
+    o.db.client()
+        .await
+        .batch_execute(
+            "UPDATE managed_phone_numbers SET updated_at = now() - interval '2 days', created_at = now() - interval '2 days'",
+        )
+        .await
+        .expect("age the rows");
+    let report = o.post_control("audit", json!({"force": true})).await;
+    assert_eq!(report["found"]["token_mismatch"], 3, "{report}");
+    assert_eq!(
+        report["repaired"]["token_mismatch"], 1,
+        "one adopt job for the org: {report}"
+    );
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["kind"], "adopt", "{status}");
+    assert_eq!(status["tokenRotation"]["status"], "rotating", "{status}");
+    let report = o.reconcile().await;
+    assert_eq!(report["rotations_finished"], 1, "{report}");
+    assert_all_hold(&o.token_kinds(), "primary");
+    // The next pass sees nothing left.
+    let report = o.post_control("audit", json!({"force": true})).await;
+    assert_eq!(report["found"].get("token_mismatch"), None, "{report}");
+}

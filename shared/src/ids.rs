@@ -250,6 +250,40 @@ impl<'de> Deserialize<'de> for AuthToken {
     }
 }
 
+/// A Twilio token as a provider's answer reported it (Twilio's account list, Vapi's
+/// phone-number list), whatever its shape: read only to be fingerprinted
+/// ([`crate::credential::fingerprint::FingerprintKey::of_reported`]), never shown.
+#[derive(Clone)]
+pub struct ReportedToken(SecretString);
+
+impl ReportedToken {
+    /// As an [`AuthToken`], if it has a token's shape.
+    pub fn as_auth_token(&self) -> Option<AuthToken> {
+        self.0.expose_secret().parse().ok()
+    }
+}
+
+impl fmt::Debug for ReportedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReportedToken([REDACTED])")
+    }
+}
+
+/// For the listings' derived comparisons (tests).
+impl PartialEq for ReportedToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Eq for ReportedToken {}
+
+impl<'de> Deserialize<'de> for ReportedToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SecretString::deserialize(d).map(Self)
+    }
+}
+
 /// The telephony provider a credential slot belongs to. One slot per org and provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::config::{Rotating, SecretLoader, VapiKey};
 use chrono::{DateTime, Utc};
 
-use crate::ids::{AccountSid, AuthToken, E164, OrgId};
+use crate::ids::{AccountSid, AuthToken, E164, OrgId, ReportedToken};
 use crate::providers::{Answer, CallPolicy, ProviderError, call_idempotent, call_once};
 
 const PROVIDER: &str = "vapi";
@@ -48,6 +48,10 @@ struct Listed {
     /// A phone number's Twilio account (the subaccount it was imported with).
     twilio_account_sid: Option<String>,
     assistant_id: Option<String>,
+    /// A phone number's Twilio token, when Vapi returns it (its schema lists it):
+    /// only for the audit to fingerprint.
+    #[serde(default)]
+    twilio_auth_token: Option<ReportedToken>,
 }
 
 /// Where a walk of one of Vapi's lists goes: back to `since`, from `before` (or
@@ -99,6 +103,8 @@ pub struct VapiNumber {
     pub twilio_account_sid: Option<String>,
     pub assistant_id: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
+    /// The Twilio token it holds, when Vapi's answer carries it.
+    pub twilio_token: Option<ReportedToken>,
 }
 
 /// Vapi's phone-number list as the audit read it.
@@ -387,6 +393,7 @@ impl VapiClient {
                         number,
                         twilio_account_sid: item.twilio_account_sid,
                         assistant_id: item.assistant_id,
+                        twilio_token: item.twilio_auth_token,
                         created_at: item
                             .created_at
                             .as_deref()

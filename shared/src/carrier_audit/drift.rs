@@ -32,10 +32,13 @@ pub enum DriftKind {
     /// A subaccount named after no org (or not the org's own), or an org's
     /// subaccount Twilio says is closed or does not have.
     SubaccountOrphan,
+    /// An active number's Vapi import holds a Twilio token that is not its
+    /// subaccount's current one (rotated elsewhere): its calls fail.
+    TokenMismatch,
 }
 
 impl DriftKind {
-    pub const ALL: [DriftKind; 7] = [
+    pub const ALL: [DriftKind; 8] = [
         Self::BilledUnknown,
         Self::VapiOrphan,
         Self::AssistantMismatch,
@@ -43,6 +46,7 @@ impl DriftKind {
         Self::CarrierMissing,
         Self::VoiceUrlMismatch,
         Self::SubaccountOrphan,
+        Self::TokenMismatch,
     ];
 
     pub fn code(self) -> &'static str {
@@ -54,6 +58,7 @@ impl DriftKind {
             Self::CarrierMissing => "carrier_missing",
             Self::VoiceUrlMismatch => "voice_url_mismatch",
             Self::SubaccountOrphan => "subaccount_orphan",
+            Self::TokenMismatch => "token_mismatch",
         }
     }
 
@@ -86,6 +91,8 @@ pub struct LiveRow {
     pub assistant_pending: bool,
     /// Reconcile gave the pending change up (`route_gave_up_at`).
     pub route_gave_up: bool,
+    /// The fingerprint of the token this service last gave its Vapi import.
+    pub twilio_token_fp: Option<String>,
     /// A request, reconcile or another flow holds it right now.
     pub claimed: bool,
     pub created_at: DateTime<Utc>,
@@ -117,6 +124,21 @@ pub struct Scope<'a> {
     pub vapi_complete: bool,
     /// Live rows of the org, of this subaccount, and of these numbers and ids.
     pub rows: &'a [LiveRow],
+    /// The org has an open token rotation (its numbers may rightly hold a
+    /// secondary, or be on their way to the new token).
+    pub org_rotating: bool,
+    /// Fingerprints of the subaccount's current token and of the tokens Vapi's
+    /// numbers report; `None` when not known (no key, or not reported).
+    pub tokens: &'a TokenFingerprints,
+}
+
+/// Token fingerprints the audit compares (never the tokens).
+#[derive(Debug, Clone, Default)]
+pub struct TokenFingerprints {
+    /// The subaccount's current token, from Twilio's account list.
+    pub account: Option<String>,
+    /// What Vapi's numbers report they hold, by Vapi id (when Vapi returns it).
+    pub vapi: HashMap<String, String>,
 }
 
 /// When the sources were read, and what is too fresh to be drift.
@@ -157,6 +179,9 @@ pub enum Action {
     ConfirmVapiMissing { id: String },
     /// Flag only once Twilio's 20404 on a direct read, confirmed, says so.
     ConfirmCarrierMissing { number_sid: String },
+    /// Open an `adopt` token rotation for the org (reconcile brings the current
+    /// token to its Vapi credential and numbers).
+    AdoptToken { org: Uuid },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +357,7 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
         }
         carrier_drift(scope, clock, r, &held_sids, &mut out);
         vapi_drift(scope, clock, r, &mut out);
+        token_drift(scope, clock, r, &mut out);
     }
 
     // Vapi's numbers of this subaccount that no row has.
@@ -427,6 +453,48 @@ fn subaccount_drift(scope: &Scope<'_>, clock: &Clock, out: &mut Comparison) {
             action: Action::Flag,
         });
     }
+}
+
+/// An active row whose Vapi import holds another token than the subaccount's
+/// current one. What Vapi holds is what its answer reports when it carries the
+/// token, else what this service last sent (the row's fingerprint); a row with
+/// neither is not compared (imported before fingerprints were kept, and Vapi not
+/// saying). While the org's token is being rotated nothing is compared.
+fn token_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparison) {
+    let Some(current) = scope.tokens.account.as_deref() else {
+        return;
+    };
+    let Some(id) = r.vapi_phone_id.as_deref() else {
+        return;
+    };
+    if r.status != "active" || !scope.vapi_by_id.contains_key(id) {
+        return;
+    }
+    if scope.org_rotating || clock.fresh(Some(r.updated_at)) {
+        out.skipped.push(r.phone_number.clone());
+        return;
+    }
+    let (held, compared) = match scope.tokens.vapi.get(id) {
+        Some(fp) => (Some(fp.as_str()), "vapi"),
+        None => (r.twilio_token_fp.as_deref(), "recorded"),
+    };
+    if held.is_none_or(|h| h == current) {
+        return;
+    }
+    // Only the subaccount the org records, whose slot the adopt job re-seals.
+    let ours = repairable(scope) && scope.org_recorded_subaccount == Some(scope.subaccount);
+    out.candidates.push(Candidate {
+        kind: DriftKind::TokenMismatch,
+        org: Some(r.org_id),
+        subject: r.phone_number.clone(),
+        phone_number: Some(r.phone_number.clone()),
+        detail: json!({ "vapiPhoneId": id, "compared": compared }),
+        action: if ours {
+            Action::AdoptToken { org: r.org_id }
+        } else {
+            Action::Flag
+        },
+    });
 }
 
 /// A row Twilio no longer lists (or whose subaccount it closed or lost).

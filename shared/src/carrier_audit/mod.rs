@@ -40,6 +40,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::{ConfigError, Env};
+use crate::credential::fingerprint::FingerprintKey;
 use crate::db::{Db, DbError};
 use crate::ids::{AccountSid, E164, PhoneNumberSid};
 use crate::metrics::{MetricSet, MetricsConfig, Unit};
@@ -49,7 +50,7 @@ use crate::steps::StepsConfig;
 use crate::twilio::{HeldNumber, ListedAccount, NumberRead, TwilioClient};
 use crate::vapi::{VapiClient, VapiNumber};
 
-use drift::{Action, Candidate, Clock, DriftKind, Scope};
+use drift::{Action, Candidate, Clock, DriftKind, Scope, TokenFingerprints};
 use price::PriceBook;
 use store::{RecordedRelease, Repair};
 
@@ -202,6 +203,8 @@ impl AuditReport {
 pub struct AuditService {
     pub release: ReleaseService,
     pub config: AuditConfig,
+    /// Fingerprints the tokens Twilio and Vapi report (`token_mismatch`).
+    pub fingerprints: FingerprintKey,
 }
 
 impl AuditService {
@@ -209,9 +212,17 @@ impl AuditService {
         env: &Env,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, crate::error::BoxError> {
-        let release = ReleaseService::from_env(env, aws).await?;
+        let secrets = crate::config::SecretLoader::new(env, aws);
+        let (release, fingerprints) =
+            tokio::try_join!(ReleaseService::from_env(env, aws), async {
+                Ok(secrets.fingerprint_key().await?)
+            })?;
         let config = AuditConfig::from_env(env, &release.config)?;
-        Ok(Self { release, config })
+        Ok(Self {
+            release,
+            config,
+            fingerprints,
+        })
     }
 
     pub fn auditor(&self) -> Auditor<'_> {
@@ -220,6 +231,7 @@ impl AuditService {
             vapi: &self.release.vapi,
             twilio: &self.release.twilio,
             config: &self.config,
+            fingerprints: &self.fingerprints,
         }
     }
 }
@@ -229,6 +241,7 @@ pub struct Auditor<'a> {
     pub vapi: &'a VapiClient,
     pub twilio: &'a TwilioClient,
     pub config: &'a AuditConfig,
+    pub fingerprints: &'a FingerprintKey,
 }
 
 /// A subaccount to cover, and who it belongs to.
@@ -529,6 +542,7 @@ impl Auditor<'_> {
             };
             let org = t.org;
             let view = org.and_then(|o| b.org_index.get(&o).copied());
+            let tokens = self.token_fingerprints(t, b);
             let scope = Scope {
                 subaccount: &t.sid,
                 org,
@@ -542,6 +556,8 @@ impl Auditor<'_> {
                 vapi_by_id: b.vapi_by_id,
                 vapi_complete: b.vapi_complete,
                 rows: &rows,
+                org_rotating: view.is_some_and(|v| v.rotating),
+                tokens: &tokens,
             };
             let mut comparison = drift::compare(&scope, &clock, &self.config.voice_url);
             let mut failed = false;
@@ -571,13 +587,42 @@ impl Auditor<'_> {
             let kept: &[&str] = if b.vapi_complete {
                 &[]
             } else {
-                &["vapi_orphan", "vapi_missing", "assistant_mismatch"]
+                &[
+                    "vapi_orphan",
+                    "vapi_missing",
+                    "assistant_mismatch",
+                    "token_mismatch",
+                ]
             };
             report.closed +=
                 store::close_unseen(self.db, &t.sid, ctx.pass.number, &comparison.skipped, kept)
                     .await?;
         }
         Ok(covered)
+    }
+
+    /// The fingerprints of the subaccount's current token and of the tokens its
+    /// Vapi numbers report (the tokens are dropped here).
+    fn token_fingerprints(&self, t: &Target, b: &Batches<'_>) -> TokenFingerprints {
+        let key = self.fingerprints;
+        TokenFingerprints {
+            account: t
+                .account
+                .as_ref()
+                .and_then(|a| a.token.as_ref())
+                .and_then(|tok| key.of_reported(tok))
+                .map(|fp| fp.as_str().to_owned()),
+            vapi: b
+                .vapi_by_sub
+                .get(t.sid.as_str())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| {
+                    let fp = key.of_reported(v.twilio_token.as_ref()?)?;
+                    Some((v.id.clone(), fp.as_str().to_owned()))
+                })
+                .collect(),
+        }
     }
 
     /// Confirm, repair and keep one finding.
@@ -664,6 +709,29 @@ impl Auditor<'_> {
                 {
                     true => Repair::Done,
                     false => return Ok(Settled::NotDrift),
+                }
+            }
+            Action::AdoptToken { org } => {
+                let Ok(sid) = subaccount.parse::<AccountSid>() else {
+                    return Ok(Settled::Undecided);
+                };
+                let caller = crate::identity::Caller::system(
+                    crate::ids::OrgId::new(*org),
+                    "system:carrier-audit",
+                );
+                match crate::rotation::request_adopt(
+                    self.db,
+                    &caller,
+                    ctx.request_id,
+                    &sid,
+                    "audit_token_mismatch",
+                )
+                .await?
+                {
+                    true => Repair::Done,
+                    // One is open already (another number of the org), or the slot
+                    // is not this subaccount's: recorded, flagged.
+                    false => Repair::None,
                 }
             }
             Action::DeleteAtVapi { id } => {

@@ -131,6 +131,8 @@ pub struct OrgView {
     /// Offboarded: its subaccount is closed on purpose, and nothing of it should
     /// remain at Vapi.
     pub offboarded: bool,
+    /// It has an open token rotation.
+    pub rotating: bool,
 }
 
 /// Every org, with the subaccount it records.
@@ -139,7 +141,9 @@ pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
         .query(
             "SELECT id, twilio_subaccount_sid,
                     offboard_requested_at IS NOT NULL AND offboarded_at IS NULL,
-                    offboarded_at IS NOT NULL
+                    offboarded_at IS NOT NULL,
+                    EXISTS (SELECT 1 FROM token_rotations r WHERE r.org_id = organizations.id
+                              AND r.done_at IS NULL AND r.cancelled_at IS NULL)
                FROM organizations",
             &[],
         )
@@ -152,6 +156,7 @@ pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
                 subaccount: r.try_get(1).map_err(&s)?,
                 offboarding: r.try_get(2).map_err(&s)?,
                 offboarded: r.try_get(3).map_err(&s)?,
+                rotating: r.try_get(4).map_err(&s)?,
             })
         })
         .collect()
@@ -170,7 +175,7 @@ pub async fn live_rows(
             "SELECT id, org_id, phone_number, status, twilio_phone_sid, twilio_subaccount_sid,
                     vapi_phone_id, assistant_id, assistant_pending,
                     claim_token IS NOT NULL AND claimed_until >= now(), created_at, updated_at,
-                    route_gave_up_at IS NOT NULL
+                    route_gave_up_at IS NOT NULL, twilio_token_fp
                FROM managed_phone_numbers
               WHERE status <> 'released'
                 AND (twilio_subaccount_sid = ANY($1) OR org_id = ANY($2)
@@ -200,6 +205,7 @@ pub async fn live_rows(
                 created_at: r.try_get(10).map_err(&s)?,
                 updated_at: r.try_get(11).map_err(&s)?,
                 route_gave_up: r.try_get(12).map_err(&s)?,
+                twilio_token_fp: r.try_get(13).map_err(&s)?,
             })
         })
         .collect()

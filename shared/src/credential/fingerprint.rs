@@ -48,6 +48,13 @@ impl FingerprintKey {
     }
 }
 
+impl FingerprintKey {
+    /// The fingerprint of a token a provider reported, if it has a token's shape.
+    pub fn of_reported(&self, token: &crate::ids::ReportedToken) -> Option<TokenFingerprint> {
+        token.as_auth_token().map(|t| self.of(&t))
+    }
+}
+
 /// A token's keyed fingerprint: 64 lowercase hex characters. Safe to store, log and
 /// compare; it is not the token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

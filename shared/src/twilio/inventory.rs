@@ -3,25 +3,29 @@
 //! (`GET /Accounts/{Sub}/IncomingPhoneNumbers.json`), following Twilio's
 //! `next_page_uri`, and a single number read directly.
 //!
-//! The Accounts list carries every subaccount's `auth_token`: the types here have no
-//! field for it, so a token is never deserialized, held or logged.
+//! The Accounts list carries every subaccount's `auth_token`: it is held only as a
+//! [`ReportedToken`] (redacted, zeroized), for the audit to fingerprint and compare
+//! with the token Vapi's numbers hold; never logged or stored.
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Deserialize;
 
 use super::{MainCall, PROVIDER, TwilioClient, bad_body};
-use crate::ids::{AccountSid, E164, PhoneNumberSid};
+use crate::ids::{AccountSid, E164, PhoneNumberSid, ReportedToken};
 use crate::providers::ProviderError;
 use crate::vapi::urlencode;
 
 /// Twilio's page size bound (`PageSize` 1–1000).
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-/// An account as the main account's list shows it (never its token).
+/// An account as the main account's list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ListedAccount {
     pub sid: String,
+    /// Its current (primary) token, only to be fingerprinted.
+    #[serde(default, rename = "auth_token")]
+    pub token: Option<ReportedToken>,
     #[serde(default)]
     pub friendly_name: Option<String>,
     /// `active`, `suspended` or `closed`.

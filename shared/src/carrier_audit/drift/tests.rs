@@ -29,6 +29,7 @@ fn account(status: &str) -> ListedAccount {
         friendly_name: Some(format!("org:{}", org())),
         status: status.into(),
         date_created: Some(at(48)),
+        token: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn row(number: &str, vapi: Option<&str>) -> LiveRow {
         assistant_id: Some(ASSISTANT.into()),
         assistant_pending: false,
         route_gave_up: false,
+        twilio_token_fp: None,
         claimed: false,
         created_at: at(48),
         updated_at: at(48),
@@ -71,10 +73,15 @@ fn vapi(id: &str, number: &str, assistant: Option<&str>, hours_ago: i64) -> Vapi
         twilio_account_sid: Some(SUB.into()),
         assistant_id: assistant.map(str::to_owned),
         created_at: Some(at(hours_ago)),
+        twilio_token: None,
     }
 }
 
 const URL: &str = "https://api.vapi.ai/twilio/inbound_call";
+
+/// No token fingerprints known: `token_mismatch` is not compared.
+static NO_TOKENS: std::sync::LazyLock<TokenFingerprints> =
+    std::sync::LazyLock::new(TokenFingerprints::default);
 
 /// Compare with these sources (the org exists and records SUB).
 fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison {
@@ -94,6 +101,8 @@ fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison
         vapi_by_id: &by_id,
         vapi_complete: true,
         rows,
+        org_rotating: false,
+        tokens: &NO_TOKENS,
     };
     compare(&scope, &clock(), URL)
 }
@@ -177,6 +186,8 @@ fn nothing_is_repaired_under_a_subaccount_the_org_does_not_record_or_while_it_of
         vapi_by_id: &by_id,
         vapi_complete: true,
         rows: &[],
+        org_rotating: false,
+        tokens: &NO_TOKENS,
     };
     let c = compare(&scope, &clock(), URL);
     let orphan = c
@@ -343,6 +354,8 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         vapi_by_id: &none,
         vapi_complete: true,
         rows: &[],
+        org_rotating: false,
+        tokens: &NO_TOKENS,
     };
     let c = compare(&scope, &clock(), URL);
     assert_eq!(kinds(&c), [DriftKind::SubaccountOrphan]);
@@ -384,7 +397,8 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
 
 #[test]
 fn every_kind_has_a_stable_code_the_migration_lists() {
-    let migration = include_str!("../../../../migrations/V6__carrier_audit.sql");
+    // The latest migration that sets the kinds' CHECK.
+    let migration = include_str!("../../../../migrations/V9__token_rotation.sql");
     for k in DriftKind::ALL {
         assert_eq!(DriftKind::from_code(k.code()), Some(k));
         assert!(
@@ -399,4 +413,108 @@ fn every_kind_has_a_stable_code_the_migration_lists() {
     );
     assert_eq!(purchase_operation(Some("purchase later")), None);
     assert_eq!(purchase_operation(None), None);
+}
+
+/// `token_mismatch`, with the subaccount's current token fingerprinted as "cur".
+fn run_tokens(
+    vapi_numbers: &[VapiNumber],
+    rows: &[LiveRow],
+    tokens: &TokenFingerprints,
+    rotating: bool,
+    recorded: &str,
+) -> Comparison {
+    let acc = account("active");
+    let held_numbers: Vec<HeldNumber> = rows
+        .iter()
+        .map(|r| {
+            held(
+                &r.phone_number,
+                PN,
+                "purchase 00000000-0000-0000-0000-000000003333",
+                URL,
+                48,
+            )
+        })
+        .collect();
+    let refs: Vec<&VapiNumber> = vapi_numbers.iter().collect();
+    let by_id: HashMap<&str, &VapiNumber> =
+        vapi_numbers.iter().map(|v| (v.id.as_str(), v)).collect();
+    let scope = Scope {
+        subaccount: SUB,
+        org: Some(org()),
+        org_exists: true,
+        org_recorded_subaccount: Some(recorded),
+        org_offboarding: false,
+        org_offboarded: false,
+        account: Some(&acc),
+        held: Some(&held_numbers),
+        vapi: &refs,
+        vapi_by_id: &by_id,
+        vapi_complete: true,
+        rows,
+        org_rotating: rotating,
+        tokens,
+    };
+    compare(&scope, &clock(), URL)
+}
+
+fn mismatches(c: &Comparison) -> Vec<&Candidate> {
+    c.candidates
+        .iter()
+        .filter(|c| c.kind == DriftKind::TokenMismatch)
+        .collect()
+}
+
+#[test]
+fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job() {
+    let v = vapi("v1", "+14155550100", Some(ASSISTANT), 48);
+    let r = row("+14155550100", Some("v1"));
+    let tokens = |vapi_fp: Option<&str>| TokenFingerprints {
+        account: Some("cur".into()),
+        vapi: vapi_fp
+            .map(|fp| [("v1".to_owned(), fp.to_owned())].into())
+            .unwrap_or_default(),
+    };
+    // Vapi reports the old token.
+    let c = run_tokens(&[v.clone()], &[r.clone()], &tokens(Some("old")), false, SUB);
+    let m = mismatches(&c);
+    assert_eq!(m.len(), 1, "{c:?}");
+    assert_eq!(m[0].action, Action::AdoptToken { org: org() });
+    assert_eq!(m[0].detail["compared"], "vapi");
+    // Vapi reports the current one: nothing, whatever the row recorded.
+    let mut stale = r.clone();
+    stale.twilio_token_fp = Some("old".into());
+    let c = run_tokens(
+        &[v.clone()],
+        &[stale.clone()],
+        &tokens(Some("cur")),
+        false,
+        SUB,
+    );
+    assert!(mismatches(&c).is_empty(), "{c:?}");
+    // Vapi does not say: what this service last sent counts.
+    let c = run_tokens(&[v.clone()], &[stale.clone()], &tokens(None), false, SUB);
+    assert_eq!(mismatches(&c)[0].detail["compared"], "recorded");
+    // Neither known: not compared.
+    let c = run_tokens(&[v.clone()], &[r.clone()], &tokens(None), false, SUB);
+    assert!(mismatches(&c).is_empty(), "{c:?}");
+    // While the org's token is being rotated: left alone (an open finding stays).
+    let c = run_tokens(
+        &[v.clone()],
+        &[stale.clone()],
+        &tokens(Some("old")),
+        true,
+        SUB,
+    );
+    assert!(mismatches(&c).is_empty(), "{c:?}");
+    assert!(c.skipped.contains(&stale.phone_number), "{c:?}");
+    // A subaccount the org does not record: flagged only.
+    let c = run_tokens(
+        &[v],
+        &[stale],
+        &tokens(Some("old")),
+        false,
+        "AC0000000000000000000000000000aa02",
+    );
+    assert_eq!(mismatches(&c)[0].action, Action::Flag);
 }
