@@ -42,6 +42,9 @@ REGION_DEFAULT = "us-east-1"
 LOCAL_VAPI_KEY = "local-vapi-private-key"
 LOCAL_TWILIO_MAIN_SID = "AC00000000000000000000000000000001"
 LOCAL_TWILIO_MAIN_TOKEN = "11111111111111111111111111111111"
+# local-api/src/server.rs's LOCAL_TOKEN_FINGERPRINT_KEY: the same key as the local API,
+# so a function invoked here fingerprints tokens as the local API's functions do.
+LOCAL_TOKEN_FINGERPRINT_KEY = "local-dev-only-token-fingerprint-key-0123456789"
 
 
 class Loader(yaml.SafeLoader):
@@ -361,13 +364,18 @@ def main():
                  "from the environment" if own else "the Twilio stand-in's main account")
         override("TWILIO_MAIN_AUTH_TOKEN", os.environ.get("TWILIO_MAIN_AUTH_TOKEN") if own else LOCAL_TWILIO_MAIN_TOKEN,
                  "from the environment" if own else "the Twilio stand-in's main account")
+    if "TOKEN_FINGERPRINT_SECRET_ARN" in env:
+        override("TOKEN_FINGERPRINT_SECRET_ARN", None, "the fingerprint key from the environment instead")
+        override("TOKEN_FINGERPRINT_KEY", os.environ.get("TOKEN_FINGERPRINT_KEY", LOCAL_TOKEN_FINGERPRINT_KEY),
+                 "from the environment" if os.environ.get("TOKEN_FINGERPRINT_KEY") else "the local API's key")
     # Every function that talks to a provider (save-credential checks a customer's own
     # Twilio credentials at Twilio, without the main account's secret): the stand-ins,
     # or the base URLs of the environment (as the local API takes them).
     if providers:
         for k, path, what in (("VAPI_BASE_URL", "/vapi", "the Vapi stand-in"),
                               ("TWILIO_BASE_URL", "/twilio/2010-04-01", "the Twilio stand-in"),
-                              ("TWILIO_PRICING_BASE_URL", "/twilio-pricing/v1", "the Twilio Pricing stand-in")):
+                              ("TWILIO_PRICING_BASE_URL", "/twilio-pricing/v1", "the Twilio Pricing stand-in"),
+                              ("TWILIO_ACCOUNTS_BASE_URL", "/twilio-accounts/v1", "the Twilio Accounts stand-in")):
             override(k, os.environ.get(k) or f"{standins}{path}", "from the environment" if os.environ.get(k) else what)
 
     # The command line's --env / --unset come last (e.g. to show a failing start).

@@ -145,8 +145,10 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
     "release-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
                             "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     # …and its metrics' namespace and Stack dimension (Embedded Metric Format).
+    # …and token rotations (a keyring, the fingerprint key).
     "reconcile": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
-                       "STEPS_DEADLINE_MS", "CLAIM_SECS", "METRICS_NAMESPACE", "STACK_NAME"],
+                       "STEPS_DEADLINE_MS", "CLAIM_SECS", "METRICS_NAMESPACE", "STACK_NAME",
+                       "KEYRING", "KMS_KEY_ID", "TOKEN_FINGERPRINT_SECRET_ARN"],
     # The owner's login, and the two logins it sets up (secrets with password, users with iam).
     "migrate": db + ["DB_ROUTE_SECRET_ARN", "DB_READER_SECRET_ARN", "DB_ROUTE_USER", "DB_READER_USER"],
     # Twilio's search and Pricing API as the main account; no database (`forbidden` below).
@@ -155,7 +157,7 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
     # and the per-org purchase limit.
     "buy-number": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "KEYRING", "KMS_KEY_ID",
                         "STEPS_DEADLINE_MS", "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS",
-                        "PURCHASES_PER_ORG_PER_DAY"],
+                        "PURCHASES_PER_ORG_PER_DAY", "TOKEN_FINGERPRINT_SECRET_ARN"],
     "update-number": db + ["VAPI_SECRET_ARN", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     "disconnect-credential": db + ["VAPI_SECRET_ARN", "WRITE_SCOPE", "STEPS_DEADLINE_MS", "CLAIM_SECS"],
     # Offboarding: the release protocol's clients, its own scope.
@@ -164,7 +166,12 @@ needs = {  # what each function's State::from_env / main reads (see functions/*/
     # The carrier audit: the release protocol's clients and settings, its own, metrics.
     "audit": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "RECONCILE_MAX_ATTEMPTS",
                    "STEPS_DEADLINE_MS", "CLAIM_SECS", "AUDIT_EVERY_HOURS", "AUDIT_GRACE_SECS",
-                   "AUDIT_CONCURRENCY", "METRICS_NAMESPACE", "STACK_NAME"],
+                   "AUDIT_CONCURRENCY", "METRICS_NAMESPACE", "STACK_NAME",
+                   "TOKEN_FINGERPRINT_SECRET_ARN"],
+    # Token rotation: the release protocol's clients, a keyring, the fingerprint key.
+    "rotate-credential": db + ["VAPI_SECRET_ARN", "TWILIO_MAIN_SECRET_ARN", "KEYRING", "KMS_KEY_ID",
+                               "TOKEN_FINGERPRINT_SECRET_ARN", "WRITE_SCOPE", "STEPS_DEADLINE_MS",
+                               "CLAIM_SECS", "RECONCILE_MAX_ATTEMPTS"],
 }
 # Least privilege: what a function must NOT be given. search-numbers never opens a
 # database connection: no database settings (from Globals or its own) and no login
@@ -186,7 +193,7 @@ ROLES = {  # role: (its login policy, its secret parameter, its user parameter)
 }
 role_of = {"migrate": "owner", "list-numbers": "reader", "search-numbers": None,
            **{b: "route" for b in ("save-credential", "release-number", "reconcile", "buy-number", "update-number",
-                               "audit", "offboard-org", "disconnect-credential")}}
+                               "audit", "offboard-org", "disconnect-credential", "rotate-credential")}}
 login_policies = {pol for pol, _, _ in ROLES.values()}
 db_params = {x for _, s, u in ROLES.values() for x in (s, u)}
 for pol, _, _ in ROLES.values():
@@ -244,7 +251,8 @@ for name, res in funcs.items():
                            ("DB_ROUTE_USER", "DbRouteUser"), ("DB_READER_USER", "DbReaderUser")):
             if refs(env.get(var)) & db_params != {param}:
                 bad.append(f"{name}: {var} must be {param}")
-    if binary in ("save-credential", "buy-number") and env.get("KEYRING") != "kms":
+    if binary in ("save-credential", "buy-number", "rotate-credential", "reconcile") \
+            and env.get("KEYRING") != "kms":
         bad.append(f"{name}: KEYRING must be kms when deployed")
 for pol in login_policies:
     users = [n for n, r in funcs.items() if pol in refs(r["Properties"].get("Policies", []))]
@@ -306,7 +314,7 @@ for name in funcs:
         bad.append(f"{name} has no AWS/Lambda Errors alarm (dimension FunctionName: !Ref {name})")
 reconcile_env = rec.get("Environment", {}).get("Variables", {})
 for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention", "StuckPurchases",
-               "OffboardingsNeedAttention"]:
+               "OffboardingsNeedAttention", "TokenRotationsNeedAttention"]:
     on = [a for a in alarms.values() if a.get("MetricName") == metric]
     if not on:
         bad.append(f"no alarm on reconcile's {metric}")
@@ -315,18 +323,26 @@ for metric in ["OldestPendingReleaseAgeSeconds", "NeedsAttention", "StuckPurchas
                 dims(a) != {"Stack": reconcile_env.get("STACK_NAME")}:
             bad.append(f"the {metric} alarm does not read reconcile's METRICS_NAMESPACE with Stack = its STACK_NAME")
 
-# --- the KMS key: a Deny of exactly the unwrapping actions for everyone but the decrypt
+# --- the KMS key: Denies of exactly the unwrapping actions for everyone but the decrypt
 # and break-glass roles (never GenerateDataKey or administration: the stack needs those).
+# One exception: Decrypt for the roles tagged TelephonyKeyUse=rotation-secondary, which
+# another Deny then holds to a rotation's secondary tokens (provider twilio-secondary),
+# and only rotate-credential and reconcile carry that tag.
 keys = [r for r in R.values() if r.get("Type") == "AWS::KMS::Key"]
 unwrap = {"kms:Decrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:CreateGrant"}
+TAG = "aws:PrincipalTag/TelephonyKeyUse"
+tagged = sorted(binary_of[n] for n, r in funcs.items()
+                if r["Properties"].get("Tags", {}).get("TelephonyKeyUse") == "rotation-secondary")
+if tagged != ["reconcile", "rotate-credential"]:
+    bad.append(f"only reconcile and rotate-credential may carry TelephonyKeyUse=rotation-secondary, do: {tagged}")
 for key in keys:
     stmts = key["Properties"]["KeyPolicy"]["Statement"]
     stmts = [s["Fn::If"][1] if isinstance(s, dict) and "Fn::If" in s else s for s in stmts]
-    found = False
+    covered, excepted, held_to_secondaries = set(), set(), False
     for s in stmts:
         acts = s.get("Action", [])
         acts = {acts} if isinstance(acts, str) else set(acts)
-        if s.get("Effect") != "Deny" or "kms:ReEncrypt*" not in acts and not unwrap <= acts:
+        if s.get("Effect") != "Deny":
             continue
         cond = s.get("Condition", {})
         cond = cond["Fn::If"][1] if "Fn::If" in cond else cond
@@ -335,13 +351,25 @@ for key in keys:
         if s.get("Principal") == {"AWS": "*"} and "aws:PrincipalArn" in keys_named \
                 and ops <= {"ArnNotEquals", "StringNotEquals"} \
                 and {"DecryptRoleArn", "BreakGlassRoleArn"} <= refs(cond):
-            found = True
+            if TAG in cond.get("StringNotEquals", {}):
+                if cond["StringNotEquals"][TAG] != "rotation-secondary" or acts != {"kms:Decrypt"}:
+                    bad.append(f"the key policy's tag exception covers {sorted(acts)}, not kms:Decrypt alone")
+                excepted |= acts
+            elif set(cond.get("StringNotEquals", {})):
+                bad.append(f"the key policy's decrypt Deny has an unexpected exception: {cond}")
+            covered |= acts
             if acts & {"kms:GenerateDataKey", "kms:*", "kms:PutKeyPolicy", "kms:DescribeKey"} \
                     or any(a.startswith("kms:Generate") for a in acts):
                 bad.append(f"the key policy's decrypt Deny also denies {sorted(acts - unwrap)}: it would break the stack")
-    if not found:
+        if acts == {"kms:Decrypt"} and cond.get("StringEquals", {}).get(TAG) == "rotation-secondary" \
+                and cond.get("StringNotEquals", {}).get("kms:EncryptionContext:provider") == "twilio-secondary":
+            held_to_secondaries = True
+    if not (unwrap <= covered or {"kms:ReEncrypt*", "kms:Decrypt", "kms:CreateGrant"} <= covered):
         bad.append("the KMS key policy lacks the Deny of kms:Decrypt, kms:ReEncrypt*, kms:CreateGrant "
                    "for every principal but DecryptRoleArn and BreakGlassRoleArn (aws:PrincipalArn)")
+    if excepted and not held_to_secondaries:
+        bad.append("the key policy lets the rotating roles decrypt without holding them to "
+                   "provider twilio-secondary (a Deny on kms:EncryptionContext:provider)")
 
 # --- routes: GET needs the read scope, everything else the write scope; throttling
 # entries name real routes; the access log carries no raw path.
@@ -370,7 +398,8 @@ for api in [r for r in R.values() if r.get("Type") == "AWS::Serverless::HttpApi"
 for route in ["PUT /api/telephony/credentials/twilio", "DELETE /api/telephony/credentials/twilio",
               "DELETE /api/managed-telephony/numbers/{phoneNumber}",
               "PATCH /api/managed-telephony/numbers/{phoneNumber}", "POST /api/managed-telephony/numbers",
-              "GET /api/managed-telephony/available-numbers", "POST /api/managed-telephony/offboard"]:
+              "GET /api/managed-telephony/available-numbers", "POST /api/managed-telephony/offboard",
+              "POST /api/telephony/credentials/twilio/rotate"]:
     if not any(route in api["Properties"].get("RouteSettings", {})
                for api in R.values() if api.get("Type") == "AWS::Serverless::HttpApi"):
         bad.append(f"{route} has no RouteSettings throttling of its own")
@@ -399,7 +428,8 @@ if bad:
 print("every function's environment names what it loads, and it logs in as its own database role "
       "(search-numbers: none); every function has an Errors alarm; reconcile and migrate run one at "
       "a time, reconcile's runs fit its period and failed runs land in an encrypted, alarmed queue; "
-      "only the decrypt and break-glass roles may decrypt; GET routes need the read scope and the "
+      "only the decrypt and break-glass roles may decrypt (and the rotating roles a rotation's "
+      "secondary tokens); GET routes need the read scope and the "
       "others the write scope; write and provisioning routes are throttled; the access log has no "
       "path; every sample event names its function")
 PY

@@ -315,3 +315,142 @@ async fn twilio_tokens_reach_no_log_answer_error_or_column() {
         assert!(!shown.contains(secret.as_str()), "{what} in the state");
     }
 }
+
+/// A token rotation (a secondary token, PATCHed to Vapi, promoted, sealed) and a
+/// token rotated in Twilio's console (noticed by the audit, brought to Vapi by
+/// reconcile): none of these tokens reaches a log line, an answer or a column.
+#[tokio::test]
+async fn rotated_tokens_reach_no_log_answer_or_column() {
+    let (logs, _guard) = testkit::logs::capture();
+    let db = TestDb::new().await;
+    let running = common::start_local(&db).await;
+    let l = Local {
+        db,
+        running,
+        http: reqwest::Client::new(),
+        answers: Default::default(),
+    };
+    let state = &l.running.standins_state;
+    const ROTATE: &str = "/api/telephony/credentials/twilio/rotate";
+    // One number's PATCH refused: the job waits with the secondary at Vapi.
+    state.fail_endpoint(
+        Endpoint::Route,
+        FailMode::Refuse(Default::default()),
+        Some(1),
+    );
+    let (status, pending) = l.call(DEMO_ORG, "POST", ROTATE, None).await;
+    assert_eq!(status, 202, "{pending}");
+    let patched = pending["numbers"]["updated"][0]
+        .as_str()
+        .expect("a number")
+        .to_owned();
+    let vapi = state.state()["vapi_phone_numbers"].clone();
+    let id = vapi
+        .as_object()
+        .expect("numbers")
+        .iter()
+        .find(|(_, n)| n["number"] == patched.as_str())
+        .map(|(id, _)| id.clone())
+        .expect("its Vapi id");
+    // The bait: Vapi's answer carries the secondary token.
+    let answer: Value =
+        serde_json::from_str(&l.at_vapi(&format!("/phone-number/{id}")).await).expect("json");
+    let secondary = answer["twilioAuthToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    assert_ne!(secondary, DEMO_SUBACCOUNT_TOKEN);
+    let (status, done) = l.call(DEMO_ORG, "POST", ROTATE, None).await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (200, Some("rotated")),
+        "{done}"
+    );
+
+    // Rotated again in the console; the audit notices, reconcile brings it to Vapi.
+    let console = format!(
+        "http://{}/__control/twilio/accounts/{}/rotate-token",
+        l.running.standins,
+        local_api::demo::DEMO_SUBACCOUNT
+    );
+    l.http.post(console).send().await.expect("console rotation");
+    let answer: Value = serde_json::from_str(
+        &l.http
+            .get(format!(
+                "http://{}/twilio/2010-04-01/Accounts/{}.json",
+                l.running.standins,
+                local_api::demo::DEMO_SUBACCOUNT
+            ))
+            .basic_auth(
+                local_api::standins::LOCAL_TWILIO_MAIN_SID,
+                Some(LOCAL_TWILIO_MAIN_TOKEN),
+            )
+            .send()
+            .await
+            .expect("read back")
+            .text()
+            .await
+            .expect("text"),
+    )
+    .expect("json");
+    let console_token = answer["auth_token"].as_str().expect("token").to_owned();
+    l.db.client()
+        .await
+        .batch_execute("UPDATE managed_phone_numbers SET updated_at = now() - interval '2 days'")
+        .await
+        .expect("age");
+    for control in ["audit", "reconcile"] {
+        let resp = l
+            .http
+            .post(format!("http://{}/__control/{control}", l.running.standins))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect(control);
+        assert!(resp.status().is_success(), "{control}");
+    }
+    let (status, listed) = l.call(DEMO_ORG, "GET", STATUS, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["tokenRotation"]["kind"], "adopt", "{listed}");
+    assert_eq!(listed["tokenRotation"]["status"], "rotated", "{listed}");
+
+    let text = logs.text();
+    assert!(
+        text.contains("\"route\":\"rotate-credential\""),
+        "the rotation's lines were captured"
+    );
+    let answers = l.answers.lock().expect("answers").clone();
+    let rows = l.every_row().await;
+    assert!(
+        rows.iter().any(|(t, _)| t == "token_rotations"),
+        "the jobs were read"
+    );
+    for (what, secret) in [
+        ("the secondary (then promoted) token", secondary),
+        ("the token rotated in the console", console_token),
+        (
+            "the demo subaccount's first token",
+            DEMO_SUBACCOUNT_TOKEN.to_owned(),
+        ),
+    ] {
+        for line in text.lines() {
+            assert!(
+                !line.contains(secret.as_str()),
+                "{what} in a log line: {line}"
+            );
+        }
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret.as_str()),
+                "{what} in an answer: {answer}"
+            );
+        }
+        for (table, row) in &rows {
+            assert!(!row.contains(secret.as_str()), "{what} in {table}: {row}");
+        }
+        assert!(
+            !state.state().to_string().contains(secret.as_str()),
+            "{what} in the state"
+        );
+    }
+}
