@@ -533,15 +533,22 @@ async fn a_first_purchase_creates_the_subaccount_fills_the_slot_buys_imports_and
                 .unwrap();
         (r.get(0), r.get(1))
     };
+    // With the keyed fingerprint of the token (never the token): how a token
+    // rotated elsewhere is noticed by the next purchase.
+    let fp = slot.1["tokenFingerprint"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(fp.len(), 64, "{slot:?}");
+    assert!(!slot.1.to_string().contains(SUB_TOKEN));
     assert_eq!(
         slot,
         (
             "managed".into(),
-            json!({"accountSid": SUB, "phoneNumber": NUMBER})
+            json!({"accountSid": SUB, "phoneNumber": NUMBER, "tokenFingerprint": fp})
         )
     );
-    // The database: active, both SIDs, routed to the assistant, audited.
+    // The database: active, both SIDs, routed to the assistant, audited; the import
+    // carries the token whose fingerprint the slot keeps.
     assert_eq!(row["status"], "active");
+    assert_eq!(row["twilio_token_fp"], fp.as_str());
     assert_eq!(row["twilio_phone_sid"], pn.as_str());
     assert_eq!(row["twilio_subaccount_sid"], SUB);
     assert_eq!(row["assistant_id"], ASSISTANT);
