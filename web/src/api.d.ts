@@ -42,6 +42,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/telephony/credentials/twilio/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate the org's managed Twilio subaccount token (Vapi's credential and every number first)
+         * @description Rotates the auth token of the org's **managed** Twilio subaccount so that no
+         *     number stops taking calls: a secondary token is created at Twilio (and sealed
+         *     before any Vapi entity is given it), the org's Vapi credential and every Vapi
+         *     number of the subaccount are updated with it (a Twilio number at Vapi carries
+         *     the token itself), and only when all of them hold it is it promoted: from
+         *     then on the old token no longer works. Then the new token is sealed into the
+         *     org's slot. Until the promotion both tokens work, so a failed step leaves
+         *     calls working and the job pending (202, `numbers.pending` and `errors` say
+         *     what is left and why), resumed by a repeat of this request (the same job,
+         *     same `id`: never a second new token) or by the scheduled reconcile, with
+         *     backoff; after `RECONCILE_MAX_ATTEMPTS` of reconcile's attempts it is
+         *     `needs_attention` (a repeat still resumes it). While the token is being
+         *     promoted, purchases of the org wait (409 `token_rotation_in_progress`). A
+         *     repeat after a rotation finished starts a new one. Status shows the org's
+         *     latest job as `tokenRotation`, including an `adopt` job the service opened
+         *     itself after the token was rotated elsewhere (Twilio's console): it brings
+         *     the current token to Vapi and the slot, with no promotion.
+         *
+         *     The body is optional: none, or the empty object `{}`; anything else is a 400
+         *     (`invalid_body` for any property, `malformed_json`), as is any query
+         *     parameter (`unknown_query_parameter`). A BYOC org rotates its token in Twilio
+         *     and saves the new one (`PUT /api/telephony/credentials/twilio`): 409
+         *     `byoc_credential`. Needs the `telephony:write` scope.
+         */
+        post: operations["rotateCredential"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/managed-telephony/status": {
         parameters: {
             query?: never;
@@ -367,6 +409,7 @@ export interface components {
             credential: components["schemas"]["CredentialSummary"] | null;
             numbers: components["schemas"]["ManagedNumber"][];
             offboarding?: components["schemas"]["Offboarding"];
+            tokenRotation?: components["schemas"]["TokenRotation"];
         };
         Disconnected: {
             /** @enum {string} */
@@ -402,6 +445,89 @@ export interface components {
              * @description When reconcile resumes it; `null` once done, while a request holds it, or after it gave up.
              */
             nextAttemptAt: string | null;
+        };
+        /** @description The optional body of a token rotation, the empty object (no properties). */
+        RotateRequest: Record<string, never>;
+        /**
+         * @description A token rotation of the org's managed Twilio subaccount: the answer of `POST
+         *     /api/telephony/credentials/twilio/rotate`, and in status the org's latest one
+         *     (`tokenRotation`, absent when the org never had one).
+         */
+        TokenRotation: {
+            /**
+             * Format: uuid
+             * @description The job; a repeat while it is open resumes it (same id).
+             */
+            id: string;
+            /**
+             * @description `rotate`: asked for (a new token is created and promoted). `adopt`: the
+             *     service noticed the token was rotated elsewhere (Twilio's console) and
+             *     brings the current token to Vapi and the slot, with no promotion.
+             * @enum {string}
+             */
+            kind: "rotate" | "adopt";
+            /**
+             * @description `rotating` while steps are left (both tokens work until the promotion);
+             *     `rotated` when done; `needs_attention` when reconcile stopped retrying (a
+             *     repeat of the request resumes it; alarmed on); `cancelled` when it ended
+             *     unfinished (`cancelReason`).
+             * @enum {string}
+             */
+            status: "rotating" | "rotated" | "needs_attention" | "cancelled";
+            accountSid: components["schemas"]["AccountSid"];
+            /** Format: date-time */
+            requestedAt: string;
+            /**
+             * Format: date-time
+             * @description When it was rotated; `null` until then (and for a cancelled job).
+             */
+            doneAt: string | null;
+            /** @description The new token is the subaccount's primary (the old one no longer works). */
+            promoted: boolean;
+            /** @description The org's Vapi credential holds the new token. */
+            credentialUpdated: boolean;
+            numbers: {
+                /** @description Numbers this job updated at Vapi with the new token. */
+                updated: components["schemas"]["E164"][];
+                /** @description Numbers at Vapi that do not hold the new token yet (empty once the job ended). */
+                pending: components["schemas"]["E164"][];
+            };
+            /**
+             * @description The stable code of each pending step's last failure, by step (`token`: the
+             *     new token at Twilio; `credential`: the Vapi credential; `numbers`: the
+             *     Vapi numbers; `promote`: the promotion at Twilio; `slot`: sealing it into
+             *     the slot), e.g. `{"numbers": "vapi_rejected"}`. Codes include
+             *     `vapi_unavailable`, `vapi_timeout`, `vapi_rejected` (Vapi refused it with
+             *     a 4xx), `twilio_unavailable`,
+             *     `twilio_timeout`, `deadline` (the request's time ran out), and waits that
+             *     are no provider's failure: `sync_in_progress` (a save of the credential
+             *     is running), `purchase_in_progress` (a purchase of the org holds a
+             *     claim), `numbers_changed`. Absent when none failed, and once the job
+             *     ended.
+             */
+            errors?: {
+                token?: string;
+                credential?: string;
+                numbers?: string;
+                promote?: string;
+                slot?: string;
+            };
+            /**
+             * @description Reconcile's failed attempts, which count toward `RECONCILE_MAX_ATTEMPTS`
+             *     (a request's own attempts, and waits for a save or a purchase, do not;
+             *     a request resuming a job reconcile gave up starts it again from 0).
+             */
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description When reconcile resumes it; `null` once it ended, while a request holds it, or after reconcile gave up.
+             */
+            nextAttemptAt: string | null;
+            /**
+             * @description Why a `cancelled` job ended: `slot_changed` (the slot was replaced or
+             *     disconnected meanwhile) or `org_offboarding`. Absent otherwise.
+             */
+            cancelReason?: string;
         };
         Released: {
             phoneNumber: components["schemas"]["E164"];
@@ -735,6 +861,146 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
+    rotateCredential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                /** @example {} */
+                "application/json": components["schemas"]["RotateRequest"];
+            };
+        };
+        responses: {
+            /**
+             * @description Rotated (`status: rotated`): the Vapi credential and every number hold the
+             *     new token, it was promoted (the old one no longer works) and sealed into
+             *     the slot.
+             */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "7c1e2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+                     *       "kind": "rotate",
+                     *       "status": "rotated",
+                     *       "accountSid": "AC0000000000000000000000000000d3e0",
+                     *       "requestedAt": "2026-11-25T10:00:00Z",
+                     *       "doneAt": "2026-11-25T10:00:02Z",
+                     *       "promoted": true,
+                     *       "credentialUpdated": true,
+                     *       "numbers": {
+                     *         "updated": [
+                     *           "+14155550100",
+                     *           "+14155550101",
+                     *           "+14155550102"
+                     *         ],
+                     *         "pending": []
+                     *       },
+                     *       "attempts": 0,
+                     *       "nextAttemptAt": null
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TokenRotation"];
+                };
+            };
+            /**
+             * @description Not finished: `rotating` (steps are left: `numbers.pending` lists the
+             *     numbers that do not hold the new token yet, `errors` the stable code of
+             *     each pending step's last failure, `nextAttemptAt` when reconcile resumes
+             *     it; both tokens still work), `needs_attention` (the same after reconcile
+             *     gave up) or `cancelled` (the slot changed, or the org is being offboarded,
+             *     meanwhile; `cancelReason`). Repeat the request, or let reconcile finish it.
+             */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "id": "7c1e2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+                     *       "kind": "rotate",
+                     *       "status": "rotating",
+                     *       "accountSid": "AC0000000000000000000000000000d3e0",
+                     *       "requestedAt": "2026-11-25T10:00:00Z",
+                     *       "doneAt": null,
+                     *       "promoted": false,
+                     *       "credentialUpdated": true,
+                     *       "numbers": {
+                     *         "updated": [
+                     *           "+14155550100",
+                     *           "+14155550102"
+                     *         ],
+                     *         "pending": [
+                     *           "+14155550101"
+                     *         ]
+                     *       },
+                     *       "errors": {
+                     *         "numbers": "vapi_rejected"
+                     *       },
+                     *       "attempts": 0,
+                     *       "nextAttemptAt": "2026-11-25T10:01:02Z"
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TokenRotation"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description The org has no Twilio credential to rotate (`no_credential`). Nothing changed. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "no_credential",
+                     *         "message": "this organisation has no Twilio credential to rotate",
+                     *         "requestId": "0f8e1c52-6b1a-4a57-9d3c-2f7d8e9a0b1c"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /**
+             * @description The org uses its own Twilio account (`byoc_credential`: rotate the token
+             *     in Twilio and save the new one with `PUT
+             *     /api/telephony/credentials/twilio`), or it is being offboarded
+             *     (`org_offboarding`). Nothing changed.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "byoc_credential",
+                     *         "message": "this organisation uses its own Twilio account: rotate its token in Twilio and save the new one (PUT /api/telephony/credentials/twilio)",
+                     *         "requestId": "0f8e1c52-6b1a-4a57-9d3c-2f7d8e9a0b1c"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     listNumbers: {
         parameters: {
             query?: {
@@ -1033,9 +1299,11 @@ export interface operations {
              *     it (`number_unavailable`, nothing bought: search again); the org uses
              *     its own Twilio account (`byoc_in_use`); the org's number is being
              *     released (`number_being_released`); it routes to another org
-             *     (`number_already_routed`); or a repeat of a purchase that has started
+             *     (`number_already_routed`); a repeat of a purchase that has started
              *     buying asked for another `assistantId`, `name` or `smsEnabled`
-             *     (`purchase_differs`; the message names what the purchase keeps).
+             *     (`purchase_differs`; the message names what the purchase keeps); or the
+             *     org's Twilio token is being promoted by a token rotation
+             *     (`token_rotation_in_progress`: nothing bought; try again in a minute).
              */
             409: {
                 headers: {

@@ -1,8 +1,9 @@
 /**
  * The client test: the client a frontend generates from openapi.yaml
  * (openapi-typescript's `paths` in web/src/api.d.ts, openapi-fetch) walks every
- * route of the running local API — status, search, buy, change assistant, release,
- * save, disconnect, offboard (last: it ends the org) — and each answer must be what the document says: a status the operation
+ * route of the running local API — status, token rotation, search, buy, change
+ * assistant, release, save, disconnect, offboard (last: it ends the org) — and each
+ * answer must be what the document says: a status the operation
  * declares, a body that matches its schema (checked against openapi.yaml itself,
  * ./openapi.ts), and the values this walk expects. Every route is also refused once,
  * with the `error.code` the document names. The last test fails when openapi.yaml
@@ -134,6 +135,45 @@ test("status: the org's credential and numbers; a sub with U+202E is 401 unrecor
     const message = refused(await client(tokenWith({ sub })).GET("/api/managed-telephony/status"), 401, "unrecordable_subject");
     assert.match(message, /sub claim/);
   }
+});
+
+const ROTATE = "/api/telephony/credentials/twilio/rotate";
+
+test("rotate: 200 rotated (Vapi's credential and every number first), again with {} a new one; 400 for a property", async () => {
+  const rotated: Schemas["TokenRotation"] = ok(await api.POST(ROTATE), 200);
+  assert.equal(rotated.kind, "rotate");
+  assert.equal(rotated.status, "rotated");
+  assert.equal(rotated.promoted, true);
+  assert.equal(rotated.credentialUpdated, true);
+  assert.ok(rotated.doneAt, "doneAt");
+  assert.equal(rotated.nextAttemptAt, null);
+  assert.equal(rotated.errors, undefined);
+  assert.equal(rotated.cancelReason, undefined);
+  const status = ok(await api.GET("/api/managed-telephony/status"), 200);
+  assert.equal(rotated.accountSid, status.credential?.accountSid);
+  assert.deepEqual(
+    rotated.numbers.updated,
+    status.numbers.filter((n) => n.status === "active").map((n) => n.phoneNumber).sort(),
+  );
+  assert.deepEqual(rotated.numbers.pending, []);
+  assert.deepEqual(status.tokenRotation, rotated);
+
+  // The body may be `{}` too; a rotation that finished is not repeated: a new one starts.
+  const again = ok(await api.POST(ROTATE, { body: {} }), 200);
+  assert.notEqual(again.id, rotated.id);
+  assert.equal(again.status, "rotated");
+  assert.deepEqual(ok(await api.GET("/api/managed-telephony/status"), 200).tokenRotation, again);
+
+  const message = refused(
+    await api.POST(ROTATE, {
+      // @ts-expect-error the generated type takes no property either (additionalProperties: false)
+      body: { force: true },
+    }),
+    400,
+    "invalid_body",
+  );
+  assert.match(message, /force/);
+  refused(await api.POST(ROTATE, { body: {}, bodySerializer: () => "{" }), 400, "malformed_json");
 });
 
 test("search: plain query parameters; country=XX and an area code outside US/CA are 400 naming the parameter", async (t) => {
@@ -269,6 +309,9 @@ test("save: 422 twilio_rejected_credentials for a refused token; 200 saved as BY
   // A BYOC org buys no managed numbers.
   const next = offered.find((n) => n.phoneNumber !== bought)?.phoneNumber ?? assert.fail("another offered number");
   refused(await api.POST("/api/managed-telephony/numbers", { body: { phoneNumber: next } }), 409, "byoc_in_use");
+  // Nor does it rotate its token here: it rotates it in Twilio and saves the new one.
+  const byoc = refused(await api.POST(ROTATE), 409, "byoc_credential");
+  assert.match(byoc, /PUT \/api\/telephony\/credentials\/twilio/);
 });
 
 test("disconnect: 200 for the BYOC credential (Vapi's deleted), 200 again with nothing left", async () => {
@@ -278,6 +321,7 @@ test("disconnect: 200 for the BYOC credential (Vapi's deleted), 200 again with n
   assert.equal(again.source, null);
   const status = ok(await api.GET("/api/managed-telephony/status"), 200);
   assert.equal(status.credential, null);
+  refused(await api.POST(ROTATE), 404, "no_credential");
 });
 
 test("offboard: 422 for a wrong confirmation; 200 offboarded, then purchases refused 409 org_offboarding", async () => {
@@ -297,6 +341,7 @@ test("offboard: 422 for a wrong confirmation; 200 offboarded, then purchases ref
   assert.equal(status.credential, null);
   const next = offered.find((n) => n.phoneNumber !== bought)?.phoneNumber ?? assert.fail("another offered number");
   refused(await api.POST("/api/managed-telephony/numbers", { body: { phoneNumber: next } }), 409, "org_offboarding");
+  refused(await api.POST(ROTATE), 409, "org_offboarding");
 });
 
 test("every route of openapi.yaml was walked, answered and refused", () => {
