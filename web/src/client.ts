@@ -28,6 +28,9 @@ export type Disconnected = Schemas["Disconnected"];
 export type Offboarding = Schemas["Offboarding"];
 /** A step of an offboarding: numbers, credential, subaccount, slot. */
 export type OffboardStep = Offboarding["pending"][number];
+export type TokenRotation = Schemas["TokenRotation"];
+/** A step of a token rotation: token, credential, numbers, promote, slot. */
+export type RotationStep = keyof NonNullable<TokenRotation["errors"]>;
 /** The search's query parameters. */
 export type SearchQuery = NonNullable<paths["/api/managed-telephony/available-numbers"]["get"]["parameters"]["query"]>;
 
@@ -110,6 +113,14 @@ export class TelephonyApi {
   /** Disconnect the org's Twilio credential: its Vapi credential is deleted and its slot cleared. */
   disconnect() {
     return settle(this.client.DELETE("/api/telephony/credentials/twilio"));
+  }
+
+  /**
+   * Rotate the org's managed Twilio token (no body): 200 rotated, 202 steps left
+   * (`rotating`, `needs_attention`). Repeating it resumes an unfinished rotation.
+   */
+  rotateToken() {
+    return settle(this.client.POST("/api/telephony/credentials/twilio/rotate"));
   }
 
   /** Offboard the org (`confirm`: its id, typed out): 200 offboarded, 202 still under way. */

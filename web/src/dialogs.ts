@@ -1,9 +1,9 @@
 /**
  * The confirmations, each a modal <dialog> of index.html: delete a number, buy one
  * (number, place and price, an optional assistant and name), change a number's
- * assistant, disconnect the credential, and offboard the organisation (its id typed
- * out: the confirm button stays disabled until it matches). Each resolves with what
- * was confirmed, or `null` on Cancel or Escape.
+ * assistant, disconnect the credential, rotate its managed token, and offboard the
+ * organisation (its id typed out: the confirm button stays disabled until it
+ * matches). Each resolves with what was confirmed, or `null` on Cancel or Escape.
  */
 
 import { $ } from "./dom.js";
@@ -25,6 +25,7 @@ export class Dialogs {
   private readonly buy: HTMLDialogElement;
   private readonly assistant: HTMLDialogElement;
   private readonly disconnect: HTMLDialogElement;
+  private readonly rotate: HTMLDialogElement;
   private readonly offboard: TypedConfirmation;
 
   constructor(root: ParentNode) {
@@ -32,6 +33,7 @@ export class Dialogs {
     this.buy = $<HTMLDialogElement>(root, "#confirm-buy");
     this.assistant = $<HTMLDialogElement>(root, "#change-assistant");
     this.disconnect = $<HTMLDialogElement>(root, "#confirm-disconnect");
+    this.rotate = $<HTMLDialogElement>(root, "#confirm-rotate");
     this.offboard = new TypedConfirmation($<HTMLDialogElement>(root, "#confirm-offboard"));
   }
 
@@ -77,6 +79,18 @@ export class Dialogs {
       return window.confirm(`Disconnect ${account}? Its copy at Vapi is deleted.`);
     }
     return (await ask(this.disconnect, { account })) !== null;
+  }
+
+  /** Ask before rotating the managed token, naming the subaccount and what happens. */
+  async confirmRotate(c: CredentialSummary): Promise<boolean> {
+    const account = c.accountSid ?? "the managed Twilio subaccount";
+    if (typeof this.rotate.showModal !== "function") {
+      return window.confirm(
+        `Rotate the Twilio token of ${account}? A new token is created and every number is updated ` +
+          "with it before the old one stops working.",
+      );
+    }
+    return (await ask(this.rotate, { account })) !== null;
   }
 
   /** Ask for the org's id, typed out, before offboarding; resolves with what was typed. */

@@ -1,9 +1,10 @@
 /**
  * The telephony page: the org's Twilio credential (a summary — the API never
- * returns the auth token — with Disconnect for the org's own account), the phone
- * numbers the platform bought for it ("managed numbers") with the assistant each
- * routes to, a Delete button that releases one and a Change assistant action, a
- * "Buy a number" panel, and "Offboard organisation" behind a typed confirmation.
+ * returns the auth token — with Disconnect for the org's own account and Rotate
+ * token for a managed subaccount), the phone numbers the platform bought for it
+ * ("managed numbers") with the assistant each routes to, a Delete button that
+ * releases one and a Change assistant action, a "Buy a number" panel, and
+ * "Offboard organisation" behind a typed confirmation.
  *
  * THIS IS THE REFERENCE the frontend team copies into the dashboard's
  * `/dashboard/telephony` page. Keep it small, framework-free and obvious. By what
@@ -13,12 +14,13 @@
  *   client.ts      — `TelephonyApi`: the generated client (openapi-fetch), bearer
  *                    token, timeout, errors as `ApiError`; names for the generated types.
  *   words.ts       — what each API state means, in words for people.
- *   credential.ts  — the credential summary, and Disconnect (BYOC only).
+ *   credential.ts  — the credential summary, Disconnect (BYOC only), Rotate token
+ *                    (managed only) and the banner of an unfinished rotation.
  *   numbers.ts     — the numbers list: release (with Retry) and change assistant.
  *   buy.ts         — the buy panel: search, results with prices, buying.
  *   offboard.ts    — offboarding: the action, its progress, the banner.
  *   dialogs.ts     — the confirmations (delete, buy, change assistant,
- *                    disconnect, offboard with the org's id typed out).
+ *                    disconnect, rotate, offboard with the org's id typed out).
  *   dom.ts         — element helpers and the message areas.
  *   telephony.ts   — this file: the page put together, configuration, start-up.
  *
@@ -41,6 +43,13 @@
  *     finds the request's logs by it). Never swallow one.
  *   - Disconnect only for a BYOC credential (a managed one goes with its numbers:
  *     409 `managed_numbers_remain`); a 503 changed nothing, so it can be repeated.
+ *   - Rotate token only for a managed credential (a BYOC org rotates its token in
+ *     Twilio and saves the new one: 409 `byoc_credential`). Confirm first, saying
+ *     that every number gets the new token before the old one stops working. 200:
+ *     rotated (the numbers updated); 202: the numbers updated and pending and why
+ *     (both tokens work meanwhile). While status's `tokenRotation` is `rotating` or
+ *     `needs_attention`, a banner says what is left, with Retry (repeats the POST,
+ *     which resumes the same rotation: no second confirmation, no second token).
  *   - Offboarding is confirmed by typing the org's id (the button waits for an
  *     exact match). 200: offboarded; 202: the steps left and why (it finishes on
  *     its own; repeating it resumes it now). Once status has `offboarding`, a banner
@@ -88,7 +97,7 @@ export function mountTelephonyPage(root: ParentNode, api: TelephonyApi): { refre
   const parts = [credential, numbers, buyPanel, offboard];
 
   function show(status: TelephonyStatus): void {
-    credential.show(status.credential, !!status.offboarding);
+    credential.show(status.credential, !!status.offboarding, status.tokenRotation);
     numbers.show(status.numbers);
     buyPanel.setRefused(!!status.offboarding);
     offboard.show(status.offboarding);

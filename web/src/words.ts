@@ -1,7 +1,7 @@
 /**
  * What each API state means, in words for people: the lines under a number, the
  * notices after a release, a purchase, an assistant change or a disconnect, an
- * offboarding's progress, prices, and errors.
+ * offboarding's or a token rotation's progress, prices, and errors.
  * Pure functions of the API's answers (types generated from openapi.yaml).
  */
 
@@ -16,7 +16,9 @@ import {
   type OffboardStep,
   type PurchaseOutcome,
   type ReleaseOutcome,
+  type RotationStep,
   type Routing,
+  type TokenRotation,
 } from "./client.js";
 
 const PROVIDER_NAMES: Record<string, string> = { vapi: "Vapi", twilio: "Twilio" };
@@ -306,4 +308,143 @@ export function describeOffboardOutcome(o: Offboarding): string {
 /** A refused offboarding: the page's own words for the answers that need them. */
 export const OFFBOARD_ERROR_WORDS: Record<string, string> = {
   confirmation_mismatch: "what was typed is not this organisation's id. Nothing was changed.",
+};
+
+// ---- Rotating the managed Twilio token ---------------------------------------------
+
+const ROTATION_TODO: Record<RotationStep, string> = {
+  token: "creating the new token at Twilio",
+  credential: "updating the Vapi credential",
+  numbers: "updating the numbers at Vapi",
+  promote: "retiring the old token at Twilio",
+  slot: "saving the new token",
+};
+
+/** Why a rotation step is left, in words: a provider's failure or a wait. */
+const ROTATION_WHY: Record<string, string> = {
+  vapi_unavailable: "Vapi could not be reached",
+  vapi_timeout: "Vapi did not answer in time",
+  vapi_rate_limited: "Vapi asked us to slow down",
+  vapi_rejected: "Vapi refused the change",
+  vapi_refused: "Vapi refused the change",
+  vapi_unauthorized: "Vapi refused the platform's key",
+  vapi_bad_response: "Vapi gave an answer we could not read",
+  vapi_lookup_unfinished: "the Vapi credential is still being looked up",
+  twilio_unavailable: "Twilio could not be reached",
+  twilio_timeout: "Twilio did not answer in time",
+  twilio_rate_limited: "Twilio asked us to slow down",
+  twilio_unauthorized: "Twilio refused the platform's account",
+  twilio_rejected: "Twilio refused the change",
+  twilio_bad_response: "Twilio gave an answer we could not read",
+  encryption_unavailable: "the encryption service could not be reached",
+  encryption_failed: "the new token could not be sealed",
+  deadline: "this try ran out of time",
+  sync_in_progress: "waits for a save of the credential that is running",
+  purchase_in_progress: "waits for a number being bought",
+  numbers_changed: "the numbers changed meanwhile; it goes on with them",
+  credential_changed: "the credential changed meanwhile",
+  claim_lost: "another try took over",
+};
+
+/** "updating the numbers at Vapi (Vapi refused the change: vapi_rejected)" for each pending step. */
+export function describeRotationErrors(r: TokenRotation): string {
+  return Object.entries(r.errors ?? {})
+    .map(([step, code]) => {
+      const what = ROTATION_TODO[step as RotationStep] ?? step;
+      return code ? `${what} (${ROTATION_WHY[code] ? `${ROTATION_WHY[code]}: ${code}` : `last try: ${code}`})` : what;
+    })
+    .join(", ");
+}
+
+/** "+14155550100, +14155550101 and 3 more" (at most `shown` numbers written out). */
+function listNumbers(numbers: string[], shown = 10): string {
+  if (numbers.length <= shown) return numbers.join(", ");
+  return `${numbers.slice(0, shown).join(", ")} and ${numbers.length - shown} more`;
+}
+
+/** "1 number" / "3 numbers" */
+const countNumbers = (n: number): string => `${n} number${n === 1 ? "" : "s"}`;
+
+/** What an unfinished rotation did and what is left: updated and pending numbers, why. */
+function describeRotationProgress(r: TokenRotation): string {
+  const { updated, pending } = r.numbers;
+  const parts = [
+    updated.length ? `Updated: ${countNumbers(updated.length)} (${listNumbers(updated)}).` : "No number updated yet.",
+  ];
+  if (pending.length) parts.push(`Still to update: ${countNumbers(pending.length)} (${listNumbers(pending)}).`);
+  const steps = describeRotationErrors(r);
+  if (steps) parts.push(`Still to do: ${steps}.`);
+  if (r.kind === "adopt") {
+    parts.push("The old token no longer works, so a number not updated yet may fail to connect calls until it is.");
+  } else if (r.promoted) {
+    parts.push("The new token is already the only one that works.");
+  } else {
+    parts.push("The old token keeps working until every number has the new one, so calls are not affected.");
+  }
+  return parts.join(" ");
+}
+
+/** The notice after a rotation answered 200 (rotated) or 202 (steps left). */
+export function describeRotationOutcome(r: TokenRotation): string {
+  const n = r.numbers.updated;
+  const numbers = n.length ? `${countNumbers(n.length)} (${listNumbers(n)})` : "no numbers";
+  switch (r.status) {
+    case "rotated":
+      return r.kind === "adopt"
+        ? `The token changed in Twilio is now used by the Vapi credential and ${numbers}.`
+        : `The Twilio token was rotated: the Vapi credential and ${numbers} use the new token, and the old token no longer works.`;
+    case "rotating": {
+      const next = r.nextAttemptAt ? ` It is retried automatically around ${formatTime(r.nextAttemptAt)};` : " It is retried automatically;";
+      return `The token rotation is not finished. ${describeRotationProgress(r)}${next} Retry now finishes it sooner.`;
+    }
+    case "needs_attention":
+      return `The token rotation keeps failing and is no longer retried on its own. ${describeRotationProgress(r)} Retry later, or contact support.`;
+    case "cancelled":
+      return `The token rotation was cancelled: ${describeCancelReason(r.cancelReason)}.`;
+  }
+}
+
+/** The banner while a rotation is open (`rotating` or `needs_attention`). */
+export function describeRotationBanner(r: TokenRotation): string {
+  const what =
+    r.kind === "adopt"
+      ? "The Twilio token was changed outside the platform (for example in Twilio's console) and is being brought to Vapi."
+      : `A rotation of the Twilio token, asked for ${formatTime(r.requestedAt)}, is not finished.`;
+  if (r.status === "needs_attention") {
+    return `${what} It failed too often and is no longer retried on its own. ${describeRotationProgress(r)} Retry it, or contact support.`;
+  }
+  const next = r.nextAttemptAt ? ` Next try around ${formatTime(r.nextAttemptAt)}.` : "";
+  return `${what} ${describeRotationProgress(r)}${next}`;
+}
+
+const CANCEL_REASONS: Record<string, string> = {
+  slot_changed: "the credential was replaced or disconnected meanwhile",
+  org_offboarding: "the organisation is being offboarded",
+};
+const describeCancelReason = (reason: string | undefined): string =>
+  (reason && CANCEL_REASONS[reason]) ?? reason ?? "it could not go on";
+
+/** The credential summary's "Token" line: the latest rotation, in a few words. */
+export function describeTokenLine(r: TokenRotation): string {
+  switch (r.status) {
+    case "rotated":
+      return r.kind === "adopt"
+        ? `Changed in Twilio; Vapi updated ${formatTime(r.doneAt)}`
+        : `Rotated ${formatTime(r.doneAt)}`;
+    case "rotating":
+      return "Rotation under way";
+    case "needs_attention":
+      return "Rotation needs attention";
+    case "cancelled":
+      return `Last rotation cancelled (${describeCancelReason(r.cancelReason)})`;
+  }
+}
+
+/** A refused rotation: the page's own words for the answers that need them. */
+export const ROTATE_ERROR_WORDS: Record<string, string> = {
+  no_credential: "there is no Twilio credential to rotate.",
+  org_offboarding: "this organisation is being offboarded, which closes the subaccount and its token.",
+  timeout:
+    "the API did not answer in time, so the rotation may still be under way. Refresh before trying again " +
+    "(a repeat resumes the same rotation; it never creates a second new token).",
 };

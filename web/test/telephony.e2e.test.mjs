@@ -73,6 +73,26 @@ async function failProvider(provider, mode, times, endpoint) {
   assert.equal(r.status, 200, `control endpoint answered ${r.status}: ${await r.text()}`);
 }
 
+/** What the stand-ins hold (never a token): Vapi's numbers and credentials with `twilioToken`, `deadTokenCalls`. */
+async function standinsState() {
+  const r = await fetch(`${standins}/__control/state`);
+  assert.equal(r.status, 200, `state answered ${r.status}`);
+  return r.json();
+}
+
+/** `twilioToken` of each of `numbers` at Vapi (`{"+1…": "primary"|"secondary"|"retired"|…}`) and of the org's credentials. */
+async function vapiTokens(numbers) {
+  const state = await standinsState();
+  const byNumber = {};
+  for (const n of Object.values(state.vapi_phone_numbers)) {
+    if (numbers.includes(n.number)) byNumber[n.number] = n.twilioToken;
+  }
+  const credentials = Object.values(state.credentials)
+    .filter((c) => c.name === `org-${ORG_ID}`)
+    .map((c) => c.twilioToken);
+  return { numbers: byNumber, credentials, deadTokenCalls: state.deadTokenCalls };
+}
+
 /** The API's search, to compare the page with. */
 async function apiSearch(areaCode) {
   const r = await fetch(`${api}/api/managed-telephony/available-numbers?areaCode=${areaCode}`, {
@@ -196,6 +216,126 @@ test("shows the credential summary and the three seeded numbers, never a token",
     assert.ok(!text.includes(secret) && !html.includes(secret), "the page shows a token");
   }
   assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").innerText());
+});
+
+// ---- rotating the managed Twilio token (the demo org's three numbers) --------------
+
+/** Rotate token on the page, confirmed in its dialog. */
+async function rotateOnPage(p) {
+  await p.getByRole("button", { name: "Rotate the Twilio token" }).click();
+  const dialog = p.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  await dialog.getByRole("button", { name: "Rotate token" }).click();
+  await dialog.waitFor({ state: "hidden" });
+}
+
+test("Rotate token asks first, then every number is updated before the old token stops working", async () => {
+  const seeded = [KEPT, RELEASED, PENDING];
+  const before = (await apiStatus()).tokenRotation;
+
+  // It asks first, explaining what happens, focus on Cancel; Cancel changes nothing.
+  await page.getByRole("button", { name: "Rotate the Twilio token" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.waitFor({ state: "visible" });
+  const asked = await dialog.innerText();
+  assert.match(asked, /Rotate the Twilio token of AC0000000000000000000000000000d3e0\?/);
+  assert.match(asked, /new auth token is created/);
+  assert.match(asked, /every number are\s+updated with it first; only when all of them have it does the old token stop working/);
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Cancel");
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-rotate-confirm.png") });
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  assert.deepEqual((await apiStatus()).tokenRotation, before, "Cancel rotated");
+
+  await rotateOnPage(page);
+  const notice = await waitForText(page, "#credential-notice", /rotated/);
+  assert.match(notice, /^The Twilio token was rotated: the Vapi credential and 3 numbers \(.*\) use the new token, and the old token no longer works\.$/);
+  for (const n of seeded) assert.ok(notice.includes(n), `${n} not named: ${notice}`);
+  assert.equal(await page.locator("#credential-notice").evaluate((n) => n.classList.contains("warning")), false);
+  assert.equal(await page.locator("#credential-error").isHidden(), true, await page.locator("#credential-error").innerText());
+  assert.equal(await page.locator("#rotation-banner").isHidden(), true, "the banner is shown after a finished rotation");
+  assert.match(await page.locator("#credential dl").innerText(), /Token\s+Rotated /);
+  // Offered again (a new rotation), not busy.
+  assert.equal(await page.getByRole("button", { name: "Rotate the Twilio token" }).isEnabled(), true);
+
+  const rotation = (await apiStatus()).tokenRotation;
+  assert.equal(rotation?.status, "rotated", JSON.stringify(rotation));
+  assert.equal(rotation.kind, "rotate");
+  assert.equal(rotation.promoted, true);
+  assert.equal(rotation.credentialUpdated, true);
+  assert.deepEqual([...rotation.numbers.updated].sort(), seeded);
+  assert.deepEqual(rotation.numbers.pending, []);
+  // Vapi holds the new token (now Twilio's primary) for the credential and every number; no call carried a dead one.
+  const held = await vapiTokens(seeded);
+  assert.deepEqual(held.numbers, Object.fromEntries(seeded.map((n) => [n, "primary"])));
+  assert.ok(held.credentials.length === 1 && held.credentials[0] === "primary", JSON.stringify(held.credentials));
+  assert.deepEqual(held.deadTokenCalls, []);
+  // Still no token on the page.
+  assert.doesNotMatch(await page.locator("body").innerText(), /(?<![0-9A-Za-z])[0-9a-f]{32}(?![0-9A-Za-z])/i);
+  await page.screenshot({ path: path.join(ARTIFACTS, "telephony-rotated.png"), fullPage: true });
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("a Vapi number refusing the new token leaves it pending, with a banner; Retry finishes the rotation", async () => {
+  const seeded = [KEPT, RELEASED, PENDING];
+  await failProvider("vapi", "refuse", 1, "route");
+  let first;
+  try {
+    await rotateOnPage(page);
+    const notice = await waitForText(page, "#credential-notice", /not finished/);
+    assert.match(notice, /^The token rotation is not finished\. Updated: 2 numbers \(.*\)\. Still to update: 1 number \(\+1415555010\d\)\./);
+    assert.match(notice, /Still to do: updating the numbers at Vapi \(Vapi refused the change: vapi_rejected\)/);
+    assert.match(notice, /The old token keeps working until every number has the new one, so calls are not affected\./);
+    assert.equal(await page.locator("#credential-notice").evaluate((n) => n.classList.contains("warning")), true);
+
+    first = (await apiStatus()).tokenRotation;
+    assert.equal(first?.status, "rotating", JSON.stringify(first));
+    assert.equal(first.promoted, false);
+    assert.equal(first.numbers.pending.length, 1, JSON.stringify(first.numbers));
+    assert.deepEqual(first.errors, { numbers: "vapi_rejected" });
+    const [pending] = first.numbers.pending;
+    assert.deepEqual([...first.numbers.updated, pending].sort(), seeded);
+
+    // The banner: what is left and why, with Retry; no second Rotate button meanwhile.
+    const banner = await waitForText(page, "#rotation-banner-text", /not finished/);
+    assert.match(banner, /A rotation of the Twilio token, asked for .*, is not finished\./);
+    assert.ok(banner.includes(`Still to update: 1 number (${pending})`), banner);
+    assert.match(banner, /Vapi refused the change: vapi_rejected/);
+    assert.equal(await page.locator("#rotation-banner").getAttribute("data-status"), "rotating");
+    assert.equal(await page.getByRole("button", { name: "Rotate the Twilio token" }).count(), 0);
+    await page.getByRole("button", { name: "Retry the token rotation now" }).waitFor();
+    assert.match(await page.locator("#credential dl").innerText(), /Token\s+Rotation under way/);
+
+    // Until the promotion both tokens work: the refused number still holds the old
+    // (primary) one, the others the new (secondary) one; nothing carried a dead token.
+    const held = await vapiTokens(seeded);
+    assert.equal(held.numbers[pending], "primary", JSON.stringify(held));
+    for (const n of first.numbers.updated) assert.equal(held.numbers[n], "secondary", `${n}: ${JSON.stringify(held)}`);
+    assert.deepEqual(held.deadTokenCalls, []);
+    await page.screenshot({ path: path.join(ARTIFACTS, "telephony-rotation-pending.png"), fullPage: true });
+  } finally {
+    await failProvider("vapi", "none", undefined, "route");
+  }
+
+  // Retry (no second confirmation) resumes the same rotation and finishes it.
+  await page.getByRole("button", { name: "Retry the token rotation now" }).click();
+  const done = await waitForText(page, "#credential-notice", /rotated/);
+  assert.match(done, /^The Twilio token was rotated: the Vapi credential and 3 numbers \(.*\) use the new token/);
+  assert.equal(await page.getByRole("dialog").count(), 0);
+  await page.locator("#rotation-banner").waitFor({ state: "hidden" });
+  await page.getByRole("button", { name: "Rotate the Twilio token" }).waitFor();
+  assert.equal(await page.locator("#credential-error").isHidden(), true, await page.locator("#credential-error").innerText());
+
+  const rotation = (await apiStatus()).tokenRotation;
+  assert.equal(rotation?.id, first.id, "Retry started another rotation");
+  assert.equal(rotation.status, "rotated");
+  assert.deepEqual([...rotation.numbers.updated].sort(), seeded);
+  assert.deepEqual(rotation.numbers.pending, []);
+  assert.equal(rotation.errors, undefined);
+  const held = await vapiTokens(seeded);
+  assert.deepEqual(held.numbers, Object.fromEntries(seeded.map((n) => [n, "primary"])));
+  assert.deepEqual(held.deadTokenCalls, []);
+  assert.deepEqual(consoleErrors, []);
 });
 
 test("Delete is reachable by keyboard; Escape and Cancel change nothing", async () => {
@@ -648,6 +788,10 @@ test("Disconnect removes a BYOC credential (asks first; a Vapi failure changes n
   await page.locator("#credential dl").waitFor();
   assert.match(await page.locator("#credential").innerText(), /Your own Twilio account \(BYOC\)/);
   assert.ok(!(await page.content()).includes(BYOC.authToken), "the page shows the BYOC token");
+  // A BYOC org rotates its token in Twilio and saves it: no Rotate token, no rotation banner.
+  assert.equal(await page.getByRole("button", { name: "Rotate the Twilio token" }).count(), 0);
+  assert.equal(await page.locator("#rotation-banner").isHidden(), true);
+  assert.doesNotMatch(await page.locator("#credential dl").innerText(), /Token/);
 
   // It asks first, naming the account, focus on Cancel; Cancel changes nothing.
   await page.getByRole("button", { name: "Disconnect the Twilio credential" }).click();
