@@ -446,3 +446,96 @@ async fn the_carrier_audit_finds_numbers_holding_a_token_rotated_elsewhere_and_o
     let report = o.post_control("audit", json!({"force": true})).await;
     assert_eq!(report["found"].get("token_mismatch"), None, "{report}");
 }
+
+#[tokio::test]
+async fn offboarding_cancels_an_open_rotation_and_nothing_is_left_holding_a_dead_token() {
+    let o = Org::start().await;
+    o.post_control(
+        "fail",
+        json!({"endpoint": "route", "mode": "refuse", "times": 1}),
+    )
+    .await;
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 202, "{body}");
+    // Rotating is refused once the org is being offboarded; the open job ends.
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/offboard"))
+                .json(&json!({ "confirm": DEMO_ORG })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = o.rotate().await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("org_offboarding")),
+        "{body}"
+    );
+    o.backoff_passes().await;
+    o.reconcile().await;
+    let status = o.status_with(&o.running.token, "").await;
+    assert_eq!(status["tokenRotation"]["status"], "cancelled", "{status}");
+    assert_eq!(status["tokenRotation"]["cancelReason"], "org_offboarding");
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+    // The sealed secondary is not kept.
+    let kept: i64 =
+        o.db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM token_rotations WHERE secondary IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+    assert_eq!(kept, 0);
+}
+
+#[tokio::test]
+async fn a_secondary_whose_answer_was_lost_is_replaced_and_one_replaced_in_the_console_is_not_used()
+{
+    let o = Org::start().await;
+    // The create acts and its answer is lost: nothing holds that secondary.
+    o.post_control(
+        "fail",
+        json!({"endpoint": "auth_tokens", "mode": "lost", "times": 1}),
+    )
+    .await;
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["errors"]["token"].is_string(), "{body}");
+    assert_all_hold(&o.token_kinds(), "primary");
+    // The next attempt stops after the numbers (one PATCH refused)…
+    o.post_control(
+        "fail",
+        json!({"endpoint": "route", "mode": "refuse", "times": 1}),
+    )
+    .await;
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["errors"]["numbers"].is_string(), "{body}");
+    // …and someone makes a new secondary in the console meanwhile: the one Vapi got
+    // stopped working. The next attempt notices, asks for another and reaches every
+    // number with it before promoting.
+    let url = format!(
+        "http://{}/twilio-accounts/v1/AuthTokens/Secondary",
+        o.running.standins
+    );
+    let primary = o.primary_token(DEMO_SUBACCOUNT).await;
+    let resp = o
+        .http
+        .post(url)
+        .basic_auth(DEMO_SUBACCOUNT, Some(primary))
+        .send()
+        .await
+        .expect("console secondary");
+    assert_eq!(resp.status().as_u16(), 201);
+    assert!(o.token_kinds().iter().any(|(_, k)| k == "retired"));
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
+    assert_all_hold(&o.token_kinds(), "primary");
+    // Vapi was never given a token after it stopped working (the console's replacement
+    // killed one Vapi held; nothing was sent with it afterwards).
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+}

@@ -181,10 +181,15 @@ impl Ends {
     }
 }
 
-const WAITING: [&str; 3] = [
+/// Codes of steps that wait (on a save, a purchase, the deadline, another holder)
+/// rather than fail at a provider: they never count toward giving up.
+const WAITING: [&str; 6] = [
     "sync_in_progress",
     "purchase_in_progress",
     "numbers_changed",
+    "credential_changed",
+    "claim_lost",
+    "deadline",
 ];
 
 /// Below this much time left, no further PATCH or promotion is started.
