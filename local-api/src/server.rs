@@ -96,6 +96,20 @@ pub const LOCAL_DB_POOL_SIZE: usize = 8;
 /// (local runs and tests only; a deployed stack generates its own secret).
 pub const LOCAL_TOKEN_FINGERPRINT_KEY: &str = "local-dev-only-token-fingerprint-key-0123456789";
 
+/// `STANDINS_DELAY_MS`: every answer of the providers' stand-ins (not the control
+/// endpoints) comes this much later, as a remote provider's round trip would: a flow's
+/// time then shows its serial provider round trips (`curl -w %{time_total}`).
+async fn provider_delay(
+    delay: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !delay.is_zero() && !req.uri().path().starts_with("/__control") {
+        tokio::time::sleep(delay).await;
+    }
+    next.run(req).await
+}
+
 /// Start everything on the ports `PORT` (default 8080), `STANDINS_PORT` (8090) and
 /// `WEB_PORT` (8081); 0 picks a free port. Providers whose `VAPI_BASE_URL` /
 /// `TWILIO_BASE_URL` is unset are served by the stand-ins. The functions' pools get
@@ -146,9 +160,15 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     }
     let reconcile_slot = ReconcileSlot::default();
     let audit_slot = AuditSlot::default();
+    let delay = Duration::from_millis(env.parse_or("STANDINS_DELAY_MS", 0u64)?);
     let app = reconcile::control_routes(reconcile_slot.clone())
         .merge(audit::control_routes(audit_slot.clone()))
-        .merge(standins_state.router());
+        .merge(standins_state.router())
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                provider_delay(delay, req, next)
+            },
+        ));
     tokio::spawn(async move { axum::serve(standins_listener, app).await });
 
     // A Lambda instance serves one request at a time, so the functions keep one

@@ -539,3 +539,37 @@ async fn a_secondary_whose_answer_was_lost_is_replaced_and_one_replaced_in_the_c
     // killed one Vapi held; nothing was sent with it afterwards).
     assert_eq!(o.state()["deadTokenCalls"], json!([]));
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_an_empty_object_is_refused() {
+    let o = Org::start().await;
+    let before = o.db.dump().await;
+    for body in ["[]", "[1]", "null", "\"x\"", "{\"a\":1}"] {
+        let (status, answer) = o
+            .as_demo(
+                o.http
+                    .post(o.api("/api/telephony/credentials/twilio/rotate"))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (400, &json!("invalid_body")),
+            "{body}: {answer}"
+        );
+        assert!(
+            !answer.to_string().contains("RotateRequest"),
+            "no Rust type in the message: {answer}"
+        );
+    }
+    assert_eq!(o.db.dump().await, before);
+    let (status, answer) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/telephony/credentials/twilio/rotate"))
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}

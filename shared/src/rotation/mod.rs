@@ -56,10 +56,23 @@ use crate::vapi::{VapiClient, Walk};
 
 use store::{Job, Kind, NumberToPatch};
 
-/// The body of `POST …/rotate`: nothing, or an empty object.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST …/rotate`: nothing, or an empty object. (A derived
+/// `Deserialize` of an empty struct would also take `[]`: a JSON object with no
+/// member is what is read, anything else is refused.)
+#[derive(Debug, Default)]
 pub struct RotateRequest {}
+
+impl<'de> Deserialize<'de> for RotateRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let members = serde_json::Map::<String, Value>::deserialize(d)?;
+        match members.keys().next() {
+            None => Ok(Self {}),
+            Some(key) => Err(serde::de::Error::custom(format!(
+                "unknown field `{key}`: the body takes no fields (send none, or {{}})"
+            ))),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -238,14 +251,26 @@ impl Rotator<'_> {
         request_id: &str,
         deadline: Deadline,
     ) -> Result<Rotation, RotationError> {
-        let token = ClaimToken::new();
-        match store::intent(self.db, self.config, caller, request_id, token).await? {
-            store::Intent::Claimed(job) => {
-                self.finish(*job, caller, request_id, deadline, Attempt::Request)
-                    .await
+        // An open job whose slot changed since (say, another subaccount) ends
+        // cancelled; the person asked to rotate the slot's token now: once more, with
+        // a new job (an org being offboarded is refused by the intent then).
+        let mut last = None;
+        for _ in 0..2 {
+            let token = ClaimToken::new();
+            let state = match store::intent(self.db, self.config, caller, request_id, token).await?
+            {
+                store::Intent::Claimed(job) => {
+                    self.finish(*job, caller, request_id, deadline, Attempt::Request)
+                        .await?
+                }
+                store::Intent::Held(id) => return store::current(self.db, id).await,
+            };
+            if state.status != "cancelled" {
+                return Ok(state);
             }
-            store::Intent::Held(id) => store::current(self.db, id).await,
+            last = Some(state);
         }
+        last.ok_or_else(|| RotationError::Db(DbError::Shape("rotation: no attempt".into())))
     }
 
     /// Reconcile: resume one open job whose backoff passed and whose holder is
