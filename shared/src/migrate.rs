@@ -343,6 +343,7 @@ async fn set_up_login_on(
             other.role()
         )));
     }
+    may_grant(&tx, login).await?;
     let quoted = format!("\"{user}\"");
     if existing.is_none() {
         tx.batch_execute(&format!("CREATE ROLE {quoted} LOGIN"))
@@ -394,6 +395,53 @@ async fn set_up_login_on(
     }
     tx.commit().await.map_err(DbError::from)?;
     Ok(())
+}
+
+/// Whether the migrating owner may add the login to its group (and to `rds_iam`
+/// for IAM auth), as PostgreSQL decides it: ADMIN OPTION on the role, or, before
+/// PostgreSQL 16, CREATEROLE. Since 16 CREATEROLE alone no longer adds members
+/// ("such changes, including adding members, now require the role requesting the
+/// change to have ADMIN OPTION"), so an owner set up as for 15 fails at the GRANT
+/// with a bare permission error: checked first, with what to run instead.
+async fn may_grant(
+    tx: &tokio_postgres::Transaction<'_>,
+    login: &Login,
+) -> Result<(), MigrateError> {
+    let mut roles = vec![login.grant.role()];
+    if matches!(login.auth, LoginAuth::Iam) {
+        roles.push("rds_iam");
+    }
+    let rows = tx
+        .query(
+            "SELECT r, current_user::text, current_setting('server_version_num')::int
+               FROM unnest($1::text[]) AS r
+              WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)
+                AND NOT (pg_has_role(current_user, r, 'MEMBER WITH ADMIN OPTION')
+                         OR (current_setting('server_version_num')::int < 160000
+                             AND (SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user)))",
+            &[&roles],
+        )
+        .await
+        .map_err(DbError::from)?;
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let owner: String = first.get(1);
+    let version: i32 = first.get(2);
+    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let grants: Vec<String> = missing
+        .iter()
+        .map(|r| format!("GRANT {r} TO \"{owner}\" WITH ADMIN OPTION;"))
+        .collect();
+    Err(MigrateError::Privileges(format!(
+        "the owner login {owner} may not add {} to {} (server version {version}): since \
+         PostgreSQL 16 adding members needs ADMIN OPTION on the role, CREATEROLE is not \
+         enough. As the role's creator or the master user run `{}`, then migrate again \
+         (docs/deploy.md, \"Database roles\")",
+        login.user,
+        missing.join(" and "),
+        grants.join(" ")
+    )))
 }
 
 #[cfg(test)]

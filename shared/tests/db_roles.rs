@@ -289,6 +289,76 @@ async fn an_owner_that_is_no_superuser_migrates_and_sets_up_the_logins() {
     assert!(err.to_string().contains("must differ"), "{err}");
 }
 
+/// Issue 24, staging finding 2: since PostgreSQL 16 adding members needs ADMIN OPTION
+/// on the role (CREATEROLE alone no longer does), so migrate checks, before it grants,
+/// what PostgreSQL will decide — ADMIN OPTION, or CREATEROLE before 16 — and fails
+/// saying what to run. (This machine runs 15: the refusal is shown with an owner that
+/// has neither; then the ADMIN OPTION it names is enough for the check.)
+#[tokio::test]
+async fn an_owner_that_may_not_add_members_is_told_which_admin_option_to_grant() {
+    let admin_url = std::env::var("TEST_DATABASE_URL").expect("run through scripts/test.sh");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (owner, dbname) = (format!("own_{id}"), format!("t_{id}"));
+    let (c, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(&format!(
+        "CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD 'owner-pw'"
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {dbname} OWNER {owner}"))
+        .await
+        .unwrap();
+    // The schema (and its group roles) exist, as after an earlier owner's run.
+    let mut cfg = shared::db::DbConfig::from_url(&admin_url).unwrap();
+    cfg.dbname = dbname.clone();
+    shared::migrate::run(&Db::new(&cfg).unwrap())
+        .await
+        .expect("migrated as the admin");
+    let mut as_owner = cfg.clone();
+    as_owner.user = owner.clone();
+    as_owner.auth = shared::db::DbAuth::Password("owner-pw".to_owned().into());
+    let db = Db::new(&as_owner).unwrap();
+    let route = Login {
+        user: format!("r_{id}"),
+        grant: Grant::Route,
+        auth: LoginAuth::Password("route-pw".to_owned().into()),
+    };
+    let err = shared::migrate::set_up_login(&db, &route)
+        .await
+        .expect_err("refused before any GRANT");
+    let text = err.to_string();
+    assert!(text.contains("ADMIN OPTION"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "GRANT telephony_route TO \"{owner}\" WITH ADMIN OPTION;"
+        )),
+        "{text}"
+    );
+    let exists: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&route.user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "nothing was created");
+    // With the ADMIN OPTION it names, the check passes (PostgreSQL 15 still wants
+    // CREATEROLE to create the login itself: the next error is PostgreSQL's own).
+    c.batch_execute(&format!(
+        "GRANT telephony_route TO {owner} WITH ADMIN OPTION"
+    ))
+    .await
+    .unwrap();
+    let err = shared::migrate::set_up_login(&db, &route)
+        .await
+        .expect_err("no CREATEROLE");
+    assert!(!err.to_string().contains("ADMIN OPTION"), "{err}");
+}
+
 /// Issue 24, staging finding 3: a REVOKE that did nothing (PostgreSQL ≤ 14, an owner
 /// that does not own schema public) leaves the function roles able to create
 /// objects; migrate checks it after every run and fails saying what to run.
