@@ -46,6 +46,9 @@ if [ -z "${LOCAL_KEYRING_KEY:-}" ] && [ -z "${LOCAL_KEYRING_FILE:-}" ]; then
   export LOCAL_KEYRING_FILE="$ROOT/.local/keyring.key"
 fi
 export KEYRING="${KEYRING:-local}"
+# The local authorizer's RS256 signing key (PKCS#8 PEM), made once by the local API
+# in the same dev directory, so a printed token outlives a restart.
+export LOCAL_JWT_KEY_FILE="${LOCAL_JWT_KEY_FILE:-$ROOT/.local/jwt-signing-key.pem}"
 # The AWS SDK is built but not called with the local keyring and env secrets; keep
 # it from probing the instance metadata service.
 export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_EC2_METADATA_DISABLED=true

@@ -4,16 +4,14 @@
 //! Lambda calls.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use shared::config::Env;
 use shared::gateway_event::ApiEvent;
 
@@ -95,108 +93,7 @@ impl Functions {
     }
 }
 
-/// The local stand-in for the HTTP API's JWT authorizer: HS256 with a shared
-/// secret (API Gateway itself verifies asymmetric keys from the issuer's JWKS).
-/// Checks signature, `exp`, `nbf`, `iss` and `aud`, like API Gateway.
-pub struct LocalAuthorizer {
-    secret: Vec<u8>,
-    pub issuer: String,
-    pub audience: String,
-}
-
-/// Documented default; override with `LOCAL_JWT_SECRET`. Local use only.
-pub const DEFAULT_LOCAL_JWT_SECRET: &str = "local-dev-only-jwt-secret";
-
-impl LocalAuthorizer {
-    pub fn from_env(env: &Env) -> Self {
-        Self {
-            secret: env
-                .get("LOCAL_JWT_SECRET")
-                .unwrap_or(DEFAULT_LOCAL_JWT_SECRET)
-                .as_bytes()
-                .to_vec(),
-            issuer: env
-                .get("LOCAL_JWT_ISSUER")
-                .unwrap_or("http://localhost/local-issuer")
-                .to_owned(),
-            audience: env
-                .get("LOCAL_JWT_AUDIENCE")
-                .unwrap_or("telephony-local")
-                .to_owned(),
-        }
-    }
-
-    /// A token for `org` acting as `sub` with `scopes`, valid for `ttl`.
-    pub fn mint(
-        &self,
-        org: &str,
-        sub: &str,
-        scopes: &[&str],
-        ttl: Duration,
-    ) -> Result<String, BoxError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let claims = json!({
-            "iss": self.issuer, "aud": self.audience, "sub": sub, "org_id": org,
-            "scope": scopes.join(" "), "iat": now, "nbf": now, "exp": now + ttl.as_secs(),
-        });
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(&self.secret),
-        )?)
-    }
-
-    /// The verified claims as API Gateway hands them to Lambda (every value a
-    /// string; arrays as `[a b]`), and the token's scopes.
-    pub fn verify(&self, headers: &HeaderMap) -> Option<(Map<String, Value>, Vec<String>)> {
-        let token = headers
-            .get("authorization")?
-            .to_str()
-            .ok()?
-            .strip_prefix("Bearer ")?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(
-            token,
-            &DecodingKey::from_secret(&self.secret),
-            &validation,
-        )
-        .ok()?;
-        let mut claims = Map::new();
-        for (k, v) in data.claims {
-            let s = match v {
-                Value::String(s) => s,
-                Value::Array(items) => format!(
-                    "[{}]",
-                    items
-                        .iter()
-                        .map(|i| i
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| i.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                other => other.to_string(),
-            };
-            claims.insert(k, Value::String(s));
-        }
-        let scopes = claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| {
-                s.split(' ')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some((claims, scopes))
-    }
-}
+pub use crate::authorizer::LocalAuthorizer;
 
 /// Everything the local API server holds.
 pub struct Gateway {

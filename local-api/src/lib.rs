@@ -1,7 +1,8 @@
 //! The whole API on localhost, for people and for the browser and contract tests:
 //!
 //! - [`gateway`]: what API Gateway does in front of the functions — verifies a bearer
-//!   JWT (HS256 with `LOCAL_JWT_SECRET`, checking `exp`, `nbf`, `iss`, `aud`), builds
+//!   JWT ([`authorizer`]: RS256 as deployed, its JWKS at `/.well-known/jwks.json`,
+//!   checking `kid`, `exp`, `nbf`, `iss`, `aud`), builds
 //!   the same HTTP API 2.0 event Lambda receives, with the claims under
 //!   `requestContext.authorizer.jwt`, and calls the functions' own handlers.
 //! - [`standins`]: stateful Vapi and Twilio stand-ins that speak their APIs
@@ -17,6 +18,7 @@
 //! - [`server`]: starts all of it (and the telephony page on its own origin).
 
 pub mod audit;
+pub mod authorizer;
 pub mod database;
 pub mod demo;
 pub mod gateway;

@@ -18,6 +18,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
 use crate::audit::{self, AuditSlot, LocalAudit};
+use crate::authorizer::{self, AuthorizerSlot};
 use crate::database;
 use crate::demo::{self, DEMO_ORG};
 use crate::gateway::{BoxError, Functions, Gateway, LocalAuthorizer, serve};
@@ -161,8 +162,10 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
     let reconcile_slot = ReconcileSlot::default();
     let audit_slot = AuditSlot::default();
     let delay = Duration::from_millis(env.parse_or("STANDINS_DELAY_MS", 0u64)?);
+    let authorizer_slot = AuthorizerSlot::default();
     let app = reconcile::control_routes(reconcile_slot.clone())
         .merge(audit::control_routes(audit_slot.clone()))
+        .merge(authorizer::control_routes(authorizer_slot.clone()))
         .merge(standins_state.router())
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -202,7 +205,7 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         tracing::warn!("real providers configured: no demo data seeded");
     }
 
-    let authorizer = LocalAuthorizer::from_env(&env);
+    let authorizer = LocalAuthorizer::from_env(&env, &format!("http://{api}"))?;
     let IdentityConfig {
         write_scope,
         read_scope,
@@ -229,7 +232,14 @@ pub async fn start(mut env: Env, aws: &aws_config::SdkConfig) -> Result<Running,
         read_scope,
         offboard_scope,
     });
+    let _ = authorizer_slot.set(gateway.clone());
+    // The issuer's JWKS, where API Gateway's authorizer would fetch it from.
+    let jwks = gateway.authorizer.jwks();
     let app = Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(move || async move { Json(jwks) }),
+        )
         .fallback(serve)
         .with_state(gateway.clone())
         .layer(cors(&origins));

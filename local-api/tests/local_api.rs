@@ -4,9 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use local_api::demo::{DEMO_NUMBERS, DEMO_ORG, OTHER_NUMBER, OTHER_ORG};
-use local_api::gateway::DEFAULT_LOCAL_JWT_SECRET;
 use local_api::server::{LOCAL_DB_POOL_SIZE, Running};
 use local_api::standins::{FailMode, LOCAL_VAPI_KEY};
 use serde_json::{Value, json};
@@ -55,10 +53,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// A token with the local authorizer's defaults, overridden by `changes`.
-fn token_with(changes: Value, secret: &str) -> String {
+/// The local authorizer's default claims, overridden by `changes` (`null` removes one).
+fn claims_with(iss: &str, changes: Value) -> Value {
     let mut claims = json!({
-        "iss": "http://localhost/local-issuer", "aud": "telephony-local", "sub": "tester",
+        "iss": iss, "aud": "telephony-local", "sub": "tester",
         "org_id": DEMO_ORG, "scope": "telephony:read telephony:write", "nbf": now() - 5, "exp": now() + 600,
     });
     for (k, v) in changes.as_object().expect("object") {
@@ -68,12 +66,45 @@ fn token_with(changes: Value, secret: &str) -> String {
             claims[k] = v.clone();
         }
     }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode")
+    claims
+}
+
+impl Local {
+    /// A token signed as the local authorizer signs (RS256, its key id).
+    fn token_with(&self, changes: Value) -> String {
+        let a = &self.running.gateway.authorizer;
+        a.sign(&claims_with(&a.issuer, changes)).expect("sign")
+    }
+
+    /// The authorizer's key id, from its JWKS.
+    async fn kid(&self) -> String {
+        let jwks: Value = self
+            .http
+            .get(self.api("/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        jwks["keys"][0]["kid"].as_str().expect("kid").to_owned()
+    }
+}
+
+/// A token with `header` (any algorithm, or none) over `claims`, signed with HMAC
+/// under `secret` when the header says HS256, unsigned otherwise.
+fn hand_made(header: Value, claims: &Value, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let signed = format!("{}.{}", b64(&header), b64(claims));
+    let signature = if header["alg"] == "HS256" {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(aws_lc_rs::hmac::sign(&key, signed.as_bytes()).as_ref())
+    } else {
+        String::new()
+    };
+    format!("{signed}.{signature}")
 }
 
 const STATUS: &str = "/api/managed-telephony/status";
@@ -81,7 +112,7 @@ const STATUS: &str = "/api/managed-telephony/status";
 #[tokio::test]
 async fn the_authorizer_checks_signature_time_issuer_and_audience() {
     let l = Local::start().await;
-    let good = token_with(json!({}), DEFAULT_LOCAL_JWT_SECRET);
+    let good = l.token_with(json!({}));
     assert_eq!(l.call("GET", STATUS, Some(&good)).await.0, 200);
     assert_eq!(
         l.call("GET", STATUS, Some(&l.running.token)).await.0,
@@ -92,41 +123,67 @@ async fn the_authorizer_checks_signature_time_issuer_and_audience() {
     let refused = [
         ("no token", None),
         (
-            "wrong key",
-            Some(token_with(json!({}), "another-secret-entirely")),
-        ),
-        (
-            "expired",
-            Some(token_with(
-                json!({"exp": now() - 120}),
-                DEFAULT_LOCAL_JWT_SECRET,
+            "HS256 (the old local secret)",
+            Some(hand_made(
+                json!({"alg": "HS256", "typ": "JWT"}),
+                &claims_with(&l.running.gateway.authorizer.issuer, json!({})),
+                b"local-dev-only-jwt-secret",
             )),
         ),
+        (
+            "alg none",
+            Some(hand_made(
+                json!({"alg": "none", "typ": "JWT"}),
+                &claims_with(&l.running.gateway.authorizer.issuer, json!({})),
+                b"",
+            )),
+        ),
+        (
+            "another key under this key's id",
+            Some({
+                let other = local_api::authorizer::LocalAuthorizer::from_env(
+                    &shared::config::Env::from_pairs([(
+                        "LOCAL_JWT_KEY_FILE",
+                        std::env::temp_dir()
+                            .join(format!("jwt-{}.pem", uuid::Uuid::new_v4()))
+                            .to_str()
+                            .expect("path"),
+                    )]),
+                    &l.running.gateway.authorizer.issuer,
+                )
+                .expect("another key");
+                let token = other
+                    .sign(&claims_with(
+                        &l.running.gateway.authorizer.issuer,
+                        json!({}),
+                    ))
+                    .expect("sign");
+                // Its header names the local API's key id instead.
+                let kid = l.kid().await;
+                let mut parts = token.splitn(2, '.');
+                let (_, rest) = (parts.next(), parts.next().expect("rest"));
+                use base64::Engine as _;
+                format!(
+                    "{}.{rest}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string())
+                )
+            }),
+        ),
+        ("expired", Some(l.token_with(json!({"exp": now() - 120})))),
         (
             "not yet valid",
-            Some(token_with(
-                json!({"nbf": now() + 600}),
-                DEFAULT_LOCAL_JWT_SECRET,
-            )),
+            Some(l.token_with(json!({"nbf": now() + 600}))),
         ),
         (
             "wrong issuer",
-            Some(token_with(
-                json!({"iss": "https://evil.example"}),
-                DEFAULT_LOCAL_JWT_SECRET,
-            )),
+            Some(l.token_with(json!({"iss": "https://evil.example"}))),
         ),
         (
             "wrong audience",
-            Some(token_with(
-                json!({"aud": "another-api"}),
-                DEFAULT_LOCAL_JWT_SECRET,
-            )),
+            Some(l.token_with(json!({"aud": "another-api"}))),
         ),
-        (
-            "no exp",
-            Some(token_with(json!({"exp": null}), DEFAULT_LOCAL_JWT_SECRET)),
-        ),
+        ("no exp", Some(l.token_with(json!({"exp": null})))),
     ];
     for (why, token) in refused {
         let (status, body) = l.call("GET", STATUS, token.as_deref()).await;
@@ -138,7 +195,7 @@ async fn the_authorizer_checks_signature_time_issuer_and_audience() {
     assert!(resp.headers().contains_key("apigw-requestid"));
 
     // A verified token whose org claim is not a UUID reaches the function: its 401.
-    let bad_org = token_with(json!({"org_id": "acme"}), DEFAULT_LOCAL_JWT_SECRET);
+    let bad_org = l.token_with(json!({"org_id": "acme"}));
     let (status, body) = l.call("GET", STATUS, Some(&bad_org)).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthenticated");
@@ -147,7 +204,7 @@ async fn the_authorizer_checks_signature_time_issuer_and_audience() {
 #[tokio::test]
 async fn state_changing_routes_need_the_write_scope() {
     let l = Local::start().await;
-    let read_only = token_with(json!({"scope": "telephony:read"}), DEFAULT_LOCAL_JWT_SECRET);
+    let read_only = l.token_with(json!({"scope": "telephony:read"}));
     assert_eq!(l.call("GET", STATUS, Some(&read_only)).await.0, 200);
     let number = format!("/api/managed-telephony/numbers/{}", DEMO_NUMBERS[0]);
     // The authorizer's own refusal (API Gateway's shape), before any function runs.
@@ -188,7 +245,7 @@ async fn the_read_routes_need_the_read_scope_which_the_write_scope_does_not_impl
         ("no scope", Value::Null),
         ("look-alike", json!("telephony:reader")),
     ] {
-        let token = token_with(json!({ "scope": scope }), DEFAULT_LOCAL_JWT_SECRET);
+        let token = l.token_with(json!({ "scope": scope }));
         for path in [STATUS, search] {
             // The authorizer's own refusal (API Gateway's shape), before any function runs.
             assert_eq!(
@@ -204,7 +261,7 @@ async fn the_read_routes_need_the_read_scope_which_the_write_scope_does_not_impl
         "no provider was asked"
     );
     // The read scope alone reads, and the printed token carries both scopes.
-    let reader = token_with(json!({"scope": "telephony:read"}), DEFAULT_LOCAL_JWT_SECRET);
+    let reader = l.token_with(json!({"scope": "telephony:read"}));
     for token in [&reader, &l.running.token] {
         assert_eq!(l.call("GET", STATUS, Some(token)).await.0, 200);
         assert_eq!(l.call("GET", search, Some(token)).await.0, 200);
@@ -413,7 +470,7 @@ async fn vapi_standin_lists_credentials_newest_first_without_tokens() {
 
     // Two saves for the other org through the API: its credential is created, then
     // updated (the demo org's was created when the demo data was seeded).
-    let token = token_with(json!({"org_id": OTHER_ORG}), DEFAULT_LOCAL_JWT_SECRET);
+    let token = l.token_with(json!({"org_id": OTHER_ORG}));
     let saves = [
         (
             "AC0123456789abcdef0123456789abcdef",
@@ -642,4 +699,107 @@ async fn the_local_api_pools_several_connections_per_function() {
         3,
         "DB_POOL_SIZE wins"
     );
+}
+
+/// Issue 24, staging finding 4: the local authorizer signs RS256 (API Gateway's JWT
+/// authorizer supports only RSA) and serves its JWKS at the issuer's
+/// `/.well-known/jwks.json`; the printed token verifies against that JWKS alone, as
+/// API Gateway would verify it; `POST /__control/token` signs odd claims the same way.
+#[tokio::test]
+async fn the_issuer_serves_its_jwks_and_the_printed_token_verifies_against_it() {
+    let l = Local::start().await;
+    let jwks: Value = l
+        .http
+        .get(l.api("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["alg"].as_str(),
+            key["use"].as_str()
+        ),
+        (Some("RSA"), Some("RS256"), Some("sig")),
+        "{jwks}"
+    );
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+    // The issuer is the API's own address: its JWKS is where API Gateway looks.
+    let issuer = &l.running.gateway.authorizer.issuer;
+    assert_eq!(issuer, &format!("http://{}", l.running.api));
+    let header = jsonwebtoken::decode_header(&l.running.token).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+        key["n"].as_str().expect("n"),
+        key["e"].as_str().expect("e"),
+    )
+    .expect("the JWK is a usable RSA key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&["telephony-local"]);
+    let data = jsonwebtoken::decode::<Value>(&l.running.token, &decoding, &validation)
+        .expect("the printed token verifies against the JWKS");
+    assert_eq!(data.claims["org_id"], DEMO_ORG);
+
+    // The control endpoint: a token with one claim changed, signed the same way.
+    let minted: Value = l
+        .http
+        .post(format!("http://{}/__control/token", l.running.standins))
+        .json(&json!({"claims": {"scope": "telephony:read"}}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = minted["token"].as_str().expect("token");
+    assert_eq!(l.call("GET", STATUS, Some(token)).await.0, 200);
+    let (status, _) = l
+        .call(
+            "DELETE",
+            "/api/managed-telephony/numbers/%2B14155550100",
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 403, "the read scope only");
+}
+
+/// The key file (`LOCAL_JWT_KEY_FILE`, as `scripts/run-local.sh` sets it) is made
+/// once, readable by its owner only, and used again after a restart: a token from
+/// before still verifies.
+#[tokio::test]
+async fn the_signing_key_file_is_made_once_and_kept() {
+    use local_api::authorizer::LocalAuthorizer;
+    use shared::config::Env;
+    let path = std::env::temp_dir().join(format!("jwt-{}.pem", uuid::Uuid::new_v4()));
+    let env = Env::from_pairs([("LOCAL_JWT_KEY_FILE", path.to_str().expect("path"))]);
+    let first = LocalAuthorizer::from_env(&env, "http://127.0.0.1:1").expect("made");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = first
+        .mint(
+            DEMO_ORG,
+            "someone",
+            &["telephony:read"],
+            std::time::Duration::from_secs(60),
+        )
+        .expect("mint");
+    let again = LocalAuthorizer::from_env(&env, "http://127.0.0.1:1").expect("loaded");
+    assert_eq!(again.jwks(), first.jwks());
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    assert!(again.verify(&headers).is_some());
+    let _ = std::fs::remove_file(&path);
 }

@@ -14,7 +14,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createHmac, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
@@ -27,7 +27,7 @@ type Schemas = components["schemas"];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const readyFile = process.env["READY_FILE"] ?? assert.fail("READY_FILE is not set (run scripts/client-test.sh)");
-const ready = JSON.parse(readFileSync(readyFile, "utf8")) as { api: string; token: string };
+const ready = JSON.parse(readFileSync(readyFile, "utf8")) as { api: string; standins: string; token: string };
 // Compiled to web/.client-test/, two levels below the repository.
 const openapi = new OpenApi(process.env["OPENAPI_FILE"] ?? path.resolve(here, "../../openapi.yaml"));
 
@@ -75,13 +75,19 @@ function client(token = ready.token) {
 }
 const api = client();
 
-/** The local authorizer's token with other claims, signed as it signs (HS256). */
-function tokenWith(claims: Record<string, unknown>): string {
-  const secret = process.env["LOCAL_JWT_SECRET"] ?? "local-dev-only-jwt-secret";
-  const [header = "", payload = ""] = ready.token.split(".");
-  const changed = { ...JSON.parse(Buffer.from(payload, "base64url").toString("utf8")), ...claims };
-  const signed = `${header}.${Buffer.from(JSON.stringify(changed)).toString("base64url")}`;
-  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+/** The printed token's claims with `claims` over them, signed as the local
+ *  authorizer signs (RS256, by `POST /__control/token`: the test never holds the key). */
+async function tokenWith(claims: Record<string, unknown>): Promise<string> {
+  const [, payload = ""] = ready.token.split(".");
+  const printed = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as Record<string, unknown>;
+  const response = await fetch(`${ready.standins}/__control/token`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ claims: { ...printed, ...claims } }),
+  });
+  assert.equal(response.status, 200, "the local API signs a token");
+  const { token } = (await response.json()) as { token: string };
+  return token;
 }
 
 // ---- assertions ---------------------------------------------------------------------
@@ -132,7 +138,7 @@ test("status: the org's credential and numbers; a sub with U+202E is 401 unrecor
 
   // A sub that reads as "adminadmin" but is "admin" + right-to-left override + "nimda".
   for (const sub of ["admin\u202Enimda", "ad\u200Bmin", "\uFEFFadmin"]) {
-    const message = refused(await client(tokenWith({ sub })).GET("/api/managed-telephony/status"), 401, "unrecordable_subject");
+    const message = refused(await client(await tokenWith({ sub })).GET("/api/managed-telephony/status"), 401, "unrecordable_subject");
     assert.match(message, /sub claim/);
   }
 });
