@@ -9,8 +9,11 @@
 #     times (default 9) under a Lambda Runtime API emulator (benchmarks/src/bin/
 #     coldstart.rs), COLDSTART_WARM (default 50) more invocations of the same event
 #     per start, against a fresh demo database and the local API's stand-ins; in the
-#     same run a hello-world lambda_http binary and a Node.js 20 peer of
-#     list-numbers (benchmarks/node-peer). COLDSTART_ROUTES picks routes (default all
+#     same run a hello-world lambda_http binary, the floor of the database routes
+#     (benchmarks/src/bin/floor-list-numbers.rs: the runtime loop, one connection
+#     with list-numbers' settings, its status statement; each route's cold start is
+#     also shown as floor + overhead) and a Node.js 20 peer of list-numbers
+#     (benchmarks/node-peer). COLDSTART_ROUTES picks routes (default all
 #     six); COLDSTART_ENV="K=V ..." changes every route's environment last (e.g.
 #     RUST_LOG=debug); COLDSTART_WRAP="cmd args" starts every target under a
 #     profiler (e.g. "strace -f -tt -o /tmp/cs/trace", "perf record -g -o ..."), so
@@ -30,7 +33,7 @@ cd "$ROOT"
 # benchmarks/src/bin programs that are not latency benchmarks: the cold-start
 # benchmark's emulator and its hello-world peer; and the audit's scale benchmark,
 # run only by name.
-NOT_LATENCY=" coldstart hello-lambda audit_scale "
+NOT_LATENCY=" coldstart hello-lambda floor-list-numbers audit_scale "
 ROUTES=(list-numbers save-credential release-number search-numbers buy-number update-number)
 
 names=("$@")
@@ -44,7 +47,7 @@ latency=() coldstart=""
 for n in "${names[@]}"; do
   case $n in
     coldstart) coldstart=1 ;;
-    hello-lambda) log "hello-lambda is the cold-start benchmark's peer: scripts/bench.sh coldstart"; exit 2 ;;
+    hello-lambda|floor-list-numbers) log "$n is a cold-start benchmark peer: scripts/bench.sh coldstart"; exit 2 ;;
     *)
       [ -f "benchmarks/src/bin/$n.rs" ] || { log "no benchmark $n (benchmarks/src/bin, or coldstart)"; exit 2; }
       latency+=("$n")
@@ -94,8 +97,8 @@ pkgs=()
 for r in "${routes[@]}"; do pkgs+=(-p "$r"); done
 log "coldstart: release build of ${routes[*]} (fat LTO: minutes when the sources changed)"
 cargo build -q --release "${pkgs[@]}"
-log "coldstart: release build of the hello-world peer and the emulator"
-cargo build -q --release -p benchmarks --bin hello-lambda --bin coldstart
+log "coldstart: release build of the hello-world and floor peers and the emulator"
+cargo build -q --release -p benchmarks --bin hello-lambda --bin floor-list-numbers --bin coldstart
 (
   cd benchmarks/node-peer
   stamp=node_modules/.package-lock.sha
@@ -147,7 +150,7 @@ for r in "${routes[@]}"; do [ "$r" = list-numbers ] || env_for "$r"; done
 # The order: the peers beside list-numbers (the Node peer reads what list-numbers
 # reads), the read-only routes, then the ones that change the demo org — buy before
 # save-credential, which turns the org's slot to BYOC (a BYOC org cannot buy).
-order=(hello-lambda list-numbers node-list-numbers search-numbers update-number buy-number release-number save-credential)
+order=(hello-lambda floor-list-numbers list-numbers node-list-numbers search-numbers update-number buy-number release-number save-credential)
 "$VENV/bin/python" - "$STATE_DIR/plan.json" "$runs" "$warm" "$out" "$ROOT" "$node" "${routes[*]}" "${COLDSTART_WRAP:-}" "${order[@]}" <<'PY'
 import json, shlex, sys
 plan_path, runs, warm, out, root, node, routes, wrap, *order = sys.argv[1:]
@@ -158,6 +161,10 @@ targets = []
 for name in order:
     if name == "hello-lambda":
         t = {"program": f"{root}/target/release/hello-lambda", "peer": "hello",
+             "env_file": f"{state}/env.list-numbers.json", "event_file": f"{root}/events/list-numbers.json",
+             "cwd": f"{root}/target/release"}
+    elif name == "floor-list-numbers":
+        t = {"program": f"{root}/target/release/floor-list-numbers", "peer": "floor",
              "env_file": f"{state}/env.list-numbers.json", "event_file": f"{root}/events/list-numbers.json",
              "cwd": f"{root}/target/release"}
     elif name == "node-list-numbers":

@@ -231,8 +231,10 @@ const STATUS_SQL: &str = "SELECT
            AND f.org_id = n.org_id AND f.phone_number = n.phone_number) fx ON true
     ORDER BY n.created_at DESC, n.id";
 
-/// [`STATUS_SQL`] with the rotation's columns, built once.
-fn status_sql() -> &'static str {
+/// [`STATUS_SQL`] with the rotation's columns, built once: list-numbers' one
+/// statement (`$1` the org, `$2` whether released numbers are listed too). Public for
+/// the cold-start benchmark's floor peer, which runs exactly this and nothing else.
+pub fn status_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| STATUS_SQL.replace("ROTATION_COLS", crate::rotation::STATE_COLS))
 }

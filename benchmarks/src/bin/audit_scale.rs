@@ -236,6 +236,11 @@ fn child_env(base: &str, db_url: &str) -> Vec<(String, String)> {
         ),
         ("TWILIO_MAIN_ACCOUNT_SID", LOCAL_TWILIO_MAIN_SID.into()),
         ("TWILIO_MAIN_AUTH_TOKEN", LOCAL_TWILIO_MAIN_TOKEN.into()),
+        // The token fingerprints' key (token_mismatch), as the local API's.
+        (
+            "TOKEN_FINGERPRINT_KEY",
+            local_api::server::LOCAL_TOKEN_FINGERPRINT_KEY.into(),
+        ),
         // The template's AuditFunction environment.
         ("STEPS_DEADLINE_MS", "20000".into()),
         ("CLAIM_SECS", "60".into()),

@@ -5,7 +5,7 @@
 //!
 //! The plan: `{"runs": N, "warm": M, "timeout_secs": T, "log_dir": DIR, "targets":
 //! [{"name", "program", "args": [...], "cwd"?, "env_file", "event_file", "peer"?:
-//! "hello"|"node"}]}`. Each target is started fresh `runs` times, one process at a
+//! "hello"|"node"|"floor"}]}`. Each target is started fresh `runs` times, one process at a
 //! time, with exactly the environment of its `env_file` (a JSON object) plus
 //! `AWS_LAMBDA_RUNTIME_API` pointing at an emulator of its own on a free loopback
 //! port, which serves the Runtime API (2018-06-01) as Lambda does for one
@@ -572,13 +572,13 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
             .find(|r| r.peer.as_deref() == Some(peer))
             .map(|r| r.cold)
     };
-    let (hello, node) = (base("hello"), base("node"));
+    let (hello, node, floor) = (base("hello"), base("node"), base("floor"));
     println!();
     println!(
         "cold starts: median of {runs} fresh processes each; warm: p50/p99 of {warm} more invocations × {runs} processes"
     );
     println!(
-        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13} status",
+        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>15}  {:<13} status",
         "route",
         "init",
         "first",
@@ -590,10 +590,11 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         "peak",
         "cold",
         "cold",
+        "cold",
         "cold"
     );
     println!(
-        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}  {:<13}",
+        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>15}  {:<13}",
         "",
         "ms",
         "resp. ms",
@@ -605,13 +606,19 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         "RSS MB",
         "×hello",
         "÷Node",
+        "floor+over ms",
         "min–max ms"
     );
     for r in rows {
         let vs_hello = hello.map_or("-".into(), |h| format!("{:.1}×", r.cold / h));
         let vs_node = node.map_or("-".into(), |n| format!("1/{:.1}", n / r.cold));
+        // The database routes against the floor: what their own code adds.
+        let vs_floor = match (floor, r.peer.as_deref()) {
+            (Some(f), None) => format!("{f:.1}{:+.1}", r.cold - f),
+            _ => "-".into(),
+        };
         println!(
-            "{:<18} {:>8.2} {:>10.2} {:>8.2} {:>10.2} {:>9.3} {:>9.3} {:>9.2} {:>8.1} {:>8} {:>8}  {:<13} {}",
+            "{:<18} {:>8.2} {:>10.2} {:>8.2} {:>10.2} {:>9.3} {:>9.3} {:>9.2} {:>8.1} {:>8} {:>8} {:>15}  {:<13} {}",
             r.name,
             r.init,
             r.cold,
@@ -623,6 +630,7 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
             r.rss_mb,
             vs_hello,
             vs_node,
+            vs_floor,
             r.spread,
             r.statuses
         );
@@ -634,7 +642,8 @@ fn print_table(rows: &[Row], failed: &[(String, String)], runs: usize, warm: usi
         "init: spawn → first `next`; first resp.: spawn → first response (the cold start = init + first request); \
          cold CPU: on-CPU time of all the process's threads by the end of the first request (the rest of the cold start is waiting); \
          first req.: first `next` answered → its response; warm: the same for later invocations; \
-         1st req. −p50: what the first request costs more than a warm one; peak RSS: VmHWM before the kill; ×hello / ÷Node: cold start against the peers' (÷Node 1/15 = 15× faster)"
+         1st req. −p50: what the first request costs more than a warm one; peak RSS: VmHWM before the kill; ×hello / ÷Node: cold start against the peers' (÷Node 1/15 = 15× faster); \
+         floor+over: the floor peer's cold start (runtime loop, one connection with list-numbers' settings, its status statement) plus what the route adds (search-numbers opens no connection: below the floor)"
     );
 }
 

@@ -43,6 +43,7 @@ use crate::config::{Rotating, SecretLoader};
 use crate::rds_iam::{IamLogin, IamTokenError};
 
 use pool::build_pool;
+pub use pool::connect_unpooled;
 
 /// How long a function's init waits for [`Db::connect_at_cold_start`] (the connect
 /// and any warm-up together): well inside Lambda's 10 s init limit; a database

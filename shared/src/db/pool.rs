@@ -52,6 +52,39 @@ impl Connect for Connector {
     }
 }
 
+/// One connection for `cfg`, outside any pool, with the pool's TLS and login (a
+/// fresh IAM token under IAM auth): what the cold-start benchmark's floor peer opens,
+/// so its figure is what any route pays for its first connection and nothing more.
+pub async fn connect_unpooled(
+    cfg: &DbConfig,
+) -> Result<(Client, tokio::task::JoinHandle<()>), DbError> {
+    let mut pg = cfg.pg_config();
+    if let DbAuth::Iam(auth) = &cfg.auth {
+        let login = IamLogin::new(auth.clone(), &cfg.host, cfg.port, &cfg.user);
+        login.refresh().await?;
+        if let Some(token) = login.token() {
+            pg.password(token.expose_secret());
+        }
+    }
+    let connected = match cfg.tls {
+        TlsMode::Disable => {
+            ConfigConnectImpl {
+                tls: tokio_postgres::NoTls,
+            }
+            .connect(&pg)
+            .await
+        }
+        TlsMode::VerifyFull => {
+            ConfigConnectImpl {
+                tls: tls_connector(cfg)?,
+            }
+            .connect(&pg)
+            .await
+        }
+    };
+    Ok(connected?)
+}
+
 /// The pool for `cfg`: at most `pool_size` connections, `Fast` recycling (sends
 /// nothing), a connection older than `max_lifetime` replaced instead of reused. Under
 /// IAM auth also the login whose token the pool's connections use.
