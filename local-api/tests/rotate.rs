@@ -506,6 +506,22 @@ async fn a_secondary_whose_answer_was_lost_is_replaced_and_one_replaced_in_the_c
     assert_eq!(status, 202, "{body}");
     assert!(body["errors"]["token"].is_string(), "{body}");
     assert_all_hold(&o.token_kinds(), "primary");
+    // The lost create may still land: the job keeps its claim until it expires, so
+    // a repeat now acts on nothing (it would otherwise make a second secondary that
+    // the late first one could replace under the numbers).
+    let before = o.state()["twilio_subaccounts"][DEMO_SUBACCOUNT].clone();
+    let (status, held) = o.rotate().await;
+    assert_eq!(status, 202, "{held}");
+    assert_eq!(held["id"], body["id"]);
+    assert_eq!(o.state()["twilio_subaccounts"][DEMO_SUBACCOUNT], before);
+    o.db.client()
+        .await
+        .batch_execute(
+            "UPDATE token_rotations SET claimed_until = now() - interval '1 second'
+              WHERE claim_token IS NOT NULL",
+        )
+        .await
+        .expect("the claim expires");
     // The next attempt stops after the numbers (one PATCH refused)…
     o.post_control(
         "fail",
@@ -572,4 +588,119 @@ async fn a_body_that_is_not_an_empty_object_is_refused() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// Review finding (reproduced on 820cdf0 by the reviewer's scratch test, which
+/// printed the number holding a retired token after both the rotation's 200 and a
+/// later audit + reconcile): an import whose answer was lost before a rotation and
+/// that is adopted after its promotion must end up holding the promoted token, and
+/// its row must say so.
+#[tokio::test]
+async fn an_import_lost_before_a_rotation_and_adopted_after_it_holds_the_new_token() {
+    let db = testkit::TestDb::new().await;
+    let running = common::start_local_with(&db, &[("PROVIDER_TIMEOUT_MS", "300")]).await;
+    let o = Org {
+        db,
+        running,
+        http: reqwest::Client::new(),
+    };
+    let number = "+14155550158";
+    let buy = json!({"phoneNumber": number, "assistantId": local_api::demo::DEMO_ASSISTANT});
+    // The import lands, its answer is lost, and Vapi's list cannot be read to find it.
+    o.post_control(
+        "fail",
+        json!({"endpoint": "import", "mode": "lost", "times": 1}),
+    )
+    .await;
+    o.post_control(
+        "fail",
+        json!({"endpoint": "list", "mode": "500", "times": 50}),
+    )
+    .await;
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&buy),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    o.post_control("fail", json!({"endpoint": "list", "mode": "none"}))
+        .await;
+    common::expire_purchase_claims(&o.db).await;
+    // The rotation promotes meanwhile (the import has no Vapi id on its row yet).
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
+    // The purchase is repeated: it finds the import and adopts it.
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&buy),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status}: {body}");
+    let held: Vec<Value> = o.state()["vapi_phone_numbers"]
+        .as_object()
+        .expect("numbers")
+        .values()
+        .filter(|n| n["number"] == number)
+        .map(|n| n["twilioToken"].clone())
+        .collect();
+    assert_eq!(
+        held,
+        vec![json!("primary")],
+        "the adopted import holds the promoted token"
+    );
+    assert_eq!(o.state()["deadTokenCalls"], json!([]));
+    let same: bool =
+        o.db.client()
+            .await
+            .query_one(
+                "SELECT n.twilio_token_fp = c.metadata->>'tokenFingerprint'
+               FROM managed_phone_numbers n JOIN org_credentials c ON c.org_id = n.org_id
+              WHERE n.phone_number = $1",
+                &[&number],
+            )
+            .await
+            .expect("row")
+            .get(0);
+    assert!(same, "the row records the token the slot holds");
+}
+
+/// Review finding (reproduced on 820cdf0: 200 `{kind: "adopt", promoted: false}` and
+/// no new token): asking for a rotation while an adopt job is open finishes that job
+/// and then makes a new token.
+#[tokio::test]
+async fn a_rotation_asked_for_while_an_adopt_job_is_open_still_makes_a_new_token() {
+    let o = Org::start().await;
+    o.post_control(
+        &format!("twilio/accounts/{DEMO_SUBACCOUNT}/rotate-token"),
+        json!({}),
+    )
+    .await;
+    // A purchase notices and opens an adopt job.
+    let (status, body) = o
+        .as_demo(
+            o.http
+                .post(o.api("/api/managed-telephony/numbers"))
+                .json(&json!({"phoneNumber": "+14155550150"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let rotations = o.state()["twilio_subaccounts"][DEMO_SUBACCOUNT]["tokenRotations"].clone();
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["kind"].as_str(), body["promoted"].as_bool()),
+        (Some("rotate"), Some(true)),
+        "{body}"
+    );
+    assert_eq!(
+        o.state()["twilio_subaccounts"][DEMO_SUBACCOUNT]["tokenRotations"],
+        json!(rotations.as_u64().expect("count") + 1),
+        "a new token was made"
+    );
+    let kinds = o.token_kinds();
+    assert!(kinds.iter().all(|(_, k)| k == "primary"), "{kinds:?}");
 }

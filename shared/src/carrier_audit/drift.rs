@@ -180,8 +180,9 @@ pub enum Action {
     /// Flag only once Twilio's 20404 on a direct read, confirmed, says so.
     ConfirmCarrierMissing { number_sid: String },
     /// Open an `adopt` token rotation for the org (reconcile brings the current
-    /// token to its Vapi credential and numbers).
-    AdoptToken { org: Uuid },
+    /// token to its Vapi credential and numbers), this number's recorded token
+    /// forgotten first so the job PATCHes it whatever the row said.
+    AdoptToken { org: Uuid, vapi_phone_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,7 +491,10 @@ fn token_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparis
         phone_number: Some(r.phone_number.clone()),
         detail: json!({ "vapiPhoneId": id, "compared": compared }),
         action: if ours {
-            Action::AdoptToken { org: r.org_id }
+            Action::AdoptToken {
+                org: r.org_id,
+                vapi_phone_id: id.to_owned(),
+            }
         } else {
             Action::Flag
         },

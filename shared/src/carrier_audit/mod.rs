@@ -711,10 +711,13 @@ impl Auditor<'_> {
                     false => return Ok(Settled::NotDrift),
                 }
             }
-            Action::AdoptToken { org } => {
+            Action::AdoptToken { org, vapi_phone_id } => {
                 let Ok(sid) = subaccount.parse::<AccountSid>() else {
                     return Ok(Settled::Undecided);
                 };
+                // What the row recorded is not what Vapi holds (Vapi said so, or the
+                // row's own token was retired): forgotten, the job PATCHes it.
+                store::forget_token(self.db, *org, vapi_phone_id).await?;
                 let caller = crate::identity::Caller::system(
                     crate::ids::OrgId::new(*org),
                     "system:carrier-audit",

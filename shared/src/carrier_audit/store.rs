@@ -211,6 +211,18 @@ pub async fn live_rows(
         .collect()
 }
 
+/// A number whose Vapi import holds another token than its row says: the row
+/// forgets it (an adopt rotation then PATCHes the number with the current token).
+pub async fn forget_token(db: &Db, org: Uuid, vapi_phone_id: &str) -> Result<(), DbError> {
+    db.query(
+        "UPDATE managed_phone_numbers SET twilio_token_fp = NULL
+          WHERE org_id = $1 AND vapi_phone_id = $2 AND status <> 'released'",
+        &[(&org, Type::UUID), (&vapi_phone_id, Type::TEXT)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// What happened to a finding's repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repair {

@@ -122,6 +122,10 @@ pub enum SaveError {
     /// The org is being offboarded (or was).
     #[error("the organisation is being offboarded")]
     OrgOffboarding,
+    /// A managed save found the slot holding this same subaccount already (only a
+    /// token rotation seals a new token into it).
+    #[error("the slot already holds this subaccount")]
+    SlotHeld,
     #[error("the credential could not be serialised for sealing")]
     Serialise,
     #[error("encryption failed: {0}")]
@@ -171,6 +175,10 @@ impl From<SaveError> for ApiError {
             },
             SaveError::ByocInUse => byoc_in_use(),
             SaveError::OrgOffboarding => crate::offboard::org_offboarding(),
+            SaveError::SlotHeld => ApiError::Conflict {
+                code: "slot_held",
+                message: "the slot already holds this subaccount".into(),
+            },
             SaveError::Crypto(CryptoError::Kms(cause)) => {
                 tracing::error!(%cause, "KMS failed");
                 ApiError::Unavailable {

@@ -110,7 +110,10 @@ async fn commit_once(
         }
         // A managed credential never replaces a BYOC one: switching an org from its
         // own account to the platform's is a deliberate act, not a side effect of a
-        // purchase. (The error rolls the lease back with the rest.)
+        // purchase. Nor does it replace the slot of the same subaccount: the token
+        // it carries was read before (by a purchase racing the slot's first fill)
+        // and a token rotation may have retired it since; only the rotation seals a
+        // new token into that slot. (The error rolls the lease back with the rest.)
         let Some(slot_row) = tx
             .query_typed_opt(
                 "INSERT INTO org_credentials (org_id, provider, source, is_active, encrypted_config, metadata)
@@ -119,7 +122,10 @@ async fn commit_once(
                     SET source = excluded.source, is_active = true,
                         encrypted_config = excluded.encrypted_config,
                         metadata = excluded.metadata, updated_at = now()
-                  WHERE excluded.source = 'byoc' OR org_credentials.source = 'managed'
+                  WHERE excluded.source = 'byoc'
+                     OR (org_credentials.source = 'managed'
+                         AND org_credentials.metadata->>'accountSid'
+                             IS DISTINCT FROM excluded.metadata->>'accountSid')
                  RETURNING updated_at",
                 &[
                     (&org.as_uuid(), Type::UUID),
@@ -130,7 +136,18 @@ async fn commit_once(
             )
             .await?
         else {
-            return Err(SaveError::ByocInUse);
+            let held = tx
+                .query_typed_one(
+                    "SELECT source = 'managed' FROM org_credentials
+                      WHERE org_id = $1 AND provider = 'twilio'",
+                    &[(&org.as_uuid(), Type::UUID)],
+                )
+                .await?;
+            return Err(if held.get::<_, bool>(0) {
+                SaveError::SlotHeld
+            } else {
+                SaveError::ByocInUse
+            });
         };
         let updated_at: DateTime<Utc> = slot_row.get(0);
         let generation: i64 = org_row.get(0);

@@ -206,6 +206,9 @@ impl Purchaser<'_> {
             Err(SaveError::ByocInUse) => {
                 tracing::info!("the org switched to its own account; slot left alone")
             }
+            Err(SaveError::SlotHeld) => {
+                tracing::info!("another purchase filled the org's slot first; left alone")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not fill the org's slot; its next purchase tries again")
             }
@@ -295,7 +298,7 @@ impl Purchaser<'_> {
         let find = || self.find_import(&number, &sub.sid, started_at, deadline);
         if claim.import_attempted {
             match find().await {
-                Ok(Some(found)) => return Ok(self.adopt(claim, found, deadline).await),
+                Ok(Some(found)) => return Ok(self.adopt(claim, found, sub, deadline).await),
                 Ok(None) => {}
                 Err(e) => return Ok(Err(Progress::Pending("vapi", e))),
             }
@@ -324,7 +327,7 @@ impl Purchaser<'_> {
                 Err(e) if e.outcome_unknown() => {
                     tracing::warn!(error = %e, "importing ended without an answer; looking the number up at Vapi");
                     match find().await {
-                        Ok(Some(found)) => self.adopt(claim, found, deadline).await,
+                        Ok(Some(found)) => self.adopt(claim, found, sub, deadline).await,
                         _ => Err(Progress::InFlight("vapi", e)),
                     }
                 }
@@ -335,13 +338,27 @@ impl Purchaser<'_> {
     }
 
     /// An import found at Vapi, brought to the assistant and name the database
-    /// holds before it is stamped (a PATCH only where they differ).
+    /// holds before it is stamped (a PATCH only where they differ), and to the
+    /// subaccount's token as read now: the import was sent by an earlier attempt,
+    /// with the token of then, which a rotation may have retired since (the row then
+    /// records the token it holds for certain).
     async fn adopt(
         &self,
         claim: &PurchaseClaim,
         found: FoundNumber,
+        sub: &Subaccount,
         deadline: Deadline,
     ) -> Result<String, Progress> {
+        if let Err(e) = deadline
+            .run(
+                "vapi",
+                self.vapi
+                    .set_number_token(&found.id, &sub.sid, &sub.auth_token),
+            )
+            .await
+        {
+            return Err(Progress::Pending("vapi", e));
+        }
         let assistant = claim.assistant.as_ref().map(AssistantId::as_str);
         let name = claim.name.as_ref().map(NumberName::as_str);
         let differs = assistant.is_some_and(|a| found.assistant_id.as_deref() != Some(a))

@@ -51,7 +51,7 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::ids::{AccountSid, AuthToken, OrgId, Provider};
 use crate::steps::{ClaimToken, Deadline, StepsConfig};
-use crate::twilio::{AccountCheck, TwilioClient};
+use crate::twilio::TwilioClient;
 use crate::vapi::{VapiClient, Walk};
 
 use store::{Job, Kind, NumberToPatch};
@@ -180,6 +180,9 @@ struct Ends {
     done: bool,
     /// The job ends without finishing, and why.
     cancel: Option<&'static str>,
+    /// A call that creates or promotes ended without an answer (it may still land):
+    /// the claim is kept until it expires, so no attempt acts again meanwhile.
+    keep_claim: bool,
 }
 
 impl Ends {
@@ -252,10 +255,11 @@ impl Rotator<'_> {
         deadline: Deadline,
     ) -> Result<Rotation, RotationError> {
         // An open job whose slot changed since (say, another subaccount) ends
-        // cancelled; the person asked to rotate the slot's token now: once more, with
-        // a new job (an org being offboarded is refused by the intent then).
+        // cancelled, and an open adopt job (a token rotated elsewhere) made no new
+        // token: the person asked for a new token for the slot now, so once more,
+        // with a new job (an org being offboarded is refused by the intent then).
         let mut last = None;
-        for _ in 0..2 {
+        for _ in 0..3 {
             let token = ClaimToken::new();
             let state = match store::intent(self.db, self.config, caller, request_id, token).await?
             {
@@ -265,7 +269,8 @@ impl Rotator<'_> {
                 }
                 store::Intent::Held(id) => return store::current(self.db, id).await,
             };
-            if state.status != "cancelled" {
+            let adopted = state.kind == "adopt" && state.is_done();
+            if state.status != "cancelled" && !adopted {
                 return Ok(state);
             }
             last = Some(state);
@@ -369,9 +374,10 @@ impl Rotator<'_> {
                 }
             };
             let fp = self.fingerprints.of(&primary);
-            if job.token_fp.as_ref() != Some(&fp) {
-                // Rotated (again) elsewhere: this is the token to bring now.
-                store::retarget(self.db, job, &fp).await?;
+            // Rotated (again) elsewhere: this is the token to bring now.
+            if job.token_fp.as_ref() != Some(&fp) && !store::retarget(self.db, job, &fp).await? {
+                ends.pending("token", "claim_lost");
+                return Ok(None);
             }
             return Ok(Some(primary));
         }
@@ -393,20 +399,24 @@ impl Rotator<'_> {
             }
         }
         if let Some(sealed) = job.secondary.clone() {
-            match self.open_secondary(job.org, &sealed).await {
+            match self.open_secondary(job.org, &sealed, deadline).await {
                 Ok(secondary) => {
                     // Still the subaccount's secondary? (One created or deleted in
-                    // the console since would leave Vapi with a dead token.)
+                    // the console since would leave Vapi with a dead token.) Only
+                    // Twilio's 20003 says it is not; anything else proves nothing.
                     match deadline
-                        .run("twilio", self.twilio.check_account(&sid, &secondary))
+                        .run("twilio", self.twilio.token_works(&sid, &secondary))
                         .await
                     {
-                        Ok(AccountCheck::Active) => return Ok(Some(secondary)),
-                        Ok(_) => {
+                        Ok(true) => return Ok(Some(secondary)),
+                        Ok(false) => {
                             tracing::warn!(
                                 "the stored secondary token no longer works; asking for a new one"
                             );
-                            store::forget_secondary(self.db, job).await?;
+                            if !store::forget_secondary(self.db, job).await? {
+                                ends.pending("token", "claim_lost");
+                                return Ok(None);
+                            }
                         }
                         Err(e) => {
                             ends.pending("token", e.stable_code());
@@ -438,8 +448,11 @@ impl Rotator<'_> {
         {
             Ok(t) => t,
             Err(e) => {
-                // Unknown outcome: a secondary may exist that nothing holds; the
-                // next attempt's create replaces it.
+                // Unknown outcome: a secondary may exist that nothing holds, and the
+                // call may still land. The claim is kept until it expires, so no
+                // attempt creates another (and gives it to Vapi) before this one
+                // could replace it; then the next create replaces whatever it made.
+                ends.keep_claim |= e.outcome_unknown();
                 ends.pending("token", e.stable_code());
                 return Ok(None);
             }
@@ -461,14 +474,21 @@ impl Rotator<'_> {
         Ok(Some(secondary))
     }
 
-    async fn open_secondary(&self, org: OrgId, sealed: &Value) -> Result<AuthToken, CryptoError> {
+    async fn open_secondary(
+        &self,
+        org: OrgId,
+        sealed: &Value,
+        deadline: Deadline,
+    ) -> Result<AuthToken, CryptoError> {
         let envelope: Envelope =
             serde_json::from_value(sealed.clone()).map_err(|_| CryptoError::Undecryptable)?;
         let context = EncryptionContext::new(org, Provider::TwilioSecondary);
-        let plain = self
-            .keyring
-            .open_rotation_secondary(&context, &envelope)
-            .await?;
+        let plain = tokio::time::timeout(
+            deadline.remaining(),
+            self.keyring.open_rotation_secondary(&context, &envelope),
+        )
+        .await
+        .unwrap_or_else(|_| Err(CryptoError::Kms("no decryption within the deadline".into())))?;
         let text = Zeroizing::new(
             String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Undecryptable)?,
         );
@@ -634,6 +654,10 @@ impl Rotator<'_> {
                 ends.pending("promote", code);
                 return Ok(false);
             }
+            store::PromotionGate::Cancel(reason) => {
+                ends.cancel = Some(reason);
+                return Ok(false);
+            }
         }
         job.promote_started = true;
         let sid = job.account_sid.clone();
@@ -651,10 +675,14 @@ impl Rotator<'_> {
                 match deadline.run("twilio", self.twilio.subaccount(&sid)).await {
                     Ok(sub) if self.fingerprints.of(&sub.auth_token) == *fp => true,
                     Ok(_) => {
+                        // Not promoted (yet): a lost promotion may still land, so
+                        // the claim is kept until it expires.
+                        ends.keep_claim |= e.outcome_unknown();
                         ends.pending("promote", e.stable_code());
                         return Ok(false);
                     }
                     Err(read) => {
+                        ends.keep_claim |= e.outcome_unknown();
                         ends.pending("promote", read.stable_code());
                         return Ok(false);
                     }
@@ -705,7 +733,7 @@ impl Rotator<'_> {
         match store::seal_slot(self.db, job, &sealed, fp).await? {
             store::SlotSeal::Done => ends.done = true,
             store::SlotSeal::Wait(code) => ends.pending("slot", code),
-            store::SlotSeal::SlotChanged => ends.cancel = Some("slot_changed"),
+            store::SlotSeal::Cancel(reason) => ends.cancel = Some(reason),
         }
         Ok(())
     }

@@ -261,38 +261,47 @@ pub(super) async fn claim_next_due(
 }
 
 /// The token to bring is another (rotated again elsewhere): the credential step
-/// starts over.
-pub(super) async fn retarget(db: &Db, job: &mut Job, fp: &TokenFingerprint) -> Result<(), DbError> {
-    db.query(
-        "UPDATE token_rotations SET token_fp = $3, credential_done_at = NULL
-          WHERE id = $1 AND claim_token = $2",
-        &[
-            (&job.id, Type::UUID),
-            (&job.token.as_uuid(), Type::UUID),
-            (&fp.as_str(), Type::TEXT),
-        ],
-    )
-    .await?;
+/// and the list of numbers updated start over. `false`: the claim was taken over.
+pub(super) async fn retarget(
+    db: &Db,
+    job: &mut Job,
+    fp: &TokenFingerprint,
+) -> Result<bool, DbError> {
+    let row = db
+        .query_opt(
+            "UPDATE token_rotations SET token_fp = $3, credential_done_at = NULL,
+                    numbers_updated = '{}'
+              WHERE id = $1 AND claim_token = $2 RETURNING 1",
+            &[
+                (&job.id, Type::UUID),
+                (&job.token.as_uuid(), Type::UUID),
+                (&fp.as_str(), Type::TEXT),
+            ],
+        )
+        .await?;
     job.token_fp = Some(fp.clone());
     job.credential_done = false;
-    Ok(())
+    Ok(row.is_some())
 }
 
-/// The stored secondary no longer works: forget it (a new one is asked for).
-pub(super) async fn forget_secondary(db: &Db, job: &mut Job) -> Result<(), DbError> {
-    db.query(
-        "UPDATE token_rotations
-            SET secondary = NULL, token_fp = NULL, credential_done_at = NULL,
-                promote_started_at = NULL
-          WHERE id = $1 AND claim_token = $2 AND promoted_at IS NULL",
-        &[(&job.id, Type::UUID), (&job.token.as_uuid(), Type::UUID)],
-    )
-    .await?;
+/// The stored secondary no longer works: forget it (a new one is asked for), and
+/// the numbers it reached. `false`: the claim was taken over.
+pub(super) async fn forget_secondary(db: &Db, job: &mut Job) -> Result<bool, DbError> {
+    let row = db
+        .query_opt(
+            "UPDATE token_rotations
+                SET secondary = NULL, token_fp = NULL, credential_done_at = NULL,
+                    promote_started_at = NULL, numbers_updated = '{}'
+              WHERE id = $1 AND claim_token = $2 AND promoted_at IS NULL
+              RETURNING 1",
+            &[(&job.id, Type::UUID), (&job.token.as_uuid(), Type::UUID)],
+        )
+        .await?;
     job.secondary = None;
     job.token_fp = None;
     job.credential_done = false;
     job.promote_started = false;
-    Ok(())
+    Ok(row.is_some())
 }
 
 /// Store a new secondary (sealed) and its fingerprint while the claim is ours;
@@ -407,6 +416,61 @@ pub(super) async fn stamp_numbers(
 pub(super) enum PromotionGate {
     Open,
     Wait(&'static str),
+    /// The job must end (the org is being offboarded).
+    Cancel(&'static str),
+}
+
+/// Whether some live Vapi number of the job's subaccount does not hold `fp`'s
+/// token (checked under the org's row lock, against imports made meanwhile).
+async fn numbers_behind(
+    tx: &tokio_postgres::Transaction<'_>,
+    job: &Job,
+    fp: &TokenFingerprint,
+) -> Result<bool, tokio_postgres::Error> {
+    let behind = tx
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM managed_phone_numbers
+                             WHERE org_id = $1 AND twilio_subaccount_sid = $2 AND status <> 'released'
+                               AND vapi_phone_id IS NOT NULL AND vapi_released_at IS NULL
+                               AND twilio_token_fp IS DISTINCT FROM $3)",
+            &[
+                (&job.org.as_uuid(), Type::UUID),
+                (&job.account_sid.as_str(), Type::TEXT),
+                (&fp.as_str(), Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(behind.get(0))
+}
+
+/// The org's row, locked (saves, purchases and offboarding take the same lock):
+/// whether a save holds it, its slot generation, whether it is being offboarded.
+async fn lock_org(
+    tx: &tokio_postgres::Transaction<'_>,
+    org: Uuid,
+) -> Result<(bool, i64, bool), tokio_postgres::Error> {
+    let o = tx
+        .query_typed_one(
+            "SELECT coalesce(sync_lease_until >= now(), false), sync_generation,
+                    offboard_requested_at IS NOT NULL
+               FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
+            &[(&org, Type::UUID)],
+        )
+        .await?;
+    Ok((o.get(0), o.get(1), o.get(2)))
+}
+
+/// A save changed the slot since the credential step: that step is done again.
+async fn credential_again(
+    tx: &tokio_postgres::Transaction<'_>,
+    job: &Job,
+) -> Result<(), tokio_postgres::Error> {
+    tx.query_typed(
+        "UPDATE token_rotations SET credential_done_at = NULL WHERE id = $1 AND claim_token = $2",
+        &[(&job.id, Type::UUID), (&job.token.as_uuid(), Type::UUID)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether the secondary may be promoted now, and if so the promotion's start,
@@ -421,17 +485,17 @@ pub(super) async fn start_promotion(
 ) -> Result<PromotionGate, RotationError> {
     let org = job.org.as_uuid();
     db.transaction(async |tx| {
-        let o = tx
-            .query_typed_one(
-                "SELECT coalesce(sync_lease_until >= now(), false), sync_generation
-                   FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
-                &[(&org, Type::UUID)],
-            )
-            .await?;
-        if o.get::<_, bool>(0) {
+        let (lease_live, generation, offboarding) = lock_org(tx, org).await?;
+        if offboarding {
+            return Ok(PromotionGate::Cancel("org_offboarding"));
+        }
+        if lease_live {
             return Ok(PromotionGate::Wait("sync_in_progress"));
         }
-        if job.vapi_credential_id.is_some() && o.get::<_, i64>(1) != job.sync_generation {
+        // A save since the credential step may have sent the credential another
+        // token (the step is done again); with no credential, a save may make one.
+        if generation != job.sync_generation {
+            credential_again(tx, job).await?;
             return Ok(PromotionGate::Wait("credential_changed"));
         }
         let live = tx
@@ -444,20 +508,7 @@ pub(super) async fn start_promotion(
         if live.iter().any(|r| r.get::<_, bool>(0)) {
             return Ok(PromotionGate::Wait("purchase_in_progress"));
         }
-        let behind = tx
-            .query_typed_one(
-                "SELECT EXISTS (SELECT 1 FROM managed_phone_numbers
-                                 WHERE org_id = $1 AND twilio_subaccount_sid = $2 AND status <> 'released'
-                                   AND vapi_phone_id IS NOT NULL AND vapi_released_at IS NULL
-                                   AND twilio_token_fp IS DISTINCT FROM $3)",
-                &[
-                    (&org, Type::UUID),
-                    (&job.account_sid.as_str(), Type::TEXT),
-                    (&fp.as_str(), Type::TEXT),
-                ],
-            )
-            .await?;
-        if behind.get::<_, bool>(0) {
+        if numbers_behind(tx, job, fp).await? {
             return Ok(PromotionGate::Wait("numbers_changed"));
         }
         let started = tx
@@ -493,7 +544,8 @@ pub(super) async fn stamp_promoted(db: &Db, job: &Job) -> Result<(), DbError> {
 pub(super) enum SlotSeal {
     Done,
     Wait(&'static str),
-    SlotChanged,
+    /// The job must end: the slot changed, or the org is being offboarded.
+    Cancel(&'static str),
 }
 
 /// The slot holds the new token (sealed) and its fingerprint, and the job is done,
@@ -506,15 +558,21 @@ pub(super) async fn seal_slot(
 ) -> Result<SlotSeal, RotationError> {
     let org = job.org.as_uuid();
     db.transaction(async |tx| {
-        let o = tx
-            .query_typed_one(
-                "SELECT coalesce(sync_lease_until >= now(), false) FROM organizations
-                  WHERE id = $1 FOR NO KEY UPDATE",
-                &[(&org, Type::UUID)],
-            )
-            .await?;
-        if o.get::<_, bool>(0) {
+        let (lease_live, generation, offboarding) = lock_org(tx, org).await?;
+        if offboarding {
+            return Ok(SlotSeal::Cancel("org_offboarding"));
+        }
+        if lease_live {
             return Ok(SlotSeal::Wait("sync_in_progress"));
+        }
+        // The credential and every number must hold the token now, not only when
+        // each was PATCHed: a save or an import since sends the next attempt back.
+        if generation != job.sync_generation {
+            credential_again(tx, job).await?;
+            return Ok(SlotSeal::Wait("credential_changed"));
+        }
+        if numbers_behind(tx, job, fp).await? {
+            return Ok(SlotSeal::Wait("numbers_changed"));
         }
         let slot = tx
             .query_typed_opt(
@@ -534,7 +592,7 @@ pub(super) async fn seal_slot(
             )
             .await?;
         if slot.is_none() {
-            return Ok(SlotSeal::SlotChanged);
+            return Ok(SlotSeal::Cancel("slot_changed"));
         }
         let done = tx
             .query_typed_opt(
@@ -582,16 +640,25 @@ pub(super) async fn record(
                 .query_typed_opt(
                     "UPDATE token_rotations
                         SET attempts = attempts + CASE WHEN $3 THEN 1 ELSE 0 END,
+                            -- After a call whose answer was lost the claim stays
+                            -- until it expires: the next attempt comes after it.
                             next_attempt_at = CASE WHEN done_at IS NULL AND $4::text IS NULL
-                                THEN now() + make_interval(secs => $5) END,
+                                THEN greatest(now() + make_interval(secs => $5),
+                                              CASE WHEN $8 THEN claimed_until END) END,
                             last_error = CASE WHEN done_at IS NULL THEN $6 END,
+                            -- Never given up between the start of a promotion and
+                            -- its end: purchases of the org wait on it, so reconcile
+                            -- keeps settling it (its alarm still counts attempts).
                             gave_up_at = CASE WHEN $3 AND done_at IS NULL AND $4::text IS NULL
                                                    AND attempts + 1 >= $7
+                                                   AND NOT (promote_started_at IS NOT NULL
+                                                            AND promoted_at IS NULL)
                                 THEN coalesce(gave_up_at, now()) END,
                             cancelled_at = CASE WHEN $4::text IS NOT NULL AND done_at IS NULL THEN now() END,
                             cancel_reason = CASE WHEN done_at IS NULL THEN $4 END,
                             secondary = CASE WHEN $4::text IS NOT NULL THEN NULL ELSE secondary END,
-                            claim_token = NULL, claimed_until = NULL
+                            claim_token = CASE WHEN $8 AND $4::text IS NULL THEN claim_token END,
+                            claimed_until = CASE WHEN $8 AND $4::text IS NULL THEN claimed_until END
                       WHERE id = $1 AND claim_token = $2
                       RETURNING done_at IS NOT NULL",
                     &[
@@ -602,6 +669,7 @@ pub(super) async fn record(
                         (&backoff, Type::FLOAT8),
                         (&errors_json, Type::JSONB),
                         (&max, Type::INT4),
+                        (&ends.keep_claim, Type::BOOL),
                     ],
                 )
                 .await?;

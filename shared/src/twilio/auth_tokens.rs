@@ -78,6 +78,33 @@ impl TwilioClient {
         .map(drop)
     }
 
+    /// Whether Twilio still takes `token` for `sid` (`GET /Accounts/{sid}.json` as
+    /// that account): only a 401 with Twilio's code 20003 says it does not. Anything
+    /// else that is not a 200 for an active account (a 403 or 404, a suspended
+    /// account, an outage) proves nothing about the token: an error, so a stored
+    /// secondary that Vapi's numbers may hold is never thrown away on a guess.
+    pub async fn token_works(
+        &self,
+        sid: &AccountSid,
+        token: &AuthToken,
+    ) -> Result<bool, ProviderError> {
+        match self.check_account_answer(sid, token).await {
+            Ok(status) if status == "active" => Ok(true),
+            Ok(_) => Err(ProviderError::Status {
+                provider: PROVIDER,
+                status: 200,
+                code: None,
+                message: Some("the account is not active".into()),
+            }),
+            Err(ProviderError::Status {
+                status: 401,
+                code: Some(20003),
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The platform's own token is never rotated here: every function holds it.
     fn refuse_main(&self, sid: &AccountSid) -> Result<(), ProviderError> {
         if self.is_main_account(sid) {

@@ -104,6 +104,28 @@ impl TwilioClient {
         sid: &AccountSid,
         token: &AuthToken,
     ) -> Result<AccountCheck, ProviderError> {
+        match self.check_account_answer(sid, token).await {
+            Ok(status) => Ok(if status == "active" {
+                AccountCheck::Active
+            } else {
+                AccountCheck::NotActive(status)
+            }),
+            // 401 (20003): wrong SID or token; 403/404 in Twilio's JSON: the SID is not
+            // an account these credentials may read.
+            Err(ProviderError::Status {
+                status: 401 | 403 | 404,
+                ..
+            }) => Ok(AccountCheck::Rejected),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The account's `status` as it answers with its own credentials.
+    async fn check_account_answer(
+        &self,
+        sid: &AccountSid,
+        token: &AuthToken,
+    ) -> Result<String, ProviderError> {
         let url = format!("{}/Accounts/{}.json", self.base, sid.as_str());
         let answer = call_idempotent(
             PROVIDER,
@@ -116,24 +138,8 @@ impl TwilioClient {
             },
             &self.policy,
         )
-        .await;
-        match answer {
-            Ok(a) => {
-                let account: Account = a.json(PROVIDER)?;
-                Ok(if account.status == "active" {
-                    AccountCheck::Active
-                } else {
-                    AccountCheck::NotActive(account.status)
-                })
-            }
-            // 401 (20003): wrong SID or token; 403/404 in Twilio's JSON: the SID is not
-            // an account these credentials may read.
-            Err(ProviderError::Status {
-                status: 401 | 403 | 404,
-                ..
-            }) => Ok(AccountCheck::Rejected),
-            Err(e) => Err(e),
-        }
+        .await?;
+        Ok(answer.json::<Account>(PROVIDER)?.status)
     }
 
     /// `DELETE /Accounts/{subaccount}/IncomingPhoneNumbers/{PN}.json` as the main

@@ -479,7 +479,13 @@ fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job()
     let c = run_tokens(&[v.clone()], &[r.clone()], &tokens(Some("old")), false, SUB);
     let m = mismatches(&c);
     assert_eq!(m.len(), 1, "{c:?}");
-    assert_eq!(m[0].action, Action::AdoptToken { org: org() });
+    assert_eq!(
+        m[0].action,
+        Action::AdoptToken {
+            org: org(),
+            vapi_phone_id: "v1".into()
+        }
+    );
     assert_eq!(m[0].detail["compared"], "vapi");
     // Vapi reports the current one: nothing, whatever the row recorded.
     let mut stale = r.clone();
