@@ -577,10 +577,31 @@ impl VapiClient {
         account_sid: &AccountSid,
         auth_token: &AuthToken,
     ) -> Result<(), ProviderError> {
-        let body = json!({
+        self.patch_number_token(id, account_sid, auth_token, None, None)
+            .await
+    }
+
+    /// [`VapiClient::set_number_token`] and, in the same PATCH, the assistant (and
+    /// name) when given: what adopting an import found after an unknown outcome
+    /// sends, one round trip.
+    pub async fn patch_number_token(
+        &self,
+        id: &str,
+        account_sid: &AccountSid,
+        auth_token: &AuthToken,
+        assistant_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let mut body = json!({
             "twilioAccountSid": account_sid.as_str(),
             "twilioAuthToken": auth_token.expose(),
         });
+        if let Some(assistant) = assistant_id {
+            body["assistantId"] = json!(assistant);
+        }
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
         let path = format!("/phone-number/{}", urlencode(id));
         self.with_fresh_key(|| {
             call_idempotent(

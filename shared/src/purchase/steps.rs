@@ -349,33 +349,30 @@ impl Purchaser<'_> {
         sub: &Subaccount,
         deadline: Deadline,
     ) -> Result<String, Progress> {
-        if let Err(e) = deadline
-            .run(
-                "vapi",
-                self.vapi
-                    .set_number_token(&found.id, &sub.sid, &sub.auth_token),
-            )
-            .await
-        {
-            return Err(Progress::Pending("vapi", e));
-        }
         let assistant = claim.assistant.as_ref().map(AssistantId::as_str);
         let name = claim.name.as_ref().map(NumberName::as_str);
         let differs = assistant.is_some_and(|a| found.assistant_id.as_deref() != Some(a))
             || name.is_some_and(|n| found.name.as_deref() != Some(n));
-        if let (true, Some(assistant)) = (differs, assistant) {
+        if differs {
             tracing::warn!(
                 "adopting an import that routes elsewhere; bringing it to the database's assistant"
             );
-            if let Err(e) = deadline
-                .run(
-                    "vapi",
-                    self.vapi.route_phone_number(&found.id, assistant, name),
-                )
-                .await
-            {
-                return Err(Progress::Pending("vapi", e));
-            }
+        }
+        // One PATCH: the token always, the assistant and name where they differ.
+        let (assistant, name) = if differs && assistant.is_some() {
+            (assistant, name)
+        } else {
+            (None, None)
+        };
+        if let Err(e) = deadline
+            .run(
+                "vapi",
+                self.vapi
+                    .patch_number_token(&found.id, &sub.sid, &sub.auth_token, assistant, name),
+            )
+            .await
+        {
+            return Err(Progress::Pending("vapi", e));
         }
         tracing::info!("adopting the import found at Vapi");
         Ok(found.id)
