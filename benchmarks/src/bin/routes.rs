@@ -49,7 +49,10 @@ async fn main() {
         // limit (default 10) that a real org meets.
         ("PURCHASES_PER_ORG_PER_DAY", "1000000"),
         // buy-number fingerprints the subaccount's token.
-        ("TOKEN_FINGERPRINT_KEY", "benchmark-token-fingerprint-key-0123456789"),
+        (
+            "TOKEN_FINGERPRINT_KEY",
+            "benchmark-token-fingerprint-key-0123456789",
+        ),
     ]);
     let save = save_credential::State::from_env(&env, &aws)
         .await

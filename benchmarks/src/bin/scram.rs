@@ -24,7 +24,11 @@ fn main() {
     let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
     println!(
         "scram_sha_256 (4096 rounds), keyed-hmac-reuse {}: p50 {:.3} ms, p99 {:.3} ms, n {n}",
-        if cfg!(feature = "fast-scram") { "on" } else { "off" },
+        if cfg!(feature = "fast-scram") {
+            "on"
+        } else {
+            "off"
+        },
         at(0.5),
         at(0.99)
     );

@@ -296,7 +296,10 @@ async fn try_build_state(
         ("VAPI_PRIVATE_KEY", VAPI_KEY),
         ("TWILIO_MAIN_ACCOUNT_SID", TWILIO_MAIN_SID),
         ("TWILIO_MAIN_AUTH_TOKEN", TWILIO_MAIN_TOKEN),
-        ("TOKEN_FINGERPRINT_KEY", "buy-number-tests-token-fingerprint-key-0123"),
+        (
+            "TOKEN_FINGERPRINT_KEY",
+            "buy-number-tests-token-fingerprint-key-0123",
+        ),
         ("PROVIDER_TIMEOUT_MS", "1000"),
         ("PROVIDER_MIN_BACKOFF_MS", "10"),
         ("PROVIDER_MAX_BACKOFF_MS", "40"),
@@ -535,7 +538,10 @@ async fn a_first_purchase_creates_the_subaccount_fills_the_slot_buys_imports_and
     };
     // With the keyed fingerprint of the token (never the token): how a token
     // rotated elsewhere is noticed by the next purchase.
-    let fp = slot.1["tokenFingerprint"].as_str().unwrap_or_default().to_owned();
+    let fp = slot.1["tokenFingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(fp.len(), 64, "{slot:?}");
     assert!(!slot.1.to_string().contains(SUB_TOKEN));
     assert_eq!(

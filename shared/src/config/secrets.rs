@@ -213,7 +213,11 @@ impl SecretLoader {
     /// in the environment (local runs, tests).
     pub async fn fingerprint_key(&self) -> Result<FingerprintKey, ConfigError> {
         let secret = match self.env.get("TOKEN_FINGERPRINT_SECRET_ARN") {
-            Some(arn) => self.fetch_json::<FingerprintSecret>(arn).await?.fingerprint_key,
+            Some(arn) => {
+                self.fetch_json::<FingerprintSecret>(arn)
+                    .await?
+                    .fingerprint_key
+            }
             None => SecretString::from(self.env.require("TOKEN_FINGERPRINT_KEY")?.to_owned()),
         };
         FingerprintKey::new(secret.expose_secret().as_bytes())

@@ -54,8 +54,8 @@ pub use error::PurchaseError;
 pub use limit::PurchaseLimit;
 pub use record::{ActiveNumber, PurchaseClaim};
 
-use crate::credential::fingerprint::FingerprintKey;
 use crate::credential::CredentialStore;
+use crate::credential::fingerprint::FingerprintKey;
 use crate::db::{Db, DbError};
 use crate::identity::Caller;
 use crate::ids::{AssistantId, E164, NumberName, OrgId};
