@@ -2,13 +2,28 @@
 //! fault-schedule test, after FoundationDB's simulation tests and Jepsen's
 //! checkers: a seeded generator draws schedules of caller actions over two
 //! instances — buy (assistant A, B, none, or one Vapi does not know), a repeat of
-//! a purchase, an assistant change, a release, a BYOC save, reconcile runs, calls
-//! on both instances at once, an instance killed mid-request (its claims left to
-//! expire) — while the stand-ins, per provider call, answer, fail (500, 429, a
-//! timeout), refuse (4xx), act and answer late, act and drop the answer, or lag in
-//! lookups. Each scenario reads *given* (a fresh world, `fault_schedule/world.rs`)
-//! → *faults* → *act* → *invariants* (`fault_schedule/invariants.rs`: I1–I5, V1),
-//! the last after reconcile ran to quiescence with healthy providers.
+//! a purchase, an assistant change, a release, a BYOC save, a token rotation,
+//! reconcile runs, calls on both instances at once, an instance killed
+//! mid-request (its claims left to expire) — while the stand-ins, per provider
+//! call, answer, fail (500, 429, a timeout), refuse (4xx), act and answer late,
+//! act and drop the answer, or lag in lookups; then drift by hand (a token
+//! rotated in Twilio's console among it, also between the steps), and endings (a
+//! credential disconnected, an org offboarded). Each scenario reads *given* (a
+//! fresh world, `fault_schedule/world.rs`) → *faults* → *act* → *invariants*
+//! (`fault_schedule/invariants.rs`: I1–I5, V1, A1, O1, D1, R1–R5), the last after
+//! reconcile, the carrier audit and reconcile again ran to quiescence with healthy
+//! providers.
+//!
+//! Token rotations, console rotations and disconnects are drawn from generators
+//! of their own (`schedule.rs`: `draw_rotations`, `draw_hand`, `draw_endings`), so
+//! every seed's other steps are as they were drawn before: the named seeds replay.
+//!
+//! Service bugs found and not fixed yet are ignored named tests below (`#[ignore =
+//! "issue: …"]`; `--run-ignored all` runs them, and they fail). A drawn schedule
+//! that breaks an invariant only in one of those bugs' exact ways
+//! (`fault_schedule/known.rs`) is counted and printed as "ok but for known bugs",
+//! so the CI run stays a signal for new ones; `FAULT_STRICT=1` fails those too, and
+//! a replay of a named seed is always strict.
 //!
 //! - `cargo nextest run -p local-api --test fault_schedule` runs [`CI_SCHEDULES`]
 //!   schedules from a fixed first seed, [`CI_PARALLEL`] at a time.
@@ -16,7 +31,7 @@
 //!   elsewhere; `FAULT_PARALLEL=<n>` runs that many at once. Hundreds take longer
 //!   than nextest lets a test run (`.config/nextest.toml`: 120 s): run them with
 //!   `cargo test -p local-api --test fault_schedule fault_schedules -- --nocapture`
-//!   (500 schedules, `FAULT_PARALLEL=8`: about 95 s here).
+//!   (400 schedules, `FAULT_PARALLEL=8`: about 140 s here).
 //! - `FAULT_SEED=<n>` replays one seed (the same schedule; timings, and so some
 //!   outcomes, may differ between runs); `FAULT_VERBOSE=1` prints what each call
 //!   answered in passing schedules too; `FAULT_LOG=1` (with `RUST_LOG`) prints the
@@ -39,6 +54,8 @@
 
 #[path = "fault_schedule/invariants.rs"]
 mod invariants;
+#[path = "fault_schedule/known.rs"]
+mod known;
 #[path = "fault_schedule/run.rs"]
 mod run;
 #[path = "fault_schedule/schedule.rs"]
@@ -51,12 +68,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use local_api::standins::{Endpoint, FailMode, Refusal};
 use run::{Failure, run};
-use schedule::{Act, Assistant, Fault, Schedule, Step};
+use schedule::{Act, Assistant, Fault, Hand, Schedule, Step};
 
 /// Schedules per CI run.
 const CI_SCHEDULES: u64 = 48;
 /// Schedules at once (each in its own world: database, stand-ins, instances).
-const CI_PARALLEL: usize = 4;
+/// Six since token rotations joined (4 before): a schedule mostly waits on
+/// timeouts and deadlines, and six keep the CI run at about its earlier time.
+const CI_PARALLEL: usize = 6;
 /// The first seed of a CI run.
 const CI_BASE_SEED: u64 = 0x5eed_0000;
 
@@ -81,25 +100,50 @@ fn logs() {
     }
 }
 
-/// Run `seeds`, `parallel` at a time; the failures.
-async fn run_all(seeds: Vec<u64>, parallel: usize) -> Vec<Failure> {
-    futures::stream::iter(seeds)
+/// Run `seeds`, `parallel` at a time (`strict`: known bugs fail too); the
+/// failures, and the seeds that met only known bugs ([`known::Known`]).
+async fn run_all(
+    seeds: Vec<u64>,
+    parallel: usize,
+    strict: bool,
+) -> (Vec<Failure>, Vec<(u64, Vec<known::Known>)>) {
+    let outcomes: Vec<(u64, Result<Vec<known::Known>, Failure>)> = futures::stream::iter(seeds)
         .map(|seed| async move {
-            let schedule = Schedule::generate(seed);
+            let mut schedule = Schedule::generate(seed);
+            schedule.strict = strict;
             let started = Instant::now();
-            let outcome = run(&schedule).await;
+            let outcome = run(&schedule).await.map(|known| {
+                let mut kinds: Vec<known::Known> = known.into_iter().map(|(k, _)| k).collect();
+                kinds.sort();
+                kinds.dedup();
+                kinds
+            });
             eprintln!(
                 "seed {seed}: {} in {:.1} s ({} steps)",
-                if outcome.is_ok() { "ok" } else { "FAILED" },
+                match &outcome {
+                    Ok(k) if k.is_empty() => "ok".to_owned(),
+                    Ok(k) => format!("ok but for known bugs {k:?}"),
+                    Err(_) => "FAILED".to_owned(),
+                },
                 started.elapsed().as_secs_f64(),
                 schedule.steps.len()
             );
-            outcome.err()
+            (seed, outcome)
         })
         .buffer_unordered(parallel.max(1))
-        .filter_map(|failure| async move { failure })
         .collect()
-        .await
+        .await;
+    let mut failures = Vec::new();
+    let mut known = Vec::new();
+    for (seed, outcome) in outcomes {
+        match outcome {
+            Ok(k) if k.is_empty() => {}
+            Ok(k) => known.push((seed, k)),
+            Err(f) => failures.push(f),
+        }
+    }
+    known.sort();
+    (failures, known)
 }
 
 fn fail_with(failures: Vec<Failure>) {
@@ -116,12 +160,11 @@ fn fail_with(failures: Vec<Failure>) {
     );
 }
 
-/// Replay one seed (a named regression test's body): panics with the schedule's
-/// story if an invariant breaks.
-#[allow(dead_code)] // used by the named regressions, once there are some
+/// Replay one seed (a named regression test's body), strictly (a known bug
+/// fails): panics with the schedule's story if an invariant breaks.
 async fn replay(seed: u64) {
     logs();
-    fail_with(run_all(vec![seed], 1).await);
+    fail_with(run_all(vec![seed], 1, true).await.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,13 +179,20 @@ async fn fault_schedules_keep_the_invariants() {
         }
     };
     let parallel = env_u64("FAULT_PARALLEL").map_or(CI_PARALLEL, |n| n as usize);
+    let strict = std::env::var("FAULT_STRICT").is_ok_and(|v| v == "1");
     let started = Instant::now();
     let count = seeds.len();
-    let failures = run_all(seeds, parallel).await;
+    let (failures, known) = run_all(seeds, parallel, strict).await;
     eprintln!(
-        "{count} schedules in {:.1} s, {} failing",
+        "{count} schedules in {:.1} s, {} failing, {} meeting only known bugs{}",
         started.elapsed().as_secs_f64(),
-        failures.len()
+        failures.len(),
+        known.len(),
+        if known.is_empty() {
+            String::new()
+        } else {
+            format!(" (FAULT_STRICT=1 fails them): {known:?}")
+        }
     );
     fail_with(failures);
 }
@@ -162,10 +212,7 @@ fn a_seed_draws_the_same_schedule_every_time() {
 
 /// Run a hand-written scenario; panics with its story if an invariant breaks.
 async fn scenario(name: &'static str, steps: Vec<Step>) {
-    logs();
-    if let Err(failure) = run(&Schedule::scenario(name, steps)).await {
-        fail_with(vec![failure]);
-    }
+    run_schedule(Schedule::scenario(name, steps)).await;
 }
 
 /// Beyond the client's per-attempt timeout: the provider acted, the client gave up.
@@ -276,4 +323,359 @@ async fn seed_1093_a_repeat_of_a_finished_purchase_says_a_change_is_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_5247_a_repeat_of_a_finished_purchase_says_a_change_is_pending() {
     replay(5247).await;
+}
+
+// Token rotation (issue 23), as scenarios.
+
+/// Run `schedule`; panics with its story if an invariant breaks.
+async fn run_schedule(schedule: Schedule) {
+    logs();
+    if let Err(failure) = run(&schedule).await {
+        fail_with(vec![failure]);
+    }
+}
+
+fn two_numbers_then(more: Vec<Step>) -> Vec<Step> {
+    let mut steps = vec![
+        Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+        Step::one(vec![], 1, buy(0, 1, Some(Assistant::B))),
+    ];
+    steps.extend(more);
+    steps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reaches_the_credential_and_every_number_before_its_promotion() {
+    let mut schedule = Schedule::scenario(
+        "two numbers bought, then the org's token rotated",
+        two_numbers_then(vec![Step::one(vec![], 0, Act::Rotate { org: 0 })]),
+    );
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_answered_late_and_read_back_failing_is_finished_by_reconcile() {
+    let mut schedule = Schedule::scenario(
+        "a rotation left pending by a refused PATCH, repeated: its promotion acts, the answer comes late and the read-back times out",
+        two_numbers_then(vec![
+            Step::one(
+                vec![Fault::fail(
+                    Endpoint::Route,
+                    FailMode::Refuse(Refusal::default()),
+                    Some(1),
+                )],
+                0,
+                Act::Rotate { org: 0 },
+            ),
+            Step::one(
+                vec![
+                    Fault::fail(Endpoint::AuthTokens, late(), Some(1)),
+                    Fault::fail(Endpoint::Subaccount, FailMode::Timeout, None),
+                ],
+                1,
+                Act::Rotate { org: 0 },
+            ),
+        ]),
+    );
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_racing_a_rotation_is_never_imported_with_a_dead_token() {
+    let mut schedule = Schedule::scenario(
+        "a purchase of the org on one instance while its token is rotated on the other",
+        vec![
+            Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+            Step::Together {
+                faults: vec![],
+                calls: vec![
+                    schedule::Call {
+                        instance: 0,
+                        act: Act::Rotate { org: 0 },
+                        kill_after: None,
+                    },
+                    schedule::Call {
+                        instance: 1,
+                        act: buy(0, 1, Some(Assistant::B)),
+                        kill_after: None,
+                    },
+                ],
+            },
+        ],
+    );
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_in_the_console_is_adopted_by_the_next_purchase() {
+    let mut schedule = Schedule::scenario(
+        "a number bought, the token rotated in Twilio's console, another number bought",
+        vec![
+            Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+            Step::Hand(Hand::ConsoleRotation { org: 0 }),
+            Step::one(vec![], 1, buy(0, 1, Some(Assistant::B))),
+        ],
+    );
+    // The purchase's read-back opens an `adopt` job; reconcile finishes it.
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+/// A token rotated in the console with no purchase after it is noticed by the
+/// carrier audit (`token_mismatch` on the number's import), which opens an
+/// `adopt` rotation that reconcile finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_rotated_in_the_console_reaches_vapi_through_the_audit() {
+    let mut schedule = Schedule::scenario(
+        "a number bought, then the token rotated in Twilio's console",
+        vec![Step::one(vec![], 0, buy(0, 0, Some(Assistant::A)))],
+    );
+    schedule.hand = vec![Hand::ConsoleRotation { org: 0 }];
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+/// Service bug (found by this test's first rotations): `shared::rotation` starts
+/// neither a new secondary token nor its promotion with less than a fixed
+/// `STEP_BUDGET` (1.5 s) before the steps' deadline, so with `STEPS_DEADLINE_MS`
+/// ≤ 1.5 s (this world's requests, and its reconcile before it was given
+/// [`world::ROTATION_DEADLINE_MS`]) a rotation answers 202 `{"errors": {"token":
+/// "deadline"}}` every time and stays `rotating` for ever (`deadline` is a
+/// waiting code: reconcile resumes it each run and never gives it up) — the class
+/// of offboarding's fixed 3 s bound (12be2bb), which now takes at most a quarter
+/// of the deadline, as the rotation's own number PATCHes already do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a rotation never starts when STEPS_DEADLINE_MS <= 1.5 s (shared/src/rotation STEP_BUDGET is fixed, not a share of the deadline)"]
+async fn seed_rotation_under_a_short_deadline_never_starts() {
+    let mut schedule = Schedule::scenario(
+        "two numbers bought, then the org's token rotated, every function with a 1.5 s steps' deadline",
+        two_numbers_then(vec![Step::one(vec![], 0, Act::Rotate { org: 0 })]),
+    );
+    schedule.rotation_deadline_ms = world::STEPS_DEADLINE_MS;
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+/// A purchase whose import landed at Vapi but whose answer was lost (its claim
+/// then expired), and a rotation: the number's import carries the old primary.
+fn a_stranded_import_then(more: Vec<Step>) -> Vec<Step> {
+    let mut steps = vec![
+        Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+        Step::one(
+            vec![
+                Fault::fail(Endpoint::Import, late(), Some(1)),
+                Fault::fail(Endpoint::List, FailMode::Timeout, None),
+            ],
+            1,
+            buy(0, 1, Some(Assistant::B)),
+        ),
+        Step::Advance(Duration::from_secs(schedule::CLAIM_SECS + 1)),
+    ];
+    steps.extend(more);
+    steps
+}
+
+/// Service bug: a rotation promotes while a purchase of the org whose import
+/// landed at Vapi (answer lost, claim expired: the row is `provisioning` with no
+/// `vapi_phone_id`) still carries the old primary, and answers 200 `rotated`.
+/// `shared/src/rotation/store.rs` `start_promotion` waits only for provisioning
+/// rows with a live claim, and `numbers_to_patch` takes only rows with a Vapi id:
+/// an import whose outcome is unknown is neither. Then the purchase's reconcile
+/// adopts the import and records the new token's fingerprint for it (the next
+/// test's bug), so the number stays on a dead token. Seed 5063 (drawn) found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome (claim expired) holds the old token; 200 rotated while a Vapi number is left dead"]
+async fn a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown() {
+    let mut schedule = Schedule::scenario(
+        "an import answered late with lookups timing out, its claim expired, then the org's token rotated",
+        a_stranded_import_then(vec![Step::one(vec![], 0, Act::Rotate { org: 0 })]),
+    );
+    schedule.expect_rotated = vec![0];
+    run_schedule(schedule).await;
+}
+
+/// Service bug: a purchase that adopts an import found at Vapi (after an unknown
+/// outcome) brings it to the database's assistant and name but not to the
+/// subaccount's current token, and stamps the row with the *current* token's
+/// fingerprint (`shared/src/purchase/steps.rs`: `adopt`, then `Stamp::Imported`
+/// with `k.of(&sub.auth_token)`). When the token changed in between (a console
+/// rotation here; a promotion in the test above) the import holds a dead token:
+/// the audit's `token_mismatch` sees it (Vapi reports the token) and opens an
+/// `adopt` rotation, whose `numbers_to_patch` skips the row (its fingerprint is
+/// the current one): done, and the number keeps failing (R1), found again by
+/// every audit pass. Seed 5190 (drawn) found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a purchase adopting an import records the current token's fingerprint though the import holds an older token; no rotation ever fixes it"]
+async fn an_adopted_import_is_brought_to_the_current_token() {
+    let schedule = Schedule::scenario(
+        "an import answered late with lookups timing out, its claim expired, then the token rotated in Twilio's console",
+        a_stranded_import_then(vec![Step::Hand(Hand::ConsoleRotation { org: 0 })]),
+    );
+    run_schedule(schedule).await;
+}
+
+// Named regressions of token rotation, disconnect and the audit (seeds found by
+// the 300+ seed runs of issue 23's fault-schedule work).
+
+/// Seed 1077: A1 flagged the audit's open finding for a change to an assistant
+/// Vapi does not know that reconcile gave up (shown pending, alarmed): the
+/// service's own needs-attention state, not drift. A1 now leaves those aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_1077_a_given_up_change_is_not_drift() {
+    replay(1077).await;
+}
+
+/// Seed 1144: a console rotation between the steps is drift made by hand (A1
+/// counted only the drift after the steps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_1144_a_console_rotation_between_steps_is_hand_drift() {
+    replay(1144).await;
+}
+
+/// Seed 1493: a disconnect under a Vapi refusal answers 503 `vapi_rejected`
+/// with nothing changed, as the route documents (I4 knew only outages' codes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_1493_a_disconnect_vapi_refused_is_503_with_nothing_changed() {
+    replay(1493).await;
+}
+
+/// Seed 5063: B1 and B2 above, drawn (see
+/// `a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome holds the old token (200 rotated, the number left on a dead token)"]
+async fn seed_5063_a_rotation_promotes_over_a_stranded_import() {
+    replay(5063).await;
+}
+
+/// Seed 5190: B2 above, drawn (see `an_adopted_import_is_brought_to_the_current_token`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a purchase adopting an import records the current token's fingerprint though the import holds an older one"]
+async fn seed_5190_an_adopted_import_keeps_a_dead_token() {
+    replay(5190).await;
+}
+
+/// Service bug: the carrier audit's `token_mismatch` compares only active
+/// numbers' Vapi imports (`shared/src/carrier_audit/drift.rs` `token_drift`, per
+/// live row), never the org's slot (`metadata.tokenFingerprint`) against the
+/// subaccount's current token: an org whose token was rotated in Twilio's console
+/// while it had no active number (all released; or before any) keeps a Vapi
+/// credential with a dead token, and no `adopt` rotation is ever opened (R1).
+/// Seed 1174: org0 bought one number, its token was rotated in the console, it
+/// released the number. Also seeds 1151, 1313, 1417, 1419, 1471, 1574, 5062,
+/// 5071, 5099.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: the audit never compares the slot's token with the subaccount's: an org with no active number keeps a dead Vapi credential after a console rotation"]
+async fn seed_1174_a_console_rotation_without_numbers_reaches_the_credential() {
+    replay(1174).await;
+}
+
+/// Seed 20540: a rotate request that found the org's `adopt` job open (a token
+/// rotated in the console, noticed by a purchase) finished it and answered 200
+/// `rotated` with `kind: adopt`, `promoted: false` — R3 wanted `promoted` of every
+/// 200 (an adopt job promotes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_20540_a_request_finishing_an_adopt_job_is_not_promoted() {
+    replay(20540).await;
+}
+
+/// Service bug (no rotation involved): a release whose Twilio DELETE acted (its
+/// instance killed), the number offered again and bought back by hand on the same
+/// subaccount under another SID ("a lost purchase" named after a purchase this
+/// database knows), then the org offboarded: the old row's release meets 20404 and
+/// `confirm_gone` (`shared/src/twilio/mod.rs`) refuses to believe it because the
+/// subaccount still lists the E.164 under another SID — although the list read
+/// proves the base URL and the account, and the row's own SID is gone. The row
+/// ends `needs_attention`, the offboarding gives up (`twilio_bad_response`,
+/// `waiting_for_numbers`), the subaccount is never closed and the number bought
+/// by hand keeps billing (I1, O1); the audit repairs nothing of an org being
+/// offboarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a release never completes while the subaccount holds the same E.164 under another SID; offboarding gives up and the number keeps billing"]
+async fn seed_20374_a_release_is_done_though_the_number_was_bought_again() {
+    replay(20374).await;
+}
+
+/// Service bug: offboarding ends an org's open token rotation only when the job
+/// is next claimed (`shared/src/rotation/store.rs`: `Job::cancel_reason`, checked
+/// in `finish`), and reconcile never claims a job it gave up (`claim_next_due`:
+/// `gave_up_at IS NULL`); `shared/src/offboard.rs` does not touch
+/// `token_rotations`. So a rotation reconcile gave up stays `needs_attention`
+/// (with its sealed secondary) after the org is offboarded and its subaccount
+/// closed: status shows it for ever and `TokenRotationsNeedAttention` counts it
+/// for ever (O1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue: a token rotation reconcile gave up is never cancelled by offboarding (stays needs_attention with its sealed secondary)"]
+async fn offboarding_ends_a_rotation_reconcile_gave_up() {
+    let failing = || {
+        vec![Fault::fail(
+            Endpoint::AuthTokens,
+            FailMode::ServerError,
+            None,
+        )]
+    };
+    let mut steps = vec![
+        Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+        Step::one(failing(), 0, Act::Rotate { org: 0 }),
+    ];
+    for _ in 0..3 {
+        steps.push(Step::Advance(Duration::from_secs(7200)));
+        steps.push(Step::one(failing(), 1, Act::Reconcile));
+    }
+    let mut schedule = Schedule::scenario(
+        "a rotation reconcile gave up (Twilio's token API failing), then the org offboarded",
+        steps,
+    );
+    schedule.endings = vec![schedule::Ending {
+        act: Act::Offboard { org: 0 },
+        faults: Vec::new(),
+    }];
+    run_schedule(schedule).await;
+}
+
+// Disconnect as an ending (D1).
+
+fn disconnect_after(name: &'static str, steps: Vec<Step>, faults: Vec<Fault>) -> Schedule {
+    let mut schedule = Schedule::scenario(name, steps);
+    schedule.endings = vec![schedule::Ending {
+        act: Act::Disconnect { org: 0 },
+        faults,
+    }];
+    schedule
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_org_with_a_number_cannot_disconnect_and_nothing_changes() {
+    run_schedule(disconnect_after(
+        "a managed org with a live number disconnects (409 managed_numbers_remain)",
+        vec![Step::one(vec![], 0, buy(0, 0, Some(Assistant::A)))],
+        Vec::new(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_org_with_no_number_left_disconnects_under_a_lost_delete() {
+    run_schedule(disconnect_after(
+        "a managed org releases its only number, then disconnects while Vapi's DELETE answers are lost",
+        vec![
+            Step::one(vec![], 0, buy(0, 0, Some(Assistant::A))),
+            Step::one(vec![], 1, Act::Release { org: 0, number: 0 }),
+        ],
+        vec![Fault::fail(Endpoint::Credential, FailMode::Lost, Some(1))],
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byoc_org_disconnects() {
+    let mut schedule = disconnect_after(
+        "a BYOC org saves its account, then disconnects",
+        vec![Step::one(vec![], 0, Act::Save { org: 2, account: 0 })],
+        Vec::new(),
+    );
+    schedule.endings[0].act = Act::Disconnect { org: 2 };
+    run_schedule(schedule).await;
 }

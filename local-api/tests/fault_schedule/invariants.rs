@@ -1,5 +1,6 @@
-//! What must hold: per answer (I4, I5) and over the final state once reconcile ran
-//! to quiescence (I1–I3), as DESIGN.md's "The invariants" states them.
+//! What must hold: per answer (I4, I5, R3) and over the final state once
+//! reconcile ran to quiescence (I1–I3, V1, O1, D1, R1), as DESIGN.md's "The
+//! invariants" and "Ending things" state them.
 //!
 //! - **I1** every number Twilio holds under an org's subaccount has that org's
 //!   database row in `provisioning`, `active`, `release_pending` or
@@ -26,6 +27,33 @@
 //!   for a call on its own, what the answer says of the row (provisioning, pending,
 //!   no longer routing).
 //! - **V1** (DESIGN "Vapi sync") an org never has two Vapi credentials.
+//! - **A1** (`run.rs`) on a state reconcile left quiet, the carrier audit finds
+//!   only drift made by hand (and the service's own given-up changes).
+//! - **O1** an offboarded org: Twilio holds none of its numbers, its subaccounts
+//!   are closed, Vapi holds none of its numbers nor its credential, and none of
+//!   its token rotations is left open (offboarding cancels them).
+//! - **D1** a disconnect answered 200: the org has no slot and Vapi no credential
+//!   named after it (right after, and at the end); refused (409) or failed at
+//!   Vapi (503): the slot as it was (and, refused, Vapi's credentials too).
+//! - **R1** (DESIGN "Ending things", issue 23) an org with a managed slot and no
+//!   open or given-up token rotation — a done one, or none — has its Vapi
+//!   credential and every Vapi number of its subaccount holding the subaccount's
+//!   primary token (a token rotated in the console included: a purchase's
+//!   read-back or the audit's `token_mismatch` opens an `adopt` job); status shows
+//!   the latest job as the table has it.
+//! - **R2** (`run.rs`) no flow called Vapi with a token already retired
+//!   (`deadTokenCalls`), but after a console rotation of that account.
+//! - **R3** a rotation's `200 rotated` was true when given: promoted (a `rotate`),
+//!   the credential updated, no number pending, and the org's credential and
+//!   every Vapi number of the account held the primary at the answer (or at some
+//!   moment while it ran, beside another call). Console rotations happen only
+//!   between calls, so none strikes while a request runs.
+//! - **R4** (`run.rs`, DESIGN: "a token rotation reaches the Vapi credential and
+//!   every Vapi number before the new token is promoted (both work until then)")
+//!   at no moment of the stand-ins' journal did a Vapi credential or a number of
+//!   the service's hold a token Twilio had retired, but after a console rotation.
+//! - **R5** (`run.rs`) with healthy providers reconcile finishes every rotation
+//!   (or has given it up for a person, or it ended cancelled).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +74,39 @@ pub struct Held {
     pub credentials: Vec<VapiCredential>,
     /// Subaccounts Twilio closed.
     pub closed: Vec<String>,
+    /// Every Vapi call so far that carried a Twilio token already retired for its
+    /// account (`deadTokenCalls`).
+    pub dead_calls: Vec<DeadCall>,
+}
+
+/// A Vapi credential (`number` none) or number not holding its account's primary
+/// token.
+#[derive(Debug, Clone)]
+pub struct NotPrimary {
+    pub number: Option<String>,
+    pub text: String,
+}
+
+/// A Vapi call that carried a dead Twilio token (the stand-ins' record).
+#[derive(Debug, Clone)]
+pub struct DeadCall {
+    pub endpoint: String,
+    pub method: String,
+    pub account: String,
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl fmt::Display for DeadCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} for {} at {}",
+            self.method,
+            self.endpoint,
+            self.account,
+            self.at.map_or("?".to_owned(), |t| t.to_rfc3339())
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +122,9 @@ pub struct VapiNumber {
     pub number: String,
     pub account: String,
     pub assistant: Option<String>,
+    /// What the Twilio token Vapi holds for it is at Twilio (`primary`,
+    /// `secondary`, `retired`, `unknown`; `None`: no token).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +132,8 @@ pub struct VapiCredential {
     pub id: String,
     pub name: String,
     pub account: String,
+    /// As [`VapiNumber::token`].
+    pub token: Option<String>,
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -102,6 +168,7 @@ impl Held {
                     number: text(&n, "number"),
                     account: text(&n, "twilioAccountSid"),
                     assistant: n["assistantId"].as_str().map(str::to_owned),
+                    token: n["twilioToken"].as_str().map(str::to_owned),
                 })
                 .collect(),
             closed: values("twilio_subaccounts")
@@ -115,9 +182,71 @@ impl Held {
                     id,
                     name: text(&c, "name"),
                     account: text(&c, "accountSid"),
+                    token: c["twilioToken"].as_str().map(str::to_owned),
+                })
+                .collect(),
+            dead_calls: v["deadTokenCalls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| DeadCall {
+                    endpoint: text(c, "endpoint"),
+                    method: text(c, "method"),
+                    account: text(c, "accountSid"),
+                    at: c["at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc)),
                 })
                 .collect(),
         }
+    }
+
+    /// The Vapi credential named after the org and every Vapi number of
+    /// `account` whose Twilio token is not the account's primary.
+    pub fn not_primary(&self, org: Uuid, account: &str) -> Vec<NotPrimary> {
+        let name = format!("org-{org}");
+        let token = |t: &Option<String>| t.clone().unwrap_or_else(|| "none".to_owned());
+        let credentials = self
+            .credentials
+            .iter()
+            .filter(|c| c.name == name && c.account == account)
+            .filter(|c| c.token.as_deref() != Some("primary"))
+            .map(|c| NotPrimary {
+                number: None,
+                text: format!("credential {} holds {}", c.id, token(&c.token)),
+            });
+        let numbers = self
+            .vapi
+            .iter()
+            .filter(|n| n.account == account && n.token.as_deref() != Some("primary"))
+            .map(|n| NotPrimary {
+                number: Some(n.number.clone()),
+                text: format!("number {} ({}) holds {}", n.number, n.id, token(&n.token)),
+            });
+        credentials.chain(numbers).collect()
+    }
+
+    /// The Vapi credentials and numbers of `account` holding a token Twilio
+    /// retired.
+    pub fn holding_retired(&self, account: &str) -> Vec<NotPrimary> {
+        let credentials = self
+            .credentials
+            .iter()
+            .filter(|c| c.account == account && c.token.as_deref() == Some("retired"))
+            .map(|c| NotPrimary {
+                number: None,
+                text: format!("credential {} ({})", c.id, c.name),
+            });
+        let numbers = self
+            .vapi
+            .iter()
+            .filter(|n| n.account == account && n.token.as_deref() == Some("retired"))
+            .map(|n| NotPrimary {
+                number: Some(n.number.clone()),
+                text: format!("number {} ({})", n.number, n.id),
+            });
+        credentials.chain(numbers).collect()
     }
 
     /// The org whose subaccount `account` is (its friendly name `org:<uuid>`).
@@ -159,19 +288,29 @@ impl fmt::Display for Held {
         for n in &self.vapi {
             writeln!(
                 f,
-                "    vapi {} {} account {} assistant {}",
+                "    vapi {} {} account {} assistant {} token {}",
                 n.number,
                 n.id,
                 n.account,
-                n.assistant.as_deref().unwrap_or("-")
+                n.assistant.as_deref().unwrap_or("-"),
+                n.token.as_deref().unwrap_or("-")
             )?;
         }
         for c in &self.credentials {
             writeln!(
                 f,
-                "    vapi credential {} {} account {}",
-                c.id, c.name, c.account
+                "    vapi credential {} {} account {} token {}",
+                c.id,
+                c.name,
+                c.account,
+                c.token.as_deref().unwrap_or("-")
             )?;
+        }
+        for sub in &self.closed {
+            writeln!(f, "    twilio subaccount {sub} closed")?;
+        }
+        for c in &self.dead_calls {
+            writeln!(f, "    dead-token call: {c}")?;
         }
         Ok(())
     }
@@ -200,6 +339,9 @@ pub enum Claim {
     VapiHoldsNone { org: Uuid, number: String },
     /// Vapi holds this credential, for this account.
     VapiCredential { id: String, account: String },
+    /// The org's Vapi credential (if any) and every Vapi number of `account` hold
+    /// the account's primary token (R3).
+    TokensPrimary { org: Uuid, account: String },
 }
 
 impl Claim {
@@ -228,6 +370,7 @@ impl Claim {
                 .credentials
                 .iter()
                 .any(|c| c.id == *id && c.account == *account),
+            Self::TokensPrimary { org, account } => h.not_primary(*org, account).is_empty(),
         }
     }
 }
@@ -260,6 +403,10 @@ impl fmt::Display for Claim {
             Self::VapiCredential { id, account } => {
                 write!(f, "Vapi holds credential {id} for {account}")
             }
+            Self::TokensPrimary { account, .. } => write!(
+                f,
+                "R3: the org's Vapi credential and every Vapi number of {account} hold its primary token"
+            ),
         }
     }
 }
@@ -389,8 +536,13 @@ pub fn asserted(act: &Act, answer: &Answer, orgs: &[Uuid]) -> Asserted {
     };
     // A provider the request needed was down or slow (the schedule's faults): 503
     // with the provider's stable code is the honest answer ("try again"), not an
-    // error about what the caller sent. Any other 5xx is one.
-    if status >= 500 && !(status == 503 && DEPENDENCY_DOWN.contains(&error_code(body))) {
+    // error about what the caller sent. Any other 5xx is one — but a disconnect's
+    // 503 `vapi_rejected` (Vapi refused to delete the org's own credential; the
+    // route documents 503 with Vapi's code, nothing changed: a DELETE with no
+    // body carries no caller input Vapi could refuse; seed 1493).
+    let provider_down = DEPENDENCY_DOWN.contains(&error_code(body))
+        || (matches!(act, Act::Disconnect { .. }) && error_code(body) == "vapi_rejected");
+    if status >= 500 && !(status == 503 && provider_down) {
         a.wrong.push(format!("I4: answered {status} {body}"));
         return a;
     }
@@ -527,18 +679,178 @@ pub fn asserted(act: &Act, answer: &Answer, orgs: &[Uuid]) -> Asserted {
                 });
             }
         }
-        // What an offboarding answered is held against the end state (O1).
+        Act::Rotate { org } => match (status, body["status"].as_str()) {
+            (200, Some("rotated")) => {
+                // An `adopt` job (a token rotated elsewhere, brought to Vapi) that a
+                // request found open and finished promotes nothing (seed 20540).
+                let promoted = body["promoted"] == true || body["kind"] == "adopt";
+                if !promoted || body["credentialUpdated"] != true {
+                    a.wrong.push(format!(
+                        "R3: 200 rotated, but not promoted or the credential not updated: {body}"
+                    ));
+                }
+                if body["numbers"]["pending"]
+                    .as_array()
+                    .is_none_or(|p| !p.is_empty())
+                {
+                    a.wrong.push(format!(
+                        "R3: 200 rotated with numbers still pending: {body}"
+                    ));
+                }
+                match body["accountSid"].as_str() {
+                    Some(account) => a.claims.push(Claim::TokensPrimary {
+                        org: orgs[org],
+                        account: account.to_owned(),
+                    }),
+                    None => a
+                        .wrong
+                        .push(format!("R3: 200 rotated names no account: {body}")),
+                }
+            }
+            (200, _) => a
+                .wrong
+                .push(format!("R3: 200 for a rotation that is not done: {body}")),
+            (202, Some("rotated")) => a
+                .wrong
+                .push(format!("R3: 202 for a rotation that is done: {body}")),
+            (202, Some("rotating" | "needs_attention" | "cancelled")) => {}
+            (404, _) if error_code(body) == "no_credential" => {}
+            (409, _) if matches!(error_code(body), "byoc_credential" | "org_offboarding") => {}
+            _ => a.wrong.push(format!(
+                "an answer the route does not document: {status} {body}"
+            )),
+        },
+        // What a disconnect answered is held against the database (D1), as is
+        // what an offboarding answered against the end state (O1).
+        Act::Disconnect { .. } => match status {
+            200 if body["status"] == "disconnected" => {}
+            409 if matches!(
+                error_code(body),
+                "managed_numbers_remain" | "org_offboarding" | "save_in_progress"
+            ) => {}
+            _ => a.wrong.push(format!(
+                "an answer the route does not document: {status} {body}"
+            )),
+        },
         Act::Reconcile | Act::Offboard { .. } => {}
     }
     a
+}
+
+/// What the database says of an org's credential and token rotations, for R1,
+/// O1 and D1.
+#[derive(Debug, Clone, Default)]
+pub struct OrgState {
+    /// The slot's `source` and account SID, if it has one.
+    pub slot: Option<(String, String)>,
+    /// The slot's token fingerprint (`metadata.tokenFingerprint`).
+    pub slot_fp: Option<String>,
+    /// The slot row and the org's Vapi credential id, as JSON (for "changes
+    /// nothing").
+    pub slot_json: String,
+    /// Each token rotation job: `(kind, state, cancel_reason)`, `state` one of
+    /// `open`, `gave_up`, `done`, `cancelled`; oldest first.
+    pub rotations: Vec<(String, String, Option<String>)>,
+    /// When each of its rotations promoted (the database's clock).
+    pub promoted: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl OrgState {
+    fn open_rotation(&self) -> Option<&(String, String, Option<String>)> {
+        self.rotations
+            .iter()
+            .find(|(_, state, _)| state == "open" || state == "gave_up")
+    }
+}
+
+/// R1 (DESIGN "Ending things", issue 23) for one org once reconcile, the audit and
+/// reconcile again ran to quiescence: an org with a managed slot and no open or
+/// given-up token rotation (so in particular one whose latest rotation is done)
+/// has its Vapi credential (if any) and every Vapi number of its subaccount
+/// holding the subaccount's primary token; and status shows the latest job as the
+/// table has it.
+pub fn rotation_violations(
+    held: &Held,
+    org: Uuid,
+    state: &OrgState,
+    status: &Value,
+) -> Vec<(Option<NotPrimary>, String)> {
+    let mut out = Vec::new();
+    // Status says what the table says.
+    let latest = state.rotations.last();
+    let shown = status["tokenRotation"]["status"].as_str();
+    let expected = latest.map(|(_, s, _)| match s.as_str() {
+        "open" => "rotating",
+        "gave_up" => "needs_attention",
+        "done" => "rotated",
+        other => other,
+    });
+    if shown != expected {
+        out.push((
+            None,
+            format!(
+                "R1: org {org}'s status shows tokenRotation {:?}, its latest job is {latest:?}",
+                status["tokenRotation"]
+            ),
+        ));
+    }
+    let Some((source, account)) = &state.slot else {
+        return out;
+    };
+    if source != "managed" || state.open_rotation().is_some() {
+        return out;
+    }
+    for wrong in held.not_primary(org, account) {
+        let message = format!(
+            "R1: org {org} has a managed slot ({account}) and no open rotation (latest: {latest:?}), but its {}",
+            wrong.text
+        );
+        out.push((Some(wrong), message));
+    }
+    out
+}
+
+/// D1 (DESIGN "Ending things") after a disconnect of `org` answered 200: the org
+/// has no slot and Vapi holds no credential named after it.
+pub fn disconnected_violations(held: &Held, org: Uuid, state: &OrgState) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((source, account)) = &state.slot {
+        out.push(format!(
+            "D1: disconnected org {org} still has a slot ({source}, {account})"
+        ));
+    }
+    let name = format!("org-{org}");
+    for c in held.credentials.iter().filter(|c| c.name == name) {
+        out.push(format!(
+            "D1: Vapi still holds credential {} ({}) of disconnected org {org}",
+            c.id, c.account
+        ));
+    }
+    out
 }
 
 /// O1 (DESIGN "Ending things"), for an org whose offboarding was asked for: it
 /// reached `offboarded` once reconcile ran to quiescence, and then Twilio holds no
 /// number under the org's subaccounts, each of them is closed, and Vapi holds no
 /// number of those subaccounts and no credential of the org.
-pub fn offboarded_violations(held: &Held, org: Uuid, status: &Value) -> Vec<String> {
+pub fn offboarded_violations(
+    held: &Held,
+    org: Uuid,
+    status: &Value,
+    state: &OrgState,
+) -> Vec<String> {
     let mut out = Vec::new();
+    // Offboarding ends the org's token rotations: none left open, and one it
+    // ended says why.
+    for (kind, job, reason) in &state.rotations {
+        let ended_by_offboarding = job == "cancelled"
+            && matches!(reason.as_deref(), Some("org_offboarding" | "slot_changed"));
+        if job != "done" && !ended_by_offboarding {
+            out.push(format!(
+                "O1: org {org} was offboarded, but its {kind} token rotation is {job} ({reason:?})"
+            ));
+        }
+    }
     if status["offboarding"]["status"] != "offboarded" {
         out.push(format!(
             "O1: org {org}'s offboarding did not finish: {}",

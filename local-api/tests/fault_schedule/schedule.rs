@@ -65,6 +65,12 @@ pub enum Act {
     /// `POST /api/managed-telephony/offboard`: the org ends (drawn only as a
     /// schedule's [`Ending`]).
     Offboard { org: usize },
+    /// `POST /api/telephony/credentials/twilio/rotate`: the org's subaccount token
+    /// rotated (drawn by [`draw_rotations`], from a generator of its own).
+    Rotate { org: usize },
+    /// `DELETE /api/telephony/credentials/twilio`: the org's credential
+    /// disconnected (drawn only as a schedule's [`Ending`]).
+    Disconnect { org: usize },
 }
 
 impl Act {
@@ -74,7 +80,11 @@ impl Act {
             Self::Buy { org, number, .. }
             | Self::Change { org, number, .. }
             | Self::Release { org, number } => Some((org, number)),
-            Self::Save { .. } | Self::Reconcile | Self::Offboard { .. } => None,
+            Self::Save { .. }
+            | Self::Reconcile
+            | Self::Offboard { .. }
+            | Self::Rotate { .. }
+            | Self::Disconnect { .. } => None,
         }
     }
 
@@ -94,6 +104,13 @@ impl Act {
                 Buy, Bought, Import, List, Route, Route, Delete, Release, Subaccount, Assistant,
             ],
             Self::Offboard { .. } => &[Delete, Release, Release, Credential, Subaccount],
+            // The secondary created, replaced and promoted (`auth_tokens`), the
+            // primary read back (`subaccount`), a stored secondary checked
+            // (`account`), the credential and each number PATCHed.
+            Self::Rotate { .. } => &[
+                AuthTokens, AuthTokens, AuthTokens, Subaccount, Account, Credential, Route, Route,
+            ],
+            Self::Disconnect { .. } => &[Credential, Credential],
         }
     }
 }
@@ -130,6 +147,8 @@ impl fmt::Display for Act {
             }
             Self::Reconcile => f.write_str("reconcile"),
             Self::Offboard { org } => write!(f, "offboard org{org}"),
+            Self::Rotate { org } => write!(f, "rotate org{org}'s token"),
+            Self::Disconnect { org } => write!(f, "disconnect org{org}"),
         }
     }
 }
@@ -199,6 +218,9 @@ pub enum Step {
     /// Twilio offers again those of [`NUMBERS`] nobody holds (released numbers
     /// age and come back): a number can be bought again after its release.
     Restock,
+    /// Drift made by hand between two steps (a token rotated in Twilio's
+    /// console): drawn by [`draw_hand`].
+    Hand(Hand),
 }
 
 impl fmt::Display for Step {
@@ -222,6 +244,7 @@ impl fmt::Display for Step {
             }
             Self::Advance(d) => write!(f, "clock +{} s", d.as_secs()),
             Self::Restock => f.write_str("Twilio offers the released numbers again"),
+            Self::Hand(hand) => write!(f, "{hand}"),
         }
     }
 }
@@ -236,32 +259,181 @@ pub struct Schedule {
     /// Drift made by hand after the steps (in the Twilio console, the Vapi
     /// dashboard), which the carrier audit must find and repair.
     pub hand: Vec<Hand>,
-    /// An org offboarded after that, perhaps under a fault.
-    pub ending: Option<Ending>,
+    /// Orgs ended after that, in this order, perhaps under faults: a credential
+    /// disconnected, an org offboarded.
+    pub endings: Vec<Ending>,
+    /// rotate-credential's and reconcile's steps' deadline (the world's
+    /// [`super::world::ROTATION_DEADLINE_MS`] unless a scenario says otherwise).
+    pub rotation_deadline_ms: u64,
+    /// A scenario's expectation: these orgs' latest token rotation job finished
+    /// (`rotated`) once reconcile ran to quiescence.
+    pub expect_rotated: Vec<usize>,
+    /// Every violation fails, known bugs' too ([`super::known::Known`]): scenarios
+    /// and replays of named seeds; a drawn run unless `FAULT_STRICT=1` reports
+    /// those as known.
+    pub strict: bool,
 }
 
-/// The end of an org: offboarded after the schedule's steps (and hand drift), with
-/// `faults` on its one call; reconcile finishes what it leaves.
+/// The end of something: [`Act::Disconnect`] or [`Act::Offboard`] after the
+/// schedule's steps (and hand drift), with `faults` on its one call; reconcile
+/// finishes what it leaves.
 #[derive(Debug, Clone)]
 pub struct Ending {
-    pub org: usize,
+    pub act: Act,
     pub faults: Vec<Fault>,
 }
 
-/// The ending of `seed`, from a generator of its own (as [`draw_hand`]).
-fn draw_ending(seed: u64) -> Option<Ending> {
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x0ff0_b0a2_d000_0001);
-    if rng.u32(0..100) >= 30 {
-        return None;
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults: Vec<String> = self.faults.iter().map(ToString::to_string).collect();
+        write!(f, "{} under [{}]", self.act, faults.join(", "))
     }
-    let org = rng.usize(0..2);
-    let act = Act::Offboard { org };
-    let faults = if rng.bool() {
-        draw_faults(&mut rng, &[&act])
-    } else {
-        Vec::new()
-    };
-    Some(Ending { org, faults })
+}
+
+/// The endings of `seed`, from a generator of its own (as [`draw_hand`]): an
+/// offboarding of org0 or org1 (30 %), and, drawn after it so the offboardings of
+/// the named seeds stay as they were, a disconnect before it (25 %) — mostly of
+/// org2 (BYOC, or managed if it bought), else of org0 or org1 (a managed org: 409
+/// `managed_numbers_remain` while it has numbers, 200 once it has none).
+fn draw_endings(seed: u64) -> Vec<Ending> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x0ff0_b0a2_d000_0001);
+    let mut endings = Vec::new();
+    if rng.u32(0..100) < 30 {
+        let act = Act::Offboard {
+            org: rng.usize(0..2),
+        };
+        let faults = if rng.bool() {
+            draw_faults(&mut rng, &[&act])
+        } else {
+            Vec::new()
+        };
+        endings.push(Ending { act, faults });
+    }
+    if rng.u32(0..100) < 25 {
+        let act = Act::Disconnect {
+            org: if rng.u32(0..100) < 70 {
+                2
+            } else {
+                rng.usize(0..2)
+            },
+        };
+        let faults = if rng.bool() {
+            draw_faults(&mut rng, &[&act])
+        } else {
+            Vec::new()
+        };
+        endings.insert(0, Ending { act, faults });
+    }
+    endings
+}
+
+/// Token rotations, drawn from a generator of their own so that every seed's
+/// other steps stay as they were drawn (the named seeds still replay): in 45 % of
+/// the schedules, one or two `rotate` requests for org0 or org1, each inserted
+/// mostly after a purchase of the org (else in the later two thirds) as a call
+/// on its own (on a random instance, sometimes killed), beside a purchase of the
+/// same org on the other instance (purchases wait for a promotion), or twice at
+/// once on both instances — under faults drawn from its endpoints, `auth_tokens`
+/// among them. Reconcile runs of such schedules (which resume rotations) meet an
+/// `auth_tokens` fault a third of the time too.
+fn draw_rotations(seed: u64, steps: &mut Vec<Step>) {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x0707_a7e0_0000_0001);
+    if rng.u32(0..100) >= 45 {
+        return;
+    }
+    for step in steps.iter_mut() {
+        if let Step::One { faults, call } = step
+            && call.act == Act::Reconcile
+            && rng.u32(0..100) < 33
+        {
+            faults.push(draw_fault(&mut rng, Endpoint::AuthTokens));
+        }
+    }
+    for _ in 0..rng.usize(1..=2) {
+        // Mostly after a purchase of the org (before it, the org has no slot: 404).
+        let buys: Vec<(usize, usize)> = steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, step)| {
+                let acts: Vec<&Act> = match step {
+                    Step::One { call, .. } => vec![&call.act],
+                    Step::Together { calls, .. } => calls.iter().map(|c| &c.act).collect(),
+                    _ => Vec::new(),
+                };
+                acts.into_iter().filter_map(move |act| match *act {
+                    Act::Buy { org, .. } if org < 2 => Some((i, org)),
+                    _ => None,
+                })
+            })
+            .collect();
+        let (org, at) = if !buys.is_empty() && rng.u32(0..100) < 85 {
+            let (i, org) = buys[rng.usize(0..buys.len())];
+            (org, rng.usize(i + 1..=steps.len()))
+        } else {
+            (rng.usize(0..2), rng.usize(steps.len() / 3..=steps.len()))
+        };
+        let rotate = Act::Rotate { org };
+        let mut new = Vec::new();
+        match rng.u32(0..100) {
+            0..=64 => {
+                let faults = draw_faults(&mut rng, &[&rotate]);
+                let kill_after =
+                    (rng.u32(0..100) < 12).then(|| Duration::from_millis(rng.u64(5..300)));
+                let killed = kill_after.is_some();
+                new.push(Step::One {
+                    faults,
+                    call: Call {
+                        instance: rng.usize(0..INSTANCES),
+                        act: rotate,
+                        kill_after,
+                    },
+                });
+                if killed && rng.bool() {
+                    new.push(Step::Advance(Duration::from_secs(CLAIM_SECS + 1)));
+                }
+            }
+            65..=84 => {
+                let buy = Act::Buy {
+                    org,
+                    number: rng.usize(0..NUMBERS.len()),
+                    assistant: Some(if rng.bool() {
+                        Assistant::A
+                    } else {
+                        Assistant::B
+                    }),
+                    name: None,
+                };
+                let faults = draw_faults(&mut rng, &[&rotate, &buy]);
+                let first = rng.usize(0..INSTANCES);
+                let mut acts = [rotate, buy];
+                if first == 1 {
+                    acts.reverse();
+                }
+                let calls = acts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(instance, act)| Call {
+                        instance,
+                        act,
+                        kill_after: None,
+                    })
+                    .collect();
+                new.push(Step::Together { faults, calls });
+            }
+            _ => {
+                let faults = draw_faults(&mut rng, &[&rotate]);
+                let calls = (0..INSTANCES)
+                    .map(|instance| Call {
+                        instance,
+                        act: rotate.clone(),
+                        kill_after: None,
+                    })
+                    .collect();
+                new.push(Step::Together { faults, calls });
+            }
+        }
+        steps.splice(at..at, new);
+    }
 }
 
 /// Drift made by hand, of the kinds the audit repairs (what it only flags would
@@ -276,6 +448,21 @@ pub enum Hand {
     /// Every Vapi number of `number` routed to `assistant` in the dashboard (not
     /// when its row routes to no assistant: the audit can only flag that).
     DashboardAssistant { number: usize, assistant: Assistant },
+    /// The org's subaccount token rotated in Twilio's console: a new primary at
+    /// once, the old one (and any secondary) dead — under whatever Vapi holds.
+    ConsoleRotation { org: usize },
+}
+
+impl Hand {
+    /// The org whose subaccount it is about, if one.
+    pub fn org(self) -> Option<usize> {
+        match self {
+            Self::LostPurchase { org, .. }
+            | Self::DashboardImport { org, .. }
+            | Self::ConsoleRotation { org } => Some(org),
+            Self::DashboardAssistant { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for Hand {
@@ -296,17 +483,53 @@ impl fmt::Display for Hand {
                 "by hand: {} routed to {assistant:?} in Vapi's dashboard",
                 NUMBERS[number]
             ),
+            Self::ConsoleRotation { org } => write!(
+                f,
+                "by hand: org{org}'s subaccount token rotated in Twilio's console"
+            ),
         }
     }
 }
 
 /// The hand drift of `seed`: drawn from a generator of its own, so adding it left
-/// every seed's steps as they were (the named seeds still replay).
-fn draw_hand(seed: u64) -> Vec<Hand> {
+/// every seed's steps as they were (the named seeds still replay). In 20 % of the
+/// schedules (drawn after the rest, which stays as it was) org0's or org1's token
+/// is also rotated in Twilio's console: half the time between two of `steps`
+/// (inserted there as a [`Step::Hand`]: a later purchase reads the new token
+/// back and opens an `adopt` rotation), else after the steps (the carrier audit's
+/// `token_mismatch` must find it).
+fn draw_hand(seed: u64, steps: &mut Vec<Step>) -> Vec<Hand> {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x0a0d_17d0_0000_0001);
-    if rng.u32(0..100) >= 40 {
-        return Vec::new();
+    let mut hand = Vec::new();
+    if rng.u32(0..100) < 40 {
+        hand = draw_hand_kinds(&mut rng);
     }
+    if rng.u32(0..100) < 20 {
+        let console = Hand::ConsoleRotation {
+            org: rng.usize(0..2),
+        };
+        if rng.bool() {
+            // After the org's first purchase if it has one (it has a subaccount).
+            let first_buy = steps.iter().position(|step| match step {
+                Step::One { call, .. } => {
+                    matches!(call.act, Act::Buy { org, .. } if Hand::org(console) == Some(org))
+                }
+                Step::Together { calls, .. } => calls.iter().any(
+                    |c| matches!(c.act, Act::Buy { org, .. } if Hand::org(console) == Some(org)),
+                ),
+                _ => false,
+            });
+            let from = first_buy.map_or(steps.len() / 4, |i| i + 1);
+            let at = rng.usize(from..=steps.len());
+            steps.insert(at, Step::Hand(console));
+        } else {
+            hand.push(console);
+        }
+    }
+    hand
+}
+
+fn draw_hand_kinds(rng: &mut fastrand::Rng) -> Vec<Hand> {
     (0..rng.usize(1..=2))
         .map(|_| match rng.u32(0..3) {
             0 => Hand::LostPurchase {
@@ -345,13 +568,14 @@ impl fmt::Display for Schedule {
         for hand in &self.hand {
             writeln!(f, "   +  {hand}")?;
         }
-        if let Some(end) = &self.ending {
-            let faults: Vec<String> = end.faults.iter().map(|x| format!("{x}")).collect();
+        for end in &self.endings {
+            writeln!(f, "   +  {end}")?;
+        }
+        if self.rotation_deadline_ms != super::world::ROTATION_DEADLINE_MS {
             writeln!(
                 f,
-                "   +  offboard org{} under [{}]",
-                end.org,
-                faults.join(", ")
+                "   (rotate-credential and reconcile with a {} ms steps' deadline)",
+                self.rotation_deadline_ms
             )?;
         }
         Ok(())
@@ -359,7 +583,7 @@ impl fmt::Display for Schedule {
 }
 
 /// How long a claim lives in the test's configuration (`CLAIM_SECS`).
-pub const CLAIM_SECS: u64 = 3;
+pub const CLAIM_SECS: u64 = 4;
 
 impl Schedule {
     /// The schedule `seed` draws: 8 to 14 steps of single calls (some killed),
@@ -417,12 +641,17 @@ impl Schedule {
                 steps.push(Step::Advance(Duration::from_secs(CLAIM_SECS + 1)));
             }
         }
+        draw_rotations(seed, &mut steps);
+        let hand = draw_hand(seed, &mut steps);
         Self {
             seed,
             scenario: None,
             steps,
-            hand: draw_hand(seed),
-            ending: draw_ending(seed),
+            hand,
+            endings: draw_endings(seed),
+            rotation_deadline_ms: super::world::ROTATION_DEADLINE_MS,
+            expect_rotated: Vec::new(),
+            strict: false,
         }
     }
 
@@ -434,7 +663,10 @@ impl Schedule {
             scenario: Some(name),
             steps,
             hand: Vec::new(),
-            ending: None,
+            endings: Vec::new(),
+            rotation_deadline_ms: super::world::ROTATION_DEADLINE_MS,
+            expect_rotated: Vec::new(),
+            strict: true,
         }
     }
 }
@@ -473,8 +705,8 @@ fn retarget(act: &mut Act, to_org: usize, to_number: usize) {
             *org = to_org;
             *number = to_number;
         }
-        Act::Save { org, .. } => *org = to_org,
-        Act::Reconcile | Act::Offboard { .. } => {}
+        Act::Save { org, .. } | Act::Rotate { org } => *org = to_org,
+        Act::Reconcile | Act::Offboard { .. } | Act::Disconnect { .. } => {}
     }
 }
 
@@ -565,16 +797,18 @@ fn acts(e: Endpoint) -> bool {
     use Endpoint::*;
     matches!(
         e,
-        Subaccount | Buy | Release | Credential | Import | Route | Delete
+        Subaccount | Buy | Release | Credential | Import | Route | Delete | AuthTokens
     )
 }
 
 /// A creating call and the lookup that finds what it made after an unknown
-/// outcome.
-const CREATE_AND_LOOKUP: [(Endpoint, Endpoint); 3] = [
+/// outcome (a promotion whose answer was lost: the main account reads the token
+/// back).
+const CREATE_AND_LOOKUP: [(Endpoint, Endpoint); 4] = [
     (Endpoint::Buy, Endpoint::Bought),
     (Endpoint::Import, Endpoint::List),
     (Endpoint::Route, Endpoint::List),
+    (Endpoint::AuthTokens, Endpoint::Subaccount),
 ];
 
 fn draw_faults(rng: &mut fastrand::Rng, acts_of_step: &[&Act]) -> Vec<Fault> {
@@ -621,10 +855,11 @@ fn draw_faults(rng: &mut fastrand::Rng, acts_of_step: &[&Act]) -> Vec<Fault> {
 }
 
 /// The longest lookup lag drawn: what a holder made is at least `CLAIM_SECS` −
-/// `STEPS_DEADLINE_MS` old when its claim expires, so a lookup after the expiry
-/// sees it as long as the lag is shorter — the protocol's own assumption (a
-/// provider lagging longer than a claim lives would defeat any claim).
-const MAX_LAG_MS: u64 = CLAIM_SECS * 1000 - super::world::STEPS_DEADLINE_MS - 100;
+/// its steps' deadline old when its claim expires (the longest deadline:
+/// reconcile's), so a lookup after the expiry sees it as long as the lag is
+/// shorter — the protocol's own assumption (a provider lagging longer than a claim
+/// lives would defeat any claim).
+pub const MAX_LAG_MS: u64 = CLAIM_SECS * 1000 - super::world::ROTATION_DEADLINE_MS - 100;
 
 fn lag(rng: &mut fastrand::Rng, min_ms: u64) -> FaultKind {
     FaultKind::Lag(Duration::from_millis(rng.u64(min_ms..MAX_LAG_MS)))

@@ -7,7 +7,8 @@
 //!
 //! Timings are short so a schedule runs in seconds: each provider attempt gives up
 //! after [`PROVIDER_TIMEOUT_MS`], a request's provider steps after
-//! [`STEPS_DEADLINE_MS`], and a claim expires after [`CLAIM_SECS`].
+//! [`STEPS_DEADLINE_MS`] (rotate-credential's and reconcile's after
+//! [`ROTATION_DEADLINE_MS`]: see there), and a claim expires after [`CLAIM_SECS`].
 //!
 //! **The clock.** Reconcile backs a row off by minutes to an hour
 //! (`shared::steps::retry_backoff`) and resumes only rows whose claim expired. The
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use local_api::standins::{
     FailMode, LOCAL_TWILIO_MAIN_SID, LOCAL_TWILIO_MAIN_TOKEN, LOCAL_VAPI_KEY, Standins,
-    TWILIO_API_PREFIX, TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
+    TWILIO_ACCOUNTS_PREFIX, TWILIO_API_PREFIX, TWILIO_PRICING_PREFIX, VAPI_PREFIX, seed_numbers,
 };
 use serde_json::{Value, json};
 use shared::carrier_audit::{AuditConfig, AuditReport, Auditor};
@@ -34,19 +35,29 @@ use testkit::TestDb;
 use testkit::event::{ApiEvent, read_response};
 use uuid::Uuid;
 
-use super::invariants::Held;
+use super::invariants::{Held, OrgState};
 use super::schedule::{
     Act, BYOC_ACCOUNTS, CLAIM_SECS, Fault, FaultKind, Hand, INSTANCES, NUMBERS, ORGS,
 };
 
 pub const PROVIDER_TIMEOUT_MS: u64 = 300;
 pub const STEPS_DEADLINE_MS: u64 = 1500;
+/// The steps' deadline of rotate-credential and reconcile (their functions' own
+/// `STEPS_DEADLINE_MS`, as a scheduled function may well have a longer one). A
+/// token rotation starts neither a new secondary token nor its promotion with less
+/// than a fixed 1.5 s left (`shared::rotation`'s `STEP_BUDGET`), so under the
+/// requests' 1.5 s no rotation ever gets past its first step — a service bug kept
+/// as the ignored scenario `seed_rotation_under_a_short_deadline_never_starts`
+/// (it runs with `STEPS_DEADLINE_MS` for these too). Longer than the requests'
+/// deadline, shorter than a claim: [`super::schedule::MAX_LAG_MS`] is bounded by it.
+pub const ROTATION_DEADLINE_MS: u64 = 2500;
 
 const NUMBERS_ROUTE: &str = "/api/managed-telephony/numbers";
 const NUMBER_ROUTE: &str = "/api/managed-telephony/numbers/{phoneNumber}";
 const SAVE_ROUTE: &str = "/api/telephony/credentials/twilio";
 const STATUS_ROUTE: &str = "/api/managed-telephony/status";
 const OFFBOARD_ROUTE: &str = "/api/managed-telephony/offboard";
+const ROTATE_ROUTE: &str = "/api/telephony/credentials/twilio/rotate";
 
 /// One Lambda instance of each function the schedules use.
 pub struct Instance {
@@ -56,11 +67,14 @@ pub struct Instance {
     save: save_credential::State,
     list: list_numbers::State,
     offboard: offboard_org::State,
+    rotate: rotate_credential::State,
+    disconnect: disconnect_credential::State,
     reconcile: ReleaseService,
 }
 
 /// What a call got.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a handful per schedule: not worth a box
 pub enum Answer {
     Http {
         status: u16,
@@ -88,8 +102,16 @@ impl std::fmt::Display for Answer {
             }
             Self::Reconciled(Ok(r)) => write!(
                 f,
-                "reconciled: {} releases claimed ({} released), purchases {:?}, {} assistant changes confirmed, {} db errors",
-                r.claimed, r.released, r.purchases, r.assistants_confirmed, r.db_errors
+                "reconciled: {} releases claimed ({} released), purchases {:?}, {} assistant changes confirmed, {} offboardings resumed ({} finished), {} rotations resumed ({} finished), {} db errors",
+                r.claimed,
+                r.released,
+                r.purchases,
+                r.assistants_confirmed,
+                r.offboardings_resumed,
+                r.offboardings_finished,
+                r.rotations_resumed,
+                r.rotations_finished,
+                r.db_errors
             ),
             Self::Reconciled(Err(e)) => write!(f, "reconcile failed: {e}"),
             Self::Killed => f.write_str("killed"),
@@ -105,6 +127,8 @@ pub struct World {
     admin: tokio_postgres::Client,
     env: Env,
     reader_env: Env,
+    /// rotate-credential's and reconcile's ([`ROTATION_DEADLINE_MS`]).
+    rotation_env: Env,
     aws: aws_config::SdkConfig,
     instances: Vec<Instance>,
     server: tokio::task::JoinHandle<()>,
@@ -116,8 +140,9 @@ pub struct World {
 
 impl World {
     /// A fresh world: database, stand-ins (offering the 415 inventory), and
-    /// [`INSTANCES`] instances.
-    pub async fn spawn() -> Self {
+    /// [`INSTANCES`] instances, rotate-credential and reconcile with
+    /// `rotation_deadline_ms` as their steps' deadline.
+    pub async fn spawn(rotation_deadline_ms: u64) -> Self {
         let db = TestDb::new().await;
         let standins = Standins::default();
         standins.offer(seed_numbers());
@@ -131,10 +156,11 @@ impl World {
             let _ = axum::serve(listener, app).await;
         });
         let base = format!("http://{addr}");
-        let (vapi, twilio, pricing) = (
+        let (vapi, twilio, pricing, accounts) = (
             format!("{base}{VAPI_PREFIX}"),
             format!("{base}{TWILIO_API_PREFIX}"),
             format!("{base}{TWILIO_PRICING_PREFIX}"),
+            format!("{base}{TWILIO_ACCOUNTS_PREFIX}"),
         );
         let (timeout, deadline, claim) = (
             PROVIDER_TIMEOUT_MS.to_string(),
@@ -155,6 +181,13 @@ impl World {
             ("VAPI_PRIVATE_KEY", LOCAL_VAPI_KEY),
             ("TWILIO_BASE_URL", twilio.as_str()),
             ("TWILIO_PRICING_BASE_URL", pricing.as_str()),
+            // Token rotation: Twilio's Accounts API, and the key of the tokens'
+            // fingerprints (a test value, ≥ 32 bytes).
+            ("TWILIO_ACCOUNTS_BASE_URL", accounts.as_str()),
+            (
+                "TOKEN_FINGERPRINT_KEY",
+                "fault-schedule-token-fingerprint-key-0123456789",
+            ),
             ("TWILIO_MAIN_ACCOUNT_SID", LOCAL_TWILIO_MAIN_SID),
             ("TWILIO_MAIN_AUTH_TOKEN", LOCAL_TWILIO_MAIN_TOKEN),
             ("PROVIDER_TIMEOUT_MS", timeout.as_str()),
@@ -169,6 +202,8 @@ impl World {
         ]);
         let mut reader_env = env.clone();
         reader_env.set("DATABASE_URL", db.reader_url());
+        let mut rotation_env = env.clone();
+        rotation_env.set("STEPS_DEADLINE_MS", rotation_deadline_ms.to_string());
         let aws = testkit::aws_config().await;
         let admin = db.client().await;
         let clocked = clocked_columns(&admin).await;
@@ -179,12 +214,13 @@ impl World {
             admin,
             env,
             reader_env,
+            rotation_env,
             aws,
             instances: Vec::new(),
             server,
             clocked,
             audit: AuditConfig::from_env(
-                &Env::from_pairs([("CLAIM_SECS", "3")]),
+                &Env::from_pairs([("CLAIM_SECS", claim.as_str())]),
                 &shared::steps::StepsConfig {
                     claim_ttl: Duration::from_secs(CLAIM_SECS),
                     ..Default::default()
@@ -221,7 +257,26 @@ impl World {
             offboard: offboard_org::State::from_env(env, aws)
                 .await
                 .expect("offboard-org"),
-            reconcile: ReleaseService::from_env(env, aws).await.expect("reconcile"),
+            rotate: rotate_credential::State::from_env(&self.rotation_env, aws)
+                .await
+                .expect("rotate-credential"),
+            disconnect: disconnect_credential::State::from_env(env, aws)
+                .await
+                .expect("disconnect-credential"),
+            // As the reconcile function builds it: with the keyring and the
+            // fingerprint key, so that it resumes token rotations too.
+            reconcile: ReleaseService::from_env(&self.rotation_env, aws)
+                .await
+                .expect("reconcile")
+                .with_tokens(
+                    shared::rotation::TokenKit::from_env(
+                        &self.rotation_env,
+                        aws,
+                        &shared::config::SecretLoader::new(&self.rotation_env, aws),
+                    )
+                    .await
+                    .expect("reconcile's token kit"),
+                ),
         }
     }
 
@@ -305,6 +360,14 @@ impl World {
                     .json(&json!({ "confirm": self.org(org) }));
                 offboard_org::handle(&instance.offboard, ev.request()).await
             }
+            Act::Rotate { org } => {
+                let ev = write("POST", ROTATE_ROUTE, ROTATE_ROUTE, org);
+                rotate_credential::handle(&instance.rotate, ev.request()).await
+            }
+            Act::Disconnect { org } => {
+                let ev = write("DELETE", SAVE_ROUTE, SAVE_ROUTE, org);
+                disconnect_credential::handle(&instance.disconnect, ev.request()).await
+            }
             Act::Reconcile => {
                 let request_id = format!("reconcile-{}", Uuid::new_v4());
                 let report = instance
@@ -328,6 +391,11 @@ impl World {
             vapi: &r.vapi,
             twilio: &r.twilio,
             config: &self.audit,
+            fingerprints: &r
+                .tokens
+                .as_ref()
+                .expect("reconcile is built with its tokens")
+                .fingerprints,
         };
         let request_id = format!("audit-{}", Uuid::new_v4());
         match auditor
@@ -367,13 +435,7 @@ impl World {
         };
         let (_, now) = self.standins.holdings();
         let held = Held::parse(&now);
-        let subaccount = |org: usize| {
-            let name = format!("org:{}", self.orgs[org]);
-            held.subaccounts
-                .iter()
-                .find(|(_, n)| **n == name)
-                .map(|(sid, _)| sid.clone())
-        };
+        let subaccount = |org: usize| self.subaccount(org);
         let outcome = match hand {
             Hand::LostPurchase { org, number } => match (subaccount(org), &operation) {
                 (None, _) => Err("the org has no subaccount".to_owned()),
@@ -408,6 +470,14 @@ impl World {
             {
                 Err("its row routes to no assistant (the audit only flags that)".to_owned())
             }
+            Hand::ConsoleRotation { org } => match subaccount(org) {
+                None => Err("the org has no subaccount".to_owned()),
+                Some(sid) => self
+                    .standins
+                    .rotate_token_by_hand(&sid)
+                    .map(drop)
+                    .map_err(|e| e.message().to_owned()),
+            },
             Hand::DashboardAssistant { number, assistant } => {
                 let ids: Vec<&str> = held
                     .vapi
@@ -432,6 +502,98 @@ impl World {
             Ok(()) => "done".to_owned(),
             Err(why) => format!("nothing done: {why}"),
         }
+    }
+
+    /// The org's subaccount at Twilio (named `org:<uuid>`), if it has one.
+    pub fn subaccount(&self, org: usize) -> Option<String> {
+        let (_, now) = self.standins.holdings();
+        let held = Held::parse(&now);
+        let name = format!("org:{}", self.orgs[org]);
+        held.subaccounts
+            .iter()
+            .find(|(sid, n)| **n == name && !held.closed.contains(sid))
+            .map(|(sid, _)| sid.clone())
+    }
+
+    /// What the database says of the org's slot and token rotations.
+    pub async fn org_state(&self, org: usize) -> OrgState {
+        let id = self.orgs[org];
+        let slot = self
+            .admin
+            .query_opt(
+                "SELECT source, metadata->>'accountSid', metadata->>'tokenFingerprint'
+                   FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
+                &[&id],
+            )
+            .await
+            .expect("the slot");
+        let slot_fp = slot.as_ref().and_then(|r| r.get::<_, Option<String>>(2));
+        let slot = slot.map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+            )
+        });
+        let slot_json: String = self
+            .admin
+            .query_one(
+                "SELECT coalesce((SELECT (to_jsonb(c) - 'updated_at')::text FROM org_credentials c
+                                   WHERE c.org_id = $1 AND c.provider = 'twilio'), 'no slot')
+                        || ' vapi credential '
+                        || coalesce((SELECT vapi_credential_id FROM organizations WHERE id = $1), '-')",
+                &[&id],
+            )
+            .await
+            .expect("the slot's row")
+            .get(0);
+        let rotations = self
+            .admin
+            .query(
+                "SELECT kind, CASE WHEN done_at IS NOT NULL THEN 'done'
+                                   WHEN cancelled_at IS NOT NULL THEN 'cancelled'
+                                   WHEN gave_up_at IS NOT NULL THEN 'gave_up'
+                                   ELSE 'open' END,
+                        cancel_reason, promoted_at
+                   FROM token_rotations WHERE org_id = $1 ORDER BY requested_at, id DESC",
+                &[&id],
+            )
+            .await
+            .expect("the token rotations");
+        let promoted = rotations.iter().filter_map(|r| r.get(3)).collect();
+        let rotations = rotations
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        OrgState {
+            promoted,
+            slot,
+            slot_fp,
+            slot_json,
+            rotations,
+        }
+    }
+
+    /// The carrier audit's findings: `(kind, subject)`, but assistant mismatches
+    /// of a number whose pending change reconcile gave up (Vapi refused it): the
+    /// audit keeps those open on purpose (status shows them, an alarm counts them),
+    /// a state of the service's own, not drift.
+    pub async fn findings_not_given_up(&self) -> Vec<(String, String)> {
+        self.admin
+            .query(
+                "SELECT f.kind, f.subject FROM carrier_findings f
+                  WHERE NOT (f.kind = 'assistant_mismatch' AND EXISTS (
+                        SELECT 1 FROM managed_phone_numbers n
+                         WHERE n.org_id = f.org_id AND n.phone_number = f.phone_number
+                           AND n.status = 'active' AND n.assistant_pending
+                           AND n.route_gave_up_at IS NOT NULL))
+                  ORDER BY f.id",
+                &[],
+            )
+            .await
+            .expect("the audit's findings")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     }
 
     /// The org's status, as list-numbers answers it (on instance 0).
@@ -528,7 +690,7 @@ impl World {
                 "SELECT n.org_id, n.phone_number, n.status, n.twilio_phone_sid,
                         n.twilio_subaccount_sid, n.vapi_phone_id, n.assistant_id,
                         n.assistant_pending, m.id IS NOT NULL, m.vapi_assistant_id,
-                        n.claim_token IS NOT NULL
+                        n.claim_token IS NOT NULL, n.twilio_token_fp, n.imported_at
                    FROM managed_phone_numbers n
                    LEFT JOIN phone_number_mapping m
                      ON m.inbound_phone_number = n.phone_number AND m.org_id = n.org_id
@@ -550,6 +712,8 @@ impl World {
                 routed: r.get(8),
                 routed_to: r.get(9),
                 claimed: r.get(10),
+                token_fp: r.get(11),
+                imported_at: r.get(12),
             })
             .collect()
     }
@@ -613,6 +777,10 @@ pub struct NumberRow {
     /// Its assistant: the confirmed one.
     pub routed_to: Option<String>,
     pub claimed: bool,
+    /// The fingerprint of the token the service last gave its Vapi import.
+    pub token_fp: Option<String>,
+    /// When its import was stamped (the database's clock).
+    pub imported_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl std::fmt::Display for NumberRow {
