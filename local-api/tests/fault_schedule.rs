@@ -480,12 +480,14 @@ fn a_stranded_import_then(more: Vec<Step>) -> Vec<Step> {
 
 /// Service bug: a rotation promotes while a purchase of the org whose import
 /// landed at Vapi (answer lost, claim expired: the row is `provisioning` with no
-/// `vapi_phone_id`) still carries the old primary, and answers 200 `rotated`.
-/// `shared/src/rotation/store.rs` `start_promotion` waits only for provisioning
-/// rows with a live claim, and `numbers_to_patch` takes only rows with a Vapi id:
-/// an import whose outcome is unknown is neither. Then the purchase's reconcile
-/// adopts the import and records the new token's fingerprint for it (the next
-/// test's bug), so the number stays on a dead token. Seed 5063 (drawn) found it.
+/// `vapi_phone_id`) still carries the old primary, and answers 200 `rotated`
+/// (R3) — the number's calls fail from the promotion (R4) until reconcile adopts
+/// the import (since 6c8d8ea an adopted import is given the current token; before,
+/// it stayed dead for good: the next test). `shared/src/rotation/store.rs`
+/// `start_promotion` waits only for provisioning rows with a live claim, and
+/// `numbers_to_patch` takes only rows with a Vapi id: an import whose outcome is
+/// unknown is neither (it could look the number up at Vapi, or wait for such a
+/// row to be resolved). Seed 5063 (drawn) found it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome (claim expired) holds the old token; 200 rotated while a Vapi number is left dead"]
 async fn a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown() {
@@ -497,18 +499,14 @@ async fn a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown() {
     run_schedule(schedule).await;
 }
 
-/// Service bug: a purchase that adopts an import found at Vapi (after an unknown
-/// outcome) brings it to the database's assistant and name but not to the
-/// subaccount's current token, and stamps the row with the *current* token's
-/// fingerprint (`shared/src/purchase/steps.rs`: `adopt`, then `Stamp::Imported`
-/// with `k.of(&sub.auth_token)`). When the token changed in between (a console
-/// rotation here; a promotion in the test above) the import holds a dead token:
-/// the audit's `token_mismatch` sees it (Vapi reports the token) and opens an
-/// `adopt` rotation, whose `numbers_to_patch` skips the row (its fingerprint is
-/// the current one): done, and the number keeps failing (R1), found again by
-/// every audit pass. Seed 5190 (drawn) found it.
+/// Found by seed 5190, fixed in 6c8d8ea/34eea20: a purchase that adopted an
+/// import found at Vapi (after an unknown outcome) brought it to the database's
+/// assistant and name but not to the subaccount's current token, and stamped the
+/// row with the current token's fingerprint; when the token changed in between (a
+/// console rotation here; a promotion in the test above) the import kept a dead
+/// token that no `adopt` rotation patched (it trusted the row), found again by
+/// every audit pass (R1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a purchase adopting an import records the current token's fingerprint though the import holds an older token; no rotation ever fixes it"]
 async fn an_adopted_import_is_brought_to_the_current_token() {
     let schedule = Schedule::scenario(
         "an import answered late with lookups timing out, its claim expired, then the token rotated in Twilio's console",
@@ -542,17 +540,18 @@ async fn seed_1493_a_disconnect_vapi_refused_is_503_with_nothing_changed() {
     replay(1493).await;
 }
 
-/// Seed 5063: B1 and B2 above, drawn (see
-/// `a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown`).
+/// Seed 5063: the promotion over an import whose outcome is unknown, drawn (see
+/// `a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown`; until
+/// 6c8d8ea the number then stayed on the dead token for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome holds the old token (200 rotated, the number left on a dead token)"]
 async fn seed_5063_a_rotation_promotes_over_a_stranded_import() {
     replay(5063).await;
 }
 
-/// Seed 5190: B2 above, drawn (see `an_adopted_import_is_brought_to_the_current_token`).
+/// Seed 5190: an adopted import kept a dead token (fixed in 6c8d8ea; see
+/// `an_adopted_import_is_brought_to_the_current_token`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a purchase adopting an import records the current token's fingerprint though the import holds an older one"]
 async fn seed_5190_an_adopted_import_keeps_a_dead_token() {
     replay(5190).await;
 }

@@ -743,8 +743,6 @@ pub fn asserted(act: &Act, answer: &Answer, orgs: &[Uuid]) -> Asserted {
 pub struct OrgState {
     /// The slot's `source` and account SID, if it has one.
     pub slot: Option<(String, String)>,
-    /// The slot's token fingerprint (`metadata.tokenFingerprint`).
-    pub slot_fp: Option<String>,
     /// The slot row and the org's Vapi credential id, as JSON (for "changes
     /// nothing").
     pub slot_json: String,

@@ -10,7 +10,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use super::invariants::{Held, NotPrimary, OrgState};
+use super::invariants::{NotPrimary, OrgState};
 use super::world::NumberRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,11 +20,6 @@ pub enum Known {
     /// old primary (`shared/src/rotation/store.rs` `start_promotion`,
     /// `numbers_to_patch`).
     PromotionOverStrandedImport,
-    /// B2: a purchase adopting an import found at Vapi stamps the current token's
-    /// fingerprint although the import holds an older token
-    /// (`shared/src/purchase/steps.rs` `adopt` / `Stamp::Imported`); no rotation
-    /// patches it again.
-    AdoptedImportKeepsOldToken,
     /// B3: the carrier audit never compares the slot's token with the
     /// subaccount's (`shared/src/carrier_audit/drift.rs` `token_drift` is per
     /// active row): an org with no active number keeps a dead Vapi credential
@@ -39,7 +34,6 @@ impl Known {
             Self::PromotionOverStrandedImport => {
                 "a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown"
             }
-            Self::AdoptedImportKeepsOldToken => "an_adopted_import_is_brought_to_the_current_token",
             Self::SlotTokenNotAudited => {
                 "seed_1174_a_console_rotation_without_numbers_reaches_the_credential"
             }
@@ -83,25 +77,6 @@ pub fn imported_after_a_promotion(
     live(rows, org, number)
         .and_then(|r| r.imported_at)
         .is_some_and(|at| state.promoted.iter().any(|p| *p < at))
-}
-
-/// A number of `org` whose Vapi import holds a retired token while its row says
-/// it holds the slot's current token (B2's end state).
-pub fn adopted_with_old_token(
-    held: &Held,
-    rows: &[NumberRow],
-    org: Uuid,
-    state: &OrgState,
-    number: &str,
-) -> bool {
-    let (Some(row), Some(slot_fp)) = (live(rows, org, number), state.slot_fp.as_deref()) else {
-        return false;
-    };
-    row.token_fp.as_deref() == Some(slot_fp)
-        && held
-            .vapi
-            .iter()
-            .any(|v| Some(&v.id) == row.vapi_id.as_ref() && v.token.as_deref() == Some("retired"))
 }
 
 /// R1's credential held a retired token in an org whose token was rotated in the

@@ -314,26 +314,10 @@ pub async fn run(schedule: &Schedule) -> Result<Vec<(Known, String)>, Failure> {
             ));
         }
     }
-    // A number of some org whose Vapi import holds a retired token while its row
-    // says it holds the slot's current one (B2's end state).
-    let adopted_stale = |number: &str| {
-        states
-            .iter()
-            .zip(&world.orgs)
-            .any(|(state, org)| known::adopted_with_old_token(&held, &rows, *org, state, number))
-    };
     if let Some((counts, found)) = audit_found {
-        let class = found
-            .iter()
-            .all(|(kind, subject)| kind == "token_mismatch" && adopted_stale(subject))
-            .then_some(Known::AdoptedImportKeepsOldToken);
-        judge(
-            strict,
-            &mut violations,
-            &mut known,
-            class,
-            format!("A1: the audit found drift no hand made: {counts} ({found:?})"),
-        );
+        violations.push(format!(
+            "A1: the audit found drift no hand made: {counts} ({found:?})"
+        ));
     }
     // R1, for every org — a token rotated in the console included: the next
     // purchase's read-back or the audit's `token_mismatch` opens an `adopt`
@@ -342,15 +326,10 @@ pub async fn run(schedule: &Schedule) -> Result<Vec<(Known, String)>, Failure> {
     for (org, state) in states.iter().enumerate() {
         let id = world.orgs[org];
         for (offender, violation) in rotation_violations(&held, id, state, &statuses[org].1) {
-            let class = match offender.as_ref().map(|o| o.number.as_deref()) {
-                Some(None) => known::credential_unaudited(&rows, id, state, &console_rotated)
-                    .then_some(Known::SlotTokenNotAudited),
-                Some(Some(number)) => {
-                    known::adopted_with_old_token(&held, &rows, id, state, number)
-                        .then_some(Known::AdoptedImportKeepsOldToken)
-                }
-                None => None,
-            };
+            let credential = offender.as_ref().is_some_and(|o| o.number.is_none());
+            let class = (credential
+                && known::credential_unaudited(&rows, id, state, &console_rotated))
+            .then_some(Known::SlotTokenNotAudited);
             judge(strict, &mut violations, &mut known, class, violation);
         }
     }

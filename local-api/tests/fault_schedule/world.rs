@@ -521,13 +521,12 @@ impl World {
         let slot = self
             .admin
             .query_opt(
-                "SELECT source, metadata->>'accountSid', metadata->>'tokenFingerprint'
+                "SELECT source, metadata->>'accountSid'
                    FROM org_credentials WHERE org_id = $1 AND provider = 'twilio'",
                 &[&id],
             )
             .await
             .expect("the slot");
-        let slot_fp = slot.as_ref().and_then(|r| r.get::<_, Option<String>>(2));
         let slot = slot.map(|r| {
             (
                 r.get::<_, String>(0),
@@ -567,7 +566,6 @@ impl World {
         OrgState {
             promoted,
             slot,
-            slot_fp,
             slot_json,
             rotations,
         }
@@ -787,7 +785,7 @@ impl std::fmt::Display for NumberRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} org {} {} pn={} sub={} vapi={} assistant={}{} routing={}{}",
+            "{} org {} {} pn={} sub={} vapi={} assistant={}{} routing={}{} token={}",
             self.number,
             self.org,
             self.status,
@@ -806,6 +804,9 @@ impl std::fmt::Display for NumberRow {
                 "no row"
             },
             if self.claimed { " claimed" } else { "" },
+            self.token_fp
+                .as_deref()
+                .map_or("-", |fp| &fp[..fp.len().min(8)]),
         )
     }
 }
