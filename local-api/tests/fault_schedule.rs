@@ -448,7 +448,6 @@ async fn a_token_rotated_in_the_console_reaches_vapi_through_the_audit() {
 /// of offboarding's fixed 3 s bound (12be2bb), which now takes at most a quarter
 /// of the deadline, as the rotation's own number PATCHes already do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a rotation never starts when STEPS_DEADLINE_MS <= 1.5 s (shared/src/rotation STEP_BUDGET is fixed, not a share of the deadline)"]
 async fn seed_rotation_under_a_short_deadline_never_starts() {
     let mut schedule = Schedule::scenario(
         "two numbers bought, then the org's token rotated, every function with a 1.5 s steps' deadline",
@@ -489,7 +488,6 @@ fn a_stranded_import_then(more: Vec<Step>) -> Vec<Step> {
 /// unknown is neither (it could look the number up at Vapi, or wait for such a
 /// row to be resolved). Seed 5063 (drawn) found it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome (claim expired) holds the old token; 200 rotated while a Vapi number is left dead"]
 async fn a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown() {
     let mut schedule = Schedule::scenario(
         "an import answered late with lookups timing out, its claim expired, then the org's token rotated",
@@ -544,7 +542,6 @@ async fn seed_1493_a_disconnect_vapi_refused_is_503_with_nothing_changed() {
 /// `a_rotation_never_promotes_over_an_import_whose_outcome_is_unknown`; until
 /// 6c8d8ea the number then stayed on the dead token for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a rotation promotes while an import of the org's with an unknown outcome holds the old token (200 rotated, the number left on a dead token)"]
 async fn seed_5063_a_rotation_promotes_over_a_stranded_import() {
     replay(5063).await;
 }
@@ -566,7 +563,6 @@ async fn seed_5190_an_adopted_import_keeps_a_dead_token() {
 /// released the number. Also seeds 1151, 1313, 1417, 1419, 1471, 1574, 5062,
 /// 5071, 5099.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: the audit never compares the slot's token with the subaccount's: an org with no active number keeps a dead Vapi credential after a console rotation"]
 async fn seed_1174_a_console_rotation_without_numbers_reaches_the_credential() {
     replay(1174).await;
 }
@@ -606,7 +602,6 @@ async fn seed_20374_a_release_is_done_though_the_number_was_bought_again() {
 /// closed: status shows it for ever and `TokenRotationsNeedAttention` counts it
 /// for ever (O1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue: a token rotation reconcile gave up is never cancelled by offboarding (stays needs_attention with its sealed secondary)"]
 async fn offboarding_ends_a_rotation_reconcile_gave_up() {
     let failing = || {
         vec![Fault::fail(

@@ -413,6 +413,18 @@ impl Offboarder<'_> {
                     )
                     .await?;
                 }
+                // The org's token rotations end (a rotation reconcile gave up would
+                // otherwise stay open for ever, its sealed secondary kept). One an
+                // attempt holds right now ends at its next gate or claim.
+                tx.query_typed(
+                    "UPDATE token_rotations
+                        SET cancelled_at = now(), cancel_reason = 'org_offboarding',
+                            secondary = NULL, next_attempt_at = NULL
+                      WHERE org_id = $1 AND done_at IS NULL AND cancelled_at IS NULL
+                        AND (claim_token IS NULL OR claimed_until < now())",
+                    &[(&org, Type::UUID)],
+                )
+                .await?;
                 let claimed = tx
                     .query_typed_opt(
                         &format!(

@@ -13,7 +13,7 @@ use super::invariants::{
     Claim, Held, NotPrimary, asserted, disconnected_violations, final_violations,
     offboarded_violations, rotation_violations,
 };
-use super::known::{self, Known};
+use super::known::Known;
 use super::schedule::{Act, Call, Hand, Schedule, Step};
 use super::world::{Answer, World};
 
@@ -75,14 +75,10 @@ fn judge(
     }
 }
 
-/// Whether a failed claim of a `200 rotated` is B1's ([`Known`]).
-async fn rotated_claim_class(world: &World, claim: &Claim, held: &Held) -> Option<Known> {
-    let Claim::TokensPrimary { org, account } = claim else {
-        return None;
-    };
-    let rows = world.rows().await;
-    known::rotated_over_stranded(&held.not_primary(*org, account), *org, &rows)
-        .then_some(Known::PromotionOverStrandedImport)
+/// Whether a failed claim of a `200 rotated` is a known bug's ([`Known`]): none
+/// since B1 (a promotion over a stranded import) was fixed.
+async fn rotated_claim_class(_world: &World, _claim: &Claim, _held: &Held) -> Option<Known> {
+    None
 }
 
 /// Run `schedule` in a fresh world; `Err` with the whole story if an invariant
@@ -326,11 +322,9 @@ pub async fn run(schedule: &Schedule) -> Result<Vec<(Known, String)>, Failure> {
     for (org, state) in states.iter().enumerate() {
         let id = world.orgs[org];
         for (offender, violation) in rotation_violations(&held, id, state, &statuses[org].1) {
-            let credential = offender.as_ref().is_some_and(|o| o.number.is_none());
-            let class = (credential
-                && known::credential_unaudited(&rows, id, state, &console_rotated))
-            .then_some(Known::SlotTokenNotAudited);
-            judge(strict, &mut violations, &mut known, class, violation);
+            // B3 (the slot's token never audited) is fixed: every violation counts.
+            let _ = (&offender, &console_rotated);
+            judge(strict, &mut violations, &mut known, None, violation);
         }
     }
     // R2: no flow ever called Vapi with a token that had already stopped working.
@@ -353,18 +347,9 @@ pub async fn run(schedule: &Schedule) -> Result<Vec<(Known, String)>, Failure> {
     // a Vapi credential or a number the service made hold a token Twilio had
     // retired — but after a rotation by hand of its account, and but numbers
     // with no row of the service (imported by hand: the audit removes them).
-    let imported_after_promotion = |number: &str| {
-        states
-            .iter()
-            .zip(&world.orgs)
-            .any(|(state, org)| known::imported_after_a_promotion(&rows, *org, state, number))
-    };
-    for (retired, violation) in never_held_retired(&world, &rows, &hand_rotations) {
-        let class = retired
-            .iter()
-            .all(|r| r.number.as_deref().is_some_and(imported_after_promotion))
-            .then_some(Known::PromotionOverStrandedImport);
-        judge(strict, &mut violations, &mut known, class, violation);
+    // B1 (a promotion over a stranded import) is fixed: every violation counts.
+    for (_retired, violation) in never_held_retired(&world, &rows, &hand_rotations) {
+        judge(strict, &mut violations, &mut known, None, violation);
     }
 
     if violations.is_empty() {

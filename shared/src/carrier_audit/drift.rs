@@ -127,6 +127,9 @@ pub struct Scope<'a> {
     /// The org has an open token rotation (its numbers may rightly hold a
     /// secondary, or be on their way to the new token).
     pub org_rotating: bool,
+    /// The fingerprint of the token the org's slot holds, when the slot is this
+    /// subaccount's (managed) and recorded one (the Vapi credential mirrors it).
+    pub slot_token_fp: Option<&'a str>,
     /// Fingerprints of the subaccount's current token and of the tokens Vapi's
     /// numbers report; `None` when not known (no key, or not reported).
     pub tokens: &'a TokenFingerprints,
@@ -182,7 +185,10 @@ pub enum Action {
     /// Open an `adopt` token rotation for the org (reconcile brings the current
     /// token to its Vapi credential and numbers), this number's recorded token
     /// forgotten first so the job PATCHes it whatever the row said.
-    AdoptToken { org: Uuid, vapi_phone_id: String },
+    AdoptToken {
+        org: Uuid,
+        vapi_phone_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +266,7 @@ fn repairable(scope: &Scope<'_>) -> bool {
 pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison {
     let mut out = Comparison::default();
     subaccount_drift(scope, clock, &mut out);
+    slot_token_drift(scope, &mut out);
     let rows = Rows::new(scope.rows);
     let mut imports: HashMap<&str, Vec<&VapiNumber>> = HashMap::new();
     for v in scope.vapi {
@@ -364,8 +371,14 @@ pub fn compare(scope: &Scope<'_>, clock: &Clock, voice_url: &str) -> Comparison 
     // Vapi's numbers of this subaccount that no row has.
     for v in scope.vapi {
         let held_by_row = rows.vapi_ids.contains(v.id.as_str())
-            // A purchase that has not recorded its import may adopt this one.
-            || rows.of(&v.number).iter().any(|r| r.vapi_phone_id.is_none());
+            // A purchase of this org under this subaccount that has not recorded its
+            // import may adopt this one (another org's row of the same E.164 never
+            // does: it looks for its own subaccount's import).
+            || rows.of(&v.number).iter().any(|r| {
+                r.vapi_phone_id.is_none()
+                    && Some(r.org_id) == scope.org
+                    && r.subaccount_sid.as_deref().is_none_or(|s| s == scope.subaccount)
+            });
         if held_by_row || attached.contains(v.id.as_str()) {
             continue;
         }
@@ -493,10 +506,41 @@ fn token_drift(scope: &Scope<'_>, clock: &Clock, r: &LiveRow, out: &mut Comparis
         action: if ours {
             Action::AdoptToken {
                 org: r.org_id,
-                vapi_phone_id: id.to_owned(),
+                vapi_phone_id: Some(id.to_owned()),
             }
         } else {
             Action::Flag
+        },
+    });
+}
+
+/// The org's slot (and the Vapi credential mirroring it) holds another token than
+/// the subaccount's current one: rotated elsewhere, with or without numbers. Not
+/// while the org rotates (its slot is sealed again at the job's end).
+fn slot_token_drift(scope: &Scope<'_>, out: &mut Comparison) {
+    let (Some(current), Some(slot), Some(org)) = (
+        scope.tokens.account.as_deref(),
+        scope.slot_token_fp,
+        scope.org,
+    ) else {
+        return;
+    };
+    if slot == current || !repairable(scope) {
+        return;
+    }
+    if scope.org_rotating {
+        out.skipped.push(scope.subaccount.to_owned());
+        return;
+    }
+    out.candidates.push(Candidate {
+        kind: DriftKind::TokenMismatch,
+        org: Some(org),
+        subject: scope.subaccount.to_owned(),
+        phone_number: None,
+        detail: json!({ "compared": "slot" }),
+        action: Action::AdoptToken {
+            org,
+            vapi_phone_id: None,
         },
     });
 }

@@ -557,6 +557,9 @@ impl Auditor<'_> {
                 vapi_complete: b.vapi_complete,
                 rows: &rows,
                 org_rotating: view.is_some_and(|v| v.rotating),
+                slot_token_fp: view
+                    .filter(|v| v.subaccount.as_deref() == Some(t.sid.as_str()))
+                    .and_then(|v| v.slot_token_fp.as_deref()),
                 tokens: &tokens,
             };
             let mut comparison = drift::compare(&scope, &clock, &self.config.voice_url);
@@ -717,7 +720,9 @@ impl Auditor<'_> {
                 };
                 // What the row recorded is not what Vapi holds (Vapi said so, or the
                 // row's own token was retired): forgotten, the job PATCHes it.
-                store::forget_token(self.db, *org, vapi_phone_id).await?;
+                if let Some(id) = vapi_phone_id {
+                    store::forget_token(self.db, *org, id).await?;
+                }
                 let caller = crate::identity::Caller::system(
                     crate::ids::OrgId::new(*org),
                     "system:carrier-audit",

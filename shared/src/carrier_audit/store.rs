@@ -133,6 +133,9 @@ pub struct OrgView {
     pub offboarded: bool,
     /// It has an open token rotation.
     pub rotating: bool,
+    /// The fingerprint of the token its slot holds, when the slot is managed and is
+    /// the subaccount it records.
+    pub slot_token_fp: Option<String>,
 }
 
 /// Every org, with the subaccount it records.
@@ -143,7 +146,11 @@ pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
                     offboard_requested_at IS NOT NULL AND offboarded_at IS NULL,
                     offboarded_at IS NOT NULL,
                     EXISTS (SELECT 1 FROM token_rotations r WHERE r.org_id = organizations.id
-                              AND r.done_at IS NULL AND r.cancelled_at IS NULL)
+                              AND r.done_at IS NULL AND r.cancelled_at IS NULL),
+                    (SELECT c.metadata->>'tokenFingerprint' FROM org_credentials c
+                      WHERE c.org_id = organizations.id AND c.provider = 'twilio'
+                        AND c.source = 'managed'
+                        AND c.metadata->>'accountSid' = organizations.twilio_subaccount_sid)
                FROM organizations",
             &[],
         )
@@ -157,6 +164,7 @@ pub async fn orgs(db: &Db) -> Result<Vec<OrgView>, DbError> {
                 offboarding: r.try_get(2).map_err(&s)?,
                 offboarded: r.try_get(3).map_err(&s)?,
                 rotating: r.try_get(4).map_err(&s)?,
+                slot_token_fp: r.try_get(5).map_err(&s)?,
             })
         })
         .collect()

@@ -208,7 +208,9 @@ const WAITING: [&str; 6] = [
     "deadline",
 ];
 
-/// Below this much time left, no further PATCH or promotion is started.
+/// Below this much time left (or a quarter of the steps' deadline, if less), no
+/// further PATCH, create or promotion is started: a fixed budget would never start
+/// one under a short deadline (the fault-schedule test's 1.5 s found it).
 const STEP_BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// What rotating needs beyond the database and the providers, built once at cold
@@ -246,6 +248,11 @@ pub struct Rotator<'a> {
 }
 
 impl Rotator<'_> {
+    /// See [`STEP_BUDGET`].
+    fn step_budget(&self) -> std::time::Duration {
+        STEP_BUDGET.min(self.config.deadline / 4)
+    }
+
     /// Rotate the caller's org's token (or resume its open job), finishing what it
     /// can before `deadline`.
     pub async fn rotate(
@@ -431,7 +438,7 @@ impl Rotator<'_> {
                 }
             }
         }
-        if deadline.remaining() < STEP_BUDGET {
+        if deadline.remaining() < self.step_budget() {
             ends.pending("token", "deadline");
             return Ok(None);
         }
@@ -583,7 +590,7 @@ impl Rotator<'_> {
                     job.org,
                     since,
                     None,
-                    Some(deadline.keeping(STEP_BUDGET).instant()),
+                    Some(deadline.keeping(self.step_budget()).instant()),
                 );
                 match deadline.run("vapi", lookup).await {
                     Ok(Walk::Found(id)) => id,
@@ -617,7 +624,7 @@ impl Rotator<'_> {
         let calls: Vec<_> = numbers
             .iter()
             .map(|n| async move {
-                if deadline.remaining() < STEP_BUDGET.min(self.config.deadline / 4) {
+                if deadline.remaining() < self.step_budget() {
                     return Err("deadline");
                 }
                 let patch = self.vapi.set_number_token(&n.vapi_id, sid, token);
@@ -644,7 +651,7 @@ impl Rotator<'_> {
         deadline: Deadline,
         ends: &mut Ends,
     ) -> Result<bool, RotationError> {
-        if deadline.remaining() < STEP_BUDGET {
+        if deadline.remaining() < self.step_budget() {
             ends.pending("promote", "deadline");
             return Ok(false);
         }

@@ -242,7 +242,12 @@ pub(super) async fn claim_next_due(
                                      -- A statement re-sent after a dropped connection
                                      -- finds the job it claimed.
                                      AND (claim_token = $1
-                                          OR (gave_up_at IS NULL
+                                          OR ((gave_up_at IS NULL
+                                               -- ended by its org's offboarding even
+                                               -- after reconcile gave it up
+                                               OR EXISTS (SELECT 1 FROM organizations o
+                                                           WHERE o.id = token_rotations.org_id
+                                                             AND o.offboard_requested_at IS NOT NULL))
                                               AND (claim_token IS NULL OR claimed_until < now())
                                               AND coalesce(next_attempt_at, '-infinity') <= now()))
                                    ORDER BY claim_token IS NOT DISTINCT FROM $1 DESC,
@@ -498,14 +503,20 @@ pub(super) async fn start_promotion(
             credential_again(tx, job).await?;
             return Ok(PromotionGate::Wait("credential_changed"));
         }
-        let live = tx
+        // A purchase holding a claim may import with the primary it read; one whose
+        // import was sent and never recorded (its answer lost) may have landed at
+        // Vapi with it already: either would hold a dead token after the promotion.
+        // Both are waited for (reconcile finishes or gives such a purchase up).
+        let purchases = tx
             .query_typed(
-                "SELECT coalesce(claimed_until >= now(), false) FROM managed_phone_numbers
+                "SELECT coalesce(claimed_until >= now(), false)
+                        OR (import_attempted_at IS NOT NULL AND vapi_phone_id IS NULL)
+                   FROM managed_phone_numbers
                   WHERE org_id = $1 AND status = 'provisioning' FOR UPDATE",
                 &[(&org, Type::UUID)],
             )
             .await?;
-        if live.iter().any(|r| r.get::<_, bool>(0)) {
+        if purchases.iter().any(|r| r.get::<_, bool>(0)) {
             return Ok(PromotionGate::Wait("purchase_in_progress"));
         }
         if numbers_behind(tx, job, fp).await? {

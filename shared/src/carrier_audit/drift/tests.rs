@@ -102,6 +102,7 @@ fn run(held: &[HeldNumber], vapi: &[VapiNumber], rows: &[LiveRow]) -> Comparison
         vapi_complete: true,
         rows,
         org_rotating: false,
+        slot_token_fp: None,
         tokens: &NO_TOKENS,
     };
     compare(&scope, &clock(), URL)
@@ -187,6 +188,7 @@ fn nothing_is_repaired_under_a_subaccount_the_org_does_not_record_or_while_it_of
         vapi_complete: true,
         rows: &[],
         org_rotating: false,
+        slot_token_fp: None,
         tokens: &NO_TOKENS,
     };
     let c = compare(&scope, &clock(), URL);
@@ -355,6 +357,7 @@ fn subaccounts_named_after_no_org_or_closed_under_an_org_are_flagged() {
         vapi_complete: true,
         rows: &[],
         org_rotating: false,
+        slot_token_fp: None,
         tokens: &NO_TOKENS,
     };
     let c = compare(&scope, &clock(), URL);
@@ -453,6 +456,7 @@ fn run_tokens(
         vapi_complete: true,
         rows,
         org_rotating: rotating,
+        slot_token_fp: None,
         tokens,
     };
     compare(&scope, &clock(), URL)
@@ -483,7 +487,7 @@ fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job()
         m[0].action,
         Action::AdoptToken {
             org: org(),
-            vapi_phone_id: "v1".into()
+            vapi_phone_id: Some("v1".into())
         }
     );
     assert_eq!(m[0].detail["compared"], "vapi");
@@ -523,4 +527,66 @@ fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job()
         "AC0000000000000000000000000000aa02",
     );
     assert_eq!(mismatches(&c)[0].action, Action::Flag);
+}
+
+#[test]
+fn a_slot_holding_another_token_than_the_subaccounts_opens_an_adopt_job_even_without_numbers() {
+    let acc = account("active");
+    let by_id: HashMap<&str, &VapiNumber> = HashMap::new();
+    let tokens = TokenFingerprints {
+        account: Some("cur".into()),
+        vapi: HashMap::new(),
+    };
+    let mut scope = Scope {
+        subaccount: SUB,
+        org: Some(org()),
+        org_exists: true,
+        org_recorded_subaccount: Some(SUB),
+        org_offboarding: false,
+        org_offboarded: false,
+        account: Some(&acc),
+        held: Some(&[]),
+        vapi: &[],
+        vapi_by_id: &by_id,
+        vapi_complete: true,
+        rows: &[],
+        org_rotating: false,
+        slot_token_fp: Some("old"),
+        tokens: &tokens,
+    };
+    let c = compare(&scope, &clock(), URL);
+    let m = mismatches(&c);
+    assert_eq!(m.len(), 1, "{c:?}");
+    assert_eq!(m[0].subject, SUB);
+    assert_eq!(
+        m[0].action,
+        Action::AdoptToken {
+            org: org(),
+            vapi_phone_id: None
+        }
+    );
+    scope.slot_token_fp = Some("cur");
+    assert!(mismatches(&compare(&scope, &clock(), URL)).is_empty());
+    scope.slot_token_fp = Some("old");
+    scope.org_rotating = true;
+    let c = compare(&scope, &clock(), URL);
+    assert!(mismatches(&c).is_empty());
+    assert!(c.skipped.contains(&SUB.to_owned()), "{c:?}");
+}
+
+/// Seed 40178 of the fault-schedule test: another org's row of the same E.164
+/// (its own purchase, not yet imported) does not keep this subaccount's orphan.
+#[test]
+fn another_orgs_row_of_the_same_number_does_not_keep_a_vapi_orphan() {
+    let mut theirs = row("+14155550100", None);
+    theirs.org_id = Uuid::from_u128(0x9999);
+    theirs.subaccount_sid = Some("AC0000000000000000000000000000aa09".into());
+    theirs.status = "provisioning".into();
+    let c = run(&[], &[vapi("v9", "+14155550100", None, 48)], &[theirs]);
+    assert!(
+        c.candidates
+            .iter()
+            .any(|c| c.kind == DriftKind::VapiOrphan && c.subject == "v9"),
+        "{c:?}"
+    );
 }
