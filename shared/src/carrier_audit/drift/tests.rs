@@ -480,7 +480,13 @@ fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job()
             .unwrap_or_default(),
     };
     // Vapi reports the old token.
-    let c = run_tokens(&[v.clone()], &[r.clone()], &tokens(Some("old")), false, SUB);
+    let c = run_tokens(
+        std::slice::from_ref(&v),
+        std::slice::from_ref(&r),
+        &tokens(Some("old")),
+        false,
+        SUB,
+    );
     let m = mismatches(&c);
     assert_eq!(m.len(), 1, "{c:?}");
     assert_eq!(
@@ -495,23 +501,35 @@ fn a_vapi_number_holding_another_token_than_the_subaccounts_opens_an_adopt_job()
     let mut stale = r.clone();
     stale.twilio_token_fp = Some("old".into());
     let c = run_tokens(
-        &[v.clone()],
-        &[stale.clone()],
+        std::slice::from_ref(&v),
+        std::slice::from_ref(&stale),
         &tokens(Some("cur")),
         false,
         SUB,
     );
     assert!(mismatches(&c).is_empty(), "{c:?}");
     // Vapi does not say: what this service last sent counts.
-    let c = run_tokens(&[v.clone()], &[stale.clone()], &tokens(None), false, SUB);
+    let c = run_tokens(
+        std::slice::from_ref(&v),
+        std::slice::from_ref(&stale),
+        &tokens(None),
+        false,
+        SUB,
+    );
     assert_eq!(mismatches(&c)[0].detail["compared"], "recorded");
     // Neither known: not compared.
-    let c = run_tokens(&[v.clone()], &[r.clone()], &tokens(None), false, SUB);
+    let c = run_tokens(
+        std::slice::from_ref(&v),
+        std::slice::from_ref(&r),
+        &tokens(None),
+        false,
+        SUB,
+    );
     assert!(mismatches(&c).is_empty(), "{c:?}");
     // While the org's token is being rotated: left alone (an open finding stays).
     let c = run_tokens(
-        &[v.clone()],
-        &[stale.clone()],
+        std::slice::from_ref(&v),
+        std::slice::from_ref(&stale),
         &tokens(Some("old")),
         true,
         SUB,
