@@ -431,7 +431,8 @@ async fn the_carrier_audit_finds_numbers_holding_a_token_rotated_elsewhere_and_o
         .await
         .expect("age the rows");
     let report = o.post_control("audit", json!({"force": true})).await;
-    assert_eq!(report["found"]["token_mismatch"], 3, "{report}");
+    // The three numbers and the slot (whose Vapi credential mirrors it).
+    assert_eq!(report["found"]["token_mismatch"], 4, "{report}");
     assert_eq!(
         report["repaired"]["token_mismatch"], 1,
         "one adopt job for the org: {report}"
@@ -592,9 +593,10 @@ async fn a_body_that_is_not_an_empty_object_is_refused() {
 
 /// Review finding (reproduced on 820cdf0 by the reviewer's scratch test, which
 /// printed the number holding a retired token after both the rotation's 200 and a
-/// later audit + reconcile): an import whose answer was lost before a rotation and
-/// that is adopted after its promotion must end up holding the promoted token, and
-/// its row must say so.
+/// later audit + reconcile), and the fault schedule's seed 5063: a rotation does not
+/// promote while an import whose answer was lost may hold the old primary; once
+/// the purchase adopts it (with the current token), the rotation finishes and the
+/// number holds the promoted token, as its row says.
 #[tokio::test]
 async fn an_import_lost_before_a_rotation_and_adopted_after_it_holds_the_new_token() {
     let db = testkit::TestDb::new().await;
@@ -628,9 +630,12 @@ async fn an_import_lost_before_a_rotation_and_adopted_after_it_holds_the_new_tok
     o.post_control("fail", json!({"endpoint": "list", "mode": "none"}))
         .await;
     common::expire_purchase_claims(&o.db).await;
-    // The rotation promotes meanwhile (the import has no Vapi id on its row yet).
+    // The rotation reaches every number it knows, but does not promote while that
+    // import may hold the old primary at Vapi (its row has no Vapi id yet).
     let (status, body) = o.rotate().await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["errors"]["promote"], "purchase_in_progress", "{body}");
+    assert_eq!(body["promoted"], false);
     // The purchase is repeated: it finds the import and adopts it.
     let (status, body) = o
         .as_demo(
@@ -640,6 +645,10 @@ async fn an_import_lost_before_a_rotation_and_adopted_after_it_holds_the_new_tok
         )
         .await;
     assert!(status == 200 || status == 201, "{status}: {body}");
+    // Now the rotation brings that number the secondary too, and promotes.
+    o.backoff_passes().await;
+    let (status, body) = o.rotate().await;
+    assert_eq!(status, 200, "{body}");
     let held: Vec<Value> = o.state()["vapi_phone_numbers"]
         .as_object()
         .expect("numbers")
