@@ -13,7 +13,8 @@
 #     (benchmarks/src/bin/floor-list-numbers.rs: the runtime loop, one connection
 #     with list-numbers' settings, its status statement; each route's cold start is
 #     also shown as floor + overhead) and a Node.js 20 peer of list-numbers
-#     (benchmarks/node-peer). COLDSTART_ROUTES picks routes (default all
+#     (benchmarks/node-peer). COLDSTART_FAST_SCRAM=0: the routes and the floor
+#     with the registry's SCRAM instead of the patched one (patches/README.md). COLDSTART_ROUTES picks routes (default all
 #     six); COLDSTART_ENV="K=V ..." changes every route's environment last (e.g.
 #     RUST_LOG=debug); COLDSTART_WRAP="cmd args" starts every target under a
 #     profiler (e.g. "strace -f -tt -o /tmp/cs/trace", "perf record -g -o ..."), so
@@ -95,10 +96,18 @@ fi
 # the peer and the emulator (the benchmarks package's own, separate, invocation).
 pkgs=()
 for r in "${routes[@]}"; do pkgs+=(-p "$r"); done
+# COLDSTART_FAST_SCRAM=0 builds the routes and the floor peer with the registry's
+# SCRAM (patches/README.md) instead of the patched one the routes have by default.
+if [ "${COLDSTART_FAST_SCRAM:-1}" = 0 ]; then
+  route_features=(--no-default-features) peer_features=()
+else
+  route_features=() peer_features=(--features fast-scram)
+fi
 log "coldstart: release build of ${routes[*]} (fat LTO: minutes when the sources changed)"
-cargo build -q --release "${pkgs[@]}"
+cargo build -q --release "${pkgs[@]}" ${route_features[@]+"${route_features[@]}"}
 log "coldstart: release build of the hello-world and floor peers and the emulator"
-cargo build -q --release -p benchmarks --bin hello-lambda --bin floor-list-numbers --bin coldstart
+cargo build -q --release -p benchmarks ${peer_features[@]+"${peer_features[@]}"} \
+  --bin hello-lambda --bin floor-list-numbers --bin coldstart
 (
   cd benchmarks/node-peer
   stamp=node_modules/.package-lock.sha
