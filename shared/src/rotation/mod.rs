@@ -35,7 +35,7 @@
 
 mod store;
 
-pub use store::{STATE_COLS, latest, request_adopt, rotation_from_row};
+pub use store::{STATE_COLS, request_adopt, rotation_from_row};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -656,12 +656,12 @@ impl Rotator<'_> {
             return Ok(false);
         }
         match store::start_promotion(self.db, job, fp).await? {
-            store::PromotionGate::Open => {}
-            store::PromotionGate::Wait(code) => {
+            store::Gate::Go => {}
+            store::Gate::Wait(code) => {
                 ends.pending("promote", code);
                 return Ok(false);
             }
-            store::PromotionGate::Cancel(reason) => {
+            store::Gate::Cancel(reason) => {
                 ends.cancel = Some(reason);
                 return Ok(false);
             }
@@ -738,9 +738,9 @@ impl Rotator<'_> {
             }
         };
         match store::seal_slot(self.db, job, &sealed, fp).await? {
-            store::SlotSeal::Done => ends.done = true,
-            store::SlotSeal::Wait(code) => ends.pending("slot", code),
-            store::SlotSeal::Cancel(reason) => ends.cancel = Some(reason),
+            store::Gate::Go => ends.done = true,
+            store::Gate::Wait(code) => ends.pending("slot", code),
+            store::Gate::Cancel(reason) => ends.cancel = Some(reason),
         }
         Ok(())
     }

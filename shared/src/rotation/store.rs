@@ -418,10 +418,12 @@ pub(super) async fn stamp_numbers(
     Ok(())
 }
 
-pub(super) enum PromotionGate {
-    Open,
+/// How the promotion's start or the slot's seal went.
+pub(super) enum Gate {
+    /// Started (the promotion) or done (the seal).
+    Go,
     Wait(&'static str),
-    /// The job must end (the org is being offboarded).
+    /// The job must end: the slot changed, or the org is being offboarded.
     Cancel(&'static str),
 }
 
@@ -448,34 +450,39 @@ async fn numbers_behind(
     Ok(behind.get(0))
 }
 
-/// The org's row, locked (saves, purchases and offboarding take the same lock):
-/// whether a save holds it, its slot generation, whether it is being offboarded.
-async fn lock_org(
+/// What both the promotion and the slot's seal require of the org, under its row
+/// lock (saves, purchases and offboarding take the same lock): not being
+/// offboarded (the job ends), no save holding it, and none since the credential
+/// step — a save may have sent the credential another token, so that step is done
+/// again. `None`: nothing holds the job back.
+async fn org_hold(
     tx: &tokio_postgres::Transaction<'_>,
-    org: Uuid,
-) -> Result<(bool, i64, bool), tokio_postgres::Error> {
+    job: &Job,
+) -> Result<Option<Gate>, tokio_postgres::Error> {
     let o = tx
         .query_typed_one(
             "SELECT coalesce(sync_lease_until >= now(), false), sync_generation,
                     offboard_requested_at IS NOT NULL
                FROM organizations WHERE id = $1 FOR NO KEY UPDATE",
-            &[(&org, Type::UUID)],
+            &[(&job.org.as_uuid(), Type::UUID)],
         )
         .await?;
-    Ok((o.get(0), o.get(1), o.get(2)))
-}
-
-/// A save changed the slot since the credential step: that step is done again.
-async fn credential_again(
-    tx: &tokio_postgres::Transaction<'_>,
-    job: &Job,
-) -> Result<(), tokio_postgres::Error> {
-    tx.query_typed(
-        "UPDATE token_rotations SET credential_done_at = NULL WHERE id = $1 AND claim_token = $2",
-        &[(&job.id, Type::UUID), (&job.token.as_uuid(), Type::UUID)],
-    )
-    .await?;
-    Ok(())
+    let (lease_live, generation, offboarding): (bool, i64, bool) = (o.get(0), o.get(1), o.get(2));
+    if offboarding {
+        return Ok(Some(Gate::Cancel("org_offboarding")));
+    }
+    if lease_live {
+        return Ok(Some(Gate::Wait("sync_in_progress")));
+    }
+    if generation != job.sync_generation {
+        tx.query_typed(
+            "UPDATE token_rotations SET credential_done_at = NULL WHERE id = $1 AND claim_token = $2",
+            &[(&job.id, Type::UUID), (&job.token.as_uuid(), Type::UUID)],
+        )
+        .await?;
+        return Ok(Some(Gate::Wait("credential_changed")));
+    }
+    Ok(None)
 }
 
 /// Whether the secondary may be promoted now, and if so the promotion's start,
@@ -487,21 +494,11 @@ pub(super) async fn start_promotion(
     db: &Db,
     job: &Job,
     fp: &TokenFingerprint,
-) -> Result<PromotionGate, RotationError> {
+) -> Result<Gate, RotationError> {
     let org = job.org.as_uuid();
     db.transaction(async |tx| {
-        let (lease_live, generation, offboarding) = lock_org(tx, org).await?;
-        if offboarding {
-            return Ok(PromotionGate::Cancel("org_offboarding"));
-        }
-        if lease_live {
-            return Ok(PromotionGate::Wait("sync_in_progress"));
-        }
-        // A save since the credential step may have sent the credential another
-        // token (the step is done again); with no credential, a save may make one.
-        if generation != job.sync_generation {
-            credential_again(tx, job).await?;
-            return Ok(PromotionGate::Wait("credential_changed"));
+        if let Some(hold) = org_hold(tx, job).await? {
+            return Ok(hold);
         }
         // A purchase holding a claim may import with the primary it read; one whose
         // import was sent and never recorded (its answer lost) may have landed at
@@ -517,10 +514,10 @@ pub(super) async fn start_promotion(
             )
             .await?;
         if purchases.iter().any(|r| r.get::<_, bool>(0)) {
-            return Ok(PromotionGate::Wait("purchase_in_progress"));
+            return Ok(Gate::Wait("purchase_in_progress"));
         }
         if numbers_behind(tx, job, fp).await? {
-            return Ok(PromotionGate::Wait("numbers_changed"));
+            return Ok(Gate::Wait("numbers_changed"));
         }
         let started = tx
             .query_typed_opt(
@@ -534,9 +531,9 @@ pub(super) async fn start_promotion(
             )
             .await?;
         Ok(if started.is_some() {
-            PromotionGate::Open
+            Gate::Go
         } else {
-            PromotionGate::Wait("claim_lost")
+            Gate::Wait("claim_lost")
         })
     })
     .await
@@ -552,13 +549,6 @@ pub(super) async fn stamp_promoted(db: &Db, job: &Job) -> Result<(), DbError> {
     Ok(())
 }
 
-pub(super) enum SlotSeal {
-    Done,
-    Wait(&'static str),
-    /// The job must end: the slot changed, or the org is being offboarded.
-    Cancel(&'static str),
-}
-
 /// The slot holds the new token (sealed) and its fingerprint, and the job is done,
 /// in one transaction.
 pub(super) async fn seal_slot(
@@ -566,24 +556,16 @@ pub(super) async fn seal_slot(
     job: &Job,
     sealed: &Value,
     fp: &TokenFingerprint,
-) -> Result<SlotSeal, RotationError> {
+) -> Result<Gate, RotationError> {
     let org = job.org.as_uuid();
     db.transaction(async |tx| {
-        let (lease_live, generation, offboarding) = lock_org(tx, org).await?;
-        if offboarding {
-            return Ok(SlotSeal::Cancel("org_offboarding"));
-        }
-        if lease_live {
-            return Ok(SlotSeal::Wait("sync_in_progress"));
-        }
         // The credential and every number must hold the token now, not only when
         // each was PATCHed: a save or an import since sends the next attempt back.
-        if generation != job.sync_generation {
-            credential_again(tx, job).await?;
-            return Ok(SlotSeal::Wait("credential_changed"));
+        if let Some(hold) = org_hold(tx, job).await? {
+            return Ok(hold);
         }
         if numbers_behind(tx, job, fp).await? {
-            return Ok(SlotSeal::Wait("numbers_changed"));
+            return Ok(Gate::Wait("numbers_changed"));
         }
         let slot = tx
             .query_typed_opt(
@@ -603,7 +585,7 @@ pub(super) async fn seal_slot(
             )
             .await?;
         if slot.is_none() {
-            return Ok(SlotSeal::Cancel("slot_changed"));
+            return Ok(Gate::Cancel("slot_changed"));
         }
         let done = tx
             .query_typed_opt(
@@ -620,13 +602,11 @@ pub(super) async fn seal_slot(
             // Taken over: roll the seal back with the rest.
             return Err(RotationError::Db(DbError::Shape("claim lost".into())));
         }
-        Ok(SlotSeal::Done)
+        Ok(Gate::Go)
     })
     .await
     .or_else(|e| match e {
-        RotationError::Db(DbError::Shape(s)) if s == "claim lost" => {
-            Ok(SlotSeal::Wait("claim_lost"))
-        }
+        RotationError::Db(DbError::Shape(s)) if s == "claim lost" => Ok(Gate::Wait("claim_lost")),
         other => Err(other),
     })
 }
@@ -796,23 +776,6 @@ pub(super) async fn current(db: &Db, id: Uuid) -> Result<Rotation, RotationError
         .await?;
     rotation_from_row(&row, 0)?
         .ok_or_else(|| RotationError::Db(DbError::Shape("rotation: no job".into())))
-}
-
-/// The org's latest job, for status (works as the read-only login).
-pub async fn latest(db: &Db, org: OrgId) -> Result<Option<Rotation>, DbError> {
-    let row = db
-        .query_opt(
-            &format!(
-                "SELECT {STATE_COLS} FROM token_rotations r WHERE r.org_id = $1
-                  ORDER BY r.requested_at DESC, r.id LIMIT 1"
-            ),
-            &[(&org.as_uuid(), Type::UUID)],
-        )
-        .await?;
-    match row {
-        Some(row) => rotation_from_row(&row, 0),
-        None => Ok(None),
-    }
 }
 
 /// Open an `adopt` job for a token rotated elsewhere (a purchase read back a token
