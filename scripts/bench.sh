@@ -20,6 +20,15 @@
 #     profiler (e.g. "strace -f -tt -o /tmp/cs/trace", "perf record -g -o ..."), so
 #     its figures are the profiler's, not the function's; logs and results.json go
 #     to COLDSTART_DIR (default artifacts/coldstart). See README "Benchmarks".
+#   COLDSTART_SHAPE=deployed scripts/bench.sh coldstart
+#     the production-shaped mode: every secret the template names by ARN fetched
+#     from the AWS emulator's Secrets Manager, KMS for the keyring, both over TLS
+#     (AWS_ENDPOINT_URL https, AWS_CA_BUNDLE), Postgres over TLS (verify-full), each
+#     behind an RTT relay (benchmarks/src/bin/relay.rs): COLDSTART_RTT_MS (default
+#     1: in-region) per round trip, COLDSTART_SM_MS (15) and COLDSTART_KMS_MS (5)
+#     of service time per Secrets Manager / KMS request; COLDSTART_DB_AUTH=password
+#     (SCRAM, the login's secret; default) or iam (an IAM auth token to an RDS
+#     Proxy stand-in, no secret). The Node peer is left out (it reads DATABASE_URL).
 # `audit_scale`, the carrier audit's scale benchmark (benchmarks/src/bin/
 # audit_scale.rs: 10,000 subaccounts × 10 numbers in the stand-ins, minutes), is
 # never run by default either:
@@ -34,7 +43,7 @@ cd "$ROOT"
 # benchmarks/src/bin programs that are not latency benchmarks: the cold-start
 # benchmark's emulator and its hello-world peer; and the audit's scale benchmark,
 # run only by name.
-NOT_LATENCY=" coldstart hello-lambda floor-list-numbers audit_scale "
+NOT_LATENCY=" coldstart hello-lambda floor-list-numbers audit_scale relay "
 ROUTES=(list-numbers save-credential release-number search-numbers buy-number update-number)
 
 names=("$@")
@@ -48,7 +57,7 @@ latency=() coldstart=""
 for n in "${names[@]}"; do
   case $n in
     coldstart) coldstart=1 ;;
-    hello-lambda|floor-list-numbers) log "$n is a cold-start benchmark peer: scripts/bench.sh coldstart"; exit 2 ;;
+    hello-lambda|floor-list-numbers|relay) log "$n is a part of the cold-start benchmark: scripts/bench.sh coldstart"; exit 2 ;;
     *)
       [ -f "benchmarks/src/bin/$n.rs" ] || { log "no benchmark $n (benchmarks/src/bin, or coldstart)"; exit 2; }
       latency+=("$n")
@@ -85,10 +94,23 @@ read -r -a routes <<<"${COLDSTART_ROUTES:-${ROUTES[*]}}"
 for r in "${routes[@]}"; do
   [[ " ${ROUTES[*]} " == *" $r "* ]] || { log "COLDSTART_ROUTES: $r is not one of ${ROUTES[*]}"; exit 2; }
 done
-node=$(command -v node || true)
-if [ -z "$node" ] || [ "$("$node" -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-  log "coldstart needs Node.js 20+ for its Node peer (node: ${node:-not found})"
-  exit 2
+shape=${COLDSTART_SHAPE:-local}
+case $shape in
+  local|deployed) ;;
+  *) log "COLDSTART_SHAPE: $shape is not local or deployed"; exit 2 ;;
+esac
+db_auth=${COLDSTART_DB_AUTH:-password}
+case $db_auth in
+  password|iam) ;;
+  *) log "COLDSTART_DB_AUTH: $db_auth is not password or iam"; exit 2 ;;
+esac
+node=""
+if [ "$shape" = local ]; then
+  node=$(command -v node || true)
+  if [ -z "$node" ] || [ "$("$node" -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    log "coldstart needs Node.js 20+ for its Node peer (node: ${node:-not found})"
+    exit 2
+  fi
 fi
 
 # The bootstraps exactly as the release profile builds them (one invocation, so
@@ -105,10 +127,10 @@ else
 fi
 log "coldstart: release build of ${routes[*]} (fat LTO: minutes when the sources changed)"
 cargo build -q --release "${pkgs[@]}" ${route_features[@]+"${route_features[@]}"}
-log "coldstart: release build of the hello-world and floor peers and the emulator"
+log "coldstart: release build of the hello-world and floor peers, the emulator and the relay"
 cargo build -q --release -p benchmarks ${peer_features[@]+"${peer_features[@]}"} \
-  --bin hello-lambda --bin floor-list-numbers --bin coldstart
-(
+  --bin hello-lambda --bin floor-list-numbers --bin coldstart --bin relay
+[ "$shape" = local ] && (
   cd benchmarks/node-peer
   stamp=node_modules/.package-lock.sha
   want=$(sha256sum package-lock.json | cut -d' ' -f1)
@@ -118,6 +140,46 @@ cargo build -q --release -p benchmarks ${peer_features[@]+"${peer_features[@]}"}
     echo "$want" >"$stamp"
   fi
 )
+
+# The production shape's remote ends: the AWS emulator and Postgres over TLS (one
+# self-signed certificate for localhost), each behind the RTT relay.
+RELAY_PID=""
+trap '[ -z "$RELAY_PID" ] || kill "$RELAY_PID" 2>/dev/null || true; stop_services' EXIT
+if [ "$shape" = deployed ]; then
+  rtt=${COLDSTART_RTT_MS:-1} sm_ms=${COLDSTART_SM_MS:-15} kms_ms=${COLDSTART_KMS_MS:-5}
+  start_moto
+  tls="$STATE_DIR/tls"
+  mkdir -p "$tls"
+  # Not a CA (rustls refuses a CA certificate as a server's own), trusted as itself.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -keyout "$tls/key.pem" -out "$tls/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null
+  # Postgres's own TLS (the relay only delays its bytes): its key readable by the
+  # cluster's owner alone, as Postgres requires.
+  cp "$tls/cert.pem" "$tls/key.pem" "$STATE_DIR/pg/"
+  chmod 600 "$STATE_DIR/pg/key.pem"
+  [ "$(id -u)" -ne 0 ] || chown postgres "$STATE_DIR/pg/cert.pem" "$STATE_DIR/pg/key.pem"
+  psql -X -q "$PG_ADMIN_URL" -c "ALTER SYSTEM SET ssl = on" \
+    -c "ALTER SYSTEM SET ssl_cert_file = '$STATE_DIR/pg/cert.pem'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$STATE_DIR/pg/key.pem'" -c "SELECT pg_reload_conf()" >/dev/null
+  rm -f "$STATE_DIR/relay.json"
+  target/release/relay --rtt-ms "$rtt" --ready-file "$STATE_DIR/relay.json" \
+    --cert "$tls/cert.pem" --key "$tls/key.pem" \
+    --tcp "pg=127.0.0.1:$PG_PORT" --pg-iam "pgiam=127.0.0.1:$PG_PORT" \
+    --https "aws=127.0.0.1:$MOTO_PORT" \
+    --service-ms "secretsmanager.=$sm_ms" --service-ms "TrentService.=$kms_ms" \
+    >"$STATE_DIR/relay.log" 2>&1 &
+  RELAY_PID=$!
+  for _ in $(seq 100); do [ -s "$STATE_DIR/relay.json" ] && break; sleep 0.1; done
+  [ -s "$STATE_DIR/relay.json" ] || { cat "$STATE_DIR/relay.log" >&2; log "the relay did not start"; exit 1; }
+  log "coldstart: deployed shape, RTT ${rtt} ms, Secrets Manager +${sm_ms} ms, KMS +${kms_ms} ms, DB_AUTH=$db_auth (relay: $(cat "$STATE_DIR/relay.json"))"
+  # The keyring is KMS's, for the local API (which seals the demo org's slot) and
+  # the routes alike.
+  export_emulator_env
+  KMS_KEY_ID=$("$VENV/bin/python" -c 'import boto3, os
+print(boto3.client("kms", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_key()["KeyMetadata"]["Arn"])')
+  export KEYRING=kms KMS_KEY_ID
+fi
 
 # A fresh demo database and the local API on it: migrations, the demo org the events
 # act as, the Vapi/Twilio stand-ins.
@@ -155,11 +217,27 @@ env_for() { # binary → $STATE_DIR/env.<binary>.json
 # ORG_CLAIM and READ_SCOPE from it).
 env_for list-numbers
 for r in "${routes[@]}"; do [ "$r" = list-numbers ] || env_for "$r"; done
+if [ "$shape" = deployed ]; then
+  envs=()
+  for r in list-numbers "${routes[@]}"; do envs+=("$STATE_DIR/env.$r.json"); done
+  # Secrets into the emulator, the logins through the relay (scripts/coldstart_deployed.py);
+  # it prints the logins, which the IAM stand-in's backend logs in as without a
+  # password (only over plain loopback TCP, which nothing but the relay uses).
+  logins=$("$VENV/bin/python" scripts/coldstart_deployed.py "${envs[@]}" --relay "$STATE_DIR/relay.json" \
+    --aws-url "http://127.0.0.1:$MOTO_PORT" --cert "$tls/cert.pem" --auth "$db_auth" --kms-key "$KMS_KEY_ID")
+  if [ "$db_auth" = iam ]; then
+    hba="$STATE_DIR/pg/pg_hba.conf"
+    { for l in $logins; do printf 'hostnossl all %s 127.0.0.1/32 trust\n' "$l"; done; cat "$hba"; } >"$hba.new"
+    cat "$hba.new" >"$hba" && rm -f "$hba.new"
+    psql -X -q "$PG_ADMIN_URL" -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+fi
 
 # The order: the peers beside list-numbers (the Node peer reads what list-numbers
 # reads), the read-only routes, then the ones that change the demo org — buy before
 # save-credential, which turns the org's slot to BYOC (a BYOC org cannot buy).
 order=(hello-lambda floor-list-numbers list-numbers node-list-numbers search-numbers update-number buy-number release-number save-credential)
+[ "$shape" = local ] || order=("${order[@]/node-list-numbers}")
 "$VENV/bin/python" - "$STATE_DIR/plan.json" "$runs" "$warm" "$out" "$ROOT" "$node" "${routes[*]}" "${COLDSTART_WRAP:-}" "${order[@]}" <<'PY'
 import json, shlex, sys
 plan_path, runs, warm, out, root, node, routes, wrap, *order = sys.argv[1:]

@@ -12,8 +12,11 @@
 //! parsed constants. Extra roots (a private CA) are added per use, as `DB_CA_FILE`
 //! does for the database.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 
 /// Mozilla's roots, as parsed constants.
@@ -21,6 +24,21 @@ pub fn mozilla_roots() -> RootCertStore {
     RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
+}
+
+/// Adds every certificate of the PEM file at `path` to `roots` (`DB_CA_FILE`,
+/// `AWS_CA_BUNDLE`). The error names the file and what is wrong, never content.
+pub fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{shown}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{shown}: no certificate"));
+    }
+    Ok(())
 }
 
 /// A client configuration trusting `roots`: AWS-LC, TLS 1.2 and 1.3, no client
@@ -38,8 +56,16 @@ pub fn client_config(roots: RootCertStore) -> Result<ClientConfig, rustls::Error
 /// of an instance's HTTP clients (the providers', the AWS SDK's) start here, so
 /// neither loads the system certificate store.
 pub fn http_client_builder() -> Result<reqwest::ClientBuilder, rustls::Error> {
+    http_client_builder_trusting(mozilla_roots())
+}
+
+/// [`http_client_builder`] trusting `roots` instead of Mozilla's (the AWS SDK's
+/// client under `AWS_CA_BUNDLE`).
+pub fn http_client_builder_trusting(
+    roots: RootCertStore,
+) -> Result<reqwest::ClientBuilder, rustls::Error> {
     Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(mozilla_roots())?)
+        .tls_backend_preconfigured(client_config(roots)?)
         .pool_idle_timeout(std::time::Duration::from_secs(50)))
 }
 
@@ -48,6 +74,8 @@ pub fn http_client_builder() -> Result<reqwest::ClientBuilder, rustls::Error> {
 pub enum HttpClientError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("trusted certificates: {0}")]
+    Roots(String),
     #[error(transparent)]
     Http(#[from] reqwest::Error),
 }

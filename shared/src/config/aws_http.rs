@@ -43,11 +43,20 @@ impl fmt::Debug for ReqwestSdkClient {
 }
 
 impl ReqwestSdkClient {
-    pub fn new() -> Result<Self, crate::tls::HttpClientError> {
+    /// Trusting Mozilla's roots, or only the certificates of `ca_bundle` (a PEM
+    /// file: `AWS_CA_BUNDLE`, as the other AWS SDKs read it).
+    pub fn new(ca_bundle: Option<&std::path::Path>) -> Result<Self, crate::tls::HttpClientError> {
+        let builder = match ca_bundle {
+            None => crate::tls::http_client_builder()?,
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                crate::tls::add_pem_roots(&mut roots, path)
+                    .map_err(crate::tls::HttpClientError::Roots)?;
+                crate::tls::http_client_builder_trusting(roots)?
+            }
+        };
         Ok(Self {
-            http: crate::tls::http_client_builder()?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build()?,
+            http: builder.connect_timeout(CONNECT_TIMEOUT).build()?,
         })
     }
 

@@ -194,6 +194,11 @@ impl ProviderUrls {
 /// say otherwise, as the SDK's own loader reads them; a bad value fails the cold
 /// start. The connect timeout is 3.1 s.
 ///
+/// `AWS_CA_BUNDLE` (a PEM file), which the AWS CLI and the other SDKs read but the
+/// Rust SDK's loader does not (awslabs/aws-sdk-rust#1362), replaces the trusted roots
+/// of the AWS calls, as there: the cold-start benchmark's TLS relay, a private
+/// endpoint behind an inspecting proxy. Unset on Lambda (the compiled-in roots).
+///
 /// Not read (they would be silently ignored, so they are listed here and in the
 /// README): the per-service `AWS_ENDPOINT_URL_<SERVICE>` and
 /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`, `AWS_USE_FIPS_ENDPOINT` /
@@ -208,7 +213,11 @@ pub fn aws_sdk_config(env: &Env) -> Result<aws_config::SdkConfig, ConfigError> {
     use aws_config::timeout::TimeoutConfig;
     use aws_credential_types::provider::SharedCredentialsProvider;
 
-    let http = ReqwestSdkClient::new().map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+    let ca_bundle = env.get("AWS_CA_BUNDLE").map(std::path::Path::new);
+    let http = ReqwestSdkClient::new(ca_bundle).map_err(|e| match e {
+        crate::tls::HttpClientError::Roots(why) => ConfigError::invalid("AWS_CA_BUNDLE", why),
+        other => ConfigError::HttpClient(other.to_string()),
+    })?;
     let region = env
         .get("AWS_REGION")
         .or_else(|| env.get("AWS_DEFAULT_REGION"))
@@ -290,6 +299,22 @@ mod tests {
             let err = sdk(&[bad]).expect_err("refused");
             assert!(err.to_string().contains(bad.0), "{err}");
         }
+    }
+
+    #[test]
+    fn an_aws_ca_bundle_is_read_or_fails_the_cold_start_naming_it() {
+        let sdk = |path: &str| aws_sdk_config(&Env::from_pairs([("AWS_CA_BUNDLE", path)]));
+        let err = sdk("/nonexistent/ca.pem").expect_err("no such file");
+        assert!(err.to_string().contains("AWS_CA_BUNDLE"), "{err}");
+        let dir = std::env::temp_dir().join(format!("ca-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = sdk(empty.to_str().expect("utf-8")).expect_err("no certificate in it");
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+        // Debian's bundle (ca-certificates, on every machine the tests run on).
+        sdk("/etc/ssl/certs/ca-certificates.crt").expect("a bundle of PEM certificates");
     }
 
     #[test]

@@ -9,8 +9,6 @@ use deadpool_postgres::{
     Runtime,
 };
 use futures::future::BoxFuture;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use secrecy::ExposeSecret;
 use tokio_postgres::Client;
 
@@ -20,10 +18,7 @@ use crate::rds_iam::IamLogin;
 fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
     let mut roots = crate::tls::mozilla_roots();
     if let Some(path) = &cfg.ca_file {
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| DbError::Tls(e.to_string()))? {
-            let cert = cert.map_err(|e| DbError::Tls(e.to_string()))?;
-            roots.add(cert).map_err(|e| DbError::Tls(e.to_string()))?;
-        }
+        crate::tls::add_pem_roots(&mut roots, path).map_err(DbError::Tls)?;
     }
     let config = crate::tls::client_config(roots).map_err(|e| DbError::Tls(e.to_string()))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
