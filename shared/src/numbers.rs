@@ -288,15 +288,6 @@ pub async fn status(db: &Db, org: OrgId, listing: Listing) -> Result<Status, DbE
     })
 }
 
-/// [`status`] for the nil org: list-numbers' warm-up at init (see
-/// [`Db::warm_up_at_cold_start`]). It only reads, so whatever that org holds (if a
-/// token ever named it) is read and dropped.
-pub async fn warm_up(db: &Db) -> Result<(), DbError> {
-    status(db, crate::ids::nobodys_number().0, Listing::Current)
-        .await
-        .map(drop)
-}
-
 /// Column `name` of a status row, or a [`DbError::Shape`] naming it (never a panic).
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, DbError> {
     row.try_get(name)

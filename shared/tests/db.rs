@@ -635,9 +635,7 @@ async fn the_warm_ups_change_nothing_and_each_login_may_run_its_own() {
     let before = t.dump().await;
     let config = shared::steps::StepsConfig::default();
     // A failure would only be logged at cold start, so each is asserted here, as
-    // the login its route uses: list-numbers' read-only one, the route login.
-    let reader = Db::new(&t.reader).unwrap();
-    shared::numbers::warm_up(&reader).await.unwrap();
+    // the login its routes use (list-numbers has no warm-up since issue 26).
     let route = t.second_instance();
     shared::release::warm_up(&route, &config).await.unwrap();
     shared::routing::warm_up(&route, &config).await.unwrap();
@@ -650,16 +648,14 @@ async fn the_warm_ups_change_nothing_and_each_login_may_run_its_own() {
         .await
         .unwrap()
         .get(0);
-    for db in [&reader, &route] {
-        let row = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM pg_prepared_statements), now() >= $1",
-                &[(&ended, Type::TIMESTAMPTZ)],
-            )
-            .await
-            .unwrap();
-        assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (0, true));
-    }
+    let row = route
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_prepared_statements), now() >= $1",
+            &[(&ended, Type::TIMESTAMPTZ)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (0, true));
     // The warm-ups' number, `+0`, is one no row can hold.
     let refused = c
         .execute(

@@ -29,7 +29,7 @@ use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::CredentialStore;
 use shared::credential::fingerprint::FingerprintKey;
-use shared::db::{Db, DbConfig};
+use shared::db::{COLD_START_CONNECT, Connect, Db};
 use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
@@ -63,18 +63,31 @@ impl State {
     /// plain settings are checked first, so a bad one fails the cold start before
     /// any secret is fetched.
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::Lazily).await
+    }
+
+    /// What `main` runs: [`State::from_env`] with the instance's connection opened
+    /// during init (no warm-up: its first statements write).
+    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
+    }
+
+    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
         let steps = StepsConfig::from_env(env)?;
         let purchase_limit = PurchaseLimit::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
-        let (db, vapi_key, main, fingerprints) = tokio::try_join!(
-            DbConfig::from_env(&secrets),
-            secrets.vapi(),
-            secrets.twilio_main(),
-            secrets.fingerprint_key()
-        )?;
+        let others = async {
+            tokio::try_join!(
+                secrets.vapi(),
+                secrets.twilio_main(),
+                secrets.fingerprint_key()
+            )
+        };
+        let (db, (vapi_key, main, fingerprints)) =
+            Db::open_alongside(&secrets, connect, async |_: &Db| Ok(()), others).await?;
         let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets),
+            db,
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),

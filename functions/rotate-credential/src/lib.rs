@@ -20,7 +20,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::db::{Db, DbConfig};
+use shared::db::{COLD_START_CONNECT, Connect, Db};
 use shared::http::{
     BODY_LIMIT, Reply, lambda_deadline, optional_json_body, reject_unknown_query, request_id,
     respond,
@@ -47,17 +47,30 @@ pub struct State {
 
 impl State {
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::Lazily).await
+    }
+
+    /// What `main` runs: [`State::from_env`] with the instance's connection opened
+    /// during init (no warm-up: its first statements write).
+    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
+    }
+
+    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
         let steps = StepsConfig::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
-        let (db, vapi_key, main, tokens) = tokio::try_join!(
-            DbConfig::from_env(&secrets),
-            secrets.vapi(),
-            secrets.twilio_main(),
-            TokenKit::from_env(env, aws, &secrets)
-        )?;
+        let others = async {
+            tokio::try_join!(
+                secrets.vapi(),
+                secrets.twilio_main(),
+                TokenKit::from_env(env, aws, &secrets)
+            )
+        };
+        let (db, (vapi_key, main, tokens)) =
+            Db::open_alongside(&secrets, connect, async |_: &Db| Ok(()), others).await?;
         let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets),
+            db,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
             tokens,

@@ -15,7 +15,7 @@ use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::{
     CredentialStore, SavedCredential, TwilioCredential, VAPI_CREDENTIALS_UNAVAILABLE,
 };
-use shared::db::{Db, DbConfig};
+use shared::db::{COLD_START_CONNECT, Connect, Db};
 use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
@@ -43,11 +43,22 @@ pub struct State {
 impl State {
     /// Loads this function's secrets (database, Vapi key) concurrently.
     pub async fn from_env(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::Lazily).await
+    }
+
+    /// What `main` runs: [`State::from_env`] with the instance's connection opened
+    /// during init (no warm-up: its first statements write).
+    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
+        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
+    }
+
+    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
-        let (db, vapi_key) = tokio::try_join!(DbConfig::from_env(&secrets), secrets.vapi())?;
+        let (db, vapi_key) =
+            Db::open_alongside(&secrets, connect, async |_: &Db| Ok(()), secrets.vapi()).await?;
         let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets),
+            db,
             keyring: KeyringConfig::from_env(env)?.build(aws)?,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio(),

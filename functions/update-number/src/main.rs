@@ -1,6 +1,5 @@
 use lambda_http::{Request, service_fn};
 use shared::config::{Env, aws_sdk_config};
-use shared::db::{COLD_START_CONNECT, Db};
 use update_number::{Error, State, handle};
 
 #[tokio::main]
@@ -8,13 +7,7 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let env = Env::from_process();
     let aws = aws_sdk_config(&env)?;
-    let state = State::from_env(&env, &aws).await?;
-    state
-        .db
-        .warm_up_at_cold_start(COLD_START_CONNECT, async |db: &Db| {
-            shared::routing::warm_up(db, &state.steps).await
-        })
-        .await;
+    let state = State::at_cold_start(&env, &aws).await?;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(state, req).await)

@@ -119,7 +119,45 @@ impl fmt::Debug for Db {
     }
 }
 
+/// When a function's init opens its database connection ([`Db::open_alongside`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Connect {
+    /// On the first request (tests, the local API, tools).
+    Lazily,
+    /// During init, within this bound, with the route's warm-up ([`COLD_START_CONNECT`]).
+    AtColdStart(std::time::Duration),
+}
+
 impl Db {
+    /// A function's database at init: its configuration and login
+    /// ([`DbConfig::from_env`]), the pool (fetching the secret again on a refused
+    /// password), then with [`Connect::AtColdStart`] the instance's connection and
+    /// `warm_up` ([`Db::warm_up_at_cold_start`]) — all while `alongside` runs: the
+    /// function's other secrets. Under IAM auth there is no database secret to wait
+    /// for, so the connection's round trips (TCP, TLS, login, warm-up) run beside the
+    /// secrets' instead of after them (docs/cold-start.md); under password auth the
+    /// connection waits for its own secret, fetched beside the others.
+    pub async fn open_alongside<T, E: Into<crate::error::BoxError>>(
+        secrets: &SecretLoader,
+        connect: Connect,
+        warm_up: impl AsyncFnOnce(&Db) -> Result<(), DbError>,
+        alongside: impl Future<Output = Result<T, E>>,
+    ) -> Result<(Db, T), crate::error::BoxError> {
+        // Boxed: the SDK's secret fetch and the warm-up are large futures, and a caller
+        // that builds several states in one task (the local API) would carry them
+        // all on its stack.
+        let db = Box::pin(async {
+            let cfg = DbConfig::from_env(secrets).await?;
+            let db = Db::new(&cfg)?.refetching_secret_from(secrets.clone());
+            if let Connect::AtColdStart(within) = connect {
+                db.warm_up_at_cold_start(within, warm_up).await;
+            }
+            Ok::<_, crate::error::BoxError>(db)
+        });
+        let alongside = Box::pin(async { alongside.await.map_err(Into::into) });
+        tokio::try_join!(db, alongside)
+    }
+
     /// Builds the pool; connects lazily on first use (cold start does no I/O here).
     pub fn new(cfg: &DbConfig) -> Result<Self, DbError> {
         let (pool, iam) = build_pool(cfg)?;
@@ -281,8 +319,10 @@ impl Db {
     /// read each table the write routes use (by keys no row has) made their init
     /// ≈ 3–4 ms longer and saved only ≈ 1.5–2.3 ms of their first request
     /// (`scripts/bench.sh coldstart`, two same-run comparisons): it loaded more than
-    /// one request needs. The warm-ups that pay are a route's own first statements
-    /// (list-numbers, release-number, update-number).
+    /// one request needs. The warm-ups kept are a route's own first statements
+    /// (release-number, update-number), which under IAM auth run while the provider
+    /// secrets are fetched ([`Db::open_alongside`]); list-numbers' was dropped (issue
+    /// 26: it made the cold start 4–10 ms longer in every benchmark shape).
     pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
         self.warm_up_at_cold_start(within, async |_: &Db| Ok(()))
             .await
@@ -294,11 +334,12 @@ impl Db {
     /// 14), then runs `warm_up` on it: what the route's first request reads, for rows
     /// that do not exist, so a fresh backend loads those tables' catalog entries and
     /// this process runs those code paths before the first request instead of during
-    /// it. Same-run comparisons (`scripts/bench.sh coldstart`), first request
-    /// against warm: list-numbers 5.4 → 1.35 ms (warm 0.9), release-number 3.2–3.8
-    /// → 1.3 ms (warm 0.7), update-number 7.4–8.3 → 4.6–5.0 ms (warm 2.4); the
-    /// cold start (init + first request) within ±1 ms, the warm-up's own statements
-    /// being the price. Init runs before the first request is handed over, at full
+    /// it. Same-run comparisons (`scripts/bench.sh coldstart`, issue 14), first
+    /// request against warm: release-number 3.2–3.8 → 1.3 ms (warm 0.7),
+    /// update-number 7.4–8.3 → 4.6–5.0 ms (warm 2.4); the cold start (init + first
+    /// request) within ±1 ms then, the warm-up's own statements being the price. A
+    /// warm-up whose statement the first request plans again costs a cold start
+    /// more than it saves (list-numbers', measured and dropped in issue 26). Init runs before the first request is handed over, at full
     /// CPU where an invocation gets its memory's share, and with provisioned
     /// concurrency it runs ahead of any request. Both steps together are
     /// bounded by `within`; a failure is logged and left to the first request, which

@@ -20,7 +20,8 @@ fn tls_connector(cfg: &DbConfig) -> Result<tokio_postgres_rustls::MakeRustlsConn
     if let Some(path) = &cfg.ca_file {
         crate::tls::add_pem_roots(&mut roots, path).map_err(DbError::Tls)?;
     }
-    let config = crate::tls::client_config(roots).map_err(|e| DbError::Tls(e.to_string()))?;
+    let config =
+        crate::tls::database_client_config(roots).map_err(|e| DbError::Tls(e.to_string()))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

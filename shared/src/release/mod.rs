@@ -134,18 +134,33 @@ impl ReleaseService {
         env: &Env,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, crate::error::BoxError> {
+        Self::open(env, aws, crate::db::Connect::Lazily).await
+    }
+
+    /// [`ReleaseService::from_env`], with `connect` saying whether the instance's
+    /// connection is opened during init (release-number's, warmed up with [`warm_up`]:
+    /// its own first statements), beside the provider secrets' fetch.
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: crate::db::Connect,
+    ) -> Result<Self, crate::error::BoxError> {
+        let config = StepsConfig::from_env(env)?;
         let secrets = crate::config::SecretLoader::new(env, aws);
-        let (db, vapi_key, main) = tokio::try_join!(
-            crate::db::DbConfig::from_env(&secrets),
-            secrets.vapi(),
-            secrets.twilio_main()
-        )?;
+        let others = async { tokio::try_join!(secrets.vapi(), secrets.twilio_main()) };
+        let (db, (vapi_key, main)) = Db::open_alongside(
+            &secrets,
+            connect,
+            async |db: &Db| warm_up(db, &config).await,
+            others,
+        )
+        .await?;
         let clients = crate::clients::ClientKit::from_env(env, &secrets)?;
         Ok(Self {
-            db: Db::new(&db)?.refetching_secret_from(secrets),
+            db,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
-            config: StepsConfig::from_env(env)?,
+            config,
             tokens: None,
         })
     }
