@@ -227,7 +227,8 @@ if [ "$shape" = deployed ]; then
     --aws-url "http://127.0.0.1:$MOTO_PORT" --cert "$tls/cert.pem" --auth "$db_auth" --kms-key "$KMS_KEY_ID")
   if [ "$db_auth" = iam ]; then
     hba="$STATE_DIR/pg/pg_hba.conf"
-    { for l in $logins; do printf 'hostnossl all %s 127.0.0.1/32 trust\n' "$l"; done; cat "$hba"; } >"$hba.new"
+    dbname=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).path.lstrip("/"))' "$db")
+    { for l in $logins; do printf 'hostnossl %s %s 127.0.0.1/32 trust\n' "$dbname" "$l"; done; cat "$hba"; } >"$hba.new"
     cat "$hba.new" >"$hba" && rm -f "$hba.new"
     psql -X -q "$PG_ADMIN_URL" -c "SELECT pg_reload_conf()" >/dev/null
   fi

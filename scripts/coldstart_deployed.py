@@ -61,13 +61,13 @@ def main():
             dbname = urllib.parse.unquote(u.path.lstrip("/"))
             if user not in logins:
                 logins.append(user)
-            env.update(DB_HOST="localhost", DB_TLS="verify-full", DB_CA_FILE=args.cert)
+            env.update(DB_HOST="127.0.0.1", DB_TLS="verify-full", DB_CA_FILE=args.cert)
             if args.auth == "password":
                 env["DB_AUTH"] = "password"
                 env["DB_PORT"] = str(ports["pg"])
                 env["DB_SECRET_ARN"] = secret(f"coldstart/db/{user}", {
                     "username": user, "password": urllib.parse.unquote(u.password or ""),
-                    "engine": "postgres", "host": "localhost", "port": ports["pg"],
+                    "engine": "postgres", "host": "127.0.0.1", "port": ports["pg"],
                     "dbname": dbname})
             else:
                 env.update(DB_AUTH="iam", DB_USER=user, DB_NAME=dbname,
@@ -85,7 +85,8 @@ def main():
             env.pop("LOCAL_KEYRING_FILE", None)
             env.pop("LOCAL_KEYRING_KEY", None)
             env.update(KEYRING="kms", KMS_KEY_ID=args.kms_key)
-        env.update(AWS_ENDPOINT_URL=f"https://localhost:{ports['aws']}", AWS_CA_BUNDLE=args.cert)
+        # The relay binds 127.0.0.1 only (its certificate names the IP as well).
+        env.update(AWS_ENDPOINT_URL=f"https://127.0.0.1:{ports['aws']}", AWS_CA_BUNDLE=args.cert)
         with open(path, "w") as f:
             json.dump(env, f, indent=1)
     print(" ".join(logins))

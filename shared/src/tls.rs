@@ -3,8 +3,9 @@
 //! (`webpki-roots`, which include Amazon's: RDS Proxy's ACM certificate, the AWS
 //! endpoints, Vapi and Twilio all chain to them).
 //!
-//! Postgres, the provider client and the AWS SDK's client all start from
-//! [`client_config`], so there is one trust decision and one crypto provider.
+//! The provider client and the AWS SDK's client start from [`client_config`], Postgres
+//! from [`database_client_config`] (the same, its first key share P-256), so there is
+//! one trust decision and one crypto provider.
 //! Compiled-in roots instead of the system store is a cold-start choice: loading the
 //! system store (`rustls-native-certs`, `rustls-platform-verifier`) reads and parses
 //! every certificate file on each new process — measured at ≈ 5 ms of the init of
@@ -31,11 +32,13 @@ pub fn mozilla_roots() -> RootCertStore {
 pub fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
     let shown = path.display();
     let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mut added = 0;
     for cert in certs {
         let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
         roots.add(cert).map_err(|e| format!("{shown}: {e}"))?;
+        added += 1;
     }
-    if roots.is_empty() {
+    if added == 0 {
         return Err(format!("{shown}: no certificate"));
     }
     Ok(())
@@ -44,8 +47,14 @@ pub fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), Strin
 /// A client configuration trusting `roots`: AWS-LC, TLS 1.2 and 1.3, no client
 /// certificate. Fails only if AWS-LC offers none of rustls's safe defaults.
 pub fn client_config(roots: RootCertStore) -> Result<ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
+    config_with(rustls::crypto::aws_lc_rs::default_provider(), roots)
+}
+
+fn config_with(
+    provider: rustls::crypto::CryptoProvider,
+    roots: RootCertStore,
+) -> Result<ClientConfig, rustls::Error> {
+    Ok(ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
@@ -60,20 +69,13 @@ pub fn client_config(roots: RootCertStore) -> Result<ClientConfig, rustls::Error
 /// every TLS 1.3 server must implement (RFC 8446, 9.1), so leading with it costs no
 /// server a retry; RDS Proxy's preference is not documented.
 pub fn database_client_config(roots: RootCertStore) -> Result<ClientConfig, rustls::Error> {
-    use rustls::crypto::aws_lc_rs::{DEFAULT_KX_GROUPS, default_provider, kx_group};
-    let mut provider = default_provider();
-    provider.kx_groups = std::iter::once(kx_group::SECP256R1)
-        .chain(
-            DEFAULT_KX_GROUPS
-                .iter()
-                .copied()
-                .filter(|g| g.name() != kx_group::SECP256R1.name()),
-        )
-        .collect();
-    Ok(ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    // A stable sort: the provider's own list (FIPS-filtered when built for FIPS) in
+    // its order, P-256 moved to the front.
+    provider
+        .kx_groups
+        .sort_by_key(|g| g.name() != rustls::NamedGroup::secp256r1);
+    config_with(provider, roots)
 }
 
 /// A reqwest client builder on [`client_config`] with Mozilla's roots: HTTP/1.1, a

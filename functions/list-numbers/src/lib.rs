@@ -14,7 +14,7 @@
 use lambda_http::{Body, Request, RequestExt, Response};
 use shared::ApiError;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::db::{COLD_START_CONNECT, Connect, Db};
+use shared::db::{Connect, Db};
 use shared::http::{Reply, reject_unknown_query, respond};
 use shared::identity::Caller;
 use shared::numbers::{self, Listing};
@@ -31,16 +31,17 @@ impl State {
         Self::open(env, aws, Connect::Lazily).await
     }
 
-    /// What `main` runs: [`State::from_env`] with the instance's connection opened
-    /// during init. No warm-up statement: running the status statement at init made
-    /// the cold start (init + first request) 4–10 ms longer than without, in every
-    /// shape of `scripts/bench.sh coldstart` (the statement is planned again by the
-    /// first request; docs/cold-start.md), whatever it saved the first request.
-    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
-    }
-
-    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
+    /// With `connect` saying when the instance's connection opens (`main`:
+    /// [`Connect::AT_INIT`]: during init). No warm-up statement: running the
+    /// status statement at init made the cold start (init + first request) longer than
+    /// without (0.3–9.8 ms) in every shape of `scripts/bench.sh coldstart` (the first
+    /// request plans the statement again; docs/cold-start.md), whatever it saved the
+    /// first request.
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: Connect,
+    ) -> Result<Self, Error> {
         let secrets = SecretLoader::new(env, aws);
         let nothing_else = async { Ok::<_, Error>(()) };
         let (db, ()) =

@@ -14,7 +14,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::db::{COLD_START_CONNECT, Connect, Db};
+use shared::db::{Connect, Db};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
 };
@@ -41,24 +41,28 @@ impl State {
         Self::open(env, aws, Connect::Lazily).await
     }
 
-    /// What `main` runs: [`State::from_env`] with the instance's connection opened
-    /// during init (no warm-up: its first statements write).
-    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
-    }
-
-    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
+    /// With `connect` saying when the instance's connection opens (`main`:
+    /// [`Connect::AT_INIT`]: during init) (no warm-up: its first statements
+    /// write).
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: Connect,
+    ) -> Result<Self, Error> {
+        // Plain settings and clients first: a bad one fails the init before any
+        // network call, and their CPU work is done before the waits begin.
+        let steps = StepsConfig::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
+        let clients = ClientKit::from_env(env, &secrets)?;
         let others = async { tokio::try_join!(secrets.vapi(), secrets.twilio_main()) };
         let (db, (vapi_key, main)) =
             Db::open_alongside(&secrets, connect, async |_: &Db| Ok(()), others).await?;
-        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
             db,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio_main(main),
             identity: IdentityConfig::from_env(env),
-            steps: StepsConfig::from_env(env)?,
+            steps,
         })
     }
 

@@ -20,7 +20,7 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::config::{Env, IdentityConfig};
-use shared::db::{COLD_START_CONNECT, Connect};
+use shared::db::Connect;
 use shared::http::{
     Reply, lambda_deadline, path_phone_number, reject_unknown_query, request_id, respond,
 };
@@ -39,13 +39,14 @@ impl State {
         Self::open(env, aws, Connect::Lazily).await
     }
 
-    /// What `main` runs: [`State::from_env`] with the instance's connection opened
-    /// during init and warmed up with release-number's own first statements.
-    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
-    }
-
-    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
+    /// With `connect` saying when the instance's connection opens (`main`:
+    /// [`Connect::AT_INIT`]: during init) and warmed up with release-number's own
+    /// first statements.
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: Connect,
+    ) -> Result<Self, Error> {
         Ok(Self {
             release: ReleaseService::open(env, aws, connect).await?,
             identity: IdentityConfig::from_env(env),

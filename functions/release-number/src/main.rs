@@ -1,13 +1,14 @@
 use lambda_http::{Request, service_fn};
 use release_number::{Error, State, handle};
 use shared::config::{Env, aws_sdk_config};
+use shared::db::Connect;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let env = Env::from_process();
     let aws = aws_sdk_config(&env)?;
-    let state = State::at_cold_start(&env, &aws).await?;
+    let state = State::open(&env, &aws, Connect::AT_INIT).await?;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(state, req).await)

@@ -15,7 +15,7 @@ use shared::config::{Env, IdentityConfig, SecretLoader};
 use shared::credential::{
     CredentialStore, SavedCredential, TwilioCredential, VAPI_CREDENTIALS_UNAVAILABLE,
 };
-use shared::db::{COLD_START_CONNECT, Connect, Db};
+use shared::db::{Connect, Db};
 use shared::envelope::{Keyring, KeyringConfig};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, reject_unknown_query, request_id, respond,
@@ -46,24 +46,29 @@ impl State {
         Self::open(env, aws, Connect::Lazily).await
     }
 
-    /// What `main` runs: [`State::from_env`] with the instance's connection opened
-    /// during init (no warm-up: its first statements write).
-    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
-    }
-
-    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
+    /// With `connect` saying when the instance's connection opens (`main`:
+    /// [`Connect::AT_INIT`]: during init) (no warm-up: its first statements
+    /// write).
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: Connect,
+    ) -> Result<Self, Error> {
+        // Plain settings and clients first: a bad one fails the init before any
+        // network call, and their CPU work is done before the waits begin.
+        let steps = StepsConfig::from_env(env)?;
+        let keyring = KeyringConfig::from_env(env)?.build(aws)?;
         let secrets = SecretLoader::new(env, aws);
+        let clients = ClientKit::from_env(env, &secrets)?;
         let (db, vapi_key) =
             Db::open_alongside(&secrets, connect, async |_: &Db| Ok(()), secrets.vapi()).await?;
-        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
             db,
-            keyring: KeyringConfig::from_env(env)?.build(aws)?,
+            keyring,
             vapi: clients.vapi(vapi_key),
             twilio: clients.twilio(),
             identity: IdentityConfig::from_env(env),
-            steps: StepsConfig::from_env(env)?,
+            steps,
             metrics: MetricsConfig::from_env(env),
         })
     }

@@ -13,7 +13,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use shared::clients::ClientKit;
 use shared::config::{Env, IdentityConfig, SecretLoader};
-use shared::db::{COLD_START_CONNECT, Connect, Db};
+use shared::db::{Connect, Db};
 use shared::http::{
     BODY_LIMIT, Reply, json_body, lambda_deadline, path_phone_number, reject_unknown_query,
     request_id, respond,
@@ -38,18 +38,21 @@ impl State {
         Self::open(env, aws, Connect::Lazily).await
     }
 
-    /// What `main` runs: [`State::from_env`] with the instance's connection opened
-    /// during init and warmed up with update-number's own claim statement.
-    pub async fn at_cold_start(env: &Env, aws: &aws_config::SdkConfig) -> Result<Self, Error> {
-        Self::open(env, aws, Connect::AtColdStart(COLD_START_CONNECT)).await
-    }
-
-    async fn open(env: &Env, aws: &aws_config::SdkConfig, connect: Connect) -> Result<Self, Error> {
+    /// With `connect` saying when the instance's connection opens (`main`:
+    /// [`Connect::AT_INIT`]: during init) and warmed up with update-number's own
+    /// claim statement.
+    pub async fn open(
+        env: &Env,
+        aws: &aws_config::SdkConfig,
+        connect: Connect,
+    ) -> Result<Self, Error> {
+        // Plain settings and clients first: a bad one fails the init before any
+        // network call, and their CPU work is done before the waits begin.
         let steps = StepsConfig::from_env(env)?;
         let secrets = SecretLoader::new(env, aws);
+        let clients = ClientKit::from_env(env, &secrets)?;
         let warm_up = async |db: &Db| shared::routing::warm_up(db, &steps).await;
         let (db, vapi_key) = Db::open_alongside(&secrets, connect, warm_up, secrets.vapi()).await?;
-        let clients = ClientKit::from_env(env, &secrets)?;
         Ok(Self {
             db,
             vapi: clients.vapi(vapi_key),

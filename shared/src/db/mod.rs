@@ -45,8 +45,8 @@ use crate::rds_iam::{IamLogin, IamTokenError};
 use pool::build_pool;
 pub use pool::connect_unpooled;
 
-/// How long a function's init waits for [`Db::connect_at_cold_start`] (the connect
-/// and any warm-up together): well inside Lambda's 10 s init limit; a database
+/// How long a function's init waits for its connection ([`Db::open_alongside`] with
+/// [`Connect::AtColdStart`]: the connect and any warm-up together): well inside Lambda's 10 s init limit; a database
 /// slower than this is left to the first request.
 pub const COLD_START_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -126,6 +126,11 @@ pub enum Connect {
     Lazily,
     /// During init, within this bound, with the route's warm-up ([`COLD_START_CONNECT`]).
     AtColdStart(std::time::Duration),
+}
+
+impl Connect {
+    /// A Lambda function's `main`: during init, within [`COLD_START_CONNECT`].
+    pub const AT_INIT: Connect = Connect::AtColdStart(COLD_START_CONNECT);
 }
 
 impl Db {
@@ -314,7 +319,8 @@ impl Db {
 
     /// [`Db::warm_up_at_cold_start`] with nothing to warm up: the connection only.
     ///
-    /// What buy-number and save-credential do: their first statements write, in a
+    /// What buy-number and save-credential do (through [`Db::open_alongside`] with a
+    /// warm-up that does nothing): their first statements write, in a
     /// transaction, so no warm-up can run them without a change. A generic one that
     /// read each table the write routes use (by keys no row has) made their init
     /// ≈ 3–4 ms longer and saved only ≈ 1.5–2.3 ms of their first request
@@ -322,7 +328,7 @@ impl Db {
     /// one request needs. The warm-ups kept are a route's own first statements
     /// (release-number, update-number), which under IAM auth run while the provider
     /// secrets are fetched ([`Db::open_alongside`]); list-numbers' was dropped (issue
-    /// 26: it made the cold start 4–10 ms longer in every benchmark shape).
+    /// 26: its cold start was 0.3–9.8 ms longer with it in every benchmark shape).
     pub async fn connect_at_cold_start(&self, within: std::time::Duration) {
         self.warm_up_at_cold_start(within, async |_: &Db| Ok(()))
             .await

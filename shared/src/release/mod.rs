@@ -147,6 +147,8 @@ impl ReleaseService {
     ) -> Result<Self, crate::error::BoxError> {
         let config = StepsConfig::from_env(env)?;
         let secrets = crate::config::SecretLoader::new(env, aws);
+        // Built before the waits: a bad setting fails the init without a network call.
+        let clients = crate::clients::ClientKit::from_env(env, &secrets)?;
         let others = async { tokio::try_join!(secrets.vapi(), secrets.twilio_main()) };
         let (db, (vapi_key, main)) = Db::open_alongside(
             &secrets,
@@ -155,7 +157,6 @@ impl ReleaseService {
             others,
         )
         .await?;
-        let clients = crate::clients::ClientKit::from_env(env, &secrets)?;
         Ok(Self {
             db,
             vapi: clients.vapi(vapi_key),
